@@ -1,0 +1,98 @@
+"""AdaSIR: per-user sample pools by importance resampling (Algorithm 1), and AdaSIR-W."""
+
+from __future__ import annotations
+
+import torch
+
+from pools.base import Negatives, NegativeSampler
+from pools.rank import estimate_rank, harmonic_table
+
+
+class AdaSIRSampler(NegativeSampler):
+    """Pools refreshed once per epoch; negatives drawn uniformly from the pool.
+
+    State on the device: `pool_items` [U, R] long and `pool_log_w` [U, R] float (log w(i|c) of
+    each entry, from the model at the refresh that produced it); `candidates` [U, K] for
+    AdaSIR-W's rank estimate.
+    """
+
+    def __init__(self, *args, rank_weighted: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rank_weighted = rank_weighted
+        self.pool_items: torch.Tensor | None = None
+        self.pool_log_w: torch.Tensor | None = None
+        self.candidates: torch.Tensor | None = None
+        if rank_weighted:
+            self._harmonic = harmonic_table(self.num_items, self.device)
+
+    @torch.no_grad()
+    def refresh(self, model, generator):
+        cfg = self.config
+        R, K = cfg.pool_size, cfg.num_candidates
+        if self.pool_items is None:
+            self.pool_items = torch.empty(self.num_users, R, dtype=torch.long, device=self.device)
+            self.pool_log_w = torch.empty(self.num_users, R, device=self.device)
+            fresh = True
+        else:
+            fresh = False
+        if self.rank_weighted:
+            self.candidates = torch.empty(self.num_users, K, dtype=torch.long, device=self.device)
+        for start in range(0, self.num_users, cfg.refresh_chunk_users):
+            users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
+                                 device=self.device)
+            items, log_w, cand = self._resample(model, users, generator)
+            if not fresh and cfg.reuse_pool:
+                items, log_w = self._merge(users, items, log_w, generator)
+            self.pool_items[users] = items
+            self.pool_log_w[users] = log_w
+            if self.rank_weighted:
+                self.candidates[users] = cand
+
+    def _resample(self, model, users, generator):
+        """Steps 1-3: K candidates from Q, w = softmax(r/τ − log Q), R draws with replacement."""
+        cfg = self.config
+        cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
+        logits = model.score(users, cand) / cfg.temperature - self.proposal.log_prob(cand)
+        if cfg.exclude_positives:
+            mask = self.positives.contains(users, cand)
+            # A user whose every candidate is a train item keeps them rather than an empty pool.
+            mask &= ~mask.all(dim=1, keepdim=True)
+            logits = logits.masked_fill(mask, float("-inf"))
+        log_w = torch.log_softmax(logits, dim=1)
+        idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
+        return cand.gather(1, idx), log_w.gather(1, idx), cand
+
+    def _merge(self, users, items, log_w, generator):
+        """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""
+        union_items = torch.cat([self.pool_items[users], items], dim=1)  # [C, 2R]
+        union_log_w = torch.cat([self.pool_log_w[users], log_w], dim=1)
+        keys = torch.rand(union_items.shape, device=self.device, generator=generator)
+        keep = keys.topk(self.config.pool_size, dim=1).indices
+        return union_items.gather(1, keep), union_log_w.gather(1, keep)
+
+    def sample(self, model, users, pos_items, generator):
+        if self.pool_items is None:
+            raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
+        cfg = self.config
+        slot = torch.randint(0, cfg.pool_size, (users.numel(), cfg.num_negatives),
+                             device=self.device, generator=generator)
+        items = self.pool_items[users[:, None], slot]
+        log_w = self.pool_log_w[users[:, None], slot]
+        offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
+        pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
+        return Negatives(items, logit_offset=offset, pos_weight=pos_weight)
+
+    @torch.no_grad()
+    def _rank_weight(self, model, users, pos_items):
+        """Eq. (3)'s J(rank) with rank from Eq. (2) over the user's uniform candidates K_c."""
+        cand = self.candidates[users]  # [B, K]
+        pos = model.score(users, pos_items[:, None]).squeeze(1)
+        rank = estimate_rank(pos, model.score(users, cand), self.num_items)
+        weight = self._harmonic[rank]
+        if self.config.rank_weight_norm == "batch-mean":
+            weight = weight / weight.mean()
+        return weight
+
+    def state_size_bytes(self) -> int:
+        tensors = [self.pool_items, self.pool_log_w, self.candidates]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)

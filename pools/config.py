@@ -1,0 +1,73 @@
+"""Sampler options, validated once at the boundary (CLI, HTTP, Tune YAML)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SamplerName = Literal[
+    "uniform",
+    "popularity",
+    "softmax",
+    "dns",
+    "pris-u",
+    "pris-p",
+    "adasir-u",
+    "adasir-p",
+    "adasir-w",
+]
+
+SAMPLER_NAMES: tuple[str, ...] = SamplerName.__args__  # type: ignore[attr-defined]
+
+
+class SamplerConfig(BaseModel):
+    """How negatives are drawn and weighted. Defaults follow the paper (section 4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: SamplerName = "adasir-u"
+    """Which sampler: `uniform` (BPR), `popularity` (Q ∝ log(1+f)), `softmax` (exact, O(items)
+    per user), `dns` (max-scored of m uniform candidates), `pris-u`/`pris-p` (per-batch
+    importance sampling), `adasir-u`/`adasir-p` (pools by importance resampling from a uniform /
+    popularity proposal), `adasir-w` (adasir-u plus the Eq. (2)-(3) rank weight)."""
+
+    num_negatives: int = Field(5, ge=1, le=1024)
+    """n: negatives drawn per training pair."""
+
+    num_candidates: int = Field(200, ge=1, le=100_000)
+    """|K|: candidates drawn per user from the proposal at each pool refresh."""
+
+    pool_size: int = Field(200, ge=1, le=100_000)
+    """|R|: entries kept per user in the pool negatives are drawn from."""
+
+    reuse_pool: bool = True
+    """Algorithm 1, line 10: the new pool is |R| entries drawn uniformly from the old pool ∪ the
+    freshly resampled one. Off: every refresh replaces the pool."""
+
+    weighting: Literal["paper", "reference", "none"] = "paper"
+    """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
+    softmax(r + log w) (what the authors' code does), `none` a plain mean. Used by the AdaSIR
+    samplers; PRIS always uses its own softmax(r − log Q)."""
+
+    exclude_positives: bool = True
+    """Never hand out one of the user's own train items as a negative (the authors' code does)."""
+
+    temperature: float = Field(1.0, gt=0.0, le=1e4)
+    """τ in the resampling softmax, w ∝ exp(r/τ − log Q). τ = 1 is the paper; larger τ gives
+    softer, less 'hard' negatives. Also used by the exact `softmax` sampler."""
+
+    dns_candidates: int = Field(10, ge=1, le=10_000)
+    """m: uniform candidates per negative for `dns`, the best-scored of which is kept."""
+
+    rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
+    """AdaSIR-W: `batch-mean` divides J(rank) by its batch mean, so the loss keeps the scale of
+    plain BPR and the learning rate keeps its meaning; `none` is the authors' unnormalised
+    harmonic sum (the loss grows ~10×)."""
+
+    refresh_chunk_users: int = Field(2048, ge=1)
+    """Users scored together during a pool refresh: bounds memory at chunk × |K| scores."""
+
+    @property
+    def uses_pool(self) -> bool:
+        return self.name.startswith("adasir")

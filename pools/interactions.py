@@ -1,0 +1,104 @@
+"""A user → items index (CSR) on the training device.
+
+Used for: excluding a user's own train items from negatives, masking seen items in
+evaluation, and sampling uniformly from the items a user has *not* interacted with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class InteractionIndex:
+    """Sorted (user, item) pairs of one split, as tensors on one device.
+
+    Shapes: `items` [nnz] sorted by (user, item); `offsets` [num_users + 1];
+    `keys` [nnz] = user * num_items + item, sorted, for membership tests.
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,
+                 bitset_budget_bytes: int = 256 << 20):
+        if users.shape != items.shape or users.dim() != 1:
+            raise ValueError("users and items must be 1-D tensors of the same length")
+        self.num_users = int(num_users)
+        self.num_items = int(num_items)
+        device = users.device
+        keys = users.long() * self.num_items + items.long()
+        keys = torch.unique(keys)  # sorted, and deduplicated: a pair counts once
+        self.keys = keys
+        self.items = keys % self.num_items
+        pair_users = keys // self.num_items
+        counts = torch.bincount(pair_users, minlength=self.num_users)
+        self.degree = counts
+        self.offsets = torch.zeros(self.num_users + 1, dtype=torch.long, device=device)
+        self.offsets[1:] = torch.cumsum(counts, 0)
+        # For complement sampling: the number of non-interacted items that precede each
+        # interacted item, keyed per user so one flat searchsorted serves every user.
+        rank_in_user = torch.arange(keys.numel(), device=device) - self.offsets[pair_users]
+        self._gap_keys = pair_users * (self.num_items + 1) + (self.items - rank_in_user)
+        # A packed bitset [users, ceil(items / 63)] turns membership into one gather when it
+        # fits the budget (63 bits a word keeps the int64 shifts clear of the sign bit).
+        words = (self.num_items + 62) // 63
+        self._bits = None
+        if self.num_users * words * 8 <= bitset_budget_bytes:
+            bits = torch.zeros(self.num_users * words, dtype=torch.long, device=device)
+            flat = pair_users * words + self.items // 63
+            bits.index_put_((flat,), torch.ones_like(flat) << (self.items % 63), accumulate=True)
+            self._bits = bits.view(self.num_users, words)
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
+    def __len__(self) -> int:
+        return int(self.keys.numel())
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Whether each (user, item) is in the index. users [B], items [B, ...] → bool [B, ...]."""
+        if self.keys.numel() == 0:
+            return torch.zeros(items.shape, dtype=torch.bool, device=items.device)
+        if self._bits is not None:
+            u = users.long().view(-1, *([1] * (items.dim() - 1)))
+            word = self._bits[u, items // 63]
+            return ((word >> (items % 63)) & 1).bool()
+        shape = items.shape
+        query = (users.long().view(-1, *([1] * (items.dim() - 1))) * self.num_items + items.long())
+        query = query.reshape(-1)
+        pos = torch.searchsorted(self.keys, query).clamp_(max=self.keys.numel() - 1)
+        return (self.keys[pos] == query).view(shape)
+
+    def dense_mask(self, users: torch.Tensor) -> torch.Tensor:
+        """A [len(users), num_items] bool matrix, True where the user interacted (host sync)."""
+        mask = torch.zeros(users.numel(), self.num_items, dtype=torch.bool, device=self.device)
+        rows, cols = self.rows_of(users)
+        mask[rows, cols] = True
+        return mask
+
+    def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interactions of `users` as (row in `users`, item) pairs (host sync for the size)."""
+        users = users.long()
+        start = self.offsets[users]
+        length = self.offsets[users + 1] - start
+        rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)
+        within = torch.arange(rows.numel(), device=self.device) - torch.repeat_interleave(
+            torch.cumsum(length, 0) - length, length
+        )
+        return rows, self.items[start[rows] + within]
+
+    def sample_complement(
+        self, users: torch.Tensor, per_user: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Items drawn uniformly from those each user has not interacted with, exactly.
+
+        users [B] → items [B, per_user]. Draws k uniform in [0, N − deg(u)) and maps it to the
+        k-th non-interacted item: k + #{interacted items p : (non-interacted items before p) ≤ k}.
+        """
+        users = users.long()
+        free = (self.num_items - self.degree[users]).clamp(min=1)
+        u = torch.rand(users.numel(), per_user, device=self.device, generator=generator)
+        k = (u * free[:, None]).long().clamp_(max=(free - 1)[:, None])
+        if self.keys.numel() == 0:
+            return k
+        query = users[:, None] * (self.num_items + 1) + k
+        before = torch.searchsorted(self._gap_keys, query, right=True) - self.offsets[users][:, None]
+        return (k + before).clamp_(max=self.num_items - 1)

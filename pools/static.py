@@ -1,0 +1,65 @@
+"""Per-batch samplers: uniform (BPR), popularity, PRIS, DNS and the exact softmax."""
+
+from __future__ import annotations
+
+import torch
+
+from pools.base import Negatives, NegativeSampler
+
+
+class ProposalSampler(NegativeSampler):
+    """n negatives straight from Q: `uniform` (BPR) and `popularity`."""
+
+    def sample(self, model, users, pos_items, generator):
+        return Negatives(self._draw_from_proposal(users, self.config.num_negatives, generator))
+
+
+class PRISSampler(NegativeSampler):
+    """PRIS (Lian et al., WWW '20): n draws from Q, weighted by softmax(r − log Q) per pair.
+
+    The weights are self-normalised importance weights towards softmax(r); they are computed
+    in the loss from the current scores, so this sampler only returns −log Q.
+    """
+
+    def sample(self, model, users, pos_items, generator):
+        items = self._draw_from_proposal(users, self.config.num_negatives, generator)
+        return Negatives(items, logit_offset=-self.proposal.log_prob(items))
+
+
+class DNSSampler(NegativeSampler):
+    """DNS (Zhang et al., SIGIR '13): each negative is the best-scored of m uniform candidates."""
+
+    @torch.no_grad()
+    def sample(self, model, users, pos_items, generator):
+        n, m = self.config.num_negatives, self.config.dns_candidates
+        cand = self.proposal.draw((users.numel(), n * m), generator)  # [B, n·m]
+        scores = model.score(users, cand).view(-1, n, m)
+        if self.config.exclude_positives:
+            # Positives among the candidates cannot win; a group of only positives is replaced.
+            bad = self.positives.contains(users, cand).view(-1, n, m)
+            scores = scores.masked_fill(bad, float("-inf"))
+        best = scores.argmax(dim=2, keepdim=True)  # [B, n, 1]
+        items = cand.view(-1, n, m).gather(2, best).squeeze(2)
+        if self.config.exclude_positives:
+            items = self._replace_positives(users, items, generator, bad.all(dim=2))
+        return Negatives(items)
+
+
+class SoftmaxSampler(NegativeSampler):
+    """Exact softmax(r/τ) over all items (positives masked): O(B · N) per batch.
+
+    The reference the approximate samplers are measured against; fine for small catalogues.
+    """
+
+    @torch.no_grad()
+    def sample(self, model, users, pos_items, generator):
+        logits = model.score_all(users) / self.config.temperature  # [B, N]
+        if self.config.exclude_positives:
+            mask = self.positives.dense_mask(users)
+            # A user who has every item keeps the unmasked row rather than an empty one.
+            full = mask.all(dim=1, keepdim=True)
+            logits = logits.masked_fill(mask & ~full, float("-inf"))
+        probs = torch.softmax(logits, dim=1)
+        items = torch.multinomial(probs, self.config.num_negatives, replacement=True,
+                                  generator=generator)
+        return Negatives(items)

@@ -1,0 +1,38 @@
+"""Shared fixtures: small prepared datasets and a model with fixed, known scores."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+class FixedScores:
+    """A ScoringModel whose scores are a given [users, items] table."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+        self.num_items = table.shape[1]
+
+    def score(self, users, items):
+        return self.table[users[:, None], items]
+
+    def score_all(self, users):
+        return self.table[users]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A prepared synthetic dataset: ~600 users, ~400 items."""
+    out = str(tmp_path_factory.mktemp("data") / "tiny")
+    prepare(out, PrepareOptions(seed=0), synthetic="users=600,items=400,mean=25,seed=1")
+    return out

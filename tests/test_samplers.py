@@ -1,0 +1,188 @@
+"""One contract for every sampler, plus the statistics the paper promises (Theorem 3.1, Eq. 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FixedScores
+
+from pools import SAMPLER_NAMES, InteractionIndex, SamplerConfig, build_sampler, estimate_rank
+from pools.rank import harmonic_table
+
+
+def _positives(num_users, num_items, per_user, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = torch.stack([torch.randperm(num_items, generator=g)[:per_user] for _ in range(num_users)])
+    users = torch.arange(num_users).repeat_interleave(per_user)
+    return InteractionIndex(users, items.reshape(-1), num_users, num_items)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    num_users, num_items = 50, 120
+    positives = _positives(num_users, num_items, per_user=30)
+    g = torch.Generator().manual_seed(1)
+    model = FixedScores(torch.randn(num_users, num_items, generator=g) * 2)
+    counts = torch.bincount(positives.items, minlength=num_items)
+    return positives, model, counts
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_sampler_contract(name, setup):
+    """Shapes, ranges, positives avoided, weights well-formed, same seed ⇒ same draws."""
+    positives, model, counts = setup
+    cfg = SamplerConfig(name=name, num_negatives=7, num_candidates=40, pool_size=30)
+    users = torch.randint(0, positives.num_users, (256,), generator=torch.Generator().manual_seed(2))
+    pos = positives.items[positives.offsets[users]]  # each user's first train item
+
+    def draw(seed):
+        sampler = build_sampler(cfg, positives, counts)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(2):  # two refreshes: exercises pool reuse
+            sampler.refresh(model, g)
+        return sampler.sample(model, users, pos, g)
+
+    neg = draw(3)
+    assert neg.items.shape == (256, 7) and neg.items.dtype == torch.long
+    assert int(neg.items.min()) >= 0 and int(neg.items.max()) < positives.num_items
+    assert not positives.contains(users, neg.items).any(), f"{name} returned a train positive"
+    if neg.logit_offset is not None:
+        assert neg.logit_offset.shape == (256, 7) and torch.isfinite(neg.logit_offset).all()
+    if name == "adasir-w":
+        assert neg.pos_weight.shape == (256,) and (neg.pos_weight > 0).all()
+        assert torch.allclose(neg.pos_weight.mean(), torch.tensor(1.0))  # batch-mean norm
+    else:
+        assert neg.pos_weight is None
+    assert torch.equal(draw(3).items, neg.items)
+    assert not torch.equal(draw(4).items, neg.items)
+
+
+@pytest.mark.parametrize("name", ["uniform", "popularity", "adasir-u"])
+def test_keep_positives_option_allows_them(name, setup):
+    positives, model, counts = setup
+    cfg = SamplerConfig(name=name, exclude_positives=False, num_negatives=50)
+    sampler = build_sampler(cfg, positives, counts)
+    g = torch.Generator().manual_seed(0)
+    sampler.refresh(model, g)
+    users = torch.arange(positives.num_users)
+    neg = sampler.sample(model, users, positives.items[positives.offsets[users]], g)
+    assert positives.contains(users, neg.items).any()  # 25% of items are positives here
+
+
+def test_complement_sampling_is_uniform_over_non_positives():
+    positives = _positives(3, 20, per_user=15, seed=5)
+    g = torch.Generator().manual_seed(0)
+    users = torch.tensor([0, 1, 2])
+    draws = positives.sample_complement(users, 20000, g)
+    for row, u in enumerate(users):
+        allowed = set(range(20)) - set(positives.items[positives.offsets[u]:positives.offsets[u + 1]].tolist())
+        counts = torch.bincount(draws[row], minlength=20).float()
+        assert set(torch.nonzero(counts).squeeze(1).tolist()) == allowed
+        freq = counts[list(allowed)] / 20000
+        assert (freq - 1 / len(allowed)).abs().max() < 0.02
+
+
+def test_membership_paths_agree():
+    """The bitset and the sorted-key search answer the same."""
+    positives = _positives(40, 300, per_user=25, seed=3)
+    keys_only = InteractionIndex(positives.keys // 300, positives.items, 40, 300, bitset_budget_bytes=0)
+    users = torch.randint(0, 40, (500,))
+    items = torch.randint(0, 300, (500, 9))
+    assert torch.equal(positives.contains(users, items), keys_only.contains(users, items))
+    assert positives.contains(users, items).any()
+
+
+def _pool_distribution(name, num_candidates, table, users=2000, reuse=False):
+    """Empirical item frequencies over the pools of many users who share one score row."""
+    n_items = table.numel()
+    model = FixedScores(table.expand(users, n_items))
+    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                             users, n_items)
+    counts = torch.randint(1, 100, (n_items,), generator=torch.Generator().manual_seed(9))
+    cfg = SamplerConfig(name=name, num_candidates=num_candidates, pool_size=200, reuse_pool=reuse)
+    sampler = build_sampler(cfg, empty, counts)
+    g = torch.Generator().manual_seed(11)
+    if name == "uniform":
+        items = sampler.sample(model, torch.arange(users), torch.zeros(users, dtype=torch.long), g)
+        drawn = items.items.reshape(-1)
+    else:
+        sampler.refresh(model, g)
+        drawn = sampler.pool_items.reshape(-1)
+    return torch.bincount(drawn, minlength=n_items).double() / drawn.numel()
+
+
+@pytest.mark.parametrize("name", ["adasir-u", "adasir-p"])
+def test_theorem_3_1_pool_approaches_softmax(name):
+    """TV(pool frequencies, softmax) falls as |K| grows and is small at large |K|."""
+    table = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1.5
+    target = torch.softmax(table.double(), 0)
+    tv = {k: 0.5 * float((_pool_distribution(name, k, table) - target).abs().sum())
+          for k in (20, 100, 1000, 5000)}
+    assert tv[20] > tv[100] > tv[1000] > tv[5000], tv
+    assert tv[5000] < 0.06, tv  # sampling noise alone is ≈ 0.02 with 400k entries
+    uniform_tv = 0.5 * float((_pool_distribution("uniform", 1, table) - target).abs().sum())
+    assert uniform_tv > 0.4, uniform_tv
+
+
+def test_pool_reuse_keeps_softmax():
+    """Corollary 3.3: merging an old and a new pool of the same model stays near softmax."""
+    table = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1.5
+    target = torch.softmax(table.double(), 0)
+    n_items, users = 1000, 2000
+    model = FixedScores(table.expand(users, n_items))
+    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                             users, n_items)
+    sampler = build_sampler(SamplerConfig(name="adasir-u", num_candidates=5000), empty,
+                            torch.ones(n_items))
+    g = torch.Generator().manual_seed(1)
+    sampler.refresh(model, g)
+    first = sampler.pool_items.clone()
+    sampler.refresh(model, g)
+    assert (sampler.pool_items != first).any()
+    freq = torch.bincount(sampler.pool_items.reshape(-1), minlength=n_items).double()
+    assert 0.5 * float((freq / freq.sum() - target).abs().sum()) < 0.06
+
+
+def test_rank_estimate_is_unbiased_within_the_floor():
+    """Eq. (2): averaged over candidate draws, the estimate is the true rank within (N−1)/|K|."""
+    n_items, k, trials = 1000, 200, 4000
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(n_items, generator=g)
+    order = scores.argsort(descending=True)
+    for true_rank in (1, 10, 250, 700, 1000):
+        pos = scores[order[true_rank - 1]]
+        cand = torch.randint(0, n_items, (trials, k), generator=g)
+        est = estimate_rank(pos.expand(trials), scores[cand], n_items).double()
+        stderr = float(est.std()) / trials**0.5
+        assert abs(float(est.mean()) - true_rank) <= (n_items - 1) / k + 4 * stderr, true_rank
+
+
+def test_rank_counts_candidates_above_not_below():
+    cand = torch.tensor([[5.0, 4.0, 3.0, 2.0]])
+    low = estimate_rank(torch.tensor([1.0]), cand, 101)   # every candidate above → bottom
+    high = estimate_rank(torch.tensor([9.0]), cand, 101)  # none above → top
+    assert int(low) == 101 and int(high) == 1
+    table = harmonic_table(101)
+    assert table[int(low)] > table[int(high)]  # low-ranked positives weigh more
+    assert torch.isclose(table[3], torch.tensor(1 + 1 / 2 + 1 / 3))
+
+
+def test_rank_weight_grows_for_badly_ranked_positives(setup):
+    positives, model, counts = setup
+    sampler = build_sampler(SamplerConfig(name="adasir-w", num_candidates=100), positives, counts)
+    g = torch.Generator().manual_seed(0)
+    sampler.refresh(model, g)
+    users = torch.zeros(2, dtype=torch.long)
+    row = model.table[0]
+    best, worst = int(row.argmax()), int(row.argmin())
+    neg = sampler.sample(model, users, torch.tensor([best, worst]), g)
+    assert neg.pos_weight[1] > neg.pos_weight[0]
+
+
+def test_unknown_sampler_name_is_rejected():
+    with pytest.raises(ValueError):
+        SamplerConfig(name="nope")
+    with pytest.raises(ValueError):
+        SamplerConfig(name="uniform", temperature=0)
+    with pytest.raises(ValueError):
+        SamplerConfig(name="uniform", unknown_option=1)

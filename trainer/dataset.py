@@ -1,0 +1,88 @@
+"""Load a prepared dataset directory (see trainer/prepare.py) into tensors."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pools.interactions import InteractionIndex
+from trainer.formats import DataError
+from trainer.prepare import FORMAT_VERSION, SPLITS
+
+REQUIRED_FILES = ("manifest.json", "users.parquet", "items.parquet") + tuple(
+    f"{s}.parquet" for s in SPLITS)
+
+
+@dataclass
+class Split:
+    users: np.ndarray  # int64 [nnz]
+    items: np.ndarray  # int64 [nnz]
+
+
+@dataclass
+class PreparedData:
+    path: str
+    manifest: dict
+    num_users: int
+    num_items: int
+    splits: dict[str, Split]
+
+    @classmethod
+    def load(cls, path: str) -> PreparedData:
+        path = os.path.abspath(path)
+        missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise DataError(f"{path}: not a prepared dataset (missing {', '.join(missing)}); "
+                            "make one with `python trainer/prepare.py --input FILE --out DIR`")
+        try:
+            with open(os.path.join(path, "manifest.json")) as fh:
+                manifest = json.load(fh)
+            if manifest.get("format_version") != FORMAT_VERSION:
+                raise DataError(f"{path}: prepared with format {manifest.get('format_version')}, "
+                                f"this version reads {FORMAT_VERSION}; prepare it again")
+            counts = manifest["counts"]
+            splits = {}
+            for name in SPLITS:
+                table = pq.read_table(os.path.join(path, f"{name}.parquet"), columns=["user", "item"])
+                splits[name] = Split(table.column("user").to_numpy().astype(np.int64),
+                                     table.column("item").to_numpy().astype(np.int64))
+        except (OSError, KeyError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{path}: prepared dataset is unreadable ({exc})") from None
+        data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits)
+        for name, split in splits.items():
+            if split.users.size and (split.users.max() >= data.num_users
+                                     or split.items.max() >= data.num_items
+                                     or min(split.users.min(), split.items.min()) < 0):
+                raise DataError(f"{path}: {name}.parquet has indices outside the manifest's counts")
+        if splits["train"].users.size == 0:
+            raise DataError(f"{path}: the train split is empty")
+        return data
+
+    def item_counts(self) -> np.ndarray:
+        """Train interactions per item, [num_items]."""
+        return np.bincount(self.splits["train"].items, minlength=self.num_items)
+
+    def index(self, split: str, device, users: np.ndarray | None = None) -> InteractionIndex:
+        """The split as an InteractionIndex; `users` (sorted global ids) restricts it to a shard
+        whose local user index is the position in `users`."""
+        s = self.splits[split]
+        u, i, n_users = s.users, s.items, self.num_users
+        if users is not None:
+            local = np.full(self.num_users, -1, dtype=np.int64)
+            local[users] = np.arange(users.size)
+            keep = local[u] >= 0
+            u, i, n_users = local[u[keep]], i[keep], users.size
+        return InteractionIndex(torch.as_tensor(u, device=device), torch.as_tensor(i, device=device),
+                                n_users, self.num_items)
+
+    def ids(self, kind: str) -> list[str]:
+        """External ids by index, kind 'users' or 'items'."""
+        table = pq.read_table(os.path.join(self.path, f"{kind}.parquet"))
+        return table.column("id").to_pylist()

@@ -1,0 +1,214 @@
+"""The training engine: pools, shuffling, batches, evaluation — free of Ray.
+
+`train_epoch() -> dict` and `evaluate(split)` are driven by the in-process loop (`fit`) and
+by each Ray Train worker alike. Under Ray an engine owns one shard of users (local indices)
+and a hook all-reduces item-side gradients after each backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from pools.registry import build_sampler
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.evaluate import ranking_sums
+from trainer.loss import l2_penalty, pairwise_loss
+from trainer.models import build_model
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or parameters."""
+
+
+class PhaseTimer:
+    """Seconds per named phase. CUDA phases are timed with events, read once per epoch, so
+    the step loop never waits for the device."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.totals: dict[str, float] = defaultdict(float)
+        self._events: list = []
+
+    @contextmanager
+    def phase(self, name: str):
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.append((name, start, end))
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.totals[name] += time.perf_counter() - t0
+
+    def collect(self) -> dict[str, float]:
+        if self._events:
+            torch.cuda.synchronize()
+            for name, start, end in self._events:
+                self.totals[name] += start.elapsed_time(end) / 1000.0
+        totals, self.totals, self._events = dict(self.totals), defaultdict(float), []
+        return totals
+
+
+class Engine:
+    """Trains one model on one device for the users in `shard` (sorted global ids; None = all).
+
+    steps_per_epoch: fixed step count (Ray: the same on every worker so collectives line up;
+        a smaller shard cycles through its pairs again). None = ceil(pairs / batch).
+    grad_hook: called after every backward, before the optimizer step (Ray: all-reduce items).
+    """
+
+    def __init__(self, config: TrainConfig, data: PreparedData, shard: np.ndarray | None = None,
+                 steps_per_epoch: int | None = None,
+                 grad_hook: Callable[[torch.nn.Module], None] | None = None):
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+        self.config, self.data, self.shard = config, data, shard
+        self.device = torch.device(config.device)
+        dev = self.device
+        self.positives = data.index("train", dev, shard)
+        self.valid = data.index("valid", dev, shard)
+        self.test = data.index("test", dev, shard)
+        train_u = self.positives.keys // data.num_items
+        self.train_users, self.train_items = train_u, self.positives.items
+        self.num_users = self.positives.num_users
+        self.model = build_model(config.model, self.num_users, data.num_items, config.dim,
+                                 config.seed).to(dev)
+        if shard is not None:  # same global init as a one-process run, for the same answer
+            full = build_model(config.model, data.num_users, data.num_items, config.dim, config.seed)
+            with torch.no_grad():
+                self.model.user_emb.copy_(full.user_emb[torch.as_tensor(shard)].to(dev))
+        item_counts = torch.as_tensor(data.item_counts(), device=dev)
+        self.sampler = build_sampler(config.sampler, self.positives, item_counts)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
+            0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
+        n_pairs = self.train_users.numel()
+        self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
+        self.grad_hook = grad_hook
+        self.epoch = 0
+        self.timer = PhaseTimer(dev)
+
+    # -- one epoch -----------------------------------------------------------------------
+
+    def train_epoch(self) -> dict:
+        """Refresh the sampler, then one pass of shuffled batches. Returns the epoch's record:
+        epoch, loss (mean over steps), sample_s (pool refresh + drawing negatives), train_s."""
+        cfg, model = self.config, self.model
+        model.train()
+        self._check_finite(0.0)  # a NaN model would otherwise fail inside the pool refresh
+        with self.timer.phase("sample"):
+            self.sampler.refresh(model, self.generator)
+        order = self._epoch_order()
+        total = torch.zeros((), device=self.device)
+        B = cfg.batch_size
+        for step in range(self.steps_per_epoch):
+            idx = order[step * B:(step + 1) * B]
+            users, pos = self.train_users[idx], self.train_items[idx]
+            with self.timer.phase("sample"):
+                negatives = self.sampler.sample(model, users, pos, self.generator)
+            with self.timer.phase("train"):
+                pos_s, neg_s, touched = model(users, pos, negatives.items)
+                loss = pairwise_loss(pos_s, neg_s, negatives)
+                if cfg.l2 > 0:
+                    loss = loss + cfg.l2 * l2_penalty(*touched, batch_size=idx.numel())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.grad_hook is not None:
+                    self.grad_hook(model)
+                self.optimizer.step()
+                total += loss.detach()
+        self.epoch += 1
+        times = self.timer.collect()
+        mean_loss = float(total) / self.steps_per_epoch
+        self._check_finite(mean_loss)
+        return {"epoch": self.epoch, "loss": mean_loss, "sample_s": times.get("sample", 0.0),
+                "train_s": times.get("train", 0.0)}
+
+    def _epoch_order(self) -> torch.Tensor:
+        """Pair indices for this epoch's steps: a permutation, cycled when steps × batch
+        exceeds the pairs (a small Ray shard), truncated otherwise."""
+        n = self.train_users.numel()
+        need = self.steps_per_epoch * self.config.batch_size
+        perm = torch.randperm(n, device=self.device, generator=self.generator)
+        if need > n:
+            perm = perm.repeat(math.ceil(need / n))
+        return perm[:need]
+
+    def _check_finite(self, loss: float) -> None:
+        if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.model.parameters()):
+            return
+        cfg = self.config
+        raise DivergenceError(
+            f"training diverged at epoch {self.epoch}: loss = {loss}. Lower the learning rate "
+            f"(lr={cfg.lr}), raise L2 (l2={cfg.l2}), or soften the sampler "
+            f"(temperature={cfg.sampler.temperature}; weighting={cfg.sampler.weighting!r}).")
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate_sums(self, split: str) -> tuple[dict[str, float], int]:
+        """Sums of per-user metrics over this engine's users and how many users counted."""
+        self.model.eval()
+        targets = self.valid if split == "valid" else self.test
+        masked = [self.positives] if split == "valid" else [self.positives, self.valid]
+        return ranking_sums(self.model, targets, masked, self.config.topk)
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        with self.timer.phase("eval"):
+            sums, n = self.evaluate_sums(split)
+        return {k: (v / n if n else 0.0) for k, v in sums.items()}
+
+    def eval_seconds(self) -> float:
+        return self.timer.collect().get("eval", 0.0)
+
+    def is_eval_epoch(self) -> bool:
+        return self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
+
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """What a checkpoint needs from this engine (pools are rebuilt, not saved)."""
+        return {"epoch": self.epoch, "model": {k: v.detach().cpu() for k, v in
+                                               self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+
+    def fit(self, log: Callable[[str], None] = print,
+            on_epoch: Callable[[dict], None] | None = None) -> dict:
+        """The in-process loop: epochs with validation every `eval_every`, test at the end."""
+        records = []
+        while self.epoch < self.config.epochs:
+            record = self.train_epoch()
+            record["eval_s"] = 0.0
+            if self.is_eval_epoch():
+                record["valid"] = self.evaluate("valid")
+                record["eval_s"] = self.eval_seconds()
+            records.append(record)
+            log(format_epoch(record, self.config.epochs))
+            if on_epoch is not None:
+                on_epoch({"epochs": records})
+        test = self.evaluate("test")
+        return {"epochs": records, "test": test}
+
+
+def format_epoch(record: dict, epochs: int) -> str:
+    line = (f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f} "
+            f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
+            f"eval {record.get('eval_s', 0.0):.2f}s")
+    if "valid" in record:
+        v = record["valid"]
+        line += f" valid ndcg@50 {v.get('ndcg@50', float('nan')):.4f} recall@50 {v.get('recall@50', float('nan')):.4f}"
+    return line
