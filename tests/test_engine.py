@@ -112,6 +112,8 @@ def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     proc = _run("--data", tiny_data, "--workers", "-1")
     assert proc.returncode == 2 and "--workers" in proc.stderr
+    proc = _run("--data", tiny_data, "--workers", "2")
+    assert proc.returncode == 2 and "use --workers 0" in proc.stderr
 
 
 def test_readme_python_api_example_runs(tiny_data, monkeypatch):
@@ -123,3 +125,27 @@ def test_readme_python_api_example_runs(tiny_data, monkeypatch):
     namespace = {"__name__": "readme"}
     exec(compile(code, "README.md", "exec"), namespace)
     assert len(namespace["top"]) == 10
+
+
+def test_lazy_row_adam_matches_torch_sparse_adam():
+    from trainer.row_adam import LazyRowAdam
+
+    g = torch.Generator().manual_seed(0)
+    init = torch.randn(50, 4, generator=g)
+    ours, ref = torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())
+    lazy, sparse = LazyRowAdam(ours, lr=0.05), torch.optim.SparseAdam([ref], lr=0.05)
+    for _ in range(5):
+        rows = torch.randint(0, 50, (30,), generator=g)  # repeats: summed per row
+        grads = torch.randn(30, 4, generator=g)
+        lazy.update(rows, grads)
+        ref.grad = torch.sparse_coo_tensor(rows[None], grads, (50, 4))
+        sparse.step()
+    assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_sparse_adam_option_trains(tiny_data):
+    cfg = TrainConfig(epochs=3, lr=0.01, batch_size=512, optimizer="sparse-adam", model="gmf")
+    engine = Engine(cfg, PreparedData.load(tiny_data))
+    losses = [engine.train_epoch()["loss"] for _ in range(3)]
+    assert losses[-1] < losses[0]
+    assert engine.evaluate("valid")["ndcg@50"] > 0

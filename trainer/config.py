@@ -26,6 +26,11 @@ class TrainConfig(BaseModel):
     l2: float = Field(0.001, ge=0.0, le=100.0)
     """λ: L2 on the embeddings each batch touches, Σ||e||²/B (paper tunes {0.1 … 0.0001})."""
 
+    optimizer: Literal["adam", "sparse-adam"] = "adam"
+    """`adam`: dense Adam over every parameter each step (the paper's setting). `sparse-adam`:
+    lazy Adam on the embedding tables — only the rows a batch touches are updated (their
+    moments too) — plus dense Adam on the rest (GMF's h). Much faster when tables are large."""
+
     batch_size: int = Field(4096, ge=1)
     """Positive pairs per step (paper: 4096)."""
 

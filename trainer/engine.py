@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pools.registry import build_sampler
 from trainer.config import TrainConfig
@@ -22,6 +23,7 @@ from trainer.dataset import PreparedData
 from trainer.evaluate import ranking_sums
 from trainer.loss import l2_penalty, pairwise_loss
 from trainer.models import build_model
+from trainer.row_adam import LazyRowAdam
 
 
 class DivergenceError(RuntimeError):
@@ -59,6 +61,64 @@ class PhaseTimer:
         return totals
 
 
+class Optimizer:
+    """Dense Adam over every parameter (`adam`), or lazy row-wise Adam on the embedding tables
+    plus dense Adam on the rest (`sparse-adam`). `step(model, users, pos, neg)` computes the
+    loss, backpropagates and updates; it returns the loss tensor (not synchronised)."""
+
+    def __init__(self, model, config: TrainConfig, grad_hook=None):
+        self.model, self.config, self.grad_hook = model, config, grad_hook
+        self.sparse = config.optimizer == "sparse-adam"
+        if self.sparse:
+            self.rows = {"user_emb": LazyRowAdam(model.user_emb, config.lr),
+                         "item_emb": LazyRowAdam(model.item_emb, config.lr)}
+            rest = [p for n, p in model.named_parameters() if n not in self.rows]
+        else:
+            rest = list(model.parameters())
+        self.dense = torch.optim.Adam(rest, lr=config.lr) if rest else None
+
+    def step(self, users, pos, negatives) -> torch.Tensor:
+        model, cfg = self.model, self.config
+        if self.sparse:
+            # Leaves for the gathered rows: their .grad is the table gradient, row by row.
+            p = F.embedding(users, model.user_emb).detach().requires_grad_()
+            pos_v = F.embedding(pos, model.item_emb).detach().requires_grad_()
+            neg_v = F.embedding(negatives.items, model.item_emb).detach().requires_grad_()
+            pos_s, neg_s = model.score_vectors(p, pos_v, neg_v)
+            touched = (p, pos_v, neg_v)
+        else:
+            pos_s, neg_s, touched = model(users, pos, negatives.items)
+        loss = pairwise_loss(pos_s, neg_s, negatives)
+        if cfg.l2 > 0:
+            loss = loss + cfg.l2 * l2_penalty(*touched, batch_size=users.numel())
+        if self.dense is not None:
+            self.dense.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_hook is not None:
+            self.grad_hook(model)
+        if self.dense is not None:
+            self.dense.step()
+        if self.sparse:
+            d = p.shape[1]
+            self.rows["user_emb"].update(users, p.grad)
+            self.rows["item_emb"].update(torch.cat([pos, negatives.items.reshape(-1)]),
+                                         torch.cat([pos_v.grad, neg_v.grad.reshape(-1, d)]))
+        return loss.detach()
+
+    def state_dict(self) -> dict:
+        state = {"dense": self.dense.state_dict() if self.dense is not None else None}
+        if self.sparse:
+            state["rows"] = {k: v.state_dict() for k, v in self.rows.items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.dense is not None:
+            self.dense.load_state_dict(state["dense"])
+        if self.sparse:
+            for k, v in self.rows.items():
+                v.load_state_dict(state["rows"][k])
+
+
 class Engine:
     """Trains one model on one device for the users in `shard` (sorted global ids; None = all).
 
@@ -89,12 +149,11 @@ class Engine:
                 self.model.user_emb.copy_(full.user_emb[torch.as_tensor(shard)].to(dev))
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
         self.sampler = build_sampler(config.sampler, self.positives, item_counts)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = Optimizer(self.model, config, grad_hook)
         self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
             0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
         n_pairs = self.train_users.numel()
         self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
-        self.grad_hook = grad_hook
         self.epoch = 0
         self.timer = PhaseTimer(dev)
 
@@ -117,16 +176,7 @@ class Engine:
             with self.timer.phase("sample"):
                 negatives = self.sampler.sample(model, users, pos, self.generator)
             with self.timer.phase("train"):
-                pos_s, neg_s, touched = model(users, pos, negatives.items)
-                loss = pairwise_loss(pos_s, neg_s, negatives)
-                if cfg.l2 > 0:
-                    loss = loss + cfg.l2 * l2_penalty(*touched, batch_size=idx.numel())
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.grad_hook is not None:
-                    self.grad_hook(model)
-                self.optimizer.step()
-                total += loss.detach()
+                total += self.optimizer.step(users, pos, negatives)
         self.epoch += 1
         times = self.timer.collect()
         mean_loss = float(total) / self.steps_per_epoch

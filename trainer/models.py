@@ -48,11 +48,15 @@ class FactorModel(nn.Module):
         [B, n], the embeddings the batch touched, for L2)."""
         # F.embedding rather than tensor[index]: a much faster gather and scatter-add on CPU.
         p = F.embedding(users, self.user_emb)
-        q = self.to_query(p)
         pos_v, neg_v = F.embedding(pos, self.item_emb), F.embedding(neg, self.item_emb)
-        pos_s = (q * pos_v).sum(dim=1)
-        neg_s = torch.bmm(neg_v, q.unsqueeze(2)).squeeze(2)
+        pos_s, neg_s = self.score_vectors(p, pos_v, neg_v)
         return pos_s, neg_s, (p, pos_v, neg_v)
+
+    def score_vectors(self, p: torch.Tensor, pos_v: torch.Tensor, neg_v: torch.Tensor):
+        """Gathered rows p [B, d], pos_v [B, d], neg_v [B, n, d] → scores [B], [B, n]."""
+        q = self.to_query(p)
+        # Broadcast multiply-sum, not bmm: B tiny [n, d]×[d, 1] products run slowly as a bmm.
+        return (q * pos_v).sum(dim=1), (neg_v * q.unsqueeze(1)).sum(dim=2)
 
     def user_parameters(self) -> list[nn.Parameter]:
         return [self.user_emb]

@@ -4,8 +4,8 @@
     python trainer/run.py --data data/ml-1m --model mf --sampler adasir-u --epochs 200 \\
         --device cpu --seed 0 --out runs/ml1m-adasir --workers 0
 
---workers 0 trains in this process; --workers N ≥ 1 trains under Ray Train with users sharded
-across N workers (a local Ray is started when none is running).
+--workers 0 trains in this process (the only mode in this version; Ray Train with users
+sharded across workers is planned).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-every", type=int)
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", choices=["cpu", "cuda"])
+    ap.add_argument("--optimizer", choices=["adam", "sparse-adam"])
     ap.add_argument("--negatives", type=int, help="n, negatives per pair")
     ap.add_argument("--candidates", type=int, help="|K|")
     ap.add_argument("--pool-size", type=int, help="|R|")
@@ -68,13 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow a user's train items as negatives (the authors' code does)")
     ap.add_argument("--temperature", type=float, help="τ of the resampling softmax")
     ap.add_argument("--dns-candidates", type=int)
-    ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
-    ap.add_argument("--gpu", action="store_true", help="Ray workers each use one GPU")
+    ap.add_argument("--workers", type=int, default=0, help="0: train in this process")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--checkpoint-every", type=int, default=0,
                     help="also checkpoint every N epochs (0: only at the end)")
-    ap.add_argument("--max-failures", type=int, default=2, help="Ray: worker restarts allowed")
-    ap.add_argument("--ray-address", help="Ray: cluster address (default: running one or local)")
     return ap
 
 
@@ -87,7 +85,7 @@ def config_from_args(args) -> TrainConfig:
     sampler = dict(base.pop("sampler", {}))
     flat = {"model": args.model, "epochs": args.epochs, "lr": args.lr, "l2": args.l2,
             "dim": args.dim, "batch_size": args.batch_size, "eval_every": args.eval_every,
-            "seed": args.seed, "device": args.device}
+            "seed": args.seed, "device": args.device, "optimizer": args.optimizer}
     base.update({k: v for k, v in flat.items() if v is not None})
     sflat = {"name": args.sampler, "num_negatives": args.negatives,
              "num_candidates": args.candidates, "pool_size": args.pool_size,
@@ -137,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if args.workers < 0:
             raise ValueError("--workers must be ≥ 0")
+        if args.workers > 0:
+            # Checked before any data is read or any worker would start.
+            raise ValueError("--workers N ≥ 1 (Ray Train) is not available in this version; "
+                             "use --workers 0 to train in this process")
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
         out = os.path.abspath(args.out or os.path.join(
             "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -146,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers == 0:
             metrics = train_in_process(config, data, out, args.checkpoint_every,
                                        log=lambda s: print(s, flush=True))
-        else:
-            from trainer.ray_train import train_with_ray
-
-            metrics = train_with_ray(config, data, out, args)
+        else:  # pragma: no cover - rejected above until the Ray path lands
+            raise AssertionError("unreachable")
     except (ValidationError, ValueError, DataError, DivergenceError, RuntimeError) as exc:
         print(f"run: error: {exc}", file=sys.stderr)
         return 2
