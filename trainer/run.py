@@ -4,8 +4,9 @@
     python trainer/run.py --data data/ml-1m --model mf --sampler adasir-u --epochs 200 \\
         --device cpu --seed 0 --out runs/ml1m-adasir --workers 0
 
---workers 0 trains in this process (the only mode in this version; Ray Train with users
-sharded across workers is planned).
+--workers 0 trains in this process; --workers N ≥ 1 trains under Ray Train with users sharded
+across N workers, on the cluster this job was submitted to (`ray job submit -- python
+trainer/run.py ...`), on --ray-address, or on a local Ray it starts when none is given.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow a user's train items as negatives (the authors' code does)")
     ap.add_argument("--temperature", type=float, help="τ of the resampling softmax")
     ap.add_argument("--dns-candidates", type=int)
-    ap.add_argument("--workers", type=int, default=0, help="0: train in this process")
+    ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
+    ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
+    ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
+    ap.add_argument("--ray-address", help="Ray: cluster address (default: $RAY_ADDRESS or a local Ray)")
+    ap.add_argument("--storage-path", help="Ray: where checkpoints persist (shared storage on a "
+                    "multi-node cluster; default OUT/ray)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--checkpoint-every", type=int, default=0,
                     help="also checkpoint every N epochs (0: only at the end)")
@@ -135,10 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if args.workers < 0:
             raise ValueError("--workers must be ≥ 0")
-        if args.workers > 0:
-            # Checked before any data is read or any worker would start.
-            raise ValueError("--workers N ≥ 1 (Ray Train) is not available in this version; "
-                             "use --workers 0 to train in this process")
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
         out = os.path.abspath(args.out or os.path.join(
             "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -148,10 +150,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers == 0:
             metrics = train_in_process(config, data, out, args.checkpoint_every,
                                        log=lambda s: print(s, flush=True))
-        else:  # pragma: no cover - rejected above until the Ray path lands
-            raise AssertionError("unreachable")
-    except (ValidationError, ValueError, DataError, DivergenceError, RuntimeError) as exc:
-        print(f"run: error: {exc}", file=sys.stderr)
+        else:
+            from trainer.ray_train import train_with_ray
+
+            metrics = train_with_ray(config, data, out, workers=args.workers, gpu=args.gpu,
+                                     max_failures=args.max_failures,
+                                     checkpoint_every=args.checkpoint_every,
+                                     address=args.ray_address, storage_path=args.storage_path)
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a stack trace
+        if not isinstance(exc, (ValidationError, ValueError, DataError, DivergenceError,
+                                RuntimeError)) and os.environ.get("ADASIR_DEBUG"):
+            raise
+        kind = "" if isinstance(exc, (ValidationError, ValueError, DataError)) else f"{type(exc).__name__}: "
+        print(f"run: error: {kind}{exc}", file=sys.stderr)
         return 2
     test = metrics["test"]
     print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)

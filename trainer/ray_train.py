@@ -1,0 +1,241 @@
+"""Training under Ray Train (Train V2): users sharded across workers, items data-parallel.
+
+Each worker (a Ray actor) runs the same `Engine` as the in-process path on its own shard of
+users: their train pairs, embeddings and sample pools live on that worker (its GPU with
+--gpu) and its pools are refreshed at the start of every epoch, all workers in parallel.
+Item-side parameters are replicated; after every backward pass their gradients are
+all-reduced (averaged). User embeddings never cross the network, so the bytes exchanged per
+step depend on the items, not on the users. Every worker runs the same number of steps and
+calls `ray.train.report` once per epoch. Validation and test are sharded too: each worker
+ranks its own users against all items and the metric sums are all-reduced.
+
+Checkpoints (every --checkpoint-every epochs and at the end) are the one format of
+trainer/checkpoint.py: rank 0 gathers the user shards and writes the full model. On a worker
+failure Ray Train restarts the group from the latest checkpoint (FailureConfig.max_failures);
+pools are rebuilt and the Adam moments start afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+import torch
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.engine import Engine, format_epoch
+from trainer.sharding import plan_shards
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _reduce_metrics(sums: dict[str, float], count: int, device) -> dict[str, float]:
+    import torch.distributed as dist
+
+    names = sorted(sums)
+    t = torch.tensor([sums[n] for n in names] + [count], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    total = float(t[-1])
+    return {n: (float(t[i]) / total if total else 0.0) for i, n in enumerate(names)}
+
+
+def _item_allreduce_hook(world: int, counter: dict):
+    """After backward: average item-side gradients across workers; scale user gradients the
+    same way so the update matches one process on the global batch."""
+    import torch.distributed as dist
+
+    def hook(model):
+        for p in model.item_parameters():
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+            counter["bytes"] = counter.get("bytes", 0) + p.grad.numel() * p.grad.element_size()
+        for p in model.user_parameters():
+            p.grad.div_(world)
+        counter["steps"] = counter.get("steps", 0) + 1
+
+    return hook
+
+
+def train_worker(cfg: dict) -> None:
+    """The per-worker training function given to TorchTrainer."""
+    import ray.train
+    import torch.distributed as dist
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
+    config = TrainConfig(**cfg["train"])
+    data = PreparedData.load(cfg["data"])
+    plan = plan_shards(data.splits["train"].users, data.num_users, world, config.batch_size)
+    shard = plan.shards[rank]
+    if cfg.get("gpu"):
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+        torch.cuda.set_device(device)
+        local_cfg = config.model_copy(update={"device": "cuda", "batch_size": plan.batch_per_worker})
+    else:
+        local_cfg = config.model_copy(update={"device": "cpu", "batch_size": plan.batch_per_worker})
+    counter: dict = {}
+    engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
+                    grad_hook=_item_allreduce_hook(world, counter))
+    records: list[dict] = []
+    resumed = ray.train.get_checkpoint()
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            blob = load_checkpoint(d)
+        state = blob["state"]
+        with torch.no_grad():
+            engine.model.user_emb.copy_(state["user_emb"][torch.as_tensor(shard)].to(engine.device))
+            for name, p in engine.model.named_parameters():
+                if name != "user_emb":
+                    p.copy_(state[name].to(engine.device))
+        engine.epoch = int(blob["epoch"])
+        records = blob["metrics"].get("epochs", [])[: engine.epoch]
+    pid_dir = cfg.get("pid_dir")
+    if pid_dir and os.path.isdir(os.path.dirname(pid_dir)):
+        os.makedirs(pid_dir, exist_ok=True)
+        with open(os.path.join(pid_dir, f"rank-{rank}.pid"), "w") as fh:
+            fh.write(str(os.getpid()))
+    # What one process of plain DDP over the whole model would all-reduce per step.
+    ddp_bytes = sum(p.numel() * p.element_size() for p in engine.model.item_parameters()) + \
+        data.num_users * config.dim * 4
+    header = {"config": config.model_dump(), "data": data.path, "workers": world,
+              "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch}
+    out = cfg.get("out")
+    while engine.epoch < config.epochs:
+        rec = engine.train_epoch()
+        stats = torch.tensor([rec["loss"], rec["sample_s"], rec["train_s"]], dtype=torch.float64,
+                             device=engine.device)
+        dist.all_reduce(stats[:1])
+        dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)  # the slowest worker sets the pace
+        rec.update(loss=float(stats[0]) / world, sample_s=float(stats[1]), train_s=float(stats[2]))
+        t0 = time.perf_counter()
+        last = engine.epoch == config.epochs
+        if engine.is_eval_epoch():
+            rec["valid"] = _reduce_metrics(*engine.evaluate_sums("valid"), engine.device)
+        test = _reduce_metrics(*engine.evaluate_sums("test"), engine.device) if last else None
+        rec["eval_s"] = time.perf_counter() - t0
+        records.append(rec)
+        metrics = {**header, "epochs": records,
+                   "allreduce_bytes_per_step": counter.get("bytes", 0) // max(1, counter.get("steps", 1)),
+                   "ddp_bytes_per_step": ddp_bytes}
+        if test is not None:
+            metrics["test"] = test
+        due = last or (cfg.get("checkpoint_every") and engine.epoch % cfg["checkpoint_every"] == 0)
+        checkpoint_dir = _gather_checkpoint(engine, data, config, metrics, shard, rank) if due else None
+        if rank == 0:
+            # sys.stdout, not print: Train V2 patches print into a logger that echoes it twice.
+            sys.stdout.write(format_epoch(rec, config.epochs) + "\n")
+            sys.stdout.flush()
+            if out and os.path.isdir(out):
+                write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+        report = {"epoch": engine.epoch, "loss": rec["loss"],
+                  **{f"valid_{k}": v for k, v in rec.get("valid", {}).items()}}
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(report, checkpoint=checkpoint)
+        if checkpoint_dir:
+            shutil.rmtree(os.path.dirname(checkpoint_dir), ignore_errors=True)
+
+
+def _gather_checkpoint(engine, data, config, metrics, shard, rank) -> str | None:
+    """All ranks send their user rows to rank 0, which writes one full checkpoint."""
+    import torch.distributed as dist
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (shard, engine.model.user_emb.detach().cpu()))
+    if rank != 0:
+        return None
+    state = {k: v.detach().cpu() for k, v in engine.model.state_dict().items()}
+    full = torch.zeros(data.num_users, config.dim)
+    for ids, rows in gathered:
+        full[torch.as_tensor(ids)] = rows
+    state["user_emb"] = full
+    path = os.path.join(tempfile.mkdtemp(prefix="adasir-ckpt-"), "checkpoint")
+    return save_checkpoint(path, model_name=config.model, dim=config.dim, state=state,
+                           item_counts=data.item_counts(), data=data, config=config.model_dump(),
+                           metrics=metrics, epoch=engine.epoch, optimizer=None)
+
+
+def _connect(address: str | None) -> None:
+    """Join the cluster this job was submitted to (or --ray-address), else start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    # A local Ray sized for this machine; workers import the project through PYTHONPATH.
+    pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=os.cpu_count(), object_store_memory=256 * 1024 * 1024,
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, include_dashboard=True,
+             log_to_driver=True)
+
+
+def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu: bool) -> None:
+    """Errors a Ray run can see before any worker starts (no cluster needed)."""
+    if config.optimizer != "adam":
+        raise ValueError("--workers ≥ 1 all-reduces dense item gradients: use --optimizer adam")
+    if config.device == "cuda" and not gpu:
+        raise ValueError("under Ray, ask for GPUs with --gpu rather than --device cuda")
+    plan_shards(data.splits["train"].users, data.num_users, workers, config.batch_size)
+
+
+def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers: int,
+                   gpu: bool = False, max_failures: int = 2, checkpoint_every: int = 0,
+                   address: str | None = None, storage_path: str | None = None) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    check_ray_request(config, data, workers, gpu)
+    _connect(address)
+    resources = ray.cluster_resources()
+    if gpu and resources.get("GPU", 0) < workers:
+        raise ValueError(f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
+                         f"{int(resources.get('GPU', 0))}")
+    cpus = resources.get("CPU", 1)
+    cpus_per_worker = max(1, int(cpus // workers)) if not gpu else 1
+    if cpus < workers * (0 if gpu else 1):
+        raise ValueError(f"--workers {workers} needs {workers} CPUs; the cluster has {int(cpus)}")
+    storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"train": config.model_dump(), "data": data.path, "out": out,
+                           "gpu": gpu, "threads": cpus_per_worker,
+                           "checkpoint_every": checkpoint_every,
+                           "pid_dir": os.path.join(out, "workers")},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        # A fresh name per run: reusing a name would silently resume an old run.
+        run_config=RunConfig(name=f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+                             storage_path=storage,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray run ended without a checkpoint: {result.error}")
+    final = os.path.join(out, "checkpoint")
+    with result.checkpoint.as_directory() as d:
+        blob = load_checkpoint(d)
+        tmp = tempfile.mkdtemp(prefix=".checkpoint.", dir=out)
+        shutil.copytree(d, os.path.join(tmp, "checkpoint"))
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(os.path.join(tmp, "checkpoint"), final)
+    os.rmdir(tmp)
+    metrics = blob["metrics"]
+    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+    print(json.dumps({"allreduce_bytes_per_step": metrics.get("allreduce_bytes_per_step"),
+                      "ddp_bytes_per_step": metrics.get("ddp_bytes_per_step")}), file=sys.stderr)
+    return metrics
