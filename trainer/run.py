@@ -117,6 +117,7 @@ def checkpoint_engine(engine: Engine, out: str, metrics: dict) -> str:
 
 def train_in_process(config: TrainConfig, data: PreparedData, out: str,
                      checkpoint_every: int = 0, log=print) -> dict:
+    os.makedirs(out, exist_ok=True)
     engine = Engine(config, data)
     header = {"config": config.model_dump(), "data": data.path, "workers": 0}
 

@@ -1,0 +1,154 @@
+"""Training jobs on a Ray cluster through the Ray Jobs API."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pools.config import SamplerName
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+class DatasetError(ValueError):
+    """A dataset reference that is not a prepared dataset inside the data root."""
+
+
+def resolve_dataset(data_root: str, name: str) -> str:
+    """The dataset's directory, confined to the data root: no absolute paths, no `..`, no
+    symlink that leads outside, and it must be a prepared dataset."""
+    if not _NAME.match(name) or ".." in name.split("/"):
+        raise DatasetError(f"dataset {name!r}: use a name relative to the data root "
+                           "(letters, digits, . _ - and /; no '..', no absolute path)")
+    root = os.path.realpath(data_root)
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root:
+        raise DatasetError(f"dataset {name!r} resolves outside the data root")
+    if not os.path.isfile(os.path.join(path, "manifest.json")):
+        raise DatasetError(f"dataset {name!r} is not a prepared dataset under the data root")
+    return path
+
+
+class JobRequest(BaseModel):
+    """A training job. Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(..., min_length=1, max_length=200)
+    """Prepared dataset, relative to the data root."""
+    model: Literal["mf", "gmf"] = "mf"
+    sampler: SamplerName = "adasir-u"
+    epochs: int = Field(200, ge=1, le=10_000)
+    workers: int = Field(0, ge=0, le=1024)
+    """0: train inside the job's driver process; N ≥ 1: Ray Train with N workers."""
+    gpu: bool = False
+    seed: int = Field(0, ge=0)
+    lr: float = Field(0.001, gt=0, le=10)
+    l2: float = Field(0.001, ge=0, le=100)
+    dim: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(4096, ge=1, le=1 << 20)
+    negatives: int = Field(5, ge=1, le=1024)
+    pool_size: int = Field(200, ge=1, le=100_000)
+    candidates: int = Field(200, ge=1, le=100_000)
+    temperature: float = Field(1.0, gt=0, le=1e4)
+    weighting: Literal["paper", "reference", "none"] = "paper"
+    eval_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(0, ge=0)
+
+    def command(self, data_dir: str, out_dir: str) -> list[str]:
+        args = ["python", "trainer/run.py", "--data", data_dir, "--out", out_dir,
+                "--model", self.model, "--sampler", self.sampler, "--epochs", self.epochs,
+                "--workers", self.workers, "--seed", self.seed, "--lr", self.lr, "--l2", self.l2,
+                "--dim", self.dim, "--batch-size", self.batch_size, "--negatives", self.negatives,
+                "--pool-size", self.pool_size, "--candidates", self.candidates,
+                "--temperature", self.temperature, "--weighting", self.weighting,
+                "--eval-every", self.eval_every, "--checkpoint-every", self.checkpoint_every]
+        if self.gpu:
+            args.append("--gpu")
+        return [str(a) for a in args]
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class JobService:
+    """Submit, list, inspect and stop jobs; a job writes to MODEL_ROOT/jobs/<job id>."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.settings.ray_address)
+        return self._client
+
+    def out_dir(self, job_id: str) -> str:
+        return os.path.join(self.settings.model_root, "jobs", job_id)
+
+    def submit(self, request: JobRequest) -> str:
+        data_dir = resolve_dataset(self.settings.data_root, request.dataset)
+        job_id = f"adasir-{uuid.uuid4().hex[:12]}"
+        out = self.out_dir(job_id)
+        os.makedirs(out, exist_ok=True)
+        runtime_env: dict = {"env_vars": {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "")}}
+        if self.settings.job_working_dir:
+            runtime_env["working_dir"] = self.settings.job_working_dir
+            runtime_env["excludes"] = ["runs/", ".git/", "benchmarks/results/", "*.egg-info/"]
+        if not runtime_env["env_vars"]["RAY_AUTH_MODE"]:
+            del runtime_env["env_vars"]
+        self.client.submit_job(
+            entrypoint=shlex.join(request.command(data_dir, out)), submission_id=job_id,
+            runtime_env=runtime_env,
+            metadata={"adasir": "1", "request": json.dumps(request.model_dump())})
+        return job_id
+
+    def _info(self, job_id: str):
+        try:
+            return self.client.get_job_info(job_id)
+        except RuntimeError as exc:  # the client's way of saying 404
+            if "does not exist" in str(exc) or "404" in str(exc):
+                raise UnknownJob(job_id) from None
+            raise
+
+    def summary(self, info) -> dict:
+        job_id = info.submission_id
+        return {"id": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+                "message": info.message, "request": json.loads((info.metadata or {}).get("request", "{}")),
+                "start_time": info.start_time, "end_time": info.end_time, "model": f"jobs/{job_id}"}
+
+    def list(self) -> list[dict]:
+        jobs = [j for j in self.client.list_jobs() if (j.metadata or {}).get("adasir") == "1"]
+        return [self.summary(j) for j in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)]
+
+    def get(self, job_id: str, log_lines: int = 40) -> dict:
+        info = self._info(job_id)
+        out = self.summary(info)
+        metrics_path = os.path.join(self.out_dir(job_id), "metrics.json")
+        epochs = []
+        if os.path.isfile(metrics_path):
+            try:
+                with open(metrics_path) as fh:
+                    epochs = json.load(fh).get("epochs", [])
+            except ValueError:
+                epochs = []  # being rewritten; the next poll reads it
+        out["latest_epoch"] = epochs[-1] if epochs else None
+        out["epochs_done"] = len(epochs)
+        logs = self.client.get_job_logs(job_id) or ""
+        out["log_tail"] = logs.splitlines()[-log_lines:]
+        return out
+
+    def stop(self, job_id: str) -> dict:
+        self._info(job_id)
+        stopped = self.client.stop_job(job_id)
+        return {"id": job_id, "stop_requested": bool(stopped)}

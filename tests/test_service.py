@@ -1,0 +1,158 @@
+"""The HTTP service through the ASGI client: recommendations, models, security, bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from trainer.checkpoint import load_checkpoint
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.run import train_in_process
+
+
+@pytest.fixture(scope="module")
+def roots(tiny_data, tmp_path_factory):
+    base = tmp_path_factory.mktemp("service")
+    data_root, model_root = base / "data", base / "models"
+    data_root.mkdir()
+    shutil.copytree(tiny_data, data_root / "tiny")
+    data = PreparedData.load(str(data_root / "tiny"))
+    for name, seed in (("run-a", 0), ("team/run-b", 1)):
+        train_in_process(TrainConfig(epochs=2, lr=0.01, batch_size=1024, seed=seed), data,
+                         str(model_root / name), log=lambda s: None)
+    return data_root, model_root
+
+
+def _client(roots, **overrides):
+    data_root, model_root = roots
+    env = {"ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
+           "ADASIR_RAY_ADDRESS": "http://127.0.0.1:9", **overrides}
+    return TestClient(create_app(Settings.from_env(env)))
+
+
+def test_recommend_matches_direct_scoring_and_excludes_seen(roots):
+    client = _client(roots)
+    ckpt = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))
+    user = ckpt["user_ids"][7]
+    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 20})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    items = [x["item"] for x in body["items"]]
+    assert body["model"] == "run-a" and body["fallback"] is None and len(items) == 20
+    seen = {ckpt["item_ids"][i] for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == 7}
+    assert not seen & set(items)
+    scores = ckpt["state"]["item_emb"] @ ckpt["state"]["user_emb"][7]
+    scores[[ckpt["item_ids"].index(s) for s in seen]] = -float("inf")
+    expected = [ckpt["item_ids"][i] for i in torch.topk(scores, 20).indices.tolist()]
+    assert items == expected
+    assert [x["score"] for x in body["items"]] == pytest.approx(torch.topk(scores, 20).values.tolist(), rel=1e-5)
+    with_seen = client.post("/recommend", json={"model": "run-a", "user": user, "k": 1000, "exclude_seen": False})
+    assert len(with_seen.json()["items"]) == len(ckpt["item_ids"])
+
+
+def test_batch_latest_fallback_and_unknowns(roots):
+    client = _client(roots)
+    users = client.get("/models").json()["models"]
+    assert {m["id"] for m in users} == {"run-a", "team/run-b"}
+    assert all(m["test"]["ndcg@50"] > 0 and m["dataset"]["counts"]["users"] for m in users)
+    ckpt = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))
+    a, b = ckpt["user_ids"][:2]
+    r = client.post("/recommend/batch", json={"model": "team/run-b", "users": [a, b], "k": 5})
+    assert r.status_code == 200 and [x["user"] for x in r.json()["results"]] == [a, b]
+    assert client.post("/recommend", json={"user": a}).json()["model"] in ("run-a", "team/run-b")
+    r = client.post("/recommend", json={"model": "run-a", "user": "nobody"})
+    assert r.status_code == 404 and "nobody" in r.json()["detail"]
+    r = client.post("/recommend", json={"model": "run-a", "user": "nobody", "fallback": "popularity", "k": 4})
+    assert r.status_code == 200 and r.json()["fallback"] == "popularity" and len(r.json()["items"]) == 4
+    r = client.post("/recommend/batch", json={"model": "run-a", "users": [a, "ghost"]})
+    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    assert client.post("/recommend", json={"model": "nope", "user": a}).status_code == 404
+
+
+@pytest.mark.parametrize("payload", [
+    {"model": "run-a", "user": "u1", "k": 0},
+    {"model": "run-a", "user": "u1", "k": 1001},
+    {"model": "run-a", "user": "u1", "k": "ten"},
+    {"model": "run-a", "user": 17},
+    {"model": "run-a", "user": "u1", "colour": "red"},
+    {"model": "run-a"},
+])
+def test_invalid_requests_are_422(roots, payload):
+    r = _client(roots).post("/recommend", json=payload)
+    assert r.status_code == 422 and "Traceback" not in r.text
+
+
+def test_corrupt_checkpoint_fails_alone_and_newer_checkpoint_is_picked_up(roots, tmp_path):
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    client = _client((data_root, root), ADASIR_MODEL_CACHE="1")
+    ckpt = load_checkpoint(str(root / "run-a" / "checkpoint"))
+    user = ckpt["user_ids"][3]
+    before = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5}).json()["items"]
+    # A newer checkpoint of the same model: scores change without a restart.
+    model_pt = root / "run-a" / "checkpoint" / "model.pt"
+    blob = torch.load(model_pt, weights_only=True)
+    blob["state"]["item_emb"] = -blob["state"]["item_emb"]
+    torch.save(blob, model_pt)
+    os.utime(model_pt, (os.path.getmtime(model_pt) + 5,) * 2)
+    after = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5}).json()["items"]
+    assert after != before
+    # Truncate the other model: it says why, run-a keeps serving.
+    victim = root / "team" / "run-b" / "checkpoint" / "model.pt"
+    victim.write_bytes(victim.read_bytes()[:100])
+    r = client.post("/recommend", json={"model": "team/run-b", "user": user})
+    assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+    assert client.post("/recommend", json={"model": "run-a", "user": user}).status_code == 200
+    assert client.app.state.registry.cached_ids() == ["run-a"]  # bounded cache (size 1)
+
+
+def test_job_endpoints_need_a_configured_token(roots):
+    client = _client(roots)
+    r = client.post("/jobs", json={"dataset": "tiny"})
+    assert r.status_code == 403 and "no API token" in r.json()["detail"]
+    client = _client(roots, ADASIR_API_TOKEN="s3cret")
+    assert client.get("/jobs").status_code == 401
+    assert client.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    guarded = _client(roots, ADASIR_API_TOKEN="s3cret", ADASIR_PROTECT_RECOMMEND="1")
+    assert guarded.post("/recommend", json={"user": "x"}).status_code == 401
+
+
+@pytest.mark.parametrize("dataset,status", [
+    ("/etc", 422), ("../models", 422), ("tiny/../../x", 422), ("escape", 422), ("missing", 422),
+])
+def test_datasets_are_confined_to_the_data_root(roots, tmp_path, dataset, status):
+    data_root, _ = roots
+    link = data_root / "escape"
+    if not link.exists():
+        outside = tmp_path / "outside"
+        shutil.copytree(data_root / "tiny", outside)
+        link.symlink_to(outside)
+    client = _client(roots, ADASIR_API_TOKEN="t")
+    r = client.post("/jobs", json={"dataset": dataset}, headers={"Authorization": "Bearer t"})
+    assert r.status_code == status, r.text
+
+
+def test_job_request_validation_and_unreachable_cluster(roots):
+    client = _client(roots, ADASIR_API_TOKEN="t")
+    auth = {"Authorization": "Bearer t"}
+    assert client.post("/jobs", json={"dataset": "tiny", "sampler": "magic"}, headers=auth).status_code == 422
+    assert client.post("/jobs", json={"dataset": "tiny", "epochs": -1}, headers=auth).status_code == 422
+    assert client.post("/jobs", json={"dataset": "tiny", "shell": "rm"}, headers=auth).status_code == 422
+    r = client.post("/jobs", json={"dataset": "tiny", "epochs": 1}, headers=auth)
+    assert r.status_code == 503 and "unreachable" in r.json()["detail"]
+
+
+def test_health_readiness_and_docs(roots):
+    client = _client(roots)
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["ready"] is True
+    assert client.get("/docs").status_code == 200
+    assert "/recommend" in client.get("/openapi.json").json()["paths"]

@@ -1,0 +1,88 @@
+"""End to end over real HTTP: a real Ray head, a real uvicorn; submit a job, wait, recommend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import torch
+from conftest import ROOT
+
+from trainer.checkpoint import load_checkpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "OMP_NUM_THREADS": "1"}
+    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    dash = _free_port()
+    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--dashboard-port", str(dash),
+                            "--object-store-memory", str(256 * 1024 * 1024), "--disable-usage-stats"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert start.returncode == 0, start.stderr
+    data_root, model_root = tmp_path / "data", tmp_path / "models"
+    data_root.mkdir()
+    shutil.copytree(tiny_data, data_root / "tiny")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**env, "ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
+             "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}", "ADASIR_API_TOKEN": "e2e-token"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": "Bearer e2e-token"}
+        with httpx.Client(base_url=base, timeout=30) as http:
+            for _ in range(100):
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            r = http.post("/jobs", headers=auth, json={"dataset": "tiny", "epochs": 3, "lr": 0.01,
+                                                       "batch_size": 1024, "eval_every": 1})
+            assert r.status_code == 201, r.text
+            job = r.json()["id"]
+            status = None
+            deadline = time.time() + 300
+            while time.time() < deadline:
+                info = http.get(f"/jobs/{job}", headers=auth).json()
+                status = info["status"]
+                if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                    break
+                time.sleep(1)
+            assert status == "SUCCEEDED", info
+            assert info["epochs_done"] == 3 and info["latest_epoch"]["valid"]["ndcg@50"] > 0
+            assert any("epoch 3/3" in line for line in info["log_tail"])
+            assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
+            assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
+
+            ckpt = load_checkpoint(str(model_root / "jobs" / job / "checkpoint"))
+            user_index = 11
+            user = ckpt["user_ids"][user_index]
+            r = http.post("/recommend", json={"model": f"jobs/{job}", "user": user, "k": 10})
+            assert r.status_code == 200, r.text
+            items = [x["item"] for x in r.json()["items"]]
+            seen = {int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index}
+            assert not {ckpt["item_ids"][i] for i in seen} & set(items)
+            scores = ckpt["state"]["item_emb"] @ ckpt["state"]["user_emb"][user_index]
+            scores[list(seen)] = -float("inf")
+            assert items == [ckpt["item_ids"][i] for i in torch.topk(scores, 10).indices.tolist()]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
