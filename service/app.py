@@ -12,8 +12,9 @@ import logging
 import os
 from typing import Literal
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,27 @@ class BatchRecommendRequest(BaseModel):
     k: int = Field(10, ge=1, le=1000)
     exclude_seen: bool = True
     fallback: Literal["none", "popularity"] = "none"
+
+
+class ScoredItem(BaseModel):
+    item: str
+    score: float
+
+
+class UserRecommendations(BaseModel):
+    user: str
+    fallback: Literal["popularity"] | None
+    """`popularity` when the model did not know the user and a fallback was asked for."""
+    items: list[ScoredItem]
+
+
+class RecommendResponse(UserRecommendations):
+    model: str
+
+
+class BatchRecommendResponse(BaseModel):
+    model: str
+    results: list[UserRecommendations]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -123,17 +145,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def list_models(_=Depends(recommend_guard)):
         return {"models": registry.list()}
 
-    @app.post("/recommend")
-    def recommend(req: RecommendRequest, _=Depends(recommend_guard)):
+    # The hot path: async (no threadpool hop; the scoring is ~0.5 ms on a Gowalla-size model)
+    # and serialised with orjson straight to bytes, skipping FastAPI's jsonable_encoder.
+    @app.post("/recommend", response_model=RecommendResponse)
+    async def recommend(req: RecommendRequest, _=Depends(recommend_guard)):
         model = load(req.model)
         result = answer(model, [req.user], req.k, req.exclude_seen, req.fallback)[0]
-        return {"model": model.model_id, **result}
+        return Response(orjson.dumps({"model": model.model_id, **result}), media_type="application/json")
 
-    @app.post("/recommend/batch")
-    def recommend_batch(req: BatchRecommendRequest, _=Depends(recommend_guard)):
+    @app.post("/recommend/batch", response_model=BatchRecommendResponse)
+    async def recommend_batch(req: BatchRecommendRequest, _=Depends(recommend_guard)):
         model = load(req.model)
-        return {"model": model.model_id,
+        body = {"model": model.model_id,
                 "results": answer(model, req.users, req.k, req.exclude_seen, req.fallback)}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     def on_cluster(call, *args):
         """Run a Jobs API call; an unreachable cluster or unknown job is a clear HTTP error."""
