@@ -137,8 +137,12 @@ def train_worker(cfg: dict) -> None:
             sys.stdout.flush()
             if out and os.path.isdir(out):
                 write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+        # Every report carries the latest validation metrics (schedulers such as ASHA need the
+        # metric each time); test metrics appear only in the final report.
+        last_valid = next((r["valid"] for r in reversed(records) if "valid" in r), {})
         report = {"epoch": engine.epoch, "loss": rec["loss"],
-                  **{f"valid_{k}": v for k, v in rec.get("valid", {}).items()}}
+                  **{f"valid_{k}": v for k, v in last_valid.items()},
+                  **{f"test_{k}": v for k, v in (test or {}).items()}}
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(report, checkpoint=checkpoint)
         if checkpoint_dir:
