@@ -61,8 +61,8 @@ class JobRequest(BaseModel):
     eval_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(0, ge=0)
 
-    def command(self, data_dir: str, out_dir: str) -> list[str]:
-        args = ["python", "trainer/run.py", "--data", data_dir, "--out", out_dir,
+    def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
+        args = ["python", script, "--data", data_dir, "--out", out_dir,
                 "--model", self.model, "--sampler", self.sampler, "--epochs", self.epochs,
                 "--workers", self.workers, "--seed", self.seed, "--lr", self.lr, "--l2", self.l2,
                 "--dim", self.dim, "--batch-size", self.batch_size, "--negatives", self.negatives,
@@ -108,7 +108,7 @@ class JobService:
         if not runtime_env["env_vars"]["RAY_AUTH_MODE"]:
             del runtime_env["env_vars"]
         self.client.submit_job(
-            entrypoint=shlex.join(request.command(data_dir, out)), submission_id=job_id,
+            entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)), submission_id=job_id,
             runtime_env=runtime_env,
             metadata={"adasir": "1", "request": json.dumps(request.model_dump())})
         return job_id

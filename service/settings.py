@@ -25,6 +25,10 @@ class Settings:
     """ADASIR_JOB_WORKING_DIR: uploaded as the job's working_dir (default: this project);
     'none' when the cluster's image already has the project installed."""
 
+    job_script: str
+    """ADASIR_JOB_SCRIPT: the training entry point a job runs (default trainer/run.py, relative
+    to the uploaded working_dir; /app/trainer/run.py in the project's image)."""
+
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -38,4 +42,5 @@ class Settings:
             protect_recommend=env.get("ADASIR_PROTECT_RECOMMEND", "0") in ("1", "true", "yes"),
             cache_size=max(1, int(env.get("ADASIR_MODEL_CACHE", "4"))),
             job_working_dir=None if working_dir.lower() == "none" else working_dir,
+            job_script=env.get("ADASIR_JOB_SCRIPT", "trainer/run.py"),
         )
