@@ -16,6 +16,11 @@ SamplerName = Literal[
     "adasir-u",
     "adasir-p",
     "adasir-w",
+    "warp",
+    "aobpr",
+    "kernel",
+    "srns",
+    "irgan",
 ]
 
 SAMPLER_NAMES: tuple[str, ...] = SamplerName.__args__  # type: ignore[attr-defined]
@@ -59,6 +64,33 @@ class SamplerConfig(BaseModel):
 
     dns_candidates: int = Field(10, ge=1, le=10_000)
     """m: uniform candidates per negative for `dns`, the best-scored of which is kept."""
+
+    warp_max_trials: int = Field(10, ge=1, le=10_000)
+    """WARP: uniform draws per pair before giving up on finding a violator (LightFM: 10)."""
+
+    warp_margin: float = Field(1.0, ge=0.0)
+    """WARP: a negative violates when r_j > r_i − margin."""
+
+    aobpr_lambda: float = Field(500.0, gt=0.0)
+    """AOBPR: λ of the geometric rank distribution p(r) ∝ exp(−r/λ) (the paper's 500)."""
+
+    kernel_alpha: float = Field(100.0, gt=0.0)
+    """Kernel: q(i|u) ∝ α·(p_u·q_i)² + 1, the quadratic kernel of Blanc & Rendle."""
+
+    srns_memory: int = Field(20, ge=1, le=10_000)
+    """SRNS: S1, candidates remembered per user."""
+
+    srns_candidates: int = Field(5, ge=1, le=10_000)
+    """SRNS: S2, memory entries considered per negative."""
+
+    srns_history: int = Field(5, ge=2, le=100)
+    """SRNS: epochs of score history used for the variance."""
+
+    srns_alpha: float = Field(1.0, ge=0.0)
+    """SRNS: weight of the score's standard deviation in the selection score."""
+
+    irgan_lr: float = Field(0.001, gt=0.0)
+    """IRGAN: learning rate of the generator (REINFORCE)."""
 
     rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
     """AdaSIR-W: `batch-mean` divides J(rank) by its batch mean, so the loss keeps the scale of

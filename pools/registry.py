@@ -5,11 +5,16 @@ from __future__ import annotations
 import torch
 
 from pools.adasir import AdaSIRSampler
+from pools.aobpr import AOBPRSampler
 from pools.base import NegativeSampler
 from pools.config import SamplerConfig
 from pools.interactions import InteractionIndex
+from pools.irgan import IRGANSampler
+from pools.kernel import KernelSampler
 from pools.proposals import PopularityProposal, UniformProposal
+from pools.srns import SRNSSampler
 from pools.static import DNSSampler, PRISSampler, ProposalSampler, SoftmaxSampler
+from pools.warp import WARPSampler
 
 # name → (sampler class, proposal, extra keyword arguments)
 _REGISTRY: dict[str, tuple[type[NegativeSampler], str, dict]] = {
@@ -22,6 +27,11 @@ _REGISTRY: dict[str, tuple[type[NegativeSampler], str, dict]] = {
     "adasir-u": (AdaSIRSampler, "uniform", {}),
     "adasir-p": (AdaSIRSampler, "popularity", {}),
     "adasir-w": (AdaSIRSampler, "uniform", {"rank_weighted": True}),
+    "warp": (WARPSampler, "uniform", {}),
+    "aobpr": (AOBPRSampler, "uniform", {}),
+    "kernel": (KernelSampler, "uniform", {}),
+    "srns": (SRNSSampler, "uniform", {}),
+    "irgan": (IRGANSampler, "uniform", {}),
 }
 
 

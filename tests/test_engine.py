@@ -86,7 +86,8 @@ def test_divergence_fails_loudly(tiny_data):
         engine.train_epoch()
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "adasir-p", "adasir-w", "pris-p"])
+@pytest.mark.parametrize("sampler", ["uniform", "adasir-p", "adasir-w", "pris-p", "warp", "aobpr",
+                                     "kernel", "srns", "irgan"])
 def test_loss_falls_for_every_sampler_family(tiny_data, sampler):
     cfg = TrainConfig(epochs=4, lr=0.01, batch_size=512, sampler={"name": sampler})
     engine = Engine(cfg, PreparedData.load(tiny_data))

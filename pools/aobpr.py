@@ -1,0 +1,50 @@
+"""AOBPR (Rendle & Freudenthaler, WSDM '14): adaptive oversampling by factor rankings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pools.base import Negatives, NegativeSampler
+
+
+class AOBPRSampler(NegativeSampler):
+    """A negative for user u: draw a rank r with p(r) ∝ exp(−r/λ), a factor f with
+    p(f|u) ∝ |q_uf| · σ_f (σ_f the spread of item factor f), and take the item at rank r of
+    factor f's ordering — descending if q_uf > 0, ascending otherwise. The orderings and σ
+    are recomputed at every refresh (the paper refreshes every few hundred draws; once per
+    epoch is this implementation's choice). Needs a factor model (`query`, `item_emb`).
+    """
+
+    order: torch.Tensor | None = None  # [d, N]: items by descending factor value
+
+    @torch.no_grad()
+    def refresh(self, model, generator):
+        items = model.item_emb.detach()
+        self.order = torch.argsort(items, dim=0, descending=True).T.contiguous()
+        self.spread = items.std(dim=0)
+
+    def draw_ranks(self, shape, generator) -> torch.Tensor:
+        """Truncated geometric ranks in [0, N): inverse CDF of p(r) ∝ exp(−r/λ)."""
+        lam, n = self.config.aobpr_lambda, self.num_items
+        u = torch.rand(shape, device=self.device, generator=generator, dtype=torch.float64)
+        mass = -math.expm1(-n / lam)  # 1 − exp(−N/λ)
+        r = torch.floor(-lam * torch.log1p(-u * mass))
+        return r.long().clamp_(0, n - 1)
+
+    @torch.no_grad()
+    def sample(self, model, users, pos_items, generator):
+        if self.order is None:
+            raise RuntimeError("AOBPR needs refresh(model, generator) first")
+        n = self.config.num_negatives
+        q = model.query(users)  # [B, d]
+        factor_weight = q.abs() * self.spread + 1e-12
+        f = torch.multinomial(factor_weight, n, replacement=True, generator=generator)  # [B, n]
+        r = self.draw_ranks(f.shape, generator)
+        descending = q.gather(1, f) > 0
+        r = torch.where(descending, r, self.num_items - 1 - r)
+        items = self.order[f, r]
+        if self.config.exclude_positives:
+            items = self._replace_positives(users, items, generator)
+        return Negatives(items)

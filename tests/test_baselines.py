@@ -1,0 +1,122 @@
+"""The remaining Table 2 baselines, each on a small case with a known answer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from conftest import FixedScores
+from test_samplers import FactorScores, _positives
+
+from pools import InteractionIndex, SamplerConfig, build_sampler
+from pools.rank import harmonic_table
+
+
+def _empty(users, items):
+    return InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, items)
+
+
+def test_warp_rank_and_weight():
+    n_items, reps = 101, 3000
+    table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
+    sampler = build_sampler(SamplerConfig(name="warp", warp_max_trials=50, warp_margin=0.0,
+                                          rank_weight_norm="none"), _empty(1, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    users = torch.zeros(reps, dtype=torch.long)
+
+    def draw(pos_item):
+        return sampler.sample(FixedScores(table), users, torch.full((reps,), pos_item), g)
+
+    top = draw(100)  # never beaten: no violator, weight 0
+    assert float(top.pos_weight.abs().max()) == 0.0
+    weights = {p: draw(p) for p in (0, 50, 90)}
+    for p, neg in weights.items():
+        found = neg.pos_weight > 0
+        assert (neg.items[found, 0] > p).all()  # each negative is a violator
+    mean = {p: float(neg.pos_weight.mean()) for p, neg in weights.items()}
+    assert mean[0] > mean[50] > mean[90] > 0  # low-ranked positives weigh more
+    # Positive 0: every other item violates, so V = 1 unless item 0 itself was drawn first.
+    assert float((weights[0].pos_weight == harmonic_table(n_items)[n_items - 1]).double().mean()) > 0.95
+
+
+def test_aobpr_rank_distribution_and_factor_choice():
+    positives = _empty(2, 5000)
+    cfg = SamplerConfig(name="aobpr", aobpr_lambda=50.0, num_negatives=1000)
+    sampler = build_sampler(cfg, positives, torch.ones(5000))
+    g = torch.Generator().manual_seed(0)
+    ranks = sampler.draw_ranks((200_000,), g).double()
+    expected = 1 / math.expm1(1 / 50.0)  # mean of p(r) ∝ exp(−r/λ) on [0, ∞)
+    assert abs(float(ranks.mean()) - expected) < 0.02 * expected
+    model = FactorScores(2, 5000)
+    with torch.no_grad():
+        model.mf.user_emb.zero_()
+        model.mf.user_emb[0, 0] = 1.0   # only factor 0, positive: top of factor 0
+        model.mf.user_emb[1, 0] = -1.0  # negative: bottom of factor 0
+    sampler.refresh(model.mf, g)
+    neg = sampler.sample(model.mf, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long), g)
+    position = torch.empty(5000, dtype=torch.long)
+    position[sampler.order[0]] = torch.arange(5000)
+    assert float(position[neg.items[0]].double().mean()) < 100  # near the top
+    assert float(position[neg.items[1]].double().mean()) > 4900  # near the bottom
+
+
+def test_kernel_draws_follow_the_exact_kernel_probabilities():
+    n_items, rows = 37, 60  # not a power of two: padded leaves must never be drawn
+    model = FactorScores(1, n_items)
+    cfg = SamplerConfig(name="kernel", kernel_alpha=3.0, num_negatives=1000)
+    sampler = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    sampler.refresh(model.mf, g)
+    q = model.mf.query(torch.tensor([0])).detach()
+    scores = (model.mf.item_emb.detach() @ q[0])
+    exact = 3.0 * scores**2 + 1
+    exact = exact / exact.sum()
+    logp = sampler.log_prob(q, torch.arange(n_items)[None])
+    assert torch.allclose(logp.exp()[0], exact, atol=1e-5)
+    users = torch.zeros(rows, dtype=torch.long)  # 60 × 1000 draws for one user
+    neg = sampler.sample(model.mf, users, users, g)
+    freq = torch.bincount(neg.items.reshape(-1), minlength=n_items).double() / neg.items.numel()
+    assert freq.numel() == n_items and 0.5 * float((freq - exact.double()).abs().sum()) < 0.02
+    assert torch.allclose(neg.logit_offset, -logp.expand(rows, -1).gather(1, neg.items), atol=1e-5)
+
+
+def test_srns_prefers_unstable_scores_and_keeps_memory_clean():
+    positives = _positives(4, 60, per_user=20, seed=2)
+    cfg = SamplerConfig(name="srns", srns_memory=10, srns_candidates=10, srns_history=3,
+                        srns_alpha=10.0, num_negatives=1)
+    sampler = build_sampler(cfg, positives, torch.ones(60))
+    g = torch.Generator().manual_seed(0)
+    model = FixedScores(torch.zeros(4, 60))
+    sampler.refresh(model, g)
+    assert not positives.contains(torch.arange(4), sampler.memory).any()
+    # Same current score everywhere; slot 3 of user 0 has a fluctuating history.
+    sampler.history[0] = 0.0
+    sampler.history[0, 3] = torch.tensor([-2.0, 2.0, 0.0])
+    sampler.seen[0] = 3
+    neg = sampler.sample(model, torch.tensor([0]), torch.tensor([0]), g)
+    assert int(neg.items[0, 0]) == int(sampler.memory[0, 3])
+    before = sampler.memory.clone()
+    sampler.refresh(model, g)
+    changed = (sampler.memory != before).sum(dim=1)
+    assert (changed <= 5).all() and not positives.contains(torch.arange(4), sampler.memory).any()
+
+
+def test_irgan_generator_learns_what_the_discriminator_finds_hard():
+    n_items = 30
+    table = torch.zeros(2, n_items)
+    table[:, 7] = 8.0  # the recommender scores item 7 far above the rest: the hard negative
+    sampler = build_sampler(SamplerConfig(name="irgan", irgan_lr=0.05, num_negatives=64),
+                            _empty(2, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    model = FactorScores(2, n_items)
+    sampler.refresh(model, g)
+    users = torch.tensor([0, 1])
+
+    def p7():
+        with torch.no_grad():
+            return float(torch.softmax(sampler.gen_users[users] @ sampler.gen_items.T, 1)[:, 7].mean())
+
+    start = p7()
+    for _ in range(150):
+        sampler.sample(FixedScores(table), users, torch.zeros(2, dtype=torch.long), g)
+    assert p7() > 5 * start
