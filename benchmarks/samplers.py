@@ -40,8 +40,91 @@ def run_once(data, cfg: TrainConfig) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
-def key(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.model_dump(), sort_keys=True)
+def key(config: dict) -> str:
+    """What identifies a run: the options this protocol varies or fixes. Computed from a
+    config dump, so runs recorded before new (defaulted) options existed still match."""
+    s = config["sampler"]
+    return json.dumps({k: config.get(k) for k in ("model", "dim", "lr", "l2", "batch_size", "epochs",
+                                                  "seed", "device")}
+                      | {"optimizer": config.get("optimizer", "adam"), "sampler": s["name"],
+                         "temperature": s.get("temperature", 1.0)}, sort_keys=True)
+
+
+class Unfinished(Exception):
+    """A run the protocol needs is not in runs.jsonl (with --summary-only)."""
+
+
+def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: str = "mf",
+                 epochs: int = 20, lr: float = 0.01, batch_size: int = 4096,
+                 l2_grid=(0.01, 0.001, 0.0001), tau_grid=(2.0,), seeds=(0, 1, 2),
+                 device: str = "cpu", summary_only: bool = False):
+    """Tune L2 (and τ for AdaSIR) on validation with seeds[0], then test the choice on every
+    seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
+    os.makedirs(out, exist_ok=True)
+    log_path = os.path.join(out, "runs.jsonl")
+    done = {}
+    if os.path.exists(log_path):
+        with open(log_path) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                done[key(rec["config"])] = rec
+
+    def measure(cfg: TrainConfig) -> dict:
+        k = key(cfg.model_dump())
+        if k not in done and summary_only:
+            raise Unfinished
+        if k not in done:
+            rec = {"key": k, "config": cfg.model_dump(), **run_once(data, cfg)}
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            done[k] = rec
+            print(f"{model} {cfg.sampler.name} l2={cfg.l2} tau={cfg.sampler.temperature} seed={cfg.seed}: "
+                  f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
+        return done[k]
+
+    def tune_and_test(name):
+        def cfg_for(l2, tau=1.0, seed=seeds[0]):
+            return TrainConfig(model=model, epochs=epochs, eval_every=epochs, lr=lr, l2=l2,
+                               batch_size=batch_size, seed=seed, device=device,
+                               sampler={"name": name, "temperature": tau})
+        grid = [(float(l2), 1.0) for l2 in l2_grid]
+        tuned = {g: measure(cfg_for(*g)) for g in grid}
+        best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
+        if name.startswith("adasir"):
+            for tau in tau_grid:
+                g = (best[0], float(tau))
+                tuned[g] = measure(cfg_for(*g))
+            best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
+        finals = [measure(cfg_for(*best, seed=s)) for s in seeds]
+        return name, best, finals
+
+    rows, unfinished = [], []
+    for name in samplers:
+        try:
+            rows.append(tune_and_test(name))
+        except Unfinished:
+            unfinished.append(name)
+    return rows, unfinished
+
+
+def mean_std(values) -> str:
+    return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+            if len(values) > 1 else f"{values[0]:.4f}")
+
+
+def summary_table(rows) -> list[str]:
+    uniform_epoch = next((statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
+                          for n, _, finals in rows if n == "uniform"), None)
+    lines = ["| sampler | L2 | τ | test NDCG@50 | test Recall@50 | sample s/epoch | train s/epoch | epoch ÷ uniform |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, (l2, tau), finals in rows:
+        epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
+        ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
+        lines.append(f"| {name} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
+                     f"{mean_std([f['test']['recall@50'] for f in finals])} | "
+                     f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
+                     f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |")
+    return lines
 
 
 def main() -> int:
@@ -63,78 +146,19 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.makedirs(args.out, exist_ok=True)
     data = PreparedData.load(args.data)
-    log_path = os.path.join(args.out, "runs.jsonl")
-    done = {}
-    if os.path.exists(log_path):
-        with open(log_path) as fh:
-            for line in fh:
-                rec = json.loads(line)
-                done[rec["key"]] = rec
-
-    class Unfinished(Exception):
-        pass
-
-    def measure(cfg: TrainConfig) -> dict:
-        k = key(cfg)
-        if k not in done and args.summary_only:
-            raise Unfinished
-        if k not in done:
-            rec = {"key": k, "config": cfg.model_dump(), **run_once(data, cfg)}
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            done[k] = rec
-            print(f"{cfg.sampler.name} l2={cfg.l2} tau={cfg.sampler.temperature} seed={cfg.seed}: "
-                  f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
-        return done[k]
-
-    seeds = [int(s) for s in args.seeds.split(",")]
-
-    def tune_and_test(name):
-        def cfg_for(l2, tau=1.0, seed=seeds[0]):
-            return TrainConfig(model=args.model, epochs=args.epochs, eval_every=args.epochs,
-                               lr=args.lr, l2=l2, batch_size=args.batch_size, seed=seed,
-                               device=args.device, sampler={"name": name, "temperature": tau})
-        grid = [(float(l2), 1.0) for l2 in args.l2_grid.split(",")]
-        tuned = {g: measure(cfg_for(*g)) for g in grid}
-        best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
-        if name.startswith("adasir"):
-            for tau in (float(t) for t in args.tau_grid.split(",") if t):
-                g = (best[0], tau)
-                tuned[g] = measure(cfg_for(*g))
-            best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
-        finals = [measure(cfg_for(*best, seed=s)) for s in seeds]
-        return name, best, finals
-
-    rows, unfinished = [], []
-    for name in args.samplers.split(","):
-        try:
-            rows.append(tune_and_test(name))
-        except Unfinished:
-            unfinished.append(name)
-
-    def ms(values):
-        return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-                if len(values) > 1 else f"{values[0]:.4f}")
-
-    uniform_epoch = next((statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
-                          for n, _, finals in rows if n == "uniform"), None)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    rows, unfinished = run_protocol(
+        data, args.out, args.samplers.split(","), model=args.model, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, l2_grid=[float(x) for x in args.l2_grid.split(",")],
+        tau_grid=[float(x) for x in args.tau_grid.split(",") if x], seeds=seeds,
+        device=args.device, summary_only=args.summary_only)
     lines = [f"Dataset `{data.path}` ({data.num_users} users, {data.num_items} items, "
              f"{len(data.splits['train'].users)} train pairs); model {args.model}, d=32, "
              f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, n=5, |K|=|R|=200; "
              f"L2 from {{{args.l2_grid}}} (and τ from {{1,{args.tau_grid}}} for AdaSIR) "
              f"chosen on validation NDCG@50 with seed {seeds[0]}; test over seeds {args.seeds}; "
-             f"torch threads {torch.get_num_threads()}.", "",
-             "| sampler | L2 | τ | test NDCG@50 | test Recall@50 | sample s/epoch | train s/epoch | epoch ÷ uniform |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, (l2, tau), finals in rows:
-        epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
-        ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
-        lines.append(f"| {name} | {l2:g} | {tau:g} | {ms([f['test']['ndcg@50'] for f in finals])} | "
-                     f"{ms([f['test']['recall@50'] for f in finals])} | "
-                     f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
-                     f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |")
+             f"torch threads {torch.get_num_threads()}.", "", *summary_table(rows)]
     if unfinished:
         lines += ["", f"Not finished in this run: {', '.join(unfinished)}."]
     text = "\n".join(lines) + "\n"

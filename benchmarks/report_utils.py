@@ -1,0 +1,60 @@
+"""Helpers shared by the report scripts: training curves, Markdown and PNG output."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.engine import Engine  # noqa: E402
+
+
+def training_curve(data, cfg: TrainConfig) -> dict:
+    """Train with validation every `eval_every` epochs. Returns per-eval points of
+    (cumulative sample+train seconds, epoch, valid NDCG@50, valid Recall@50), per-epoch
+    times, and test metrics. Evaluation time is not counted as training time."""
+    engine = Engine(cfg, data)
+    seconds, points, epochs = 0.0, [], []
+    while engine.epoch < cfg.epochs:
+        rec = engine.train_epoch()
+        seconds += rec["sample_s"] + rec["train_s"]
+        epochs.append(rec)
+        if engine.is_eval_epoch():
+            v = engine.evaluate("valid")
+            points.append((seconds, engine.epoch, v["ndcg@50"], v["recall@50"]))
+    return {"points": points, "epochs": epochs, "test": engine.evaluate("test"), "seconds": seconds}
+
+
+def write_report(out: str, name: str, title: str, command: str, body: list[str]) -> str:
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.md")
+    text = "\n".join([f"# {title}", "", "```bash", command, "```", "", *body, ""])
+    with open(path, "w") as fh:
+        fh.write(text)
+    print(text)
+    return path
+
+
+def save_figure(fig, out: str, name: str) -> str:
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def command_line() -> str:
+    return "python " + " ".join(sys.argv)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M")

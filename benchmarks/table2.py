@@ -1,0 +1,77 @@
+"""Table 2: every sampler × model — test NDCG@50 / Recall@50, mean ± std over seeds, L2 (and τ
+for AdaSIR) chosen on validation.
+
+    python benchmarks/table2.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m --models mf
+
+Runs are cached in OUT/table2-<model>/runs.jsonl (the protocol of benchmarks/samplers.py), so
+an interrupted report resumes and --summary-only re-plots what is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import matplotlib.pyplot as plt  # noqa: E402
+from report_utils import command_line, save_figure, write_report  # noqa: E402
+from samplers import run_protocol, summary_table  # noqa: E402
+
+from pools.config import SAMPLER_NAMES  # noqa: E402
+from trainer.dataset import PreparedData  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default="mf,gmf")
+    ap.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--l2-grid", default="0.1,0.01,0.001,0.0001")
+    ap.add_argument("--tau-grid", default="0.5,2")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args()
+    data = PreparedData.load(args.data)
+    body = [f"Data `{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items, "
+            f"{len(data.splits['train'].users)} train pairs. {args.epochs} epochs, lr {args.lr}, batch "
+            f"{args.batch_size}, d=32, n=5, |K|=|R|=200; L2 ∈ {{{args.l2_grid}}} (AdaSIR also "
+            f"τ ∈ {{1,{args.tau_grid}}}) chosen on validation NDCG@50, then seeds {args.seeds}."]
+    models = args.models.split(",")
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rows, unfinished = run_protocol(
+            data, os.path.join(args.out, f"table2-{model}"), args.samplers.split(","), model=model,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            l2_grid=[float(x) for x in args.l2_grid.split(",")],
+            tau_grid=[float(x) for x in args.tau_grid.split(",") if x],
+            seeds=[int(x) for x in args.seeds.split(",")], device=args.device,
+            summary_only=args.summary_only)
+        body += ["", f"## {model.upper()}", "", *summary_table(rows)]
+        if unfinished:
+            body += ["", f"Not run (yet): {', '.join(unfinished)}."]
+        names = [r[0] for r in rows]
+        means = [statistics.mean(f["test"]["ndcg@50"] for f in r[2]) for r in rows]
+        stds = [statistics.stdev(f["test"]["ndcg@50"] for f in r[2]) if len(r[2]) > 1 else 0 for r in rows]
+        colours = ["tab:red" if n.startswith("adasir") else "tab:grey" if n == "uniform" else "tab:blue"
+                   for n in names]
+        ax.bar(names, means, yerr=stds, color=colours, capsize=3)
+        ax.set_ylim(min(means, default=0) * 0.9, max(means, default=1) * 1.05)
+        ax.set_title(f"{model.upper()}: test NDCG@50 (mean ± std over seeds)")
+        ax.tick_params(axis="x", rotation=45)
+    save_figure(fig, args.out, "table2")
+    body += ["", "![Table 2](table2.png)"]
+    write_report(args.out, "table2", "Table 2: samplers compared, L2 tuned on validation",
+                 command_line(), body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

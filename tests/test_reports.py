@@ -1,0 +1,42 @@
+"""Every report script end to end on tiny synthetic data: a Markdown table and a PNG each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+REPORTS = {
+    "table2": ["--models", "mf,gmf", "--samplers", "uniform,adasir-u", "--epochs", "2",
+               "--l2-grid", "0.01,0.001", "--tau-grid", "2", "--seeds", "0,1", "--batch-size", "1024"],
+    "timing": ["--samplers", "uniform,adasir-u,kernel,irgan", "--epochs", "1", "--batch-size", "1024"],
+    "softmax_fit": ["--epochs", "15", "--users", "2", "--draws", "2000",
+                    "--samplers", "uniform,dns,adasir-u,adasir-p,kernel,softmax"],
+    "pool_sweep": ["--samplers", "adasir-u,adasir-w", "--sizes", "20,50", "--epochs", "2"],
+    "convergence": ["--samplers", "uniform,adasir-u", "--epochs", "3"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("report", sorted(REPORTS))
+def test_report_runs_end_to_end(report, tiny_data, tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{report}.py"),
+                           "--data", tiny_data, "--out", str(out), *REPORTS[report]],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (out / f"{report}.md").read_text()
+    png = out / f"{report}.png"
+    assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "```bash\npython " in md and "|---|" in md and f"({report}.png)" in md
+    if report == "softmax_fit":
+        rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in md.splitlines()
+                if line.startswith("| ") and not line.startswith("| sampler")}
+        # A trained model's softmax is peaked: the exact sampler and AdaSIR's pools follow it,
+        # uniform does not, and DNS (a max, not a softmax) overshoots it.
+        assert rows["softmax"] < 0.5 * rows["uniform"] and rows["adasir-u"] < 0.6 * rows["uniform"]
+        assert rows["dns"] > rows["uniform"]
