@@ -61,6 +61,16 @@ class PhaseTimer:
         return totals
 
 
+def _adam(params, lr: float) -> torch.optim.Adam:
+    """Fused Adam (one kernel over all parameters: half the step time of the default on a
+    Gowalla-size model on CPU), falling back where a device or build lacks it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 class Optimizer:
     """Dense Adam over every parameter (`adam`), or lazy row-wise Adam on the embedding tables
     plus dense Adam on the rest (`sparse-adam`). `step(model, users, pos, neg)` computes the
@@ -75,7 +85,7 @@ class Optimizer:
             rest = [p for n, p in model.named_parameters() if n not in self.rows]
         else:
             rest = list(model.parameters())
-        self.dense = torch.optim.Adam(rest, lr=config.lr) if rest else None
+        self.dense = _adam(rest, config.lr) if rest else None
 
     def step(self, users, pos, negatives) -> torch.Tensor:
         model, cfg = self.model, self.config
