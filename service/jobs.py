@@ -101,12 +101,13 @@ class JobService:
         job_id = f"adasir-{uuid.uuid4().hex[:12]}"
         out = self.out_dir(job_id)
         os.makedirs(out, exist_ok=True)
-        runtime_env: dict = {"env_vars": {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "")}}
+        runtime_env: dict = {}
+        if os.environ.get("RAY_AUTH_MODE"):  # the job's own Ray client needs the same mode
+            runtime_env["env_vars"] = {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
         if self.settings.job_working_dir:
             runtime_env["working_dir"] = self.settings.job_working_dir
-            runtime_env["excludes"] = ["runs/", ".git/", "benchmarks/results/", "*.egg-info/"]
-        if not runtime_env["env_vars"]["RAY_AUTH_MODE"]:
-            del runtime_env["env_vars"]
+            runtime_env["excludes"] = ["runs/", ".git/", "benchmarks/results/",
+                                       "benchmarks/reports/", "*.egg-info/"]
         self.client.submit_job(
             entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)), submission_id=job_id,
             runtime_env=runtime_env,
