@@ -163,7 +163,7 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
     try:
         out = tmp_path / "job"
         runtime_env = json.dumps({"working_dir": ROOT,
-                                  "excludes": ["runs/", ".git/", "benchmarks/results/", "*.egg-info/"]})
+                                  "excludes": ["runs/", ".git/", "benchmarks/results/", "benchmarks/reports/", "*.egg-info/"]})
         submit = subprocess.run(
             [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{port}",
              "--runtime-env-json", runtime_env, "--",
