@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--optimizers", default="adam",
+                    help="comma list of adam, sparse-adam: each sampler is timed with each")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.threads:
@@ -47,16 +49,18 @@ def main() -> int:
     lines = [f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; batch 4096, "
              f"d=32, n=5, |K|=|R|=200; device {args.device}, torch threads {torch.get_num_threads()}; "
              f"mean of {args.epochs} epochs after one warm-up epoch.", "",
-             "| sampler | sample s/epoch | train s/epoch | epoch s |", "|---|---|---|---|"]
-    for name in args.samplers.split(","):
-        cfg = TrainConfig(epochs=args.epochs + 1, lr=0.01, device=args.device, sampler={"name": name})
-        engine = Engine(cfg, data)
-        engine.train_epoch()  # warm-up
-        recs = [engine.train_epoch() for _ in range(args.epochs)]
-        s = statistics.mean(r["sample_s"] for r in recs)
-        t = statistics.mean(r["train_s"] for r in recs)
-        lines.append(f"| {name} | {s:.3f} | {t:.3f} | {s + t:.3f} |")
-        print(lines[-1], flush=True)
+             "| sampler | optimizer | sample s/epoch | train s/epoch | epoch s |", "|---|---|---|---|---|"]
+    for optimizer in args.optimizers.split(","):
+        for name in args.samplers.split(","):
+            cfg = TrainConfig(epochs=args.epochs + 1, lr=0.01, device=args.device,
+                              optimizer=optimizer, sampler={"name": name})
+            engine = Engine(cfg, data)
+            engine.train_epoch()  # warm-up
+            recs = [engine.train_epoch() for _ in range(args.epochs)]
+            s = statistics.mean(r["sample_s"] for r in recs)
+            t = statistics.mean(r["train_s"] for r in recs)
+            lines.append(f"| {name} | {optimizer} | {s:.3f} | {t:.3f} | {s + t:.3f} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
