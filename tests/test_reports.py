@@ -17,6 +17,7 @@ REPORTS = {
                     "--samplers", "uniform,dns,adasir-u,adasir-p,kernel,softmax"],
     "pool_sweep": ["--samplers", "adasir-u,adasir-w", "--sizes", "20,50", "--epochs", "2"],
     "convergence": ["--samplers", "uniform,adasir-u", "--epochs", "3"],
+    "ablation": ["--epochs", "2", "--seeds", "0", "--batch-size", "1024"],
 }
 
 
