@@ -217,7 +217,8 @@ def run_search(spec: TuneSpec, out: str, data: PreparedData) -> list[dict]:
         run({"train": train, "data": data_path, "resources": resources, "storage": storage})
 
     epochs = spec.train_config({}).epochs
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+    # Trials report at validation epochs, so ASHA counts epochs, not reports.
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=epochs,
                                grace_period=spec.scheduler.grace_period,
                                reduction_factor=spec.scheduler.reduction_factor)
                  if spec.scheduler.type == "asha" else FIFOScheduler())
