@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import matplotlib.pyplot as plt  # noqa: E402
 from report_utils import command_line, save_figure, training_curve, write_report  # noqa: E402
+from samplers import mean_std  # noqa: E402
 
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
@@ -47,11 +48,7 @@ def main() -> int:
             for s in seeds]
         ndcg = [r["test"]["ndcg@50"] for r in runs]
         recall = [r["test"]["recall@50"] for r in runs]
-
-        def ms(v):
-            return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
-
-        body.append(f"| {weighting} | {'on' if exclude else 'off'} | {ms(ndcg)} | {ms(recall)} |")
+        body.append(f"| {weighting} | {'on' if exclude else 'off'} | {mean_std(ndcg)} | {mean_std(recall)} |")
         labels.append(f"{weighting}\n{'excl' if exclude else 'keep'}")
         means.append(statistics.mean(ndcg))
         stds.append(statistics.stdev(ndcg) if len(ndcg) > 1 else 0.0)
