@@ -8,6 +8,7 @@ CheckpointError for that model only.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -89,6 +90,7 @@ class ModelRegistry:
         self.root = os.path.abspath(root)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._paths: dict[str, str] = {}  # model id → checkpoint dir, from the last scan
         self._lock = threading.Lock()
 
     def scan(self) -> dict[str, str]:
@@ -105,7 +107,12 @@ class ModelRegistry:
         return found
 
     def resolve(self, model_id: str) -> tuple[str, str]:
-        models = self.scan()
+        # The walk costs I/O proportional to the root; a known id only needs its model.pt.
+        # Rescan when the id is new, its checkpoint vanished, or "latest" may have changed.
+        known = self._paths.get(model_id)
+        if known is not None and os.path.isfile(os.path.join(known, "model.pt")):
+            return model_id, known
+        models = self._paths = self.scan()
         if model_id == "latest":
             if not models:
                 raise UnknownModel("no trained models yet")
@@ -135,8 +142,6 @@ class ModelRegistry:
 
     def list(self) -> list[dict]:
         """Every model with its dataset, config and metrics; a broken one says why."""
-        import json
-
         out = []
         for model_id, path in sorted(self.scan().items()):
             try:

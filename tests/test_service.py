@@ -156,3 +156,16 @@ def test_health_readiness_and_docs(roots):
     assert client.get("/readyz").json()["ready"] is True
     assert client.get("/docs").status_code == 200
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_models_added_or_removed_after_a_request_are_seen(roots, tmp_path):
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    client = _client((data_root, root))
+    user = load_checkpoint(str(root / "run-a" / "checkpoint"))["user_ids"][0]
+    assert client.post("/recommend", json={"model": "run-a", "user": user}).status_code == 200
+    shutil.copytree(root / "run-a", root / "run-c")
+    assert client.post("/recommend", json={"model": "run-c", "user": user}).status_code == 200
+    shutil.rmtree(root / "run-a")
+    assert client.post("/recommend", json={"model": "run-a", "user": user}).status_code == 404
