@@ -2,67 +2,96 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pools.base import Negatives, NegativeSampler
 
+# Bound on the [draws, block, d] gather of one within-block step (floats): slices of ~8 MB stay
+# in cache, and memory stays flat however large B·n is.
+_GATHER_BUDGET = 1 << 21
+# A gathered float costs about this many dense-matmul floats (measured on CPU); the block size
+# balances step 1's blocks·d² against step 2's n·size·d gathers.
+_GATHER_COST = 50
+
 
 class KernelSampler(NegativeSampler):
-    """Exact draws from the quadratic-kernel distribution by descending a binary tree over the
-    items whose nodes hold Σ v vᵀ and item counts: at each level a draw goes left with
-    probability mass(left)/mass(node), mass = α·qᵀ(Σ v vᵀ)q + count. O(d² log N) per draw.
-    Returns exact log-probabilities so the loss can weight by softmax(r − log q), as PRIS.
+    """Exact draws from the quadratic-kernel distribution q(i|u) ∝ α·(q·v_i)² + 1.
 
-    The tree is rebuilt from the item embeddings at every refresh (once per epoch; the paper
-    updates it as the embeddings move). Memory: 2·N·d² floats. Needs a factor model.
+    Blanc & Rendle's divide-and-conquer: a node of the tree holds Σ v vᵀ and the item count of
+    its subtree, so its mass for a query q is α·qᵀ(Σ v vᵀ)q + count, and a draw descends from
+    the root choosing children in proportion to their masses. Here the tree has depth 2 and
+    fan-out N/size instead of being binary: the root's children are blocks of `size` ≈ √(N·d/50n)
+    items. Step 1 scores every block for a whole batch of queries in one matmul and draws a
+    block per negative; step 2 scores the items of the drawn block exactly and draws one. The
+    distribution is the same exact one; the cost is O((N/size)·d²) per user plus O(size·d) per
+    draw, as two dense batched steps instead of log₂N dependent gathers of d² floats per draw —
+    on ml-1m's 3,125 items that took an epoch from 201 s to a few seconds on CPU.
+
+    Returns exact log-probabilities, so the loss weights by softmax(r − log q) as PRIS does.
+    The blocks' Σ v vᵀ are rebuilt from the item embeddings at every refresh (once per epoch;
+    the paper updates them as the embeddings move). Memory: √N·d² + N·d floats.
     """
 
-    levels: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    block_outer: torch.Tensor | None = None
 
     @torch.no_grad()
     def refresh(self, model, generator):
         v = model.item_emb.detach().float()
-        depth = max(1, (self.num_items - 1).bit_length())
-        leaves = 1 << depth
-        outer = torch.zeros(leaves, v.shape[1] ** 2, device=v.device)
-        outer[: self.num_items] = (v[:, :, None] * v[:, None, :]).reshape(self.num_items, -1)
-        count = torch.zeros(leaves, device=v.device)
-        count[: self.num_items] = 1.0
-        self.levels = [(outer, count)]
-        while self.levels[0][0].shape[0] > 1:  # sum sibling pairs up to the root
-            o, c = self.levels[0]
-            self.levels.insert(0, (o.view(-1, 2, o.shape[1]).sum(1), c.view(-1, 2).sum(1)))
+        n, d = v.shape
+        draws = self.config.num_negatives
+        size = max(1, min(n, round(math.sqrt(n * d / (_GATHER_COST * draws)))))
+        blocks = -(-n // size)
+        padded = torch.zeros(blocks * size, d, device=v.device)  # zero vectors, count 0: never drawn
+        padded[:n] = v
+        self.block_items = padded.view(blocks, size, d)
+        self.block_outer = torch.einsum("bsi,bsj->bij", self.block_items, self.block_items)  # [blocks, d, d]
+        valid = torch.zeros(blocks * size, device=v.device)
+        valid[:n] = 1.0
+        self.block_valid = valid.view(blocks, size)
+        self.block_count = self.block_valid.sum(1)
+        self.block_last = self.block_count.long() - 1  # last real slot of each block
+        self.total_outer = self.block_outer.sum(0)
         self.item_vectors = v
-
-    def _mass(self, qq: torch.Tensor, level: int, node: torch.Tensor) -> torch.Tensor:
-        outer, count = self.levels[level]
-        return self.config.kernel_alpha * (qq * outer[node]).sum(-1) + count[node]
 
     @torch.no_grad()
     def sample(self, model, users, pos_items, generator):
-        if self.levels is None:
+        if self.block_outer is None:
             raise RuntimeError("kernel sampler needs refresh(model, generator) first")
-        n = self.config.num_negatives
-        q = model.query(users).float()
-        qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], -1)  # [B, d²]
-        qq = qq.repeat_interleave(n, dim=0)  # one row per draw
-        node = torch.zeros(qq.shape[0], dtype=torch.long, device=q.device)
-        for level in range(1, len(self.levels)):
-            left = 2 * node
-            m_left = self._mass(qq, level, left)
-            m_right = self._mass(qq, level, left + 1)
-            u = torch.rand(node.shape, device=q.device, generator=generator)
-            node = torch.where(u * (m_left + m_right) < m_left, left, left + 1)
-        items = node.view(-1, n).clamp_(max=self.num_items - 1)
+        alpha, n = self.config.kernel_alpha, self.config.num_negatives
+        q = model.query(users).float()  # [B, d]
+        blocks, size, d = self.block_items.shape
+        # Step 1: block masses α·qᵀ(Σ v vᵀ)q + count for every (user, block): [B, blocks].
+        qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], d * d)
+        quad = (qq @ self.block_outer.view(blocks, d * d).T).clamp_(min=0.0)
+        block = torch.multinomial(alpha * quad + self.block_count, n, replacement=True,
+                                  generator=generator)  # [B, n]
+        # Step 2: an item inside each drawn block, by its exact kernel mass.
+        block, rows = block.reshape(-1), q.repeat_interleave(n, dim=0)  # one row per draw
+        offset = torch.empty_like(block)
+        step = max(1, _GATHER_BUDGET // (size * d))
+        for s in range(0, block.numel(), step):
+            b = block[s:s + step]
+            dots = torch.bmm(self.block_items[b], rows[s:s + step, :, None]).squeeze(2)  # [m, size]
+            cum = ((alpha * dots**2 + 1.0) * self.block_valid[b]).cumsum(1)  # padding adds 0
+            u = torch.rand(cum.shape[0], 1, device=cum.device, generator=generator) * cum[:, -1:]
+            # first slot whose cumulative mass exceeds u (inverse CDF); the clamp guards the
+            # u == total rounding case from landing on padding
+            offset[s:s + step] = torch.minimum((cum <= u).sum(1), self.block_last[b])
+        items = (block * size + offset).view(-1, n)
         if self.config.exclude_positives:
             items = self._replace_positives(users, items, generator)
         return Negatives(items, logit_offset=-self.log_prob(q, items))
 
     def log_prob(self, q: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Exact log q(i|u) under the current tree: q [B, d], items [B, n] → [B, n]."""
+        """Exact log q(i|u): q [B, d], items [B, n] → [B, n]."""
         alpha = self.config.kernel_alpha
         dots = torch.bmm(self.item_vectors[items], q[:, :, None]).squeeze(2)
-        root_outer, root_count = self.levels[0]
-        qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], -1)
-        z = alpha * (qq * root_outer[0]).sum(-1) + root_count[0]
+        z = alpha * torch.einsum("bi,ij,bj->b", q, self.total_outer, q) + self.num_items
         return torch.log(alpha * dots**2 + 1.0) - torch.log(z)[:, None]
+
+    def state_size_bytes(self) -> int:
+        if self.block_outer is None:
+            return 0
+        return (self.block_outer.numel() + self.block_items.numel()) * 4
