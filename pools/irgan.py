@@ -7,12 +7,25 @@ import torch
 from pools.base import Negatives, NegativeSampler
 
 
+def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+    """∂/∂logits of the REINFORCE loss −mean_{b,k} reward[b,k] · log softmax(logits)[b, items[b,k]].
+
+    probs [B, N] = softmax(logits) (overwritten: the result reuses its memory), items and
+    reward [B, k]. Since ∂ log p_i / ∂ logit_j = 1[i=j] − p_j, the gradient is
+    (p · Σ_k reward − scatter(reward)) / (B·k): written out, it costs one pass over [B, N]
+    instead of autograd keeping and differentiating the log-softmax.
+    """
+    scale = 1.0 / reward.numel()
+    grad = probs.mul_(reward.sum(1, keepdim=True) * scale)
+    return grad.scatter_add_(1, items, reward * -scale)
+
+
 class IRGANSampler(NegativeSampler):
     """The generator is its own MF model (user and item embeddings on the sampler's device).
     A batch's negatives are drawn from softmax(G's scores) over all items, positives masked;
     then G takes one REINFORCE step with reward = σ(D's score) − its batch mean, D being the
     recommender being trained — G learns to propose what D currently finds hard.
-    O(B · N · d) per batch, like the exact softmax.
+    O(B · N · d) per batch, like the exact softmax (three [B, N] × d products).
 
     Deliberate difference: IRGAN pre-trains G and D and alternates epochs of each; here G is
     trained online, one step per batch, from a random start.
@@ -24,26 +37,27 @@ class IRGANSampler(NegativeSampler):
         if self.gen_users is None:
             d = model.item_emb.shape[1]
             g = generator
-            self.gen_users = (torch.randn(self.num_users, d, device=self.device, generator=g) * 0.1).requires_grad_()
-            self.gen_items = (torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1).requires_grad_()
+            self.gen_users = torch.randn(self.num_users, d, device=self.device, generator=g) * 0.1
+            self.gen_items = torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1
             self.optimizer = torch.optim.Adam([self.gen_users, self.gen_items], lr=self.config.irgan_lr)
 
+    @torch.no_grad()
     def sample(self, model, users, pos_items, generator):
         if self.gen_users is None:
             raise RuntimeError("IRGAN needs refresh(model, generator) first")
-        logits = self.gen_users[users] @ self.gen_items.T  # [B, N], with grad for G
+        g_users = self.gen_users[users]  # [B, d]
+        logits = g_users @ self.gen_items.T  # [B, N]
         if self.config.exclude_positives:
             rows, cols = self.positives.rows_of(users)
-            logits = logits.index_put((rows, cols), torch.tensor(float("-inf"), device=self.device))
-        log_p = torch.log_softmax(logits, dim=1)
-        items = torch.multinomial(log_p.detach().exp(), self.config.num_negatives, replacement=True,
-                                  generator=generator)
-        with torch.no_grad():
-            reward = torch.sigmoid(model.score(users, items))
-            reward = reward - reward.mean()
-        g_loss = -(log_p.gather(1, items) * reward).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
+            logits.index_put_((rows, cols), torch.tensor(float("-inf"), device=self.device))
+        probs = torch.softmax(logits, dim=1)
+        del logits
+        items = torch.multinomial(probs, self.config.num_negatives, replacement=True, generator=generator)
+        reward = torch.sigmoid(model.score(users, items).float())
+        reward = reward - reward.mean()
+        grad_logits = reinforce_logit_grad(probs, items, reward)  # [B, N]
+        self.gen_users.grad = torch.zeros_like(self.gen_users).index_add_(0, users, grad_logits @ self.gen_items)
+        self.gen_items.grad = grad_logits.T @ g_users
         self.optimizer.step()
         return Negatives(items)
 
