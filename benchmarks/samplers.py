@@ -56,10 +56,10 @@ class Unfinished(Exception):
 
 def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: str = "mf",
                  epochs: int = 20, lr: float = 0.01, batch_size: int = 4096,
-                 l2_grid=(0.01, 0.001, 0.0001), tau_grid=(2.0,), seeds=(0, 1, 2),
-                 device: str = "cpu", summary_only: bool = False):
-    """Tune L2 (and τ for AdaSIR) on validation with seeds[0], then test the choice on every
-    seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
+                 l2_grid=(0.01, 0.001, 0.0001), tau_grid=(2.0,), srns_tau_grid=(5.0, 20.0),
+                 seeds=(0, 1, 2), device: str = "cpu", summary_only: bool = False):
+    """Tune L2 (and τ for AdaSIR and SRNS) on validation with seeds[0], then test the choice
+    on every seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
     os.makedirs(out, exist_ok=True)
     log_path = os.path.join(out, "runs.jsonl")
     done = {}
@@ -90,8 +90,9 @@ def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: st
         grid = [(float(l2), 1.0) for l2 in l2_grid]
         tuned = {g: measure(cfg_for(*g)) for g in grid}
         best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
-        if name.startswith("adasir"):
-            for tau in tau_grid:
+        taus = tau_grid if name.startswith("adasir") else srns_tau_grid if name == "srns" else ()
+        if taus:
+            for tau in taus:
                 g = (best[0], float(tau))
                 tuned[g] = measure(cfg_for(*g))
             best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
@@ -138,6 +139,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--l2-grid", default="0.01,0.001,0.0001")
     ap.add_argument("--tau-grid", default="2")
+    ap.add_argument("--srns-tau-grid", default="5,20",
+                    help="τ of SRNS's memory softmax, tried at its best L2 (the authors' τ is 1)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
@@ -151,12 +154,14 @@ def main() -> int:
     rows, unfinished = run_protocol(
         data, args.out, args.samplers.split(","), model=args.model, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, l2_grid=[float(x) for x in args.l2_grid.split(",")],
-        tau_grid=[float(x) for x in args.tau_grid.split(",") if x], seeds=seeds,
+        tau_grid=[float(x) for x in args.tau_grid.split(",") if x],
+        srns_tau_grid=[float(x) for x in args.srns_tau_grid.split(",") if x], seeds=seeds,
         device=args.device, summary_only=args.summary_only)
     lines = [f"Dataset `{data.path}` ({data.num_users} users, {data.num_items} items, "
              f"{len(data.splits['train'].users)} train pairs); model {args.model}, d=32, "
              f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, n=5, |K|=|R|=200; "
-             f"L2 from {{{args.l2_grid}}} (and τ from {{1,{args.tau_grid}}} for AdaSIR) "
+             f"L2 from {{{args.l2_grid}}} (and τ from {{1,{args.tau_grid}}} for AdaSIR, "
+             f"{{1,{args.srns_tau_grid}}} for SRNS) "
              f"chosen on validation NDCG@50 with seed {seeds[0]}; test over seeds {args.seeds}; "
              f"torch threads {torch.get_num_threads()}.", "", *summary_table(rows)]
     if unfinished:

@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--l2-grid", default="0.1,0.01,0.001,0.0001")
     ap.add_argument("--tau-grid", default="0.5,2")
+    ap.add_argument("--srns-tau-grid", default="5,20")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--summary-only", action="store_true")
@@ -43,7 +44,8 @@ def main() -> int:
     body = [f"Data `{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items, "
             f"{len(data.splits['train'].users)} train pairs. {args.epochs} epochs, lr {args.lr}, batch "
             f"{args.batch_size}, d=32, n=5, |K|=|R|=200; L2 ∈ {{{args.l2_grid}}} (AdaSIR also "
-            f"τ ∈ {{1,{args.tau_grid}}}) chosen on validation NDCG@50, then seeds {args.seeds}."]
+            f"τ ∈ {{1,{args.tau_grid}}}, SRNS τ ∈ {{1,{args.srns_tau_grid}}}) chosen on validation "
+            f"NDCG@50, then seeds {args.seeds}."]
     models = args.models.split(",")
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -52,6 +54,7 @@ def main() -> int:
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             l2_grid=[float(x) for x in args.l2_grid.split(",")],
             tau_grid=[float(x) for x in args.tau_grid.split(",") if x],
+            srns_tau_grid=[float(x) for x in args.srns_tau_grid.split(",") if x],
             seeds=[int(x) for x in args.seeds.split(",")], device=args.device,
             summary_only=args.summary_only)
         body += ["", f"## {model.upper()}", "", *summary_table(rows)]

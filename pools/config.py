@@ -60,7 +60,8 @@ class SamplerConfig(BaseModel):
 
     temperature: float = Field(1.0, gt=0.0, le=1e4)
     """τ in the resampling softmax, w ∝ exp(r/τ − log Q). τ = 1 is the paper; larger τ gives
-    softer, less 'hard' negatives. Also used by the exact `softmax` sampler."""
+    softer, less 'hard' negatives. Also used by the exact `softmax` sampler, and by `srns`, whose
+    memory keeps items ∝ softmax(r/τ) (the SRNS authors' default is 1 too)."""
 
     dns_candidates: int = Field(10, ge=1, le=10_000)
     """m: uniform candidates per negative for `dns`, the best-scored of which is kept."""
@@ -78,7 +79,11 @@ class SamplerConfig(BaseModel):
     """Kernel: q(i|u) ∝ α·(p_u·q_i)² + 1, the quadratic kernel of Blanc & Rendle."""
 
     srns_memory: int = Field(20, ge=1, le=10_000)
-    """SRNS: S1, candidates remembered per user."""
+    """SRNS: S1, memory slots per user, renewed every batch (the authors' 20)."""
+
+    srns_tracked: int = Field(300, ge=1, le=100_000)
+    """SRNS: V, items per user whose score history is tracked and from which the memory is
+    refilled (the authors' `varset_size`, 3000). Costs U·V·(T + 2) floats of state."""
 
     srns_candidates: int = Field(5, ge=1, le=10_000)
     """SRNS: S2, memory entries considered per negative."""
@@ -87,7 +92,12 @@ class SamplerConfig(BaseModel):
     """SRNS: epochs of score history used for the variance."""
 
     srns_alpha: float = Field(1.0, ge=0.0)
-    """SRNS: weight of the score's standard deviation in the selection score."""
+    """SRNS: weight of the likelihood's standard deviation in the selection score (the
+    authors' default 1)."""
+
+    srns_warmup: float = Field(1.0, ge=0.0)
+    """SRNS: α ramps linearly from 0 over this many epochs (the authors' default 1: off for the
+    first epoch, when no history exists); 0 disables the ramp."""
 
     irgan_lr: float = Field(0.001, gt=0.0)
     """IRGAN: learning rate of the generator (REINFORCE)."""

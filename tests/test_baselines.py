@@ -10,6 +10,7 @@ from conftest import FixedScores
 from test_samplers import FactorScores, _positives
 
 from pools import InteractionIndex, SamplerConfig, build_sampler
+from pools.irgan import reinforce_logit_grad
 from pools.rank import harmonic_table
 
 
@@ -86,25 +87,82 @@ def test_kernel_draws_follow_the_exact_kernel_probabilities(n_items, per_row, ro
     assert torch.allclose(neg.logit_offset, -logp.expand(rows, -1).gather(1, neg.items), atol=1e-5)
 
 
-def test_srns_prefers_unstable_scores_and_keeps_memory_clean():
+def _srns(positives, **options):
+    cfg = SamplerConfig(name="srns", srns_memory=10, srns_tracked=30, srns_history=3, **options)
+    return build_sampler(cfg, positives, torch.ones(positives.num_items))
+
+
+def test_srns_prefers_unstable_scores_after_the_warmup():
     positives = _positives(4, 60, per_user=20, seed=2)
-    cfg = SamplerConfig(name="srns", srns_memory=10, srns_candidates=10, srns_history=3,
-                        srns_alpha=10.0, num_negatives=1)
-    sampler = build_sampler(cfg, positives, torch.ones(60))
+    table = torch.zeros(4, 60)
+    model = FixedScores(table)
+    pos = positives.items[positives.offsets[0]].view(1)  # a train positive of user 0, score 0
+
+    def pick(warmup):
+        g = torch.Generator().manual_seed(0)
+        sampler = _srns(positives, srns_candidates=300, srns_alpha=10.0, srns_warmup=warmup,
+                        num_negatives=1, temperature=1e-3)
+        sampler.refresh(model, g)
+        # Slot 3 has a fluctuating history; slot 5 is the hardest right now. Both outscore
+        # every other tracked item, so the τ → 0 memory renewal keeps both.
+        sampler.history[0] = 0.5
+        sampler.history[0, 3] = torch.tensor([0.1, 0.9, 0.5])
+        sampler.seen[0] = 3
+        table.zero_()
+        table[0, sampler.tracked[0, 5]] = 1.0
+        table[0, sampler.tracked[0, 3]] = 0.5
+        sampler.memory[0] = torch.tensor([3, 5, 0, 1, 2, 4, 6, 7, 8, 9])
+        neg = sampler.sample(model, torch.tensor([0]), pos, g)
+        return int(neg.items[0, 0]), sampler.tracked[0]
+
+    item, tracked = pick(warmup=0.0)  # α at full weight: the unstable item wins
+    assert item == int(tracked[3])
+    item, tracked = pick(warmup=1.0)  # first epoch: α is still 0, hardness alone decides
+    assert item == int(tracked[5])
+
+
+def test_srns_memory_leans_to_hard_items_and_tracks_history():
+    positives = _positives(4, 60, per_user=20, seed=2)
+    table = torch.arange(60, dtype=torch.float).expand(4, 60) / 6  # item j scores j/6
+    model = FixedScores(table)
+    users = torch.arange(4)
+    mask = positives.dense_mask(users)
+    pos_mean = (table * mask).sum(1) / mask.sum(1)
+
+    def remembered(temperature):
+        g = torch.Generator().manual_seed(0)
+        sampler = _srns(positives, temperature=temperature)
+        items = []
+        for epoch in range(4):
+            sampler.refresh(model, g)
+            assert not positives.contains(users, sampler.tracked).any()
+            # The newest history entry belongs to the item now tracked in that slot.
+            expected = torch.sigmoid(table.gather(1, sampler.tracked) - pos_mean[:, None])
+            assert torch.allclose(sampler.history[:, :, -1], expected)
+            assert int(sampler.seen.max()) == min(epoch + 1, 3) and int(sampler.seen.min()) == 1
+            for _ in range(5):
+                neg = sampler.sample(model, users.repeat(3), users.repeat(3), g)  # duplicate users
+                assert not positives.contains(users.repeat(3), neg.items).any()
+                items.append(sampler.tracked[users[:, None], sampler.memory[:4]].float())
+        return torch.stack(items).mean(0).mean(1), sampler
+
+    hard, sampler = remembered(1.0)
+    flat, _ = remembered(1e4)
+    tracked_mean = sampler.tracked.float().mean(1)  # item ids, so higher means harder
+    assert (hard > tracked_mean + 10).all()  # softmax(r) keeps the high scorers
+    assert ((flat - tracked_mean).abs() < 8).all()  # τ → ∞: the memory is a uniform subset
+
+
+def test_irgan_written_out_gradient_matches_autograd():
     g = torch.Generator().manual_seed(0)
-    model = FixedScores(torch.zeros(4, 60))
-    sampler.refresh(model, g)
-    assert not positives.contains(torch.arange(4), sampler.memory).any()
-    # Same current score everywhere; slot 3 of user 0 has a fluctuating history.
-    sampler.history[0] = 0.0
-    sampler.history[0, 3] = torch.tensor([-2.0, 2.0, 0.0])
-    sampler.seen[0] = 3
-    neg = sampler.sample(model, torch.tensor([0]), torch.tensor([0]), g)
-    assert int(neg.items[0, 0]) == int(sampler.memory[0, 3])
-    before = sampler.memory.clone()
-    sampler.refresh(model, g)
-    changed = (sampler.memory != before).sum(dim=1)
-    assert (changed <= 5).all() and not positives.contains(torch.arange(4), sampler.memory).any()
+    logits = torch.randn(6, 40, generator=g)
+    logits[0, :5] = float("-inf")  # masked positives get no gradient
+    items = torch.randint(5, 40, (6, 3), generator=g)
+    reward = torch.randn(6, 3, generator=g)
+    leaf = logits.clone().requires_grad_()
+    (-(torch.log_softmax(leaf, 1).gather(1, items) * reward).mean()).backward()
+    manual = reinforce_logit_grad(torch.softmax(logits, 1), items, reward)
+    assert torch.allclose(manual, leaf.grad, atol=1e-6)
 
 
 def test_irgan_generator_learns_what_the_discriminator_finds_hard():

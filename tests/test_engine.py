@@ -113,6 +113,21 @@ def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
     proc = _run("--data", tiny_data, "--workers", "-1")
     assert proc.returncode == 2 and "--workers" in proc.stderr
+    proc = _run("--data", tiny_data, "--sampler-opt", "srns_tempreature=2")
+    assert proc.returncode == 2 and "srns_tempreature" in proc.stderr and "Extra inputs" in proc.stderr
+    proc = _run("--data", tiny_data, "--sampler-opt", "srns_alpha=-1")
+    assert proc.returncode == 2 and "srns_alpha" in proc.stderr
+    proc = _run("--data", tiny_data, "--sampler-opt", "srns_alpha")
+    assert proc.returncode == 2 and "KEY=VALUE" in proc.stderr
+
+
+def test_sampler_options_reach_the_config():
+    from trainer.run import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "srns_alpha=2.5",
+                                      "--sampler-opt", "weighting=reference", "--negatives", "3"])
+    cfg = config_from_args(args).sampler
+    assert (cfg.srns_alpha, cfg.weighting, cfg.num_negatives) == (2.5, "reference", 3)
 
 
 

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow a user's train items as negatives (the authors' code does)")
     ap.add_argument("--temperature", type=float, help="τ of the resampling softmax")
     ap.add_argument("--dns-candidates", type=int)
+    ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other SamplerConfig field, e.g. srns_alpha=2 or "
+                         "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
     ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
     ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
     ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
@@ -97,12 +100,27 @@ def config_from_args(args) -> TrainConfig:
              "num_candidates": args.candidates, "pool_size": args.pool_size,
              "weighting": args.weighting, "temperature": args.temperature,
              "dns_candidates": args.dns_candidates}
+    sampler.update(_sampler_options(args.sampler_opt))
     sampler.update({k: v for k, v in sflat.items() if v is not None})
     if args.no_reuse:
         sampler["reuse_pool"] = False
     if args.keep_positives:
         sampler["exclude_positives"] = False
     return TrainConfig(**base, sampler=SamplerConfig(**sampler))
+
+
+def _sampler_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings → a dict; pydantic then rejects unknown keys and bad values."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--sampler-opt expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value  # a bare word such as weighting=paper
+    return options
 
 
 def checkpoint_engine(engine: Engine, out: str, metrics: dict) -> str:
