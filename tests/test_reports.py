@@ -18,6 +18,7 @@ REPORTS = {
     "pool_sweep": ["--samplers", "adasir-u,adasir-w", "--sizes", "20,50", "--epochs", "2"],
     "convergence": ["--samplers", "uniform,adasir-u", "--epochs", "3"],
     "ablation": ["--epochs", "2", "--seeds", "0", "--batch-size", "1024"],
+    "irgan_diagnostic": ["--epochs", "2", "--batch-size", "1024"],
 }
 
 
