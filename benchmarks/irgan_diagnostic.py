@@ -28,12 +28,9 @@ from trainer.engine import Engine  # noqa: E402
 
 @torch.no_grad()
 def generator_spread(sampler, every: int = 60) -> tuple[float, float]:
-    """(mean entropy, mean top-10 mass) of the generator's masked softmax over sampled users."""
-    users = torch.arange(0, sampler.num_users, every, device=sampler.device)
-    logits = sampler.gen_users[users] @ sampler.gen_items.T
-    rows, cols = sampler.positives.rows_of(users)
-    logits.index_put_((rows, cols), torch.tensor(float("-inf"), device=logits.device))
-    p = torch.softmax(logits, dim=1)
+    """(mean entropy, mean top-10 mass) of the distribution the sampler draws from, over every
+    `every`-th user."""
+    p = sampler.generator_probs(torch.arange(0, sampler.num_users, every, device=sampler.device))
     entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(1)
     top = p.topk(min(10, p.shape[1]), dim=1).values.sum(1)
     return float(entropy.mean()), float(top.mean())

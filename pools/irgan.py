@@ -42,16 +42,23 @@ class IRGANSampler(NegativeSampler):
             self.optimizer = torch.optim.Adam([self.gen_users, self.gen_items], lr=self.config.irgan_lr)
 
     @torch.no_grad()
-    def sample(self, model, users, pos_items, generator):
-        if self.gen_users is None:
-            raise RuntimeError("IRGAN needs refresh(model, generator) first")
-        g_users = self.gen_users[users]  # [B, d]
+    def generator_probs(self, users: torch.Tensor, g_users: torch.Tensor | None = None) -> torch.Tensor:
+        """What the negatives are drawn from: softmax(G's scores) with the users' train items
+        at 0 when `exclude_positives` is on. users [B] (g_users: their G rows) → [B, N]."""
+        if g_users is None:
+            g_users = self.gen_users[users]
         logits = g_users @ self.gen_items.T  # [B, N]
         if self.config.exclude_positives:
             rows, cols = self.positives.rows_of(users)
             logits.index_put_((rows, cols), torch.tensor(float("-inf"), device=self.device))
-        probs = torch.softmax(logits, dim=1)
-        del logits
+        return torch.softmax(logits, dim=1)
+
+    @torch.no_grad()
+    def sample(self, model, users, pos_items, generator):
+        if self.gen_users is None:
+            raise RuntimeError("IRGAN needs refresh(model, generator) first")
+        g_users = self.gen_users[users]  # [B, d]
+        probs = self.generator_probs(users, g_users)
         items = torch.multinomial(probs, self.config.num_negatives, replacement=True, generator=generator)
         reward = torch.sigmoid(model.score(users, items).float())
         reward = reward - reward.mean()
