@@ -195,6 +195,15 @@ def test_rank_weight_grows_for_badly_ranked_positives(setup):
     assert neg.pos_weight[1] > neg.pos_weight[0]
 
 
+@pytest.mark.parametrize("name", ["adasir-u", "adasir-w", "aobpr", "kernel", "srns", "irgan"])
+def test_stateful_samplers_refuse_to_sample_before_a_refresh(name, setup):
+    positives, model, counts = setup
+    sampler = build_sampler(SamplerConfig(name=name), positives, counts)
+    users = torch.arange(4)
+    with pytest.raises(RuntimeError, match="refresh"):
+        sampler.sample(model, users, positives.items[positives.offsets[users]], torch.Generator())
+
+
 def test_unknown_sampler_name_is_rejected():
     with pytest.raises(ValueError):
         SamplerConfig(name="nope")
@@ -202,3 +211,5 @@ def test_unknown_sampler_name_is_rejected():
         SamplerConfig(name="uniform", temperature=0)
     with pytest.raises(ValueError):
         SamplerConfig(name="uniform", unknown_option=1)
+    with pytest.raises(ValueError, match="srns_tracked"):
+        SamplerConfig(name="srns", srns_tracked=0)
