@@ -37,14 +37,19 @@ class AOBPRSampler(NegativeSampler):
     def sample(self, model, users, pos_items, generator):
         if self.order is None:
             raise RuntimeError("AOBPR needs refresh(model, generator) first")
-        n = self.config.num_negatives
         q = model.query(users)  # [B, d]
+        items = self._draw(q, self.config.num_negatives, generator)
+        if self.config.exclude_positives:
+            # A drawn positive is redrawn from AOBPR's own distribution, not from uniform.
+            items, _ = self._redraw_positives(
+                users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
+        return Negatives(items)
+
+    def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
+        """q [B, d] → items [B, n]: a factor by |q_f|·σ_f, a geometric rank, its item."""
         factor_weight = q.abs() * self.spread + 1e-12
         f = torch.multinomial(factor_weight, n, replacement=True, generator=generator)  # [B, n]
         r = self.draw_ranks(f.shape, generator)
         descending = q.gather(1, f) > 0
         r = torch.where(descending, r, self.num_items - 1 - r)
-        items = self.order[f, r]
-        if self.config.exclude_positives:
-            items = self._replace_positives(users, items, generator)
-        return Negatives(items)
+        return self.order[f, r]

@@ -59,8 +59,22 @@ class KernelSampler(NegativeSampler):
     def sample(self, model, users, pos_items, generator):
         if self.block_outer is None:
             raise RuntimeError("kernel sampler needs refresh(model, generator) first")
-        alpha, n = self.config.kernel_alpha, self.config.num_negatives
         q = model.query(users).float()  # [B, d]
+        items = self._draw(q, self.config.num_negatives, generator)
+        if not self.config.exclude_positives:
+            return Negatives(items, logit_offset=-self.log_prob(q, items))
+        items, own = self._redraw_positives(
+            users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
+        # A kernel draw kept by rejection has probability q(i|u) / (1 − q(P_u|u)): the user's
+        # constant cancels in the loss's softmax over the pair's negatives, so log q(i|u) serves.
+        # A uniform fallback (still a positive after the redraws) reports its own 1/(N − |P_u|).
+        fallback = -torch.log((self.num_items - self.positives.degree[users]).float())
+        log_q = torch.where(own, self.log_prob(q, items), fallback[:, None])
+        return Negatives(items, logit_offset=-log_q)
+
+    def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
+        """n exact draws per query from q(i|u) ∝ α·(q·v_i)² + 1: q [B, d] → items [B, n]."""
+        alpha = self.config.kernel_alpha
         blocks, size, d = self.block_items.shape
         # Step 1: block masses α·qᵀ(Σ v vᵀ)q + count for every (user, block): [B, blocks].
         qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], d * d)
@@ -79,10 +93,7 @@ class KernelSampler(NegativeSampler):
             # first slot whose cumulative mass exceeds u (inverse CDF); the clamp guards the
             # u == total rounding case from landing on padding
             offset[s:s + step] = torch.minimum((cum <= u).sum(1), self.block_last[b])
-        items = (block * size + offset).view(-1, n)
-        if self.config.exclude_positives:
-            items = self._replace_positives(users, items, generator)
-        return Negatives(items, logit_offset=-self.log_prob(q, items))
+        return (block * size + offset).view(-1, n)
 
     def log_prob(self, q: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Exact log q(i|u): q [B, d], items [B, n] → [B, n]."""

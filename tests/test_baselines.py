@@ -41,6 +41,29 @@ def test_warp_rank_and_weight():
     assert float((weights[0].pos_weight == harmonic_table(n_items)[n_items - 1]).double().mean()) > 0.95
 
 
+def test_warp_hinge_is_lightfm_form():
+    """LightFM's WARP: weight log(max(1, ⌊(N−1)/V⌋)) on max(0, margin − r_i + r_j)."""
+    from pools.base import Negatives
+    from trainer.loss import pairwise_loss
+
+    n_items, reps = 101, 2000
+    table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
+    cfg = SamplerConfig(name="warp", warp_max_trials=50, warp_margin=0.0, warp_loss="hinge",
+                        rank_weight_norm="none")
+    sampler = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    users = torch.zeros(reps, dtype=torch.long)
+    neg = sampler.sample(FixedScores(table), users, torch.zeros(reps, dtype=torch.long), g)
+    allowed = torch.tensor([math.log(max(1, 100 // v)) for v in range(1, 51)])
+    assert bool(torch.isclose(neg.pos_weight[:, None], allowed[None]).any(1).all())
+    # Positive 0 is beaten by every item but itself: the first trial nearly always violates.
+    assert float((neg.pos_weight == math.log(100)).float().mean()) > 0.95
+    assert neg.hinge_margin == 0.0
+    pos, negs = torch.tensor([2.0, 2.0]), torch.tensor([[1.5], [0.5]])
+    hinge = Negatives(negs.long(), hinge_margin=1.0)  # max(0, 1 − 2 + 1.5), max(0, 1 − 2 + 0.5)
+    assert float(pairwise_loss(pos, negs, hinge)) == pytest.approx((0.5 + 0.0) / 2)
+
+
 def test_aobpr_rank_distribution_and_factor_choice():
     positives = _empty(2, 5000)
     cfg = SamplerConfig(name="aobpr", aobpr_lambda=50.0, num_negatives=1000)
@@ -85,6 +108,58 @@ def test_kernel_draws_follow_the_exact_kernel_probabilities(n_items, per_row, ro
     tv = 0.5 * float((freq - exact.double()).abs().sum())
     assert freq.numel() == n_items and tv < 0.02
     assert torch.allclose(neg.logit_offset, -logp.expand(rows, -1).gather(1, neg.items), atol=1e-5)
+
+
+def test_kernel_avoids_positives_by_redrawing_from_the_kernel():
+    """Excluding positives conditions the kernel on the non-positives: q(i)/(1 − q(P)), where
+    a uniform replacement of drawn positives would move q(P)'s mass onto every item evenly."""
+    n_items, rows = 60, 100_000
+    model = FactorScores(1, n_items)
+    cfg = SamplerConfig(name="kernel", kernel_alpha=3.0, num_negatives=1)
+    probe = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    probe.refresh(model.mf, g)
+    q = model.mf.query(torch.tensor([0])).detach()
+    exact = probe.log_prob(q, torch.arange(n_items)[None])[0].exp().double()
+    heavy = exact.argsort(descending=True)[:6]  # positives holding a large share of the mass
+    assert float(exact[heavy].sum()) > 0.3
+    positives = InteractionIndex(torch.zeros(6, dtype=torch.long), heavy, 1, n_items)
+    sampler = build_sampler(cfg, positives, torch.ones(n_items))
+    sampler.refresh(model.mf, g)
+    users = torch.zeros(rows, dtype=torch.long)
+    neg = sampler.sample(model.mf, users, users, g)
+    assert not bool(positives.contains(users[:, None], neg.items).any())
+    freq = torch.bincount(neg.items.reshape(-1), minlength=n_items).double() / rows
+    conditional = exact.clone()
+    conditional[heavy] = 0
+    conditional /= conditional.sum()
+    assert 0.5 * float((freq - conditional).abs().sum()) < 0.02
+    # Kernel draws report the kernel's log-probability (up to the user's constant).
+    logp = probe.log_prob(q.expand(rows, -1), neg.items)
+    assert float(torch.isclose(neg.logit_offset, -logp, atol=1e-5).float().mean()) > 0.95
+
+
+def test_aobpr_redraws_positives_from_its_own_ranking():
+    n_items = 2000
+    model = FactorScores(1, n_items)
+    with torch.no_grad():
+        model.mf.user_emb.zero_()
+        model.mf.user_emb[0, 0] = 1.0  # only factor 0: the top of its ordering
+    cfg = SamplerConfig(name="aobpr", aobpr_lambda=20.0, num_negatives=1000)
+    probe = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
+    g = torch.Generator().manual_seed(0)
+    probe.refresh(model.mf, g)
+    top = probe.order[0, :10]  # the ten items AOBPR draws most
+    positives = InteractionIndex(torch.zeros(10, dtype=torch.long), top, 1, n_items)
+    sampler = build_sampler(cfg, positives, torch.ones(n_items))
+    sampler.refresh(model.mf, g)
+    neg = sampler.sample(model.mf, torch.tensor([0]), torch.tensor([0]), g)
+    assert not bool(positives.contains(torch.tensor([[0]]), neg.items).any())
+    position = torch.empty(n_items, dtype=torch.long)
+    position[sampler.order[0]] = torch.arange(n_items)
+    # Redrawn near the top of the ranking; a uniform replacement would put ~40% of draws
+    # (those that hit the ten positives) anywhere, lifting the mean position to ~400.
+    assert float(position[neg.items[0]].double().mean()) < 60
 
 
 def _srns(positives, **options):
