@@ -72,6 +72,11 @@ class SamplerConfig(BaseModel):
     warp_margin: float = Field(1.0, ge=0.0)
     """WARP: a negative violates when r_j > r_i − margin."""
 
+    warp_loss: Literal["logistic", "hinge"] = "logistic"
+    """WARP: `logistic` weights −log σ(r_i − r_j) by the harmonic J(rank) (this project's form,
+    used in Table 2); `hinge` is LightFM's WARP, the paper's baseline: weight
+    log(max(1, ⌊(N−1)/V⌋)) on max(0, margin − r_i + r_j)."""
+
     aobpr_lambda: float = Field(500.0, gt=0.0)
     """AOBPR: λ of the geometric rank distribution p(r) ∝ exp(−r/λ) (the paper's 500)."""
 

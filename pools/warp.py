@@ -14,6 +14,9 @@ class WARPSampler(NegativeSampler):
     weight J(rank) (divided by the batch mean of the pairs that found one). A pair with no
     violator gets weight 0, as in WARP. The trials are drawn and scored all at once.
 
+    `warp_loss="hinge"` is LightFM's form: weight log(max(1, ⌊(N−1)/V⌋)) on the hinge
+    max(0, margin − r_i + r_j); `"logistic"` (the default) uses J(rank) on −log σ(r_i − r_j).
+
     Deliberate difference: WARP draws sequentially and stops at the violator; drawing the
     capped number of trials in one batch gives the same V and costs `warp_max_trials` scores
     per pair. One negative per pair (WARP's), whatever `num_negatives` says.
@@ -32,7 +35,12 @@ class WARPSampler(NegativeSampler):
         found = violates.any(dim=1)
         first = violates.float().argmax(dim=1)  # index of the first violator (0 if none)
         rank = torch.div(self.num_items - 1, first + 1, rounding_mode="floor").clamp(min=1)
-        weight = self._harmonic[rank] * found
+        hinge = cfg.warp_loss == "hinge"
+        weight = (torch.log(rank.float()) if hinge else self._harmonic[rank]) * found
         if cfg.rank_weight_norm == "batch-mean":
-            weight = weight / (weight.sum() / found.sum().clamp(min=1)).clamp(min=1e-12)
-        return Negatives(trials.gather(1, first[:, None]), pos_weight=weight)
+            # Mean over the global batch's pairs that found a violator (sums averaged over
+            # workers keep their ratio).
+            totals = self.replicas.average_(torch.stack([weight.sum(), found.sum().float()]))
+            weight = weight / (totals[0] / totals[1].clamp(min=1)).clamp(min=1e-12)
+        return Negatives(trials.gather(1, first[:, None]), pos_weight=weight,
+                         hinge_margin=cfg.warp_margin if hinge else None)

@@ -26,8 +26,13 @@ def pairwise_loss(
     """Mean over the batch of J(c,i) · Σ_j ŵ(j|c) · −log σ(r_ci − r_cj).
 
     pos_scores [B], neg_scores [B, n] → scalar. −log σ(x) is softplus(−x), stable for any x.
+    With `negatives.hinge_margin` = m the pair term is max(0, m − r_ci + r_cj) instead.
     """
-    per_neg = F.softplus(neg_scores - pos_scores[:, None])
+    gap = neg_scores - pos_scores[:, None]
+    if negatives.hinge_margin is None:
+        per_neg = F.softplus(gap)
+    else:
+        per_neg = F.relu(gap + negatives.hinge_margin)
     per_pair = (negative_weights(neg_scores, negatives) * per_neg).sum(dim=1)
     if negatives.pos_weight is not None:
         per_pair = per_pair * negatives.pos_weight
