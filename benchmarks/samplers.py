@@ -113,6 +113,14 @@ def mean_std(values) -> str:
             if len(values) > 1 else f"{values[0]:.4f}")
 
 
+# Rows whose sampler is not what its name alone promises, labelled wherever the table appears.
+ROW_NOTES = {
+    "irgan": "collapsed, not comparable: trained online without IRGAN's pre-training",
+    "warp": "logistic loss × harmonic J, not LightFM's hinge (`warp_loss=hinge`)",
+    "adasir-w": "J(rank) ÷ its batch mean, not Eq. (3)'s raw J (`rank_weight_norm=none`)",
+}
+
+
 def summary_table(rows) -> list[str]:
     uniform_epoch = next((statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
                           for n, _, finals in rows if n == "uniform"), None)
@@ -121,7 +129,8 @@ def summary_table(rows) -> list[str]:
     for name, (l2, tau), finals in rows:
         epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
         ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
-        lines.append(f"| {name} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
+        label = f"{name} ({ROW_NOTES[name]})" if name in ROW_NOTES else name
+        lines.append(f"| {label} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
                      f"{mean_std([f['test']['recall@50'] for f in finals])} | "
                      f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
                      f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |")

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import matplotlib.pyplot as plt  # noqa: E402
 from report_utils import command_line, save_figure, write_report  # noqa: E402
-from samplers import run_protocol, summary_table  # noqa: E402
+from samplers import ROW_NOTES, run_protocol, summary_table  # noqa: E402
 
 from pools.config import SAMPLER_NAMES  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
@@ -65,7 +65,8 @@ def main() -> int:
         stds = [statistics.stdev(f["test"]["ndcg@50"] for f in r[2]) if len(r[2]) > 1 else 0 for r in rows]
         colours = ["tab:red" if n.startswith("adasir") else "tab:grey" if n == "uniform" else "tab:blue"
                    for n in names]
-        ax.bar(names, means, yerr=stds, color=colours, capsize=3)
+        labels = [f"{n}*" if n in ROW_NOTES else n for n in names]  # * : see the table's label
+        ax.bar(labels, means, yerr=stds, color=colours, capsize=3)
         ax.set_ylim(min(means, default=0) * 0.9, max(means, default=1) * 1.05)
         ax.set_title(f"{model.upper()}: test NDCG@50 (mean ± std over seeds)")
         ax.tick_params(axis="x", rotation=45)

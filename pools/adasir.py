@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pools.base import Negatives, NegativeSampler
@@ -80,7 +82,10 @@ class AdaSIRSampler(NegativeSampler):
         log_w = self.pool_log_w[users[:, None], slot]
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
-        return Negatives(items, logit_offset=offset, pos_weight=pos_weight)
+        # A pool entry is item j with probability ≈ |K|·Q(j)·w(j|c): j is among the |K|
+        # candidates with probability ≈ |K|·Q(j), and then resampled with weight w(j|c).
+        log_q = math.log(cfg.num_candidates) + self.proposal.log_prob(items) + log_w
+        return Negatives(items, logit_offset=offset, pos_weight=pos_weight, log_proposal=log_q)
 
     @torch.no_grad()
     def _rank_weight(self, model, users, pos_items):
@@ -90,7 +95,9 @@ class AdaSIRSampler(NegativeSampler):
         rank = estimate_rank(pos, model.score(users, cand), self.num_items)
         weight = self._harmonic[rank]
         if self.config.rank_weight_norm == "batch-mean":
-            weight = weight / weight.mean()
+            # The global batch's mean: every worker's share has the same size under Ray, so it
+            # is the mean of the workers' means.
+            weight = weight / self.replicas.average_(weight.mean())
         return weight
 
     def state_size_bytes(self) -> int:

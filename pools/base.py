@@ -10,6 +10,7 @@ import torch
 from pools.config import SamplerConfig
 from pools.interactions import InteractionIndex
 from pools.proposals import Proposal, UniformProposal
+from pools.replicas import Replicas
 
 
 class ScoringModel(Protocol):
@@ -35,18 +36,36 @@ class Negatives:
         softmax_j(r_cj + logit_offset_j) (detached); None means a plain mean (1/n each).
         AdaSIR `paper`: −log w; `reference`: +log w; PRIS: −log Q.
     pos_weight: [B] or None. Per-pair loss multiplier (AdaSIR-W's J(rank)); None means 1.
+    hinge_margin: None for the logistic loss −log σ(r_ci − r_cj); a margin m for the hinge
+        max(0, m − r_ci + r_cj) (LightFM's WARP).
+    log_proposal: like items, or None. log Q(j|c), the probability of drawing each negative
+        from the distribution it came from: the sampled-softmax loss corrects its logits by it.
+        None means uniform over the catalogue, log(1/N) (exact for uniform draws; a documented
+        approximation for samplers whose Q has no closed form: DNS, WARP, AOBPR, SRNS, IRGAN).
+    invalid: [B, n] bool or None. Entries the loss ignores (a shared negative that is one of
+        the row's user's train positives).
+
+    items may be [n]: negatives shared by every row of the batch, scored with one GEMM.
     """
 
     items: torch.Tensor
     logit_offset: torch.Tensor | None = None
     pos_weight: torch.Tensor | None = None
+    hinge_margin: float | None = None
+    log_proposal: torch.Tensor | None = None
+    invalid: torch.Tensor | None = None
+
+    @property
+    def shared(self) -> bool:
+        return self.items.dim() == 1
 
 
 class NegativeSampler:
     """Base class. Subclasses override `sample` and, if they keep per-user state, `refresh`.
 
     Users are indices local to whoever owns the sampler (one Ray worker owns a shard of users);
-    `positives` is indexed the same way.
+    `positives` is indexed the same way. `replicas` keeps what every worker must agree on
+    identical (replicated tables, global-batch statistics); one process needs nothing.
     """
 
     name: str = "base"
@@ -58,6 +77,7 @@ class NegativeSampler:
         num_items: int,
         positives: InteractionIndex,
         proposal: Proposal,
+        replicas: Replicas | None = None,
     ):
         if num_items < 2:
             raise ValueError("negative sampling needs at least 2 items")
@@ -66,6 +86,7 @@ class NegativeSampler:
         self.num_items = num_items
         self.positives = positives
         self.proposal = proposal
+        self.replicas = replicas or Replicas()
         self.device = positives.device
 
     def refresh(self, model: ScoringModel, generator: torch.Generator) -> None:
@@ -80,6 +101,10 @@ class NegativeSampler:
     ) -> Negatives:
         """users [B], pos_items [B] → Negatives with items [B, n]."""
         raise NotImplementedError
+
+    def replicated_state(self) -> list[torch.Tensor]:
+        """Tensors every worker holds an identical copy of (checked after every Ray epoch)."""
+        return []
 
     def state_size_bytes(self) -> int:
         """Device memory held between epochs (pools, candidates)."""
@@ -106,6 +131,31 @@ class NegativeSampler:
             bad = self.positives.contains(users, items)
             items = torch.where(bad, self.proposal.draw(items.shape, generator), items)
         return self._replace_positives(users, items, generator)
+
+    def _log_q_of_draws(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """log Q(j|c) of items [B, m] drawn by `_draw_from_proposal`: uniform over the user's
+        non-positives when positives are excluded (exact), else Q itself (with a non-uniform Q
+        and exclusion, Q renormalised over the non-positives differs by the user's constant)."""
+        if self.config.exclude_positives and isinstance(self.proposal, UniformProposal):
+            free = (self.num_items - self.positives.degree[users]).clamp(min=1).float()
+            return (-torch.log(free))[:, None].expand(items.shape)
+        return self.proposal.log_prob(items)
+
+    def _redraw_positives(self, users, items, draw, generator, rounds: int = 3):
+        """Redraw train positives in items [B, m] from the sampler's own distribution.
+
+        draw(rows [k], generator) → [k] fresh draws for the users at those batch rows. After
+        `rounds` redraws (rejection sampling: exact for what it keeps) whatever is still a
+        positive is replaced by a uniform non-positive. Returns (items, own [B, m] bool: True
+        where the entry came from the sampler's own distribution)."""
+        for _ in range(rounds):
+            bad = self.positives.contains(users, items)
+            if not bool(bad.any()):
+                return items, torch.ones_like(bad)
+            rows, cols = bad.nonzero(as_tuple=True)
+            items = items.index_put((rows, cols), draw(rows, generator))
+        bad = self.positives.contains(users, items)
+        return self._replace_positives(users, items, generator, bad), ~bad
 
     def _replace_positives(self, users, items, generator, bad=None):
         """Swap any train positive left in items [B, m] for a uniform non-positive (exact)."""

@@ -38,7 +38,10 @@ class IRGANSampler(NegativeSampler):
             d = model.item_emb.shape[1]
             g = generator
             self.gen_users = torch.randn(self.num_users, d, device=self.device, generator=g) * 0.1
-            self.gen_items = torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1
+            # Replicated: under Ray every worker proposes from the same item table (rank 0's),
+            # and its gradient is averaged below, so the copies stay identical.
+            self.gen_items = self.replicas.broadcast_(
+                torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1)
             self.optimizer = torch.optim.Adam([self.gen_users, self.gen_items], lr=self.config.irgan_lr)
 
     @torch.no_grad()
@@ -64,9 +67,12 @@ class IRGANSampler(NegativeSampler):
         reward = reward - reward.mean()
         grad_logits = reinforce_logit_grad(probs, items, reward)  # [B, N]
         self.gen_users.grad = torch.zeros_like(self.gen_users).index_add_(0, users, grad_logits @ self.gen_items)
-        self.gen_items.grad = grad_logits.T @ g_users
+        self.gen_items.grad = self.replicas.average_(grad_logits.T @ g_users)
         self.optimizer.step()
         return Negatives(items)
+
+    def replicated_state(self) -> list[torch.Tensor]:
+        return [] if self.gen_users is None else [self.gen_items]
 
     def state_size_bytes(self) -> int:
         if self.gen_users is None:

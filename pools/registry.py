@@ -12,6 +12,7 @@ from pools.interactions import InteractionIndex
 from pools.irgan import IRGANSampler
 from pools.kernel import KernelSampler
 from pools.proposals import PopularityProposal, UniformProposal
+from pools.replicas import Replicas
 from pools.srns import SRNSSampler
 from pools.static import DNSSampler, PRISSampler, ProposalSampler, SoftmaxSampler
 from pools.warp import WARPSampler
@@ -39,10 +40,12 @@ def build_sampler(
     config: SamplerConfig | str,
     positives: InteractionIndex,
     item_counts: torch.Tensor,
+    replicas: Replicas | None = None,
 ) -> NegativeSampler:
     """A sampler for the users and items of `positives` (the train pairs it must avoid).
 
     item_counts [num_items]: train interactions per item, for the popularity proposal.
+    replicas: how data-parallel workers keep replicated sampler state identical (None: one process).
     """
     if isinstance(config, str):
         config = SamplerConfig(name=config)
@@ -51,4 +54,5 @@ def build_sampler(
         proposal = UniformProposal(positives.num_items, positives.device)
     else:
         proposal = PopularityProposal(item_counts.to(positives.device))
-    return cls(config, positives.num_users, positives.num_items, positives, proposal, **extra)
+    return cls(config, positives.num_users, positives.num_items, positives, proposal, replicas,
+               **extra)

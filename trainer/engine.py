@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from pools.registry import build_sampler
+from pools.replicas import Replicas
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.evaluate import ranking_sums
-from trainer.loss import l2_penalty, pairwise_loss
+from trainer.loss import batch_loss, l2_penalty
 from trainer.models import build_model
 from trainer.row_adam import LazyRowAdam
 
@@ -98,7 +99,7 @@ class Optimizer:
             touched = (p, pos_v, neg_v)
         else:
             pos_s, neg_s, touched = model(users, pos, negatives.items)
-        loss = pairwise_loss(pos_s, neg_s, negatives)
+        loss = batch_loss(cfg, pos_s, neg_s, negatives, model.num_items)
         if cfg.l2 > 0:
             loss = loss + cfg.l2 * l2_penalty(*touched, batch_size=users.numel())
         if self.dense is not None:
@@ -135,11 +136,14 @@ class Engine:
     steps_per_epoch: fixed step count (Ray: the same on every worker so collectives line up;
         a smaller shard cycles through its pairs again). None = ceil(pairs / batch).
     grad_hook: called after every backward, before the optimizer step (Ray: all-reduce items).
+    replicas: how workers keep replicated sampler state and global-batch statistics identical
+        (Ray: collectives); None in one process.
     """
 
     def __init__(self, config: TrainConfig, data: PreparedData, shard: np.ndarray | None = None,
                  steps_per_epoch: int | None = None,
-                 grad_hook: Callable[[torch.nn.Module], None] | None = None):
+                 grad_hook: Callable[[torch.nn.Module], None] | None = None,
+                 replicas: Replicas | None = None):
         if config.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
         self.config, self.data, self.shard = config, data, shard
@@ -151,14 +155,12 @@ class Engine:
         train_u = self.positives.keys // data.num_items
         self.train_users, self.train_items = train_u, self.positives.items
         self.num_users = self.positives.num_users
-        self.model = build_model(config.model, self.num_users, data.num_items, config.dim,
-                                 config.seed).to(dev)
-        if shard is not None:  # same global init as a one-process run, for the same answer
-            full = build_model(config.model, data.num_users, data.num_items, config.dim, config.seed)
-            with torch.no_grad():
-                self.model.user_emb.copy_(full.user_emb[torch.as_tensor(shard)].to(dev))
+        # A shard's model is cut from the one-process model: the same user rows and the same
+        # item side on every worker, whatever the shard sizes.
+        self.model = build_model(config.model, data.num_users, data.num_items, config.dim,
+                                 config.seed, shard=shard, score=config.score).to(dev)
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
-        self.sampler = build_sampler(config.sampler, self.positives, item_counts)
+        self.sampler = build_sampler(config.sampler, self.positives, item_counts, replicas)
         self.optimizer = Optimizer(self.model, config, grad_hook)
         self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
             0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
@@ -195,8 +197,11 @@ class Engine:
                 "train_s": times.get("train", 0.0)}
 
     def _epoch_order(self) -> torch.Tensor:
-        """Pair indices for this epoch's steps: a permutation, cycled when steps × batch
-        exceeds the pairs (a small Ray shard), truncated otherwise."""
+        """Pair indices for this epoch's steps: a permutation, cycled to fill steps × batch.
+
+        One process runs ⌈pairs / batch⌉ steps, so the last batch is filled up with pairs from
+        the start of the permutation (seen twice this epoch); a Ray shard with fewer pairs than
+        the slowest shard cycles through its permutation again. Nothing is dropped."""
         n = self.train_users.numel()
         need = self.steps_per_epoch * self.config.batch_size
         perm = torch.randperm(n, device=self.device, generator=self.generator)
@@ -234,6 +239,11 @@ class Engine:
         return self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
 
     # -- state ---------------------------------------------------------------------------
+
+    def replicated_tensors(self) -> list[torch.Tensor]:
+        """Everything data-parallel workers must hold identical copies of: the model's item
+        side and the sampler's replicated state."""
+        return [p.detach() for p in self.model.item_parameters()] + self.sampler.replicated_state()
 
     def state(self) -> dict:
         """What a checkpoint needs from this engine (pools are rebuilt, not saved)."""

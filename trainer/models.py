@@ -7,26 +7,54 @@ worker, while item-side parameters are replicated and all-reduced.
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length (cosine scores); a zero row stays zero."""
+    return F.normalize(x, dim=-1, eps=1e-12)
+
+
 class FactorModel(nn.Module):
-    """users [B], items [B, K] → scores [B, K]; `num_users` are local indices."""
+    """users [B], items [B, K] → scores [B, K]; `num_users` are local indices.
+
+    score "dot": r = query · v (MF, GMF as in the paper). "cosine": r = cos(query, v) ∈ [−1, 1]
+    — query and item vectors are normalised wherever they meet, in training, sampling,
+    evaluation and serving alike (the loss temperature then sets the scale).
+    """
 
     name = "base"
 
     def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator,
-                 init_std: float = 0.1):
+                 init_std: float = 0.1, score: str = "dot"):
         super().__init__()
+        if score not in ("dot", "cosine"):
+            raise ValueError(f"unknown score {score!r}; choose 'dot' or 'cosine'")
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
+        self.cosine = score == "cosine"
         self.user_emb = nn.Parameter(torch.randn(num_users, dim, generator=generator) * init_std)
         self.item_emb = nn.Parameter(torch.randn(num_items, dim, generator=generator) * init_std)
 
     def query(self, users: torch.Tensor) -> torch.Tensor:
-        """users [B] → [B, d], the vector an item embedding is dotted with."""
-        return self.to_query(F.embedding(users, self.user_emb))
+        """users [B] → [B, d], the vector an item vector is dotted with."""
+        q = self.to_query(F.embedding(users, self.user_emb))
+        return _unit(q) if self.cosine else q
+
+    def item_vectors(self, v: torch.Tensor) -> torch.Tensor:
+        """Item embeddings [..., d] → the vectors queries are dotted with."""
+        return _unit(v) if self.cosine else v
+
+    def serving_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries [U, d], items [N, d]) whose dot products are this model's scores."""
+        with torch.no_grad():
+            q = self.to_query(self.user_emb.detach())
+            return ((_unit(q) if self.cosine else q).contiguous(),
+                    self.item_vectors(self.item_emb.detach()).contiguous())
 
     def to_query(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """User embeddings [B, d] → query vectors [B, d] (MF: themselves)."""
@@ -37,15 +65,16 @@ class FactorModel(nn.Module):
         if items.shape[1] * 16 >= self.num_items:
             # Many candidates per user: one GEMM over all items and a gather beats gathering
             # [B, K, d] item vectors (memory-bound).
-            return (q @ self.item_emb.T).gather(1, items)
-        return torch.bmm(F.embedding(items, self.item_emb), q.unsqueeze(2)).squeeze(2)
+            return (q @ self.item_vectors(self.item_emb).T).gather(1, items)
+        v = self.item_vectors(F.embedding(items, self.item_emb))
+        return torch.bmm(v, q.unsqueeze(2)).squeeze(2)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.query(users) @ self.item_emb.T
+        return self.query(users) @ self.item_vectors(self.item_emb).T
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor):
-        """A training batch: users [B], pos [B], neg [B, n] → (pos scores [B], neg scores
-        [B, n], the embeddings the batch touched, for L2)."""
+        """A training batch: users [B], pos [B], neg [B, n] (or [n], shared by the batch) →
+        (pos scores [B], neg scores [B, n], the embeddings the batch touched, for L2)."""
         # F.embedding rather than tensor[index]: a much faster gather and scatter-add on CPU.
         p = F.embedding(users, self.user_emb)
         pos_v, neg_v = F.embedding(pos, self.item_emb), F.embedding(neg, self.item_emb)
@@ -53,8 +82,13 @@ class FactorModel(nn.Module):
         return pos_s, neg_s, (p, pos_v, neg_v)
 
     def score_vectors(self, p: torch.Tensor, pos_v: torch.Tensor, neg_v: torch.Tensor):
-        """Gathered rows p [B, d], pos_v [B, d], neg_v [B, n, d] → scores [B], [B, n]."""
+        """Gathered rows p [B, d], pos_v [B, d], neg_v [B, n, d] → scores [B], [B, n].
+        neg_v [n, d] (negatives shared by the batch) is scored with one GEMM."""
         q = self.to_query(p)
+        if self.cosine:
+            q, pos_v, neg_v = _unit(q), _unit(pos_v), _unit(neg_v)
+        if neg_v.dim() == 2:
+            return (q * pos_v).sum(dim=1), q @ neg_v.T
         # Broadcast multiply-sum, not bmm: B tiny [n, d]×[d, 1] products run slowly as a bmm.
         return (q * pos_v).sum(dim=1), (neg_v * q.unsqueeze(1)).sum(dim=2)
 
@@ -74,8 +108,9 @@ class GMF(FactorModel):
 
     name = "gmf"
 
-    def __init__(self, num_users, num_items, dim, generator, init_std: float = 0.1):
-        super().__init__(num_users, num_items, dim, generator, init_std)
+    def __init__(self, num_users, num_items, dim, generator, init_std: float = 0.1,
+                 score: str = "dot"):
+        super().__init__(num_users, num_items, dim, generator, init_std, score)
         self.h = nn.Parameter(torch.ones(dim))
 
     def to_query(self, user_vectors):
@@ -85,8 +120,30 @@ class GMF(FactorModel):
 MODELS: dict[str, type[FactorModel]] = {"mf": MF, "gmf": GMF}
 
 
-def build_model(name: str, num_users: int, num_items: int, dim: int, seed: int) -> FactorModel:
+def build_model(name: str, num_users: int, num_items: int, dim: int, seed: int,
+                shard: np.ndarray | None = None, score: str = "dot") -> FactorModel:
+    """The model a one-process run starts from; with `shard` (sorted global user ids), only
+    those users' rows, as local indices 0..len(shard)−1.
+
+    The shard's model is cut from the full-size one rather than drawn at its own size: the item
+    table is drawn after the user table from the same generator, so a model drawn at the shard's
+    size would get an item table that depends on the shard's size, and Ray workers would start
+    from different item tables (and never converge, since they apply the same averaged update).
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     generator = torch.Generator().manual_seed(seed)
-    return MODELS[name](num_users, num_items, dim, generator)
+    model = MODELS[name](num_users, num_items, dim, generator, score=score)
+    if shard is not None:
+        rows = model.user_emb.detach()[torch.as_tensor(shard, dtype=torch.long)].clone()
+        model.user_emb = nn.Parameter(rows)
+        model.num_users = rows.shape[0]
+    return model
+
+
+def item_digest(model: FactorModel) -> str:
+    """SHA-256 of the item-side parameters' bytes: equal digests mean bit-identical replicas."""
+    h = hashlib.sha256()
+    for p in model.item_parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -27,10 +27,12 @@ import uuid
 
 import torch
 
+from pools.replicas import Replicas
 from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.engine import Engine, format_epoch
+from trainer.models import item_digest
 from trainer.sharding import plan_shards
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,15 +48,47 @@ def _reduce_metrics(sums: dict[str, float], count: int, device) -> dict[str, flo
     return {n: (float(t[i]) / total if total else 0.0) for i, n in enumerate(names)}
 
 
-def _item_allreduce_hook(world: int, counter: dict):
+class CollectiveReplicas(Replicas):
+    """Replicated state kept identical with torch.distributed collectives (Gloo or NCCL).
+
+    An all-reduce hands every rank the same bits, so tables that start equal and take averaged
+    updates stay bit-identical; `spread` measures it (0.0 when they are)."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+
+    def average_(self, tensor):
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
+        return tensor.div_(self.world_size)
+
+    def broadcast_(self, tensor):
+        import torch.distributed as dist
+
+        dist.broadcast(tensor, src=0)
+        return tensor
+
+    def spread(self, tensors) -> float:
+        import torch.distributed as dist
+
+        worst = torch.zeros((), dtype=torch.float64)
+        for t in tensors:
+            hi, lo = t.detach().clone(), t.detach().clone()
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            worst = torch.maximum(worst, (hi - lo).abs().max().double().cpu())
+        return float(worst)
+
+
+def _item_allreduce_hook(replicas: CollectiveReplicas, counter: dict):
     """After backward: average item-side gradients across workers; scale user gradients the
     same way so the update matches one process on the global batch."""
-    import torch.distributed as dist
+    world = replicas.world_size
 
     def hook(model):
         for p in model.item_parameters():
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
+            replicas.average_(p.grad)
             counter["bytes"] = counter.get("bytes", 0) + p.grad.numel() * p.grad.element_size()
         for p in model.user_parameters():
             p.grad.div_(world)
@@ -84,8 +118,9 @@ def train_worker(cfg: dict) -> None:
     else:
         local_cfg = config.model_copy(update={"device": "cpu", "batch_size": plan.batch_per_worker})
     counter: dict = {}
+    replicas = CollectiveReplicas(world)
     engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
-                    grad_hook=_item_allreduce_hook(world, counter))
+                    grad_hook=_item_allreduce_hook(replicas, counter), replicas=replicas)
     records: list[dict] = []
     resumed = ray.train.get_checkpoint()
     if resumed is not None:
@@ -107,8 +142,12 @@ def train_worker(cfg: dict) -> None:
     # What one process of plain DDP over the whole model would all-reduce per step.
     ddp_bytes = sum(p.numel() * p.element_size() for p in engine.model.item_parameters()) + \
         data.num_users * config.dim * 4
+    # Every rank's item side as it starts (fresh: the one-process init; resumed: the checkpoint).
+    digests: list = [None] * world
+    dist.all_gather_object(digests, item_digest(engine.model))
     header = {"config": config.model_dump(), "data": data.path, "workers": world,
-              "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch}
+              "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch,
+              "item_start_sha256": digests}
     out = cfg.get("out")
     while engine.epoch < config.epochs:
         rec = engine.train_epoch()
@@ -117,6 +156,8 @@ def train_worker(cfg: dict) -> None:
         dist.all_reduce(stats[:1])
         dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)  # the slowest worker sets the pace
         rec.update(loss=float(stats[0]) / world, sample_s=float(stats[1]), train_s=float(stats[2]))
+        # Replicas must stay identical: a nonzero spread means workers train different models.
+        rec["replica_spread"] = replicas.spread(engine.replicated_tensors())
         t0 = time.perf_counter()
         last = engine.epoch == config.epochs
         if engine.is_eval_epoch():
@@ -173,8 +214,11 @@ def _gather_checkpoint(engine, data, config, metrics, shard, rank) -> str | None
                            metrics=metrics, epoch=engine.epoch, optimizer=None)
 
 
-def _connect(address: str | None) -> None:
-    """Join the cluster this job was submitted to (or --ray-address), else start a local one."""
+def _connect(address: str | None, workers: int = 1) -> None:
+    """Join the cluster this job was submitted to (or --ray-address), else start a local one.
+
+    A local Ray gets max(cores, workers) CPUs: more CPU workers than cores share the cores
+    (slower, same answer) rather than being refused on a laptop. A real cluster is not resized."""
     import ray
 
     if ray.is_initialized():
@@ -185,7 +229,7 @@ def _connect(address: str | None) -> None:
         return
     # A local Ray sized for this machine; workers import the project through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=os.cpu_count(), object_store_memory=256 * 1024 * 1024,
+    ray.init(num_cpus=max(os.cpu_count() or 1, workers), object_store_memory=256 * 1024 * 1024,
              runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, include_dashboard=True,
              log_to_driver=True)
 
@@ -207,7 +251,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     from ray.train.torch import TorchTrainer
 
     check_ray_request(config, data, workers, gpu)
-    _connect(address)
+    _connect(address, workers)
     resources = ray.cluster_resources()
     if gpu and resources.get("GPU", 0) < workers:
         raise ValueError(f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
