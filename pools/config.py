@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SamplerName = Literal[
     "uniform",
@@ -112,9 +112,22 @@ class SamplerConfig(BaseModel):
     plain BPR and the learning rate keeps its meaning; `none` is the authors' unnormalised
     harmonic sum (the loss grows ~10×)."""
 
+    shared_negatives: bool = False
+    """`uniform` and `popularity` only: draw the n negatives once per batch and share them by
+    every pair, so the batch is scored with one [B, d] × [d, n] GEMM and n can be in the
+    hundreds or thousands (for the softmax and contrastive losses). A shared negative that is
+    one of a user's train items is masked out of that user's loss rather than redrawn."""
+
     refresh_chunk_users: int = Field(2048, ge=1)
     """Users scored together during a pool refresh: bounds memory at chunk × |K| scores."""
 
     @property
     def uses_pool(self) -> bool:
         return self.name.startswith("adasir")
+
+    @model_validator(mode="after")
+    def _shared_only_for_static_proposals(self):
+        if self.shared_negatives and self.name not in ("uniform", "popularity"):
+            raise ValueError(f"shared_negatives draws one set per batch from a fixed proposal: "
+                             f"sampler {self.name!r} draws per user (use uniform or popularity)")
+        return self

@@ -62,7 +62,8 @@ class KernelSampler(NegativeSampler):
         q = model.query(users).float()  # [B, d]
         items = self._draw(q, self.config.num_negatives, generator)
         if not self.config.exclude_positives:
-            return Negatives(items, logit_offset=-self.log_prob(q, items))
+            log_q = self.log_prob(q, items)
+            return Negatives(items, logit_offset=-log_q, log_proposal=log_q)
         items, own = self._redraw_positives(
             users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
         # A kernel draw kept by rejection has probability q(i|u) / (1 − q(P_u|u)): the user's
@@ -70,7 +71,7 @@ class KernelSampler(NegativeSampler):
         # A uniform fallback (still a positive after the redraws) reports its own 1/(N − |P_u|).
         fallback = -torch.log((self.num_items - self.positives.degree[users]).float())
         log_q = torch.where(own, self.log_prob(q, items), fallback[:, None])
-        return Negatives(items, logit_offset=-log_q)
+        return Negatives(items, logit_offset=-log_q, log_proposal=log_q)
 
     def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
         """n exact draws per query from q(i|u) ∝ α·(q·v_i)² + 1: q [B, d] → items [B, n]."""

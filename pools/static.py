@@ -8,10 +8,20 @@ from pools.base import Negatives, NegativeSampler
 
 
 class ProposalSampler(NegativeSampler):
-    """n negatives straight from Q: `uniform` (BPR) and `popularity`."""
+    """n negatives straight from Q: `uniform` (BPR) and `popularity`.
+
+    With `shared_negatives` the n draws are made once per batch (items [n]) and every pair
+    uses them; a draw that is one of a user's train items is marked invalid for that user."""
 
     def sample(self, model, users, pos_items, generator):
-        return Negatives(self._draw_from_proposal(users, self.config.num_negatives, generator))
+        n = self.config.num_negatives
+        if self.config.shared_negatives:
+            items = self.proposal.draw((n,), generator)
+            invalid = (self.positives.contains(users, items.expand(users.numel(), n))
+                       if self.config.exclude_positives else None)
+            return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
+        items = self._draw_from_proposal(users, n, generator)
+        return Negatives(items, log_proposal=self._log_q_of_draws(users, items))
 
 
 class PRISSampler(NegativeSampler):
@@ -23,7 +33,8 @@ class PRISSampler(NegativeSampler):
 
     def sample(self, model, users, pos_items, generator):
         items = self._draw_from_proposal(users, self.config.num_negatives, generator)
-        return Negatives(items, logit_offset=-self.proposal.log_prob(items))
+        return Negatives(items, logit_offset=-self.proposal.log_prob(items),
+                         log_proposal=self._log_q_of_draws(users, items))
 
 
 class DNSSampler(NegativeSampler):
@@ -59,7 +70,7 @@ class SoftmaxSampler(NegativeSampler):
             # A user who has every item keeps the unmasked row rather than an empty one.
             full = mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask & ~full, float("-inf"))
-        probs = torch.softmax(logits, dim=1)
-        items = torch.multinomial(probs, self.config.num_negatives, replacement=True,
+        log_probs = torch.log_softmax(logits, dim=1)
+        items = torch.multinomial(log_probs.exp(), self.config.num_negatives, replacement=True,
                                   generator=generator)
-        return Negatives(items)
+        return Negatives(items, log_proposal=log_probs.gather(1, items))

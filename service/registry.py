@@ -53,14 +53,14 @@ class LoadedModel:
 
 def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
     blob = load_checkpoint(path)
-    model = build_model(blob["model"], blob["num_users"], blob["num_items"], blob["dim"], seed=0)
+    score = (blob.get("config") or {}).get("train", {}).get("score", "dot")
     try:
+        model = build_model(blob["model"], blob["num_users"], blob["num_items"], blob["dim"],
+                            seed=0, score=score)
         model.load_state_dict(blob["state"])
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: model state does not fit ({exc})") from None
-    with torch.no_grad():
-        queries = model.to_query(model.user_emb.detach()).contiguous()
-        items = model.item_emb.detach().contiguous()
+    queries, items = model.serving_vectors()  # cosine models rank by cosine here too
     if not (torch.isfinite(queries).all() and torch.isfinite(items).all()):
         raise CheckpointError(f"{path}: checkpoint holds non-finite parameters")
     seen = InteractionIndex(torch.as_tensor(blob["seen_users"]), torch.as_tensor(blob["seen_items"]),

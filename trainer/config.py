@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pools.config import SamplerConfig
 
@@ -25,6 +25,25 @@ class TrainConfig(BaseModel):
 
     l2: float = Field(0.001, ge=0.0, le=100.0)
     """λ: L2 on the embeddings each batch touches, Σ||e||²/B (paper tunes {0.1 … 0.0001})."""
+
+    loss: Literal["bpr", "softmax", "contrastive"] = "bpr"
+    """`bpr`: the paper's weighted pairwise loss, Eq. (1)/(3). `softmax`: sampled softmax over
+    the positive and its negatives, corrected by the sampler's log-proposal (trainer/loss.py).
+    `contrastive`: CCL (SimpleX), max(0, 1 − r⁺) + w·mean max(0, r⁻ − m); use with cosine."""
+
+    score: Literal["dot", "cosine"] = "dot"
+    """`dot`: r = query·v (the paper). `cosine`: r = cos(query, v), everywhere the model scores
+    (training, sampling, evaluation, serving)."""
+
+    loss_temperature: float = Field(1.0, gt=0.0, le=1e4)
+    """T: scores are divided by T in the `softmax` and `bpr` losses (T = 1 is the paper's BPR).
+    With cosine scores in [−1, 1] a small T (0.05–0.2) is what makes the loss sharp."""
+
+    contrastive_margin: float = Field(0.5, ge=-1.0, le=1.0)
+    """m of the contrastive loss: a negative's cosine below m costs nothing."""
+
+    contrastive_weight: float = Field(1.0, gt=0.0, le=1e4)
+    """w of the contrastive loss: weight of the negatives' mean term."""
 
     optimizer: Literal["adam", "sparse-adam"] = "adam"
     """`adam`: dense Adam over every parameter each step (the paper's setting). `sparse-adam`:
@@ -51,6 +70,16 @@ class TrainConfig(BaseModel):
 
     sampler: SamplerConfig = SamplerConfig()
     """Negative sampling options."""
+
+    @model_validator(mode="after")
+    def _loss_fits_sampler(self):
+        s = self.sampler
+        if self.loss != "bpr" and (s.weighting != "paper" and s.name.startswith("adasir")):
+            raise ValueError(f"weighting={s.weighting!r} weights the BPR loss's negatives; the "
+                             f"{self.loss} loss has its own (use weighting='paper' or loss='bpr')")
+        if self.loss != "bpr" and s.name == "warp" and s.warp_loss == "hinge":
+            raise ValueError("warp_loss='hinge' is WARP's own loss: use it with loss='bpr'")
+        return self
 
     @field_validator("topk")
     @classmethod

@@ -1,44 +1,115 @@
-"""The weighted pairwise loss of Eq. (1) and Eq. (3)."""
+"""The training losses: pairwise BPR (the paper's Eq. (1)/(3)), sampled softmax, contrastive.
+
+Every loss takes pos_scores [B], neg_scores [B, n] and the sampler's `Negatives`, and returns
+the batch mean of a per-pair loss multiplied by `negatives.pos_weight` (AdaSIR-W's J(rank),
+WARP's rank weight) where the sampler gives one.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from pools.base import Negatives
 
+LOSSES = ("bpr", "softmax", "contrastive")
+
 
 def negative_weights(neg_scores: torch.Tensor, negatives: Negatives) -> torch.Tensor:
-    """ŵ(j|c) over a pair's n negatives, detached: [B, n], rows sum to 1.
+    """ŵ(j|c) over a pair's n negatives, detached: [B, n], rows sum to 1 (over valid entries).
 
     softmax_j(r_cj + logit_offset_j) when the sampler gives an offset (AdaSIR: ∓ log w,
     PRIS: −log Q), else 1/n.
     """
+    logits = (neg_scores.detach() + negatives.logit_offset if negatives.logit_offset is not None
+              else torch.zeros_like(neg_scores))
+    if negatives.invalid is not None:
+        logits = logits.masked_fill(negatives.invalid, float("-inf"))
+        # A row whose every entry is invalid gets weight 0, not NaN.
+        return torch.softmax(logits, dim=1).nan_to_num(0.0)
     if negatives.logit_offset is None:
-        n = neg_scores.shape[1]
-        return torch.full_like(neg_scores, 1.0 / n)
-    return torch.softmax(neg_scores.detach() + negatives.logit_offset, dim=1)
+        return torch.full_like(neg_scores, 1.0 / neg_scores.shape[1])
+    return torch.softmax(logits, dim=1)
 
 
-def pairwise_loss(
-    pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives
-) -> torch.Tensor:
-    """Mean over the batch of J(c,i) · Σ_j ŵ(j|c) · −log σ(r_ci − r_cj).
-
-    pos_scores [B], neg_scores [B, n] → scalar. −log σ(x) is softplus(−x), stable for any x.
-    With `negatives.hinge_margin` = m the pair term is max(0, m − r_ci + r_cj) instead.
-    """
-    gap = neg_scores - pos_scores[:, None]
-    if negatives.hinge_margin is None:
-        per_neg = F.softplus(gap)
-    else:
-        per_neg = F.relu(gap + negatives.hinge_margin)
-    per_pair = (negative_weights(neg_scores, negatives) * per_neg).sum(dim=1)
+def _weighted_mean(per_pair: torch.Tensor, negatives: Negatives) -> torch.Tensor:
     if negatives.pos_weight is not None:
         per_pair = per_pair * negatives.pos_weight
     return per_pair.mean()
 
 
+def pairwise_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of J(c,i) · Σ_j ŵ(j|c) · −log σ((r_ci − r_cj)/T).
+
+    pos_scores [B], neg_scores [B, n] → scalar. −log σ(x) is softplus(−x), stable for any x.
+    With `negatives.hinge_margin` = m the pair term is max(0, m − r_ci + r_cj) instead.
+    T = 1 is the paper's loss.
+    """
+    gap = neg_scores - pos_scores[:, None]
+    if negatives.hinge_margin is None:
+        per_neg = F.softplus(gap / temperature)
+    else:
+        per_neg = F.relu(gap + negatives.hinge_margin)
+    return _weighted_mean((negative_weights(neg_scores, negatives) * per_neg).sum(dim=1), negatives)
+
+
+def sampled_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
+                         negatives: Negatives, num_items: int,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """Sampled softmax with the log-proposal correction: mean over pairs of
+
+        −log [ e^{r_ci/T} / (e^{r_ci/T} + Σ_j e^{r_cj/T − log(n·Q(j|c))}) ]
+
+    over the pair's n negatives (invalid ones left out). (1/n)·Σ_j e^{r_cj/T}/Q(j|c) is the
+    importance estimate of Σ_{j ≠ i} e^{r_cj/T}, so with every other item drawn once under a
+    uniform Q over them this is the full softmax loss exactly. Q from `negatives.log_proposal`
+    (None: uniform over the N items).
+    """
+    n = neg_scores.shape[1]
+    log_q = (negatives.log_proposal if negatives.log_proposal is not None
+             else torch.full((), -math.log(num_items), device=neg_scores.device))
+    neg_logits = neg_scores / temperature - (math.log(n) + log_q)
+    if negatives.invalid is not None:
+        neg_logits = neg_logits.masked_fill(negatives.invalid, float("-inf"))
+    pos_logits = pos_scores / temperature
+    log_z = torch.logsumexp(torch.cat([pos_logits[:, None], neg_logits], dim=1), dim=1)
+    return _weighted_mean(log_z - pos_logits, negatives)
+
+
+def contrastive_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives,
+                     margin: float, negative_weight: float) -> torch.Tensor:
+    """Cosine contrastive loss (CCL, SimpleX, CIKM '21): mean over pairs of
+
+        max(0, 1 − r_ci) + w · mean_j max(0, r_cj − m)
+
+    meant for cosine scores (r ∈ [−1, 1]): a positive is pulled to 1, a negative is pushed
+    below the margin m and costs nothing once there.
+    """
+    per_neg = F.relu(neg_scores - margin)
+    if negatives.invalid is not None:
+        valid = (~negatives.invalid).float()
+        neg_term = (per_neg * valid).sum(1) / valid.sum(1).clamp(min=1.0)
+    else:
+        neg_term = per_neg.mean(dim=1)
+    return _weighted_mean(F.relu(1.0 - pos_scores) + negative_weight * neg_term, negatives)
+
+
+def batch_loss(config, pos_scores: torch.Tensor, neg_scores: torch.Tensor,
+               negatives: Negatives, num_items: int) -> torch.Tensor:
+    """The loss `config` (a TrainConfig) names, for one batch."""
+    if config.loss == "softmax":
+        return sampled_softmax_loss(pos_scores, neg_scores, negatives, num_items,
+                                    config.loss_temperature)
+    if config.loss == "contrastive":
+        return contrastive_loss(pos_scores, neg_scores, negatives, config.contrastive_margin,
+                                config.contrastive_weight)
+    return pairwise_loss(pos_scores, neg_scores, negatives, config.loss_temperature)
+
+
 def l2_penalty(*embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """λ-free L2 on the embeddings a batch touched: Σ ||e||² / B (the usual BPR coupling)."""
+    """λ-free L2 on the embeddings a batch touched: Σ ||e||² / B (the usual BPR coupling).
+    Negatives shared by the batch ([n, d]) count once."""
     return sum(e.pow(2).sum() for e in embeddings) / batch_size

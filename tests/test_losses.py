@@ -1,0 +1,92 @@
+"""The softmax-family losses and cosine scores against answers known in closed form."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pools import InteractionIndex, Negatives, SamplerConfig, build_sampler
+from trainer.config import TrainConfig
+from trainer.loss import contrastive_loss, sampled_softmax_loss
+from trainer.models import build_model
+
+
+def test_sampled_softmax_with_every_other_item_is_the_full_softmax():
+    g = torch.Generator().manual_seed(0)
+    n_items, batch, temperature = 40, 6, 0.3
+    scores = torch.randn(batch, n_items, generator=g)
+    pos = torch.randint(0, n_items, (batch,), generator=g)
+    others = torch.stack([torch.cat([torch.arange(p), torch.arange(p + 1, n_items)]) for p in pos])
+    # Every other item once, under a uniform Q over them: n·Q(j) = 1, no correction left.
+    neg = Negatives(others, log_proposal=torch.full(others.shape, -math.log(n_items - 1)))
+    loss = sampled_softmax_loss(scores.gather(1, pos[:, None]).squeeze(1), scores.gather(1, others),
+                                neg, n_items, temperature)
+    full = torch.nn.functional.cross_entropy(scores / temperature, pos)
+    assert float(loss) == pytest.approx(float(full), rel=1e-6)
+
+
+def test_sampled_softmax_gradient_averages_to_the_full_softmax_gradient():
+    """Shared uniform negatives, the positive masked: the averaged gradient of the sampled
+    loss matches the full softmax's within the estimator's small bias at n = 400."""
+    n_items, dim, temperature = 30, 4, 0.5
+    model = build_model("mf", 3, n_items, dim, seed=0)
+    with torch.no_grad():
+        model.user_emb.mul_(10)
+        model.item_emb.mul_(5)
+    users = torch.tensor([0, 1, 2])
+    # Each user's top item: the positive then holds much of the softmax mass, so a wrong
+    # log-proposal correction (which misweighs the negatives against it) shows in the gradient.
+    pos = model.score_all(users).argmax(1).detach()
+    full = torch.nn.functional.cross_entropy(model.score_all(users) / temperature, pos)
+    expected = torch.autograd.grad(full, model.item_emb)[0]
+    none = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, n_items)
+    cfg = SamplerConfig(name="uniform", num_negatives=400, shared_negatives=True)
+    sampler = build_sampler(cfg, none, torch.ones(n_items))
+    g = torch.Generator().manual_seed(1)
+    total = torch.zeros_like(model.item_emb)
+    draws = 300
+    for _ in range(draws):
+        neg = sampler.sample(model, users, pos, g)
+        neg.invalid = neg.items[None, :] == pos[:, None]  # the full softmax's sum leaves i out
+        pos_s, neg_s, _ = model(users, pos, neg.items)
+        loss = sampled_softmax_loss(pos_s, neg_s, neg, n_items, temperature)
+        total += torch.autograd.grad(loss, model.item_emb)[0]
+    mean = total / draws
+    assert float((mean - expected).norm() / expected.norm()) < 0.05
+
+
+def test_contrastive_loss_by_hand():
+    pos = torch.tensor([0.9, 0.2])
+    neg_s = torch.tensor([[0.7, 0.1], [0.6, 0.55]])
+    neg = Negatives(torch.zeros(2, 2, dtype=torch.long), invalid=torch.tensor([[False, False], [False, True]]))
+    loss = contrastive_loss(pos, neg_s, neg, margin=0.5, negative_weight=2.0)
+    first = (1 - 0.9) + 2.0 * (0.2 + 0.0) / 2
+    second = (1 - 0.2) + 2.0 * 0.1  # the invalid entry is left out of the mean
+    assert float(loss) == pytest.approx((first + second) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["mf", "gmf"])
+def test_cosine_scores_do_not_see_vector_lengths(model_name):
+    model = build_model(model_name, 5, 20, 8, seed=0, score="cosine")
+    users, items = torch.arange(5), torch.randint(0, 20, (5, 7))
+    before = model.score(users, items).detach()
+    with torch.no_grad():
+        model.user_emb.mul_(torch.rand(5, 1) * 10 + 0.1)
+        model.item_emb.mul_(torch.rand(20, 1) * 10 + 0.1)
+    assert torch.allclose(model.score(users, items), before, atol=1e-5)
+    assert float(before.abs().max()) <= 1.0 + 1e-6
+    queries, vectors = model.serving_vectors()  # the service ranks by the same scores
+    assert torch.allclose(queries @ vectors.T, model.score_all(users).detach(), atol=1e-5)
+    pos_s, neg_s, _ = model(users, items[:, 0], items[0])  # shared negatives: one GEMM
+    assert torch.allclose(neg_s, model.score_all(users)[:, items[0]], atol=1e-5)
+
+
+def test_impossible_loss_and_sampler_combinations_are_refused():
+    with pytest.raises(ValueError, match="shared_negatives"):
+        SamplerConfig(name="dns", shared_negatives=True)
+    with pytest.raises(ValueError, match="weighting='reference'"):
+        TrainConfig(loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"})
+    with pytest.raises(ValueError, match="hinge"):
+        TrainConfig(loss="contrastive", sampler={"name": "warp", "warp_loss": "hinge"})
