@@ -5,23 +5,33 @@ from __future__ import annotations
 import torch
 
 from pools.base import Negatives, NegativeSampler
+from pools.proposals import UniformProposal
 
 
 class ProposalSampler(NegativeSampler):
     """n negatives straight from Q: `uniform` (BPR) and `popularity`.
 
     With `shared_negatives` the n draws are made once per batch (items [n]) and every pair
-    uses them; a draw that is one of a user's train items is marked invalid for that user."""
+    uses them; a draw that is one of a user's train items is marked invalid for that user.
+    Shared uniform negatives are n distinct items (without replacement): each item is in the
+    set with probability n/N, which is what the sampled-softmax correction log(n·Q) assumes."""
 
     def sample(self, model, users, pos_items, generator):
         n = self.config.num_negatives
         if self.config.shared_negatives:
-            items = self.proposal.draw((n,), generator)
-            invalid = (self.positives.contains(users, items.expand(users.numel(), n))
-                       if self.config.exclude_positives else None)
-            return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
+            return self._shared(users, n, generator)
         items = self._draw_from_proposal(users, n, generator)
         return Negatives(items, log_proposal=self._log_q_of_draws(users, items))
+
+    def _shared(self, users, n, generator) -> Negatives:
+        exclude = self.config.exclude_positives
+        if isinstance(self.proposal, UniformProposal) and n <= self.num_items:
+            items = torch.randperm(self.num_items, device=self.device, generator=generator)[:n]
+            invalid = self.positives.mask_of_distinct(users, items) if exclude else None
+        else:
+            items = self.proposal.draw((n,), generator)
+            invalid = self.positives.contains(users, items.expand(users.numel(), n)) if exclude else None
+        return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
 
 
 class PRISSampler(NegativeSampler):

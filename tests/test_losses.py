@@ -90,3 +90,22 @@ def test_impossible_loss_and_sampler_combinations_are_refused():
         TrainConfig(loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"})
     with pytest.raises(ValueError, match="hinge"):
         TrainConfig(loss="contrastive", sampler={"name": "warp", "warp_loss": "hinge"})
+
+
+def test_written_out_softmax_gradient_matches_autograd():
+    g = torch.Generator().manual_seed(3)
+    pos = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    neg_s = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    log_q = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    invalid = torch.rand(5, 7, generator=g) < 0.3
+    neg = Negatives(torch.zeros(5, 7, dtype=torch.long), log_proposal=log_q, invalid=invalid,
+                    pos_weight=torch.rand(5, generator=g, dtype=torch.float64))
+    loss = sampled_softmax_loss(pos, neg_s, neg, 100, temperature=0.7)
+    neg_logits = (neg_s / 0.7 - (log_q + math.log(7))).masked_fill(invalid, float("-inf"))
+    logits = torch.cat([pos[:, None] / 0.7, neg_logits], 1)
+    reference = ((torch.logsumexp(logits, 1) - pos / 0.7) * neg.pos_weight).mean()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-10)
+    mine = torch.autograd.grad(loss, (pos, neg_s))
+    theirs = torch.autograd.grad(reference, (pos, neg_s))
+    for a, b in zip(mine, theirs, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)

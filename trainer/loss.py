@@ -56,6 +56,34 @@ def pairwise_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives:
     return _weighted_mean((negative_weights(neg_scores, negatives) * per_neg).sum(dim=1), negatives)
 
 
+class _SampledSoftmax(torch.autograd.Function):
+    """Per-pair loss log(e^{p} + Σ_j e^{l_j}) − p with p = r⁺/T and l = r⁻/T − shift (invalid
+    entries −inf), its gradient written out: ∂/∂r⁻ = softmax_j / T, ∂/∂r⁺ = (softmax_pos − 1)/T.
+    One buffer of [B, n] is made and reused; autograd would keep and revisit several."""
+
+    @staticmethod
+    def forward(ctx, pos_scores, neg_scores, shift, invalid, temperature):
+        pos = pos_scores.detach() / temperature
+        probs = neg_scores.detach() / temperature
+        probs.sub_(shift)
+        if invalid is not None:
+            probs.masked_fill_(invalid, float("-inf"))
+        top = torch.maximum(probs.amax(dim=1), pos)
+        probs.sub_(top[:, None]).exp_()
+        pos_mass = torch.exp(pos - top)
+        total = probs.sum(dim=1) + pos_mass
+        probs.div_(total[:, None])
+        ctx.save_for_backward(probs, pos_mass / total)
+        ctx.temperature = temperature
+        return top + torch.log(total) - pos
+
+    @staticmethod
+    def backward(ctx, grad):
+        probs, pos_prob = ctx.saved_tensors
+        scale = grad / ctx.temperature
+        return scale * (pos_prob - 1.0), probs * scale[:, None], None, None, None
+
+
 def sampled_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
                          negatives: Negatives, num_items: int,
                          temperature: float = 1.0) -> torch.Tensor:
@@ -71,12 +99,9 @@ def sampled_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
     n = neg_scores.shape[1]
     log_q = (negatives.log_proposal if negatives.log_proposal is not None
              else torch.full((), -math.log(num_items), device=neg_scores.device))
-    neg_logits = neg_scores / temperature - (math.log(n) + log_q)
-    if negatives.invalid is not None:
-        neg_logits = neg_logits.masked_fill(negatives.invalid, float("-inf"))
-    pos_logits = pos_scores / temperature
-    log_z = torch.logsumexp(torch.cat([pos_logits[:, None], neg_logits], dim=1), dim=1)
-    return _weighted_mean(log_z - pos_logits, negatives)
+    shift = (log_q + math.log(n)).expand_as(neg_scores)
+    per_pair = _SampledSoftmax.apply(pos_scores, neg_scores, shift, negatives.invalid, temperature)
+    return _weighted_mean(per_pair, negatives)
 
 
 def contrastive_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives,

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", choices=["cpu", "cuda"])
     ap.add_argument("--optimizer", choices=["adam", "sparse-adam"])
+    ap.add_argument("--loss", choices=["bpr", "softmax", "contrastive"])
+    ap.add_argument("--score", choices=["dot", "cosine"])
+    ap.add_argument("--loss-temperature", type=float, help="T: scores / T in the loss")
+    ap.add_argument("--contrastive-margin", type=float)
+    ap.add_argument("--contrastive-weight", type=float)
     ap.add_argument("--negatives", type=int, help="n, negatives per pair")
     ap.add_argument("--candidates", type=int, help="|K|")
     ap.add_argument("--pool-size", type=int, help="|R|")
@@ -94,7 +99,10 @@ def config_from_args(args) -> TrainConfig:
     sampler = dict(base.pop("sampler", {}))
     flat = {"model": args.model, "epochs": args.epochs, "lr": args.lr, "l2": args.l2,
             "dim": args.dim, "batch_size": args.batch_size, "eval_every": args.eval_every,
-            "seed": args.seed, "device": args.device, "optimizer": args.optimizer}
+            "seed": args.seed, "device": args.device, "optimizer": args.optimizer,
+            "loss": args.loss, "score": args.score, "loss_temperature": args.loss_temperature,
+            "contrastive_margin": args.contrastive_margin,
+            "contrastive_weight": args.contrastive_weight}
     base.update({k: v for k, v in flat.items() if v is not None})
     sflat = {"name": args.sampler, "num_negatives": args.negatives,
              "num_candidates": args.candidates, "pool_size": args.pool_size,
