@@ -40,18 +40,58 @@ def run_once(data, cfg: TrainConfig) -> dict:
             "wall_s": time.perf_counter() - t0}
 
 
+# Options added after runs were first cached: they enter a run's key only when they differ
+# from their default, so the runs cached before them keep their keys.
+_LATER_OPTIONS = {"loss": "bpr", "score": "dot", "loss_temperature": 1.0,
+                  "contrastive_margin": 0.5, "contrastive_weight": 1.0}
+_LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_candidates": 200,
+                          "pool_size": 200, "warp_loss": "logistic"}
+
+
 def key(config: dict) -> str:
     """What identifies a run: the options this protocol varies or fixes. Computed from a
     config dump, so runs recorded before new (defaulted) options existed still match."""
     s = config["sampler"]
+    later = {k: config[k] for k, d in _LATER_OPTIONS.items() if config.get(k, d) != d}
+    later |= {f"sampler.{k}": s[k] for k, d in _LATER_SAMPLER_OPTIONS.items() if s.get(k, d) != d}
     return json.dumps({k: config.get(k) for k in ("model", "dim", "lr", "l2", "batch_size", "epochs",
                                                   "seed", "device")}
                       | {"optimizer": config.get("optimizer", "adam"), "sampler": s["name"],
-                         "temperature": s.get("temperature", 1.0)}, sort_keys=True)
+                         "temperature": s.get("temperature", 1.0)} | later, sort_keys=True)
 
 
 class Unfinished(Exception):
     """A run the protocol needs is not in runs.jsonl (with --summary-only)."""
+
+
+class RunCache:
+    """Runs recorded in OUT/runs.jsonl, one JSON line each; `measure` trains only what is
+    missing (or raises Unfinished with summary_only)."""
+
+    def __init__(self, data: PreparedData, out: str, summary_only: bool = False):
+        os.makedirs(out, exist_ok=True)
+        self.data, self.summary_only = data, summary_only
+        self.log_path = os.path.join(out, "runs.jsonl")
+        self.done = {}
+        if os.path.exists(self.log_path):
+            with open(self.log_path) as fh:
+                for line in fh:
+                    rec = json.loads(line)
+                    self.done[key(rec["config"])] = rec
+
+    def measure(self, cfg: TrainConfig, label: str = "") -> dict:
+        k = key(cfg.model_dump())
+        if k not in self.done and self.summary_only:
+            raise Unfinished
+        if k not in self.done:
+            rec = {"key": k, "config": cfg.model_dump(), **run_once(self.data, cfg)}
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            self.done[k] = rec
+            print(f"{cfg.model} {label or cfg.sampler.name} l2={cfg.l2} "
+                  f"tau={cfg.sampler.temperature} T={cfg.loss_temperature} seed={cfg.seed}: "
+                  f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
+        return self.done[k]
 
 
 def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: str = "mf",
@@ -60,27 +100,7 @@ def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: st
                  seeds=(0, 1, 2), device: str = "cpu", summary_only: bool = False):
     """Tune L2 (and τ for AdaSIR and SRNS) on validation with seeds[0], then test the choice
     on every seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
-    os.makedirs(out, exist_ok=True)
-    log_path = os.path.join(out, "runs.jsonl")
-    done = {}
-    if os.path.exists(log_path):
-        with open(log_path) as fh:
-            for line in fh:
-                rec = json.loads(line)
-                done[key(rec["config"])] = rec
-
-    def measure(cfg: TrainConfig) -> dict:
-        k = key(cfg.model_dump())
-        if k not in done and summary_only:
-            raise Unfinished
-        if k not in done:
-            rec = {"key": k, "config": cfg.model_dump(), **run_once(data, cfg)}
-            with open(log_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            done[k] = rec
-            print(f"{model} {cfg.sampler.name} l2={cfg.l2} tau={cfg.sampler.temperature} seed={cfg.seed}: "
-                  f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
-        return done[k]
+    measure = RunCache(data, out, summary_only).measure
 
     def tune_and_test(name):
         def cfg_for(l2, tau=1.0, seed=seeds[0]):

@@ -17,8 +17,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import matplotlib.pyplot as plt  # noqa: E402
+from contenders import CONTENDERS, contender_table, tune_contender  # noqa: E402
 from report_utils import command_line, save_figure, write_report  # noqa: E402
-from samplers import ROW_NOTES, run_protocol, summary_table  # noqa: E402
+from samplers import ROW_NOTES, RunCache, Unfinished, run_protocol, summary_table  # noqa: E402
 
 from pools.config import SAMPLER_NAMES  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
@@ -38,8 +39,15 @@ def main() -> int:
     ap.add_argument("--srns-tau-grid", default="5,20")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--contenders", default=",".join(CONTENDERS),
+                    help="loss × sampler × score configurations (benchmarks/contenders.py)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
     body = [f"Data `{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items, "
             f"{len(data.splits['train'].users)} train pairs. {args.epochs} epochs, lr {args.lr}, batch "
@@ -48,7 +56,8 @@ def main() -> int:
             f"NDCG@50, then seeds {args.seeds}."]
     models = args.models.split(",")
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig2, axes2 = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+    for ax, ax2, model in zip(axes[0], axes2[0], models):
         rows, unfinished = run_protocol(
             data, os.path.join(args.out, f"table2-{model}"), args.samplers.split(","), model=model,
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -60,6 +69,14 @@ def main() -> int:
         body += ["", f"## {model.upper()}", "", *summary_table(rows)]
         if unfinished:
             body += ["", f"Not run (yet): {', '.join(unfinished)}."]
+        found, missing = _contenders(args, data, model)
+        uniform = next((r[2] for r in rows if r[0] == "uniform"), None)
+        uniform_epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in uniform) if uniform else None
+        body += ["", f"### {model.upper()}: losses and scores (benchmarks/contenders.py)", "",
+                 *contender_table(found, uniform_epoch)]
+        if missing:
+            body += ["", f"Not run (yet): {', '.join(missing)}."]
+        _seconds_plot(ax2, model, rows, found)
         names = [r[0] for r in rows]
         means = [statistics.mean(f["test"]["ndcg@50"] for f in r[2]) for r in rows]
         stds = [statistics.stdev(f["test"]["ndcg@50"] for f in r[2]) if len(r[2]) > 1 else 0 for r in rows]
@@ -71,10 +88,42 @@ def main() -> int:
         ax.set_title(f"{model.upper()}: test NDCG@50 (mean ± std over seeds)")
         ax.tick_params(axis="x", rotation=45)
     save_figure(fig, args.out, "table2")
-    body += ["", "![Table 2](table2.png)"]
+    save_figure(fig2, args.out, "table2_seconds")
+    body += ["", "![Table 2](table2.png)", "", "![quality vs seconds](table2_seconds.png)"]
     write_report(args.out, "table2", "Table 2: samplers compared, L2 tuned on validation",
                  command_line(), body)
     return 0
+
+
+def _contenders(args, data, model):
+    """Tune and run each contender (or read them from the cache with --summary-only)."""
+    cache = RunCache(data, os.path.join(args.out, f"table2-{model}"), args.summary_only)
+    common = {"model": model, "epochs": args.epochs, "eval_every": args.epochs, "lr": args.lr,
+              "batch_size": args.batch_size, "device": args.device}
+    found, missing = [], []
+    for name in filter(None, args.contenders.split(",")):
+        try:
+            found.append(tune_contender(cache, name, CONTENDERS[name], common,
+                                        [int(x) for x in args.seeds.split(",")]))
+        except Unfinished:
+            missing.append(name)
+    return found, missing
+
+
+def _seconds_plot(ax, model, sampler_rows, contender_rows):
+    """Test NDCG@50 against seconds per epoch (sample + train), every row that finished."""
+    for rows, marker, colour in ((sampler_rows, "o", "tab:blue"), (contender_rows, "s", "tab:red")):
+        for name, _, finals in rows:
+            if name in ROW_NOTES and name == "irgan":
+                continue  # collapsed: off the scale and not comparable
+            x = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
+            y = statistics.mean(f["test"]["ndcg@50"] for f in finals)
+            ax.scatter([x], [y], marker=marker, color=colour)
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per epoch (sample + train)")
+    ax.set_ylabel("test NDCG@50 (mean over seeds)")
+    ax.set_title(f"{model.upper()}: quality vs seconds (BPR samplers ●, loss configurations ■)")
 
 
 if __name__ == "__main__":

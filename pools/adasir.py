@@ -14,8 +14,10 @@ class AdaSIRSampler(NegativeSampler):
     """Pools refreshed once per epoch; negatives drawn uniformly from the pool.
 
     State on the device: `pool_items` [U, R] long and `pool_log_w` [U, R] float (log w(i|c) of
-    each entry, from the model at the refresh that produced it); `candidates` [U, K] for
-    AdaSIR-W's rank estimate.
+    each entry, from the model at the refresh that produced it); `pool_score` [U, R], the
+    entry's score at that refresh (for the staleness diagnostic); `candidates` [U, K] for
+    AdaSIR-W's rank estimate. `last_ess` holds the mean effective sample size of the
+    resampling weights at the last refresh, (Σw)²/Σw² over a user's |K| candidates.
     """
 
     def __init__(self, *args, rank_weighted: bool = False, **kwargs):
@@ -34,43 +36,51 @@ class AdaSIRSampler(NegativeSampler):
         if self.pool_items is None:
             self.pool_items = torch.empty(self.num_users, R, dtype=torch.long, device=self.device)
             self.pool_log_w = torch.empty(self.num_users, R, device=self.device)
+            self.pool_score = torch.empty(self.num_users, R, device=self.device)
             fresh = True
         else:
             fresh = False
         if self.rank_weighted:
             self.candidates = torch.empty(self.num_users, K, dtype=torch.long, device=self.device)
+        ess = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
             users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
                                  device=self.device)
-            items, log_w, cand = self._resample(model, users, generator)
+            items, log_w, score, cand = self._resample(model, users, generator)
+            ess += (-torch.logsumexp(2 * self._last_log_w, dim=1)).exp().sum()  # 1/Σw², Σw = 1
             if not fresh and cfg.reuse_pool:
-                items, log_w = self._merge(users, items, log_w, generator)
+                items, log_w, score = self._merge(users, items, log_w, score, generator)
             self.pool_items[users] = items
             self.pool_log_w[users] = log_w
+            self.pool_score[users] = score
             if self.rank_weighted:
                 self.candidates[users] = cand
+        self.last_ess = float(ess) / max(1, self.num_users)
 
     def _resample(self, model, users, generator):
-        """Steps 1-3: K candidates from Q, w = softmax(r/τ − log Q), R draws with replacement."""
+        """Steps 1-3: K candidates from Q, w = softmax(r/τ − log Q), R draws with replacement.
+        Returns the pool's items, their log w and scores [C, R], and the candidates [C, K]."""
         cfg = self.config
         cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
-        logits = model.score(users, cand) / cfg.temperature - self.proposal.log_prob(cand)
+        scores = model.score(users, cand)
+        logits = scores / cfg.temperature - self.proposal.log_prob(cand)
         if cfg.exclude_positives:
             mask = self.positives.contains(users, cand)
             # A user whose every candidate is a train item keeps them rather than an empty pool.
             mask &= ~mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask, float("-inf"))
         log_w = torch.log_softmax(logits, dim=1)
+        self._last_log_w = log_w
         idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
-        return cand.gather(1, idx), log_w.gather(1, idx), cand
+        return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand
 
-    def _merge(self, users, items, log_w, generator):
+    def _merge(self, users, items, log_w, score, generator):
         """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""
-        union_items = torch.cat([self.pool_items[users], items], dim=1)  # [C, 2R]
-        union_log_w = torch.cat([self.pool_log_w[users], log_w], dim=1)
-        keys = torch.rand(union_items.shape, device=self.device, generator=generator)
+        union = [torch.cat([old[users], new], dim=1) for old, new in  # each [C, 2R]
+                 ((self.pool_items, items), (self.pool_log_w, log_w), (self.pool_score, score))]
+        keys = torch.rand(union[0].shape, device=self.device, generator=generator)
         keep = keys.topk(self.config.pool_size, dim=1).indices
-        return union_items.gather(1, keep), union_log_w.gather(1, keep)
+        return tuple(t.gather(1, keep) for t in union)
 
     def sample(self, model, users, pos_items, generator):
         if self.pool_items is None:
@@ -100,6 +110,24 @@ class AdaSIRSampler(NegativeSampler):
             weight = weight / self.replicas.average_(weight.mean())
         return weight
 
+    @torch.no_grad()
+    def pool_diagnostics(self, model) -> dict[str, float]:
+        """distinct items per pool ÷ |R|; ESS of the last refresh's w ÷ |K|; staleness: how
+        much lower a pool entry scores now than when it was resampled (mean over entries)."""
+        if self.pool_items is None:
+            return {}
+        sorted_items = self.pool_items.sort(dim=1).values
+        distinct = 1 + (sorted_items[:, 1:] != sorted_items[:, :-1]).sum(1).float()
+        users = torch.arange(self.num_users, device=self.device)
+        staleness = torch.zeros((), device=self.device)
+        for start in range(0, self.num_users, self.config.refresh_chunk_users):
+            chunk = users[start:start + self.config.refresh_chunk_users]
+            now = model.score(chunk, self.pool_items[chunk])
+            staleness += (self.pool_score[chunk] - now).sum()
+        return {"pool_distinct_frac": float(distinct.mean()) / self.config.pool_size,
+                "ess_frac": self.last_ess / self.config.num_candidates,
+                "staleness": float(staleness) / self.pool_items.numel()}
+
     def state_size_bytes(self) -> int:
-        tensors = [self.pool_items, self.pool_log_w, self.candidates]
+        tensors = [self.pool_items, self.pool_log_w, self.pool_score, self.candidates]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)

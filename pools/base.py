@@ -69,6 +69,10 @@ class NegativeSampler:
     """
 
     name: str = "base"
+    # Whether `sample` leaves the sampler as it found it. SRNS renews its memory and IRGAN
+    # steps its generator in `sample`: drawing extra negatives for diagnostics would change
+    # their training, so diagnostics skip them.
+    sample_is_pure: bool = True
 
     def __init__(
         self,
@@ -101,6 +105,10 @@ class NegativeSampler:
     ) -> Negatives:
         """users [B], pos_items [B] → Negatives with items [B, n]."""
         raise NotImplementedError
+
+    def pool_diagnostics(self, model: ScoringModel) -> dict[str, float]:
+        """Statistics of per-user state (AdaSIR's pools); {} for samplers without any."""
+        return {}
 
     def replicated_state(self) -> list[torch.Tensor]:
         """Tensors every worker holds an identical copy of (checked after every Ray epoch)."""

@@ -31,6 +31,8 @@ class IRGANSampler(NegativeSampler):
     trained online, one step per batch, from a random start.
     """
 
+    sample_is_pure = False
+
     gen_users: torch.Tensor | None = None
 
     def refresh(self, model, generator):

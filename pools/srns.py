@@ -36,6 +36,8 @@ class SRNSSampler(NegativeSampler):
     `memory` [U + 1, S1] slots into `tracked` (row U absorbs writes of duplicate batch users).
     """
 
+    sample_is_pure = False
+
     memory: torch.Tensor | None = None
 
     @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -164,3 +165,32 @@ def test_sparse_adam_option_trains(tiny_data):
     losses = [engine.train_epoch()["loss"] for _ in range(3)]
     assert losses[-1] < losses[0]
     assert engine.evaluate("valid")["ndcg@50"] > 0
+
+
+@pytest.mark.parametrize("sampler", ["adasir-u", "dns", "uniform", "srns"])
+def test_negative_diagnostics_per_epoch(tiny_data, sampler):
+    data = PreparedData.load(tiny_data)
+    cfg = TrainConfig(epochs=2, batch_size=512, lr=0.01, diagnostics=True,
+                      sampler={"name": sampler, "num_candidates": 50, "pool_size": 40})
+    engine = Engine(cfg, data)
+    engine.train_epoch()
+    diag = engine.train_epoch()["negatives"]
+    if sampler == "srns":
+        assert diag == {}  # its sample() renews its memory: not drawn from for diagnostics
+        return
+    assert diag["dns_score"] > diag["uniform_score"]
+    # Uniform non-positives hit held-out items at chance: |held-out_u| / (N − |train_u|) for
+    # the user of a pair drawn at random, so weighted by train degree.
+    import numpy as np
+
+    count = lambda split: np.bincount(data.splits[split].users, minlength=data.num_users)  # noqa: E731
+    train, held = count("train"), count("valid") + count("test")
+    chance = float((train * held / (data.num_items - train)).sum() / train.sum())
+    assert diag["uniform_false_negative_rate"] == pytest.approx(chance, rel=0.15)
+    if sampler == "dns":
+        assert diag["neg_score"] > diag["uniform_score"]
+    if sampler == "adasir-u":
+        assert 0 < diag["pool_distinct_frac"] <= 1 and 0 < diag["ess_frac"] <= 1
+        # Pool entries are trained as negatives for an epoch: they score lower now than when
+        # they were resampled (measured: README, "Why AdaSIR loses").
+        assert diag["staleness"] > 0

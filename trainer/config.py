@@ -68,6 +68,10 @@ class TrainConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     """Where all training tensors live."""
 
+    diagnostics: bool = False
+    """Record per epoch how hard, how stale and how often falsely negative the sampler's
+    negatives are (trainer/diagnostics.py) under each epoch's `negatives` in metrics.json."""
+
     sampler: SamplerConfig = SamplerConfig()
     """Negative sampling options."""
 

@@ -21,6 +21,7 @@ from pools.registry import build_sampler
 from pools.replicas import Replicas
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
+from trainer.diagnostics import negative_diagnostics
 from trainer.evaluate import ranking_sums
 from trainer.loss import batch_loss, l2_penalty
 from trainer.models import build_model
@@ -193,8 +194,11 @@ class Engine:
         times = self.timer.collect()
         mean_loss = float(total) / self.steps_per_epoch
         self._check_finite(mean_loss)
-        return {"epoch": self.epoch, "loss": mean_loss, "sample_s": times.get("sample", 0.0),
-                "train_s": times.get("train", 0.0)}
+        record = {"epoch": self.epoch, "loss": mean_loss, "sample_s": times.get("sample", 0.0),
+                  "train_s": times.get("train", 0.0)}
+        if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
+            record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
+        return record
 
     def _epoch_order(self) -> torch.Tensor:
         """Pair indices for this epoch's steps: a permutation, cycled to fill steps × batch.

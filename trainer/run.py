@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--device", choices=["cpu", "cuda"])
     ap.add_argument("--optimizer", choices=["adam", "sparse-adam"])
+    ap.add_argument("--diagnostics", action="store_true",
+                    help="record per epoch how hard, stale and falsely negative the negatives are")
     ap.add_argument("--loss", choices=["bpr", "softmax", "contrastive"])
     ap.add_argument("--score", choices=["dot", "cosine"])
     ap.add_argument("--loss-temperature", type=float, help="T: scores / T in the loss")
@@ -102,7 +104,8 @@ def config_from_args(args) -> TrainConfig:
             "seed": args.seed, "device": args.device, "optimizer": args.optimizer,
             "loss": args.loss, "score": args.score, "loss_temperature": args.loss_temperature,
             "contrastive_margin": args.contrastive_margin,
-            "contrastive_weight": args.contrastive_weight}
+            "contrastive_weight": args.contrastive_weight,
+            "diagnostics": args.diagnostics or None}
     base.update({k: v for k, v in flat.items() if v is not None})
     sflat = {"name": args.sampler, "num_negatives": args.negatives,
              "num_candidates": args.candidates, "pool_size": args.pool_size,
