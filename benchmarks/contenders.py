@@ -32,6 +32,15 @@ _SHARED = {"sampler.name": "uniform", "sampler.num_negatives": 1000, "sampler.sh
 CONTENDERS: dict[str, Contender] = {
     "bpr+dns": Contender({"sampler.name": "dns"}, [("l2", [0.01, 0.001, 0.1])],
                          "Table 2's leader: BPR with DNS negatives"),
+    "bpr+adasir-u+max": Contender(
+        {"sampler.name": "adasir-u", "sampler.pool_pick": "max"},
+        [("l2", [0.01, 0.001]), ("sampler.pool_pick_candidates", [4, 10, 2])],
+        "AdaSIR-U pools, each negative the best-scored now of m pool entries"),
+    "bpr+adasir-u+reweight": Contender(
+        {"sampler.name": "adasir-u", "sampler.pool_pick": "reweight"},
+        [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5, 0.25]),
+         ("sampler.pool_pick_candidates", [4, 10])],
+        "AdaSIR-U pools, each negative resampled from m entries by exp((r_now − r_then)/τ)"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.1, 0.05, 0.2]), ("l2", [0.0, 0.001, 0.01])],

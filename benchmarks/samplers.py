@@ -45,7 +45,8 @@ def run_once(data, cfg: TrainConfig) -> dict:
 _LATER_OPTIONS = {"loss": "bpr", "score": "dot", "loss_temperature": 1.0,
                   "contrastive_margin": 0.5, "contrastive_weight": 1.0}
 _LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_candidates": 200,
-                          "pool_size": 200, "warp_loss": "logistic"}
+                          "pool_size": 200, "warp_loss": "logistic", "pool_pick": "uniform",
+                          "pool_pick_candidates": 4}
 
 
 def key(config: dict) -> str:

@@ -86,8 +86,7 @@ class AdaSIRSampler(NegativeSampler):
         if self.pool_items is None:
             raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
         cfg = self.config
-        slot = torch.randint(0, cfg.pool_size, (users.numel(), cfg.num_negatives),
-                             device=self.device, generator=generator)
+        slot = self._pick_slots(model, users, generator)
         items = self.pool_items[users[:, None], slot]
         log_w = self.pool_log_w[users[:, None], slot]
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
@@ -96,6 +95,24 @@ class AdaSIRSampler(NegativeSampler):
         # candidates with probability ≈ |K|·Q(j), and then resampled with weight w(j|c).
         log_q = math.log(cfg.num_candidates) + self.proposal.log_prob(items) + log_w
         return Negatives(items, logit_offset=offset, pos_weight=pos_weight, log_proposal=log_q)
+
+    @torch.no_grad()
+    def _pick_slots(self, model, users, generator) -> torch.Tensor:
+        """Pool slots [B, n] of the negatives, by `pool_pick` (see SamplerConfig)."""
+        cfg = self.config
+        B, n = users.numel(), cfg.num_negatives
+        m = 1 if cfg.pool_pick == "uniform" else cfg.pool_pick_candidates
+        slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
+        if m == 1:
+            return slot
+        now = model.score(users, self.pool_items[users[:, None], slot]).view(B, n, m)
+        if cfg.pool_pick == "max":
+            pick = now.argmax(dim=2, keepdim=True)
+        else:
+            drift = (now - self.pool_score[users[:, None], slot].view(B, n, m)) / cfg.temperature
+            pick = torch.multinomial(torch.softmax(drift.view(B * n, m), dim=1), 1,
+                                     generator=generator).view(B, n, 1)
+        return slot.view(B, n, m).gather(2, pick).squeeze(2)
 
     @torch.no_grad()
     def _rank_weight(self, model, users, pos_items):

@@ -112,6 +112,16 @@ class SamplerConfig(BaseModel):
     plain BPR and the learning rate keeps its meaning; `none` is the authors' unnormalised
     harmonic sum (the loss grows ~10×)."""
 
+    pool_pick: Literal["uniform", "reweight", "max"] = "uniform"
+    """AdaSIR: how a negative is taken from the pool. `uniform`: one entry at random (the
+    paper). `reweight`: `pool_pick_candidates` entries, one resampled ∝ exp((r_now − r_then)/τ)
+    — the pool approximates softmax(r_then/τ) of the refresh; this corrects it towards the
+    current model's softmax(r_now/τ) (pools go stale within an epoch: `--diagnostics`).
+    `max`: the best-scored of `pool_pick_candidates` entries now (DNS within the pool)."""
+
+    pool_pick_candidates: int = Field(4, ge=1, le=1000)
+    """m: pool entries scored per negative by `pool_pick` = reweight or max."""
+
     shared_negatives: bool = False
     """`uniform` and `popularity` only: draw the n negatives once per batch and share them by
     every pair, so the batch is scored with one [B, d] × [d, n] GEMM and n can be in the

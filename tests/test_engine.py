@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -194,3 +193,89 @@ def test_negative_diagnostics_per_epoch(tiny_data, sampler):
         # Pool entries are trained as negatives for an epoch: they score lower now than when
         # they were resampled (measured: README, "Why AdaSIR loses").
         assert diag["staleness"] > 0
+
+
+def _tiny_run(data, out, *extra):
+    return _run("--data", data, "--out", str(out), "--epochs", "3", "--eval-every", "3",
+                "--batch-size", "1024", "--lr", "0.01", *extra, timeout=300)
+
+
+def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert _tiny_run(tiny_data, out).returncode == 0
+    assert json.loads((out / "run.json").read_text())["state"] == "complete"
+    before = (out / "metrics.json").read_bytes()
+    again = _tiny_run(tiny_data, out, "--seed", "1")
+    assert again.returncode == 2 and "holds a complete run already" in again.stderr
+    assert (out / "metrics.json").read_bytes() == before  # nothing touched
+    # --resume continues from the checkpoint: epochs 1-3 kept, 4-5 trained.
+    resumed = _run("--data", tiny_data, "--out", str(out), "--epochs", "5", "--eval-every", "5",
+                   "--batch-size", "1024", "--lr", "0.01", "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4, 5]
+    assert metrics["epochs"][:3] == json.loads(before)["epochs"]
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 5
+    # --overwrite replaces the run only once the new one is complete.
+    replaced = _tiny_run(tiny_data, out, "--seed", "1", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging left behind
+
+
+def test_a_killed_overwrite_leaves_the_old_run_whole(tiny_data, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    assert _tiny_run(tiny_data, out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, RUN, "--data", tiny_data, "--out", str(out),
+                             "--epochs", "200", "--batch-size", "1024", "--overwrite"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 120
+    staging = []
+    while time.time() < deadline and not staging:
+        staging = [p for p in tmp_path.iterdir() if ".staging-" in p.name
+                   and (p / "metrics.json").exists()]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert staging, "the replacement never started training"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 3
+    assert json.loads((staging[0] / "run.json").read_text())["state"] == "running"
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate-users", "users.parquet: damaged"),
+    ("empty-items", "items.parquet: 0 rows"),
+    ("swap-valid", "valid.parquet: checksum differs"),
+])
+def test_a_damaged_dataset_is_refused_before_training(tiny_data, tmp_path, damage, message):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    if damage == "truncate-users":
+        raw = (data / "users.parquet").read_bytes()
+        (data / "users.parquet").write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty-items":
+        pq.write_table(pq.read_table(data / "items.parquet").slice(0, 0), data / "items.parquet")
+    else:  # same row count, other content
+        table = pq.read_table(data / "valid.parquet")
+        items = pa.array(table.column("item").to_numpy()[::-1].copy())
+        pq.write_table(table.set_column(1, "item", items), data / "valid.parquet")
+    proc = _tiny_run(str(data), tmp_path / "out")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "checkpoint").exists()
+
+
+def test_more_negatives_than_the_catalogue_is_refused(tiny_data, tmp_path):
+    proc = _tiny_run(tiny_data, tmp_path / "out", "--negatives", "1000")
+    assert proc.returncode == 2 and "--negatives 1000: the dataset has" in proc.stderr

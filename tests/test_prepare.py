@@ -207,3 +207,41 @@ def test_cli_on_movielens_100k(tmp_path):
                           str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def _prepare_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "trainer", "prepare.py"), *args],
+                          capture_output=True, text=True)
+
+
+def test_unreadable_inputs_and_outputs_get_one_line_and_exit_2(tmp_path):
+    good = tmp_path / "good.inter.gz"
+    _write_inter(good, gz=True)
+    truncated = tmp_path / "cut.inter.gz"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [(["--input", str(truncated), "--out", str(tmp_path / "o1")], "cannot be read"),
+             (["--input", str(good), "--out", str(a_file)], "exists and is not a directory"),
+             # /proc is read-only even for root: the nearest thing to a read-only --out here
+             (["--input", str(good), "--out", "/proc/adasir-out"], "cannot write there")]
+    for args, message in cases:
+        proc = _prepare_cli(*args, "--kcore", "0")
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "cut.inter.gz", "good.inter.gz"]
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_ratings_are_rejected(tmp_path, value):
+    path = tmp_path / "r.csv"
+    path.write_text(f"user,item,rating\nu1,i1,3\nu2,i2,{value}\n")
+    with pytest.raises(DataError, match=f"line 3, column 'rating'.*{value}"):
+        prepare(str(tmp_path / "out"), NO_CORE, str(path))
+
+
+def test_synthetic_size_is_bounded(tmp_path):
+    with pytest.raises(DataError, match="users=100000000 is over the limit"):
+        prepare(str(tmp_path / "o"), PrepareOptions(), synthetic="users=100000000")
+    with pytest.raises(DataError, match="interactions is over the limit"):
+        prepare(str(tmp_path / "o"), PrepareOptions(), synthetic="users=5000000,mean=100")

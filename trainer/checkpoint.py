@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from trainer.atomic import replace_directory
+
 CHECKPOINT_VERSION = 1
 FILES = ("model.pt", "seen.parquet", "users.parquet", "items.parquet", "config.json",
          "metrics.json")
@@ -66,13 +68,8 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
                           {"train": config, "dataset": {"path": data.path, **data.manifest}})
         write_json_atomic(os.path.join(tmp, "metrics.json"), metrics)
         os.chmod(tmp, 0o755)
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old.", dir=parent)
-            os.rename(path, os.path.join(old, "x"))
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        load_checkpoint(tmp)  # a checkpoint that cannot be read never replaces one that can
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -91,3 +91,15 @@ class TrainConfig(BaseModel):
         if not v or any(k < 1 for k in v):
             raise ValueError("topk needs at least one k ≥ 1")
         return tuple(sorted(set(v)))
+
+
+def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> None:
+    """What a config can only be checked against once the dataset is known (before any
+    training or Ray worker starts): raises ValueError naming the option."""
+    s = config.sampler
+    if s.num_negatives >= num_items:
+        raise ValueError(f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "
+                         f"a pair has at most {num_items - 1} other items to draw from")
+    if s.name == "dns" and s.dns_candidates * s.num_negatives > 100 * num_items:
+        raise ValueError(f"dns_candidates × negatives = {s.dns_candidates * s.num_negatives} "
+                         f"draws per pair is over 100× the {num_items} items; lower them")

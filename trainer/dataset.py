@@ -12,10 +12,33 @@ import torch
 
 from pools.interactions import InteractionIndex
 from trainer.formats import DataError
-from trainer.prepare import FORMAT_VERSION, SPLITS
+from trainer.prepare import FORMAT_VERSION, SPLITS, file_sha256
 
 REQUIRED_FILES = ("manifest.json", "users.parquet", "items.parquet") + tuple(
     f"{s}.parquet" for s in SPLITS)
+
+
+def _verify_files(path: str, manifest: dict) -> None:
+    """Every table has the rows the manifest counts and, where the manifest records it (data
+    prepared since checksums were added), the same SHA-256: a truncated, emptied or swapped
+    file is refused before training rather than trained on."""
+    counts = manifest["counts"]
+    expected = {f"{s}.parquet": counts[s] for s in SPLITS} | {
+        "users.parquet": counts["users"], "items.parquet": counts["items"]}
+    recorded = manifest.get("files", {})
+    for name, rows in expected.items():
+        file = os.path.join(path, name)
+        try:
+            found = pq.read_metadata(file).num_rows
+        except Exception as exc:  # noqa: BLE001 - truncated or not Parquet at all
+            raise DataError(f"{os.path.basename(path)}/{name}: damaged ({type(exc).__name__}); "
+                            "prepare the dataset again") from None
+        if found != rows:
+            raise DataError(f"{os.path.basename(path)}/{name}: {found} rows, the manifest says "
+                            f"{rows}; prepare the dataset again")
+        if name in recorded and file_sha256(file) != recorded[name]["sha256"]:
+            raise DataError(f"{os.path.basename(path)}/{name}: checksum differs from the "
+                            "manifest's; prepare the dataset again")
 
 
 @dataclass
@@ -46,6 +69,7 @@ class PreparedData:
                 raise DataError(f"{path}: prepared with format {manifest.get('format_version')}, "
                                 f"this version reads {FORMAT_VERSION}; prepare it again")
             counts = manifest["counts"]
+            _verify_files(path, manifest)
             splits = {}
             for name in SPLITS:
                 table = pq.read_table(os.path.join(path, f"{name}.parquet"), columns=["user", "item"])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from pools.registry import build_sampler
 from pools.replicas import Replicas
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.diagnostics import negative_diagnostics
 from trainer.evaluate import ranking_sums
@@ -147,6 +147,7 @@ class Engine:
                  replicas: Replicas | None = None):
         if config.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+        check_against_data(config, data.num_users, data.num_items)
         self.config, self.data, self.shard = config, data, shard
         self.device = torch.device(config.device)
         dev = self.device
@@ -256,14 +257,19 @@ class Engine:
                 "optimizer": self.optimizer.state_dict()}
 
     def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Continue from `state()` (or a checkpoint's): model, epoch and, when it was saved,
+        the optimizer's moments (a Ray checkpoint has none: Adam then starts afresh)."""
+        self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
 
     def fit(self, log: Callable[[str], None] = print,
-            on_epoch: Callable[[dict], None] | None = None) -> dict:
-        """The in-process loop: epochs with validation every `eval_every`, test at the end."""
-        records = []
+            on_epoch: Callable[[dict], None] | None = None,
+            history: list[dict] | None = None) -> dict:
+        """The in-process loop: epochs with validation every `eval_every`, test at the end.
+        history: the records of epochs already trained (a resumed run)."""
+        records = list(history or [])
         while self.epoch < self.config.epochs:
             record = self.train_epoch()
             record["eval_s"] = 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,7 +56,12 @@ def read_interactions(path: str, fmt: str = "auto") -> RawInteractions:
     fmt = detect_format(path) if fmt == "auto" else fmt
     reader = {"inter": _read_inter, "csv": _read_delimited, "tsv": _read_delimited,
               "parquet": _read_parquet, "lightgcn": read_lightgcn, "mat": _read_mat}[fmt]
-    raw = reader(path, fmt) if fmt in ("csv", "tsv") else reader(path)
+    try:
+        raw = reader(path, fmt) if fmt in ("csv", "tsv") else reader(path)
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated .gz, an unreadable file
+        why = "the compressed stream ends early" if isinstance(exc, EOFError) else (
+            getattr(exc, "strerror", None) or str(exc))
+        raise DataError(f"{os.path.basename(path)}: cannot be read ({why})") from None
     if len(raw.users) == 0:
         raise DataError(f"{path}: no interactions in the file")
     return raw
@@ -83,8 +89,8 @@ def _first_bad_line(path: str, delimiter: str, n_fields: int, rating_field: int 
                     value = float(fields[rating_field])
                 except ValueError:
                     return number, f"rating {fields[rating_field]!r} is not a number"
-                if math.isnan(value):
-                    return number, "rating is NaN"
+                if not math.isfinite(value):
+                    return number, f"rating {fields[rating_field]!r} is not finite"
     return None, "unreadable"
 
 
@@ -142,7 +148,7 @@ def _first_empty(col: pa.Array) -> int:
 def _parse_ratings(path, col: pa.Array, names, delimiter, index) -> np.ndarray:
     try:
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        if not np.isnan(values).any():
+        if np.isfinite(values).all():  # NaN and ±inf would pass or fail --min-rating arbitrarily
             return values
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
@@ -153,11 +159,11 @@ def _parse_ratings(path, col: pa.Array, names, delimiter, index) -> np.ndarray:
     strings = col.cast(pa.string()).to_pylist()
     for row, s in enumerate(strings):
         try:
-            if s is None or math.isnan(float(s)):
+            if s is None or not math.isfinite(float(s)):
                 raise ValueError
         except ValueError:
             raise DataError(f"{path}: row {row + 1}, column {names[index]!r}: "
-                            f"rating {s!r} is not a number") from None
+                            f"rating {s!r} is not a finite number") from None
     raise DataError(f"{path}: column {names[index]!r}: ratings are not numbers")
 
 

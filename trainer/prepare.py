@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from trainer.atomic import replace_directory
 from trainer.formats import DataError, RawInteractions, read_interactions
 from trainer.synthetic import SyntheticSpec, generate
 
@@ -151,7 +152,7 @@ def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
     return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -159,14 +160,20 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False) -> None:
-    """Write into a temporary sibling directory, then rename over `out`."""
+def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False) -> dict:
+    """Write into a temporary sibling directory, then rename over `out`. Returns the manifest
+    as written (with each file's rows and SHA-256)."""
     out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(f"{out}: exists and is not a directory")
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise DataError(f"{out}: exists and is not empty; pass --overwrite to replace it")
     parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     os.chmod(tmp, 0o755)
     try:
         for name, table in result["tables"].items():
@@ -175,19 +182,22 @@ def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = Fal
             pq.write_table(pa.table({"index": pa.array(np.arange(len(ids), dtype=np.int32)),
                                      "id": ids.cast(pa.string())}),
                            os.path.join(tmp, f"{name}.parquet"))
+        # Rows and SHA-256 of every table: PreparedData.load checks them before training.
+        manifest = {**manifest, "files": {
+            name: {"rows": pq.read_metadata(os.path.join(tmp, name)).num_rows,
+                   "sha256": file_sha256(os.path.join(tmp, name))}
+            for name in sorted(f for f in os.listdir(tmp) if f.endswith(".parquet"))}}
         with open(os.path.join(tmp, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
-            os.rename(out, os.path.join(old, "x"))
-            os.rename(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out)
+        replace_directory(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return manifest
 
 
 def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: str = "auto",
@@ -204,15 +214,14 @@ def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: 
         raw = read_interactions(input_path, fmt)
         given_test = read_interactions(test_path, "lightgcn" if fmt == "lightgcn" else "auto") \
             if test_path else None
-        source = {"path": os.path.basename(input_path), "sha256": _sha256(input_path)}
+        source = {"path": os.path.basename(input_path), "sha256": file_sha256(input_path)}
         if test_path:
             source["test_path"] = os.path.basename(test_path)
-            source["test_sha256"] = _sha256(test_path)
+            source["test_sha256"] = file_sha256(test_path)
     result = prepare_arrays(raw, opts, input_path or "synthetic", given_test)
     manifest = {"format_version": FORMAT_VERSION, "source": source, "options": asdict(opts),
                 "counts": result["counts"], "split": "given test file" if given_test else "random per user"}
-    write_prepared(out, result, manifest, overwrite)
-    return manifest
+    return write_prepared(out, result, manifest, overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

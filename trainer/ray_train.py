@@ -28,8 +28,9 @@ import uuid
 import torch
 
 from pools.replicas import Replicas
+from trainer.atomic import replace_directory
 from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
-from trainer.config import TrainConfig
+from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine, format_epoch
 from trainer.models import item_digest
@@ -122,10 +123,14 @@ def train_worker(cfg: dict) -> None:
     engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
                     grad_hook=_item_allreduce_hook(replicas, counter), replicas=replicas)
     records: list[dict] = []
-    resumed = ray.train.get_checkpoint()
+    resumed = ray.train.get_checkpoint()  # after a worker failure: Ray's latest
+    blob = None
     if resumed is not None:
         with resumed.as_directory() as d:
             blob = load_checkpoint(d)
+    elif cfg.get("resume_from"):  # --resume: the run directory's checkpoint
+        blob = load_checkpoint(cfg["resume_from"])
+    if blob is not None:
         state = blob["state"]
         with torch.no_grad():
             engine.model.user_emb.copy_(state["user_emb"][torch.as_tensor(shard)].to(engine.device))
@@ -240,12 +245,14 @@ def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu
         raise ValueError("--workers ≥ 1 all-reduces dense item gradients: use --optimizer adam")
     if config.device == "cuda" and not gpu:
         raise ValueError("under Ray, ask for GPUs with --gpu rather than --device cuda")
+    check_against_data(config, data.num_users, data.num_items)
     plan_shards(data.splits["train"].users, data.num_users, workers, config.batch_size)
 
 
 def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers: int,
                    gpu: bool = False, max_failures: int = 2, checkpoint_every: int = 0,
-                   address: str | None = None, storage_path: str | None = None) -> dict:
+                   address: str | None = None, storage_path: str | None = None,
+                   resume: bool = False) -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -266,6 +273,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
         train_loop_config={"train": config.model_dump(), "data": data.path, "out": out,
                            "gpu": gpu, "threads": cpus_per_worker,
                            "checkpoint_every": checkpoint_every,
+                           "resume_from": os.path.join(out, "checkpoint") if resume else None,
                            "pid_dir": os.path.join(out, "workers")},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
                                      resources_per_worker={"CPU": cpus_per_worker}),
@@ -283,9 +291,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
         blob = load_checkpoint(d)
         tmp = tempfile.mkdtemp(prefix=".checkpoint.", dir=out)
         shutil.copytree(d, os.path.join(tmp, "checkpoint"))
-    if os.path.exists(final):
-        shutil.rmtree(final)
-    os.rename(os.path.join(tmp, "checkpoint"), final)
+    replace_directory(os.path.join(tmp, "checkpoint"), final)
     os.rmdir(tmp)
     metrics = blob["metrics"]
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)

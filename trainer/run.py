@@ -24,11 +24,12 @@ import torch
 from pydantic import ValidationError
 
 from pools.config import SAMPLER_NAMES, SamplerConfig
-from trainer.checkpoint import save_checkpoint, write_json_atomic
-from trainer.config import TrainConfig
+from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import DivergenceError, Engine
 from trainer.formats import DataError
+from trainer.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
 # so the samplers' differences show (README: "Which sampler wins").
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="any other SamplerConfig field, e.g. srns_alpha=2 or "
                          "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out (the old run stays whole until this one completes)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its checkpoint")
     ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
     ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
     ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
@@ -144,11 +149,24 @@ def checkpoint_engine(engine: Engine, out: str, metrics: dict) -> str:
         metrics=metrics, epoch=engine.epoch, optimizer=st["optimizer"])
 
 
+def resume_engine(engine: Engine, out: str) -> list[dict]:
+    """Load OUT/checkpoint into the engine; returns the epoch records it covers."""
+    blob = load_checkpoint(os.path.join(out, "checkpoint"), with_optimizer=True)
+    try:
+        engine.load_state({"model": blob["state"], "optimizer": blob.get("optimizer"),
+                           "epoch": blob["epoch"]})
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise RunDirError(f"--resume: the checkpoint in {out} does not fit this run's options "
+                          f"(model, dim, dataset): {str(exc).splitlines()[0]}") from None
+    return blob["metrics"].get("epochs", [])[: engine.epoch]
+
+
 def train_in_process(config: TrainConfig, data: PreparedData, out: str,
-                     checkpoint_every: int = 0, log=print) -> dict:
+                     checkpoint_every: int = 0, log=print, resume: bool = False) -> dict:
     os.makedirs(out, exist_ok=True)
     engine = Engine(config, data)
     header = {"config": config.model_dump(), "data": data.path, "workers": 0}
+    history = resume_engine(engine, out) if resume else []
 
     def on_epoch(partial: dict) -> None:
         metrics = {**header, **partial}
@@ -156,11 +174,23 @@ def train_in_process(config: TrainConfig, data: PreparedData, out: str,
         if checkpoint_every and engine.epoch % checkpoint_every == 0:
             checkpoint_engine(engine, out, metrics)
 
-    result = engine.fit(log=log, on_epoch=on_epoch)
+    result = engine.fit(log=log, on_epoch=on_epoch, history=history)
     metrics = {**header, **result}
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
     checkpoint_engine(engine, out, metrics)
     return metrics
+
+
+def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
+    if args.workers == 0:
+        return train_in_process(config, data, work, args.checkpoint_every,
+                                log=lambda s: print(s, flush=True), resume=args.resume)
+    from trainer.ray_train import train_with_ray
+
+    return train_with_ray(config, data, work, workers=args.workers, gpu=args.gpu,
+                          max_failures=args.max_failures, checkpoint_every=args.checkpoint_every,
+                          address=args.ray_address, storage_path=args.storage_path,
+                          resume=args.resume)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,19 +204,21 @@ def main(argv: list[str] | None = None) -> int:
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
         out = os.path.abspath(args.out or os.path.join(
             "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        os.makedirs(out, exist_ok=True)
+        check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
+        if args.workers > 0:
+            from trainer.ray_train import check_ray_request
+
+            check_ray_request(config, data, args.workers, args.gpu)
+        rundir = RunDir(out, overwrite=args.overwrite, resume=args.resume)
         print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
               f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
-        if args.workers == 0:
-            metrics = train_in_process(config, data, out, args.checkpoint_every,
-                                       log=lambda s: print(s, flush=True))
-        else:
-            from trainer.ray_train import train_with_ray
-
-            metrics = train_with_ray(config, data, out, workers=args.workers, gpu=args.gpu,
-                                     max_failures=args.max_failures,
-                                     checkpoint_every=args.checkpoint_every,
-                                     address=args.ray_address, storage_path=args.storage_path)
+        rundir.start()
+        try:
+            metrics = _train(args, config, data, rundir.work)
+        except BaseException as exc:
+            rundir.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        rundir.complete()
     except Exception as exc:  # noqa: BLE001 - one clear line, not a stack trace
         if not isinstance(exc, (ValidationError, ValueError, DataError, DivergenceError,
                                 RuntimeError)) and os.environ.get("ADASIR_DEBUG"):

@@ -7,12 +7,19 @@ that learn it and hard negatives that find it; the popularity part gives a long 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
 
 from trainer.formats import DataError, RawInteractions
+
+# Bounds on what one machine generates (the interactions are held in memory while written):
+# 10^7 users or items, 2·10^8 interactions (~5 GB of int64 pairs at the peak).
+MAX_USERS = MAX_ITEMS = 10_000_000
+MAX_DIM = 1024
+MAX_PAIRS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,16 @@ class SyntheticSpec:
         spec = cls(**values)
         if spec.users < 1 or spec.items < 2 or spec.dim < 1 or spec.mean <= 0:
             raise DataError("--synthetic: needs users ≥ 1, items ≥ 2, dim ≥ 1, mean > 0")
+        if not math.isfinite(spec.mean + spec.signal + spec.zipf + spec.alpha):
+            raise DataError("--synthetic: mean, signal, zipf and alpha must be finite")
+        limits = {"users": MAX_USERS, "items": MAX_ITEMS, "dim": MAX_DIM}
+        for key, limit in limits.items():
+            if getattr(spec, key) > limit:
+                raise DataError(f"--synthetic: {key}={getattr(spec, key)} is over the limit "
+                                f"{limit:,}")
+        if spec.users * max(spec.mean, spec.minimum) > MAX_PAIRS:
+            raise DataError(f"--synthetic: users × mean ≈ {spec.users * spec.mean:,.0f} "
+                            f"interactions is over the limit {MAX_PAIRS:,}")
         return spec
 
     def describe(self) -> str:

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainer.atomic import replace_directory
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.formats import DataError
@@ -280,9 +281,7 @@ def write_results(rows: list[dict], spec: TuneSpec, out: str) -> dict | None:
             target = os.path.join(out, "best", "checkpoint")
             tmp = target + f".tmp{os.getpid()}"
             shutil.copytree(best["checkpoint"], tmp)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.rename(tmp, target)
+            replace_directory(tmp, target)
     return best
 
 

@@ -1,0 +1,96 @@
+"""A run's output directory: never silently replaced, never a mix of two runs.
+
+- A new OUT is trained in place. `run.json` says `running` (with the pid), then `complete`
+  or `failed` (with the error); a killed run stays `running` with a dead pid.
+- An existing OUT is refused unless `--overwrite` or `--resume`.
+- `--overwrite` trains in a staging sibling (`.OUT.staging-*`) and swaps it in only when it
+  completes: until then OUT is the old run, whole; a killed replacement leaves it untouched.
+- `--resume` continues OUT from its checkpoint (model, optimizer state and metrics so far).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+
+from trainer.atomic import replace_directory
+from trainer.checkpoint import write_json_atomic
+
+STATE_FILE = "run.json"
+
+
+class RunDirError(ValueError):
+    """OUT cannot be used as asked (exit 2, one line)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(out: str) -> dict:
+    try:
+        with open(os.path.join(out, STATE_FILE)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+class RunDir:
+    """Where a run writes (`work`), and the state it records there."""
+
+    def __init__(self, out: str, *, overwrite: bool = False, resume: bool = False):
+        if overwrite and resume:
+            raise RunDirError("give --overwrite (replace OUT) or --resume (continue it), not both")
+        self.out = os.path.abspath(out)
+        self.resume = resume
+        exists = os.path.isdir(self.out) and bool(os.listdir(self.out))
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise RunDirError(f"--out {out}: exists and is not a directory")
+        state = read_state(self.out) if exists else {}
+        if state.get("state") == "running" and _pid_alive(int(state.get("pid", -1))) \
+                and state.get("host") == socket.gethostname():
+            raise RunDirError(f"--out {out}: a run (pid {state['pid']}) is still writing there")
+        if resume and not os.path.isfile(os.path.join(self.out, "checkpoint", "model.pt")):
+            raise RunDirError(f"--resume: {out} has no checkpoint to continue from")
+        if exists and not (overwrite or resume):
+            what = f"a {state['state']} run" if state.get("state") else "files"
+            raise RunDirError(f"--out {out}: holds {what} already; pass --overwrite to replace "
+                              "it or --resume to continue it")
+        self.staging = exists and overwrite
+        if self.staging:
+            self.work = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.staging-",
+                                         dir=os.path.dirname(self.out))
+        else:
+            os.makedirs(self.out, exist_ok=True)
+            self.work = self.out
+
+    def _write(self, state: str, **extra) -> None:
+        previous = read_state(self.work)
+        write_json_atomic(os.path.join(self.work, STATE_FILE), {
+            "state": state, "pid": os.getpid(), "host": socket.gethostname(),
+            "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+    def start(self) -> None:
+        self._write("running", resumed=self.resume)
+
+    def complete(self) -> None:
+        self._write("complete")
+        if self.staging:
+            replace_directory(self.work, self.out)
+
+    def fail(self, error: str) -> None:
+        if self.staging:  # the old run in OUT stays as it was
+            shutil.rmtree(self.work, ignore_errors=True)
+            return
+        self._write("failed", error=error)
