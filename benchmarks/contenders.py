@@ -41,6 +41,12 @@ CONTENDERS: dict[str, Contender] = {
         [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5, 0.25]),
          ("sampler.pool_pick_candidates", [4, 10])],
         "AdaSIR-U pools, each negative resampled from m entries by exp((r_now − r_then)/τ)"),
+    "bpr+adasir-u+wide": Contender(
+        {"sampler.name": "adasir-u", "sampler.shared_candidates": True,
+         "sampler.num_candidates": 2000},
+        [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5, 0.25]),
+         ("sampler.pool_size", [200, 1000])],
+        "AdaSIR-U with |K| = 2000 candidates shared per chunk of users (one GEMM)"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.1, 0.05, 0.2]), ("l2", [0.0, 0.001, 0.01])],

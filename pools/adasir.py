@@ -7,6 +7,7 @@ import math
 import torch
 
 from pools.base import Negatives, NegativeSampler
+from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
 
 
@@ -61,11 +62,17 @@ class AdaSIRSampler(NegativeSampler):
         """Steps 1-3: K candidates from Q, w = softmax(r/τ − log Q), R draws with replacement.
         Returns the pool's items, their log w and scores [C, R], and the candidates [C, K]."""
         cfg = self.config
-        cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
-        scores = model.score(users, cand)
+        if cfg.shared_candidates:
+            shared = self._shared_candidates(generator)  # [K], one draw for the chunk
+            cand = shared.expand(users.numel(), -1)
+            scores = model.score_shared(users, shared)
+        else:
+            cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
+            scores = model.score(users, cand)
         logits = scores / cfg.temperature - self.proposal.log_prob(cand)
         if cfg.exclude_positives:
-            mask = self.positives.contains(users, cand)
+            mask = (self.positives.mask_of_distinct(users, shared) if cfg.shared_candidates
+                    and self._distinct else self.positives.contains(users, cand))
             # A user whose every candidate is a train item keeps them rather than an empty pool.
             mask &= ~mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask, float("-inf"))
@@ -73,6 +80,19 @@ class AdaSIRSampler(NegativeSampler):
         self._last_log_w = log_w
         idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand
+
+    @property
+    def _distinct(self) -> bool:
+        return isinstance(self.proposal, UniformProposal) and \
+            self.config.num_candidates <= self.num_items
+
+    def _shared_candidates(self, generator) -> torch.Tensor:
+        """|K| candidates for a chunk: distinct uniform items where |K| ≤ N (each item is a
+        candidate with probability |K|/N, as with independent uniform draws), else draws of Q."""
+        K = self.config.num_candidates
+        if self._distinct:
+            return torch.randperm(self.num_items, device=self.device, generator=generator)[:K]
+        return self.proposal.draw((K,), generator)
 
     def _merge(self, users, items, log_w, score, generator):
         """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""

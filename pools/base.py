@@ -26,6 +26,10 @@ class ScoringModel(Protocol):
         """users [B] → scores [B, num_items]."""
         ...
 
+    def score_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users [C], items [K] scored for every user → [C, K] (AdaSIR's shared candidates)."""
+        ...
+
 
 @dataclass
 class Negatives:

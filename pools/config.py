@@ -112,6 +112,13 @@ class SamplerConfig(BaseModel):
     plain BPR and the learning rate keeps its meaning; `none` is the authors' unnormalised
     harmonic sum (the loss grows ~10×)."""
 
+    shared_candidates: bool = False
+    """AdaSIR: draw the |K| candidates once per chunk of `refresh_chunk_users` users (distinct
+    items, each user's own positives masked) and score them with one [C, d] × [d, K] GEMM
+    instead of gathering [C, K, d]: |K| in the thousands then costs what 200 did. Each user's
+    candidates are still a sample of Q, so Theorem 3.1 holds per user; users in a chunk share
+    them. (`--diagnostics`: at |K| = 200 the pools trade hardness for diversity.)"""
+
     pool_pick: Literal["uniform", "reweight", "max"] = "uniform"
     """AdaSIR: how a negative is taken from the pool. `uniform`: one entry at random (the
     paper). `reweight`: `pool_pick_candidates` entries, one resampled ∝ exp((r_now − r_then)/τ)
@@ -134,6 +141,14 @@ class SamplerConfig(BaseModel):
     @property
     def uses_pool(self) -> bool:
         return self.name.startswith("adasir")
+
+    @model_validator(mode="after")
+    def _pool_options_need_pools(self):
+        pooled = self.name.startswith("adasir")
+        if not pooled and (self.shared_candidates or self.pool_pick != "uniform"):
+            raise ValueError(f"shared_candidates and pool_pick shape AdaSIR's pools; sampler "
+                             f"{self.name!r} has none (use adasir-u, adasir-p or adasir-w)")
+        return self
 
     @model_validator(mode="after")
     def _shared_only_for_static_proposals(self):

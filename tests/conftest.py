@@ -29,6 +29,9 @@ class FixedScores:
     def score_all(self, users):
         return self.table[users]
 
+    def score_shared(self, users, items):
+        return self.table[users][:, items]
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:

@@ -86,6 +86,9 @@ def test_cosine_scores_do_not_see_vector_lengths(model_name):
 def test_impossible_loss_and_sampler_combinations_are_refused():
     with pytest.raises(ValueError, match="shared_negatives"):
         SamplerConfig(name="dns", shared_negatives=True)
+    for option in ({"shared_candidates": True}, {"pool_pick": "max"}):
+        with pytest.raises(ValueError, match="has none"):
+            SamplerConfig(name="dns", **option)
     with pytest.raises(ValueError, match="weighting='reference'"):
         TrainConfig(loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"})
     with pytest.raises(ValueError, match="hinge"):

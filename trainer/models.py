@@ -69,6 +69,10 @@ class FactorModel(nn.Module):
         v = self.item_vectors(F.embedding(items, self.item_emb))
         return torch.bmm(v, q.unsqueeze(2)).squeeze(2)
 
+    def score_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users [C], items [K] shared by all of them → scores [C, K], one GEMM."""
+        return self.query(users) @ self.item_vectors(F.embedding(items, self.item_emb)).T
+
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.query(users) @ self.item_vectors(self.item_emb).T
 
