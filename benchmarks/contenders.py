@@ -47,9 +47,15 @@ CONTENDERS: dict[str, Contender] = {
         [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5, 0.25]),
          ("sampler.pool_size", [200, 1000])],
         "AdaSIR-U with |K| = 2000 candidates shared per chunk of users (one GEMM)"),
+    "bpr+adasir-u+wide+reweight": Contender(
+        {"sampler.name": "adasir-u", "sampler.shared_candidates": True,
+         "sampler.num_candidates": 2000, "sampler.pool_pick": "reweight"},
+        [("l2", [0.01]), ("sampler.temperature", [1.0, 2.0]),
+         ("sampler.pool_pick_candidates", [4, 10])],
+        "wide AdaSIR-U pools, negatives reweighted for staleness at draw time"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
-        [("loss_temperature", [0.1, 0.05, 0.2]), ("l2", [0.0, 0.001, 0.01])],
+        [("loss_temperature", [0.1, 0.05, 0.2, 0.3, 0.5]), ("l2", [0.0, 0.001, 0.01])],
         "sampled softmax over 1000 uniform negatives shared by the batch, cosine scores"),
     "softmax+shared1000+dot": Contender(
         {"loss": "softmax", **_SHARED},

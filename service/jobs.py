@@ -7,11 +7,10 @@ import os
 import re
 import shlex
 import uuid
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pools.config import SamplerName
+from trainer.config import TrainConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -36,42 +35,27 @@ def resolve_dataset(data_root: str, name: str) -> str:
 
 
 class JobRequest(BaseModel):
-    """A training job. Unknown fields are rejected."""
+    """A training job: where it runs and the TrainConfig it trains with — the same schema as
+    `trainer/run.py --config` and Tune's configs. Unknown fields are rejected at every level."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(..., min_length=1, max_length=200)
     """Prepared dataset, relative to the data root."""
-    model: Literal["mf", "gmf"] = "mf"
-    sampler: SamplerName = "adasir-u"
-    epochs: int = Field(200, ge=1, le=10_000)
     workers: int = Field(0, ge=0, le=1024)
     """0: train inside the job's driver process; N ≥ 1: Ray Train with N workers."""
     gpu: bool = False
-    seed: int = Field(0, ge=0)
-    lr: float = Field(0.001, gt=0, le=10)
-    l2: float = Field(0.001, ge=0, le=100)
-    dim: int = Field(32, ge=1, le=4096)
-    batch_size: int = Field(4096, ge=1, le=1 << 20)
-    negatives: int = Field(5, ge=1, le=1024)
-    pool_size: int = Field(200, ge=1, le=100_000)
-    candidates: int = Field(200, ge=1, le=100_000)
-    temperature: float = Field(1.0, gt=0, le=1e4)
-    weighting: Literal["paper", "reference", "none"] = "paper"
-    eval_every: int = Field(10, ge=1)
+    """Ray: each worker takes one GPU."""
     checkpoint_every: int = Field(0, ge=0)
+    """Also checkpoint every N epochs (0: only at the end)."""
+    train: TrainConfig = TrainConfig()
+    """Every training option (model, loss, sampler, …), as in TrainConfig."""
 
     def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
         args = ["python", script, "--data", data_dir, "--out", out_dir,
-                "--model", self.model, "--sampler", self.sampler, "--epochs", self.epochs,
-                "--workers", self.workers, "--seed", self.seed, "--lr", self.lr, "--l2", self.l2,
-                "--dim", self.dim, "--batch-size", self.batch_size, "--negatives", self.negatives,
-                "--pool-size", self.pool_size, "--candidates", self.candidates,
-                "--temperature", self.temperature, "--weighting", self.weighting,
-                "--eval-every", self.eval_every, "--checkpoint-every", self.checkpoint_every]
-        if self.gpu:
-            args.append("--gpu")
-        return [str(a) for a in args]
+                "--workers", str(self.workers), "--checkpoint-every", str(self.checkpoint_every),
+                "--config", self.train.model_dump_json()]
+        return args + (["--gpu"] if self.gpu else [])
 
 
 class UnknownJob(KeyError):
@@ -99,8 +83,7 @@ class JobService:
     def submit(self, request: JobRequest) -> str:
         data_dir = resolve_dataset(self.settings.data_root, request.dataset)
         job_id = f"adasir-{uuid.uuid4().hex[:12]}"
-        out = self.out_dir(job_id)
-        os.makedirs(out, exist_ok=True)
+        out = self.out_dir(job_id)  # made by the job itself: a refused job leaves nothing
         runtime_env: dict = {}
         if os.environ.get("RAY_AUTH_MODE"):  # the job's own Ray client needs the same mode
             runtime_env["env_vars"] = {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
@@ -111,7 +94,7 @@ class JobService:
         self.client.submit_job(
             entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)), submission_id=job_id,
             runtime_env=runtime_env,
-            metadata={"adasir": "1", "request": json.dumps(request.model_dump())})
+            metadata={"adasir": "1", "request": request.model_dump_json()})
         return job_id
 
     def _info(self, job_id: str):

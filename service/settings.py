@@ -1,46 +1,65 @@
-"""Service configuration from environment variables (read once, at app creation)."""
+"""Service configuration from ADASIR_* environment variables (read once, at app creation)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@dataclass(frozen=True)
-class Settings:
-    data_root: str
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ADASIR_", frozen=True, extra="ignore")
+
+    data_root: str = os.path.join("runs", "data")
     """ADASIR_DATA_ROOT: prepared datasets live here; jobs name them relative to it."""
-    model_root: str
+    model_root: str = "runs"
     """ADASIR_MODEL_ROOT: run directories (each with checkpoint/) are found under here; jobs
     write to MODEL_ROOT/jobs/<job id>."""
-    ray_address: str
+    ray_address: str = "http://127.0.0.1:8265"
     """ADASIR_RAY_ADDRESS: the Ray Jobs API, e.g. http://127.0.0.1:8265."""
-    api_token: str | None
+    api_token: str | None = None
     """ADASIR_API_TOKEN: bearer token for the job endpoints. Unset ⇒ they are refused."""
-    protect_recommend: bool
-    """ADASIR_PROTECT_RECOMMEND=1: /recommend needs the token too."""
-    cache_size: int
+    protect_recommend: bool = False
+    """ADASIR_PROTECT_RECOMMEND=1: /recommend and /models need the token too."""
+    model_cache: int = Field(4, ge=1, le=1000)
     """ADASIR_MODEL_CACHE: models kept loaded at once (least recently used is dropped)."""
-    job_working_dir: str | None
+    job_working_dir: str | None = _PROJECT
     """ADASIR_JOB_WORKING_DIR: uploaded as the job's working_dir (default: this project);
     'none' when the cluster's image already has the project installed."""
-
-    job_script: str
+    job_script: str = "trainer/run.py"
     """ADASIR_JOB_SCRIPT: the training entry point a job runs (default trainer/run.py, relative
     to the uploaded working_dir; /app/trainer/run.py in the project's image)."""
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    """ADASIR_MAX_BODY_BYTES: larger request bodies get 413 before they are read (1 MiB)."""
+    max_batch_items: int = Field(100_000, ge=1)
+    """ADASIR_MAX_BATCH_ITEMS: users × k of one /recommend/batch (422 above it)."""
+    scan_interval_s: float = Field(1.0, ge=0.0)
+    """ADASIR_SCAN_INTERVAL_S: `latest` and GET /models walk the model root at most this
+    often; a model named by its id is found with one stat, whatever the interval."""
+
+    @field_validator("data_root", "model_root")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        return os.path.abspath(v)
+
+    @field_validator("api_token", "job_working_dir")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return None if v is None or v == "" or v.lower() == "none" else v
+
+    @property
+    def cache_size(self) -> int:
+        return self.model_cache
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> Settings:
-        env = os.environ if env is None else env
-        project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        working_dir = env.get("ADASIR_JOB_WORKING_DIR", project)
-        return cls(
-            data_root=os.path.abspath(env.get("ADASIR_DATA_ROOT", os.path.join("runs", "data"))),
-            model_root=os.path.abspath(env.get("ADASIR_MODEL_ROOT", "runs")),
-            ray_address=env.get("ADASIR_RAY_ADDRESS", "http://127.0.0.1:8265"),
-            api_token=env.get("ADASIR_API_TOKEN") or None,
-            protect_recommend=env.get("ADASIR_PROTECT_RECOMMEND", "0") in ("1", "true", "yes"),
-            cache_size=max(1, int(env.get("ADASIR_MODEL_CACHE", "4"))),
-            job_working_dir=None if working_dir.lower() == "none" else working_dir,
-            job_script=env.get("ADASIR_JOB_SCRIPT", "trainer/run.py"),
-        )
+        """From `env` (a dict of ADASIR_* variables) instead of the process environment."""
+        if env is None:
+            return cls()
+        prefix = "ADASIR_"
+        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        # A prefix no variable has: only `env` counts, not what the process happens to carry.
+        return cls(_env_prefix="ADASIR_FROM_DICT_ONLY_", **values)

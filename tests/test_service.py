@@ -80,6 +80,10 @@ def test_batch_latest_fallback_and_unknowns(roots):
     {"model": "run-a", "user": "u1", "k": 0},
     {"model": "run-a", "user": "u1", "k": 1001},
     {"model": "run-a", "user": "u1", "k": "ten"},
+    {"model": "run-a", "user": "u1", "k": "3"},
+    {"model": "run-a", "user": "u1", "k": True},
+    {"model": "run-a", "user": "u1", "k": 3.0},
+    {"model": "run-a", "user": "u1", "exclude_seen": "yes"},
     {"model": "run-a", "user": 17},
     {"model": "run-a", "user": "u1", "colour": "red"},
     {"model": "run-a"},
@@ -143,10 +147,11 @@ def test_datasets_are_confined_to_the_data_root(roots, tmp_path, dataset, status
 def test_job_request_validation_and_unreachable_cluster(roots):
     client = _client(roots, ADASIR_API_TOKEN="t")
     auth = {"Authorization": "Bearer t"}
-    assert client.post("/jobs", json={"dataset": "tiny", "sampler": "magic"}, headers=auth).status_code == 422
-    assert client.post("/jobs", json={"dataset": "tiny", "epochs": -1}, headers=auth).status_code == 422
-    assert client.post("/jobs", json={"dataset": "tiny", "shell": "rm"}, headers=auth).status_code == 422
-    r = client.post("/jobs", json={"dataset": "tiny", "epochs": 1}, headers=auth)
+    for bad in ({"train": {"sampler": {"name": "magic"}}}, {"train": {"epochs": -1}},
+                {"shell": "rm"}, {"train": {"sampler": {"name": "dns", "shared_candidates": True}}}):
+        r = client.post("/jobs", json={"dataset": "tiny", **bad}, headers=auth)
+        assert r.status_code == 422, (bad, r.text)
+    r = client.post("/jobs", json={"dataset": "tiny", "train": {"epochs": 1}}, headers=auth)
     assert r.status_code == 503 and "unreachable" in r.json()["detail"]
 
 
@@ -169,3 +174,66 @@ def test_models_added_or_removed_after_a_request_are_seen(roots, tmp_path):
     assert client.post("/recommend", json={"model": "run-c", "user": user}).status_code == 200
     shutil.rmtree(root / "run-a")
     assert client.post("/recommend", json={"model": "run-a", "user": user}).status_code == 404
+
+
+def test_big_bodies_and_batches_are_refused_without_echo(roots):
+    client = _client(roots, ADASIR_MAX_BATCH_ITEMS="100")
+    r = client.post("/recommend", content=b'{"user": "' + b"x" * (2 << 20) + b'"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and len(r.content) < 200
+    r = client.post("/recommend", json={"user": ["x" * 500_000]})  # wrong type, big input
+    assert r.status_code == 422 and len(r.content) < 2000  # the input is not echoed back
+    r = client.post("/recommend/batch", json={"model": "run-a", "users": ["a"] * 20, "k": 10})
+    assert r.status_code == 422 and "users × k = 200" in r.json()["detail"]
+
+
+def test_no_internal_paths_in_answers(roots, tmp_path):
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    client = _client((data_root, root))
+    for body in (client.get("/models").text, client.get("/readyz").text):
+        assert str(root) not in body and str(data_root) not in body
+    victim = root / "team" / "run-b" / "checkpoint" / "model.pt"
+    victim.write_bytes(victim.read_bytes()[:100])
+    r = client.post("/recommend", json={"model": "team/run-b", "user": "x"})
+    assert r.status_code == 503 and str(root) not in r.text
+
+
+def test_a_failed_job_submission_leaves_nothing(roots, tmp_path):
+    data_root, _ = roots
+    root = tmp_path / "models"
+    client = _client((data_root, root), ADASIR_API_TOKEN="t")
+    r = client.post("/jobs", json={"dataset": "tiny"}, headers={"Authorization": "Bearer t"})
+    assert r.status_code == 503
+    assert not (root / "jobs").exists()
+
+
+def test_named_models_need_no_walk_and_latest_comes_from_the_index(roots, monkeypatch):
+    client = _client(roots, ADASIR_SCAN_INTERVAL_S="3600")
+    registry = client.app.state.registry
+    walks = []
+    real_scan = registry.scan
+    monkeypatch.setattr(registry, "scan", lambda: walks.append(1) or real_scan())
+    user = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))["user_ids"][0]
+    for _ in range(20):
+        assert client.post("/recommend", json={"model": "ghost", "user": user}).status_code == 404
+        assert client.post("/recommend", json={"model": "run-a", "user": user}).status_code == 200
+        assert client.post("/recommend", json={"user": user}).status_code == 200  # latest
+    assert len(walks) == 1
+
+
+def test_the_cached_model_answers_while_its_checkpoint_is_replaced(roots, tmp_path):
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    client = _client((data_root, root))
+    user = load_checkpoint(str(root / "run-a" / "checkpoint"))["user_ids"][0]
+    first = client.post("/recommend", json={"model": "run-a", "user": user}).json()
+    ckpt = root / "run-a" / "checkpoint"
+    ckpt.rename(root / "run-a" / "old")  # the gap of a two-rename swap
+    assert client.post("/recommend", json={"model": "run-a", "user": user}).json() == first
+    shutil.copytree(root / "run-a" / "old", ckpt)
+    (ckpt / "model.pt").write_bytes((ckpt / "model.pt").read_bytes()[:100])  # newer, broken
+    os.utime(ckpt / "model.pt", (os.path.getmtime(ckpt / "model.pt") + 5,) * 2)
+    assert client.post("/recommend", json={"model": "run-a", "user": user}).json() == first

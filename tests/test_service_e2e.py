@@ -53,8 +53,8 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)
-            r = http.post("/jobs", headers=auth, json={"dataset": "tiny", "epochs": 3, "lr": 0.01,
-                                                       "batch_size": 1024, "eval_every": 1})
+            r = http.post("/jobs", headers=auth, json={"dataset": "tiny", "train": {
+                "epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1}})
             assert r.status_code == 201, r.text
             job = r.json()["id"]
             status = None

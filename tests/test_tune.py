@@ -77,5 +77,5 @@ def test_tiny_search_runs_two_trials_and_registers_the_best(tiny_data, tmp_path)
     assert "| l2 |" in (out / "results.md").read_text()
     ckpt = load_checkpoint(str(out / "best" / "checkpoint"))
     assert ckpt["config"]["train"]["l2"] == best["train_config"]["l2"]
-    from service.registry import ModelRegistry
+    from service.model_store import ModelRegistry
     assert "tune/tiny/best" in ModelRegistry(str(tmp_path / "models")).scan()

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
-    ap.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
+                    "('{...}'); flags override it")
     ap.add_argument("--model", choices=["mf", "gmf"])
     ap.add_argument("--sampler", choices=SAMPLER_NAMES)
     ap.add_argument("--epochs", type=int)
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> TrainConfig:
     """Flags over an optional JSON config over defaults; validated by pydantic."""
     base: dict = {}
-    if args.config:
+    if args.config and args.config.lstrip().startswith("{"):  # inline JSON (POST /jobs)
+        base = json.loads(args.config)
+    elif args.config:
         with open(args.config) as fh:
             base = json.load(fh)
     sampler = dict(base.pop("sampler", {}))

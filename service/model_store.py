@@ -1,16 +1,22 @@
 """Trained models found under the model root, loaded lazily into a bounded LRU cache.
 
 A model id is the run directory's path relative to the root (e.g. `ml1m-adasir` or
-`jobs/adasir-1a2b`). A newer checkpoint of the same model (model.pt's mtime changed) is
-loaded on the next request, no restart needed. A checkpoint that fails to load raises
+`jobs/adasir-1a2b`), so finding a named model is one stat of ROOT/<id>/checkpoint/model.pt,
+however many runs the root holds. Only `latest` and the listing walk the root, from an index
+refreshed at most every `scan_interval` seconds. A newer checkpoint of a model (model.pt's
+mtime changed) is loaded on the next request; until it has loaded — or if it cannot be — the
+cached copy keeps answering. A checkpoint that fails to load with nothing cached raises
 CheckpointError for that model only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -20,6 +26,8 @@ import torch
 from pools.interactions import InteractionIndex
 from trainer.checkpoint import CheckpointError, load_checkpoint
 from trainer.models import build_model
+
+log = logging.getLogger("adasir.service")
 
 
 class UnknownModel(KeyError):
@@ -69,15 +77,16 @@ def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
     popular = torch.argsort(-counts, stable=True)
     return LoadedModel(model_id, mtime, queries, items,
                        {uid: i for i, uid in enumerate(blob["user_ids"])}, blob["item_ids"],
-                       seen, popular, counts, describe(model_id, path, blob["config"], blob["metrics"], blob))
+                       seen, popular, counts, describe(model_id, blob["config"], blob["metrics"], blob))
 
 
-def describe(model_id: str, path: str, config: dict, metrics: dict, blob: dict | None = None) -> dict:
+def describe(model_id: str, config: dict, metrics: dict, blob: dict | None = None) -> dict:
+    """What GET /models says of a model: no filesystem paths (the dataset by name only)."""
     dataset = config.get("dataset", {})
-    info = {"id": model_id, "path": path, "model": config.get("train", {}).get("model"),
+    info = {"id": model_id, "model": config.get("train", {}).get("model"),
             "sampler": config.get("train", {}).get("sampler", {}).get("name"),
-            "dataset": {"path": dataset.get("path"), "source": dataset.get("source"),
-                        "counts": dataset.get("counts")},
+            "dataset": {"name": os.path.basename(dataset.get("path") or ""),
+                        "source": dataset.get("source"), "counts": dataset.get("counts")},
             "config": config.get("train"), "test": metrics.get("test"),
             "epochs": len(metrics.get("epochs", []))}
     if blob is not None:
@@ -85,16 +94,22 @@ def describe(model_id: str, path: str, config: dict, metrics: dict, blob: dict |
     return info
 
 
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
 class ModelRegistry:
-    def __init__(self, root: str, cache_size: int = 4):
+    def __init__(self, root: str, cache_size: int = 4, scan_interval: float = 1.0):
         self.root = os.path.abspath(root)
-        self.cache_size = cache_size
+        self.cache_size, self.scan_interval = cache_size, scan_interval
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._paths: dict[str, str] = {}  # model id → checkpoint dir, from the last scan
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one load per model at a time
+        self._index: dict[str, str] = {}
+        self._latest: str | None = None
+        self._scanned_at = -float("inf")
 
     def scan(self) -> dict[str, str]:
-        """model id → checkpoint directory, for every run under the root."""
+        """model id → checkpoint directory, for every run under the root (a walk)."""
         found = {}
         if not os.path.isdir(self.root):
             return found
@@ -106,33 +121,61 @@ class ModelRegistry:
                 dirnames[:] = []
         return found
 
+    def index(self) -> dict[str, str]:
+        """The walk's result, at most `scan_interval` seconds old; `latest` is kept with it."""
+        now = time.monotonic()
+        if now - self._scanned_at >= self.scan_interval:
+            found = self.scan()
+            mtimes = {m: _mtime(p) for m, p in found.items()}
+            mtimes = {m: t for m, t in mtimes.items() if t is not None}
+            self._index, self._scanned_at = found, now
+            self._latest = max(mtimes, key=mtimes.get) if mtimes else None
+        return self._index
+
     def resolve(self, model_id: str) -> tuple[str, str]:
-        # The walk costs I/O proportional to the root; a known id only needs its model.pt.
-        # Rescan when the id is new, its checkpoint vanished, or "latest" may have changed.
-        known = self._paths.get(model_id)
-        if known is not None and os.path.isfile(os.path.join(known, "model.pt")):
-            return model_id, known
-        models = self._paths = self.scan()
         if model_id == "latest":
-            if not models:
+            self.index()
+            if self._latest is None:
                 raise UnknownModel("no trained models yet")
-            model_id = max(models, key=lambda m: os.path.getmtime(os.path.join(models[m], "model.pt")))
-        if model_id not in models:
+            model_id = self._latest
+        elif not _MODEL_ID.match(model_id) or ".." in model_id.split("/"):
             raise UnknownModel(f"unknown model {model_id!r}")
-        return model_id, models[model_id]
+        path = os.path.join(self.root, *model_id.split("/"), "checkpoint")
+        if not os.path.isfile(os.path.join(path, "model.pt")):
+            # The run is still there but its checkpoint is not: a replacement in progress
+            # (where the swap is two renames), so the cached copy answers. A run that is gone
+            # is forgotten.
+            with self._lock:
+                if model_id in self._cache and os.path.isdir(os.path.dirname(path)):
+                    return model_id, path
+                self._cache.pop(model_id, None)
+            raise UnknownModel(f"unknown model {model_id!r}")
+        return model_id, path
 
     def get(self, model_id: str) -> LoadedModel:
         model_id, path = self.resolve(model_id)
-        try:
-            mtime = os.path.getmtime(os.path.join(path, "model.pt"))
-        except OSError:
-            raise UnknownModel(f"model {model_id!r} disappeared") from None
+        mtime = _mtime(path)
         with self._lock:
             cached = self._cache.get(model_id)
-            if cached is not None and cached.mtime == mtime:
-                self._cache.move_to_end(model_id)
+            if cached is not None and (mtime is None or cached.mtime == mtime):
+                self._cache.move_to_end(model_id)  # unchanged, or mid-replacement: keep serving
                 return cached
-        loaded = _load(model_id, path, mtime)  # outside the lock: one slow load blocks no one
+            gate = self._loading.setdefault(model_id, threading.Lock())
+        with gate:  # outside the registry lock: one slow load blocks no other model
+            with self._lock:
+                cached = self._cache.get(model_id)
+                if cached is not None and cached.mtime == mtime:
+                    return cached  # another request loaded it meanwhile
+            try:
+                loaded = _load(model_id, path, mtime)
+            except (CheckpointError, OSError) as exc:
+                if cached is None:
+                    if isinstance(exc, OSError):
+                        raise UnknownModel(f"model {model_id!r} disappeared") from None
+                    raise
+                log.warning("model %s: newer checkpoint not loadable yet (%s); serving the "
+                            "cached one", model_id, exc)
+                return cached
         with self._lock:
             self._cache[model_id] = loaded
             self._cache.move_to_end(model_id)
@@ -143,20 +186,27 @@ class ModelRegistry:
     def list(self) -> list[dict]:
         """Every model with its dataset, config and metrics; a broken one says why."""
         out = []
-        for model_id, path in sorted(self.scan().items()):
+        for model_id, path in sorted(self.index().items()):
             try:
                 with open(os.path.join(path, "config.json")) as fh:
                     config = json.load(fh)
                 with open(os.path.join(path, "metrics.json")) as fh:
                     metrics = json.load(fh)
-                out.append(describe(model_id, path, config, metrics))
+                out.append(describe(model_id, config, metrics))
             except (OSError, ValueError) as exc:
-                out.append({"id": model_id, "path": path, "error": f"unreadable checkpoint: {exc}"})
+                out.append({"id": model_id, "error": f"unreadable checkpoint ({type(exc).__name__})"})
         return out
 
     def cached_ids(self) -> list[str]:
         with self._lock:
             return list(self._cache)
+
+
+def _mtime(checkpoint_dir: str) -> float | None:
+    try:
+        return os.path.getmtime(os.path.join(checkpoint_dir, "model.pt"))
+    except OSError:
+        return None
 
 
 def popularity_fallback(model: LoadedModel, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,25 @@
+"""Liveness and readiness: answered on the event loop, which blocking work never holds."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from service import deps
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(cfg=Depends(deps.settings), rec=Depends(deps.recommender)):
+    ok = os.path.isdir(cfg.model_root) and os.access(cfg.model_root, os.R_OK)
+    body = {"ready": ok, "models_loaded": rec.registry.cached_ids(),
+            "jobs_enabled": cfg.api_token is not None}
+    return JSONResponse(status_code=200 if ok else 503, content=body)

@@ -1,0 +1,47 @@
+"""Training jobs on the Ray cluster: submit, list, inspect, stop (bearer token required)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from service import deps
+from service.jobs import DatasetError, JobRequest, UnknownJob
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(deps.require_token)])
+
+
+def _on_cluster(cfg, call, *args):
+    """Run a Jobs API call; an unreachable cluster or unknown job is a clear HTTP error."""
+    import requests
+
+    try:
+        return call(*args)
+    except UnknownJob as exc:
+        raise HTTPException(404, f"unknown job {exc.args[0]!r}") from None
+    except (ConnectionError, requests.exceptions.RequestException) as exc:
+        raise HTTPException(503, f"Ray cluster at {cfg.ray_address} is unreachable "
+                                 f"({type(exc).__name__})") from None
+
+
+@router.post("", status_code=201)
+def submit_job(req: JobRequest, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+    try:
+        job_id = _on_cluster(cfg, jobs.submit, req)
+    except DatasetError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"id": job_id, "model": f"jobs/{job_id}"}
+
+
+@router.get("")
+def list_jobs(jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+    return {"jobs": _on_cluster(cfg, jobs.list)}
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+    return _on_cluster(cfg, jobs.get, job_id)
+
+
+@router.delete("/{job_id}")
+def stop_job(job_id: str, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+    return _on_cluster(cfg, jobs.stop, job_id)

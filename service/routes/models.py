@@ -1,0 +1,14 @@
+"""GET /models: what the registry finds under the model root (no filesystem paths)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service import deps
+
+router = APIRouter(tags=["models"], dependencies=[Depends(deps.recommend_guard)])
+
+
+@router.get("/models")
+def list_models(rec=Depends(deps.recommender)):  # sync: the listing reads files
+    return {"models": rec.registry.list()}
