@@ -21,20 +21,30 @@ class BodySizeLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._too_large(send)
-        seen = 0
+        seen, exceeded, answered = 0, False, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLarge
+                exceeded = True
+                raise _TooLarge  # stops the read; FastAPI may turn it into its own 400 ...
             return message
 
+        async def guarded_send(message):
+            nonlocal answered
+            if not exceeded:
+                return await send(message)
+            if message["type"] == "http.response.start" and not answered:
+                answered = True  # ... which is replaced by the 413 here
+                await self._too_large(send)
+
         try:
-            await self.app(scope, counted, send)
+            await self.app(scope, counted, guarded_send)
         except _TooLarge:
-            await self._too_large(send)
+            if not answered:
+                await self._too_large(send)
 
     async def _too_large(self, send):
         body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()

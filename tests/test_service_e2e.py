@@ -86,3 +86,40 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
         server.terminate()
         server.wait(timeout=30)
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_oversized_bodies_get_413_over_real_http(tmp_path):
+    """Content-Length over the cap is refused before reading; a chunked body as soon as the
+    streamed bytes pass it. /healthz keeps answering."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "ADASIR_MODEL_ROOT": str(tmp_path), "ADASIR_MAX_BODY_BYTES": "100000"})
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            for _ in range(100):
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            big = b'{"user": "' + b"x" * 10_000_000 + b'"}'
+            r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
+            assert r.status_code == 413 and len(r.content) < 200
+
+            def chunks():
+                yield b'{"user": "'
+                for _ in range(100):
+                    yield b"x" * 100_000
+                yield b'"}'
+
+            r = http.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+            assert r.status_code == 413
+            assert http.get("/healthz").json() == {"status": "ok"}
+            r = http.post("/recommend", json={"user": "u"})
+            assert r.status_code == 404 and "no trained models" in r.json()["detail"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

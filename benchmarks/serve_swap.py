@@ -1,0 +1,170 @@
+"""Requests against a model while it is re-saved: dropped, misrouted, and how /healthz fares.
+
+    python benchmarks/serve_swap.py --out benchmarks/results
+
+Loopback only, bounded in count and time. Trains two models of a small synthetic set with
+`trainer/run.py`, starts uvicorn, then at once:
+
+- client threads POST /recommend for the re-saved model by name and for `latest`, and check
+  each answer names the model asked for (`latest` must be the re-saved one, written last);
+- the re-saved model is trained again `--saves` times with `run.py --overwrite`;
+- a 10 MB body (must get 413) and a /recommend/batch of 1000 users × k = 100 are sent
+  every second;
+- /healthz is polled every 20 ms and its latency recorded.
+
+Reports requests, non-2xx answers (the deliberate 413s apart), misrouted answers and /healthz
+latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from trainer.checkpoint import load_checkpoint  # noqa: E402
+from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+
+RUN = os.path.join(ROOT, "trainer", "run.py")
+
+
+def _train(data: str, out: str, *extra: str) -> None:
+    subprocess.run([sys.executable, RUN, "--data", data, "--out", out, "--epochs", "1",
+                    "--batch-size", "1024", "--threads", "1", *extra],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tally:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = self.non_2xx = self.misrouted = self.refused_413 = 0
+        self.errors: list[str] = []
+
+    def add(self, ok: bool, misrouted: bool = False, note: str = "") -> None:
+        with self.lock:
+            self.requests += 1
+            self.non_2xx += not ok
+            self.misrouted += misrouted
+            if note and len(self.errors) < 10:
+                self.errors.append(note)
+
+
+def _client_loop(base, users, stop, tally, first_save_done):
+    with httpx.Client(base_url=base, timeout=30) as http:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            asked = "swap" if i % 2 else "latest"
+            r = http.post("/recommend", json={"model": asked, "user": users[i % len(users)], "k": 10})
+            ok = r.status_code == 200
+            answered = r.json().get("model") if ok else None
+            wrong = ok and (answered != "swap" if asked == "swap" or first_save_done.is_set() else False)
+            tally.add(ok, wrong, "" if ok and not wrong else f"{asked}: {r.status_code} {r.text[:120]}")
+
+
+def _abuse_loop(base, users, stop, tally):
+    big = b'{"user": "' + b"x" * (10 << 20) + b'"}'
+    with httpx.Client(base_url=base, timeout=60) as http:
+        while not stop.is_set():
+            r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
+            with tally.lock:
+                tally.refused_413 += r.status_code == 413
+            r = http.post("/recommend/batch", json={"model": "swap", "users": users[:1000], "k": 100})
+            tally.add(r.status_code == 200, r.status_code == 200 and r.json()["model"] != "swap",
+                      "" if r.status_code == 200 else f"batch: {r.status_code}")
+            stop.wait(1.0)
+
+
+def _health_loop(base, stop, latencies):
+    with httpx.Client(base_url=base, timeout=30) as http:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            http.get("/healthz")
+            latencies.append(time.perf_counter() - t0)
+            stop.wait(0.02)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--saves", type=int, default=40)
+    ap.add_argument("--clients", type=int, default=4)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="serve-swap-")
+    data, models = os.path.join(work, "data"), os.path.join(work, "models")
+    prepare(data, PrepareOptions(), synthetic="users=1500,items=1000,mean=25,seed=1")
+    _train(data, os.path.join(models, "other"))
+    _train(data, os.path.join(models, "swap"))
+    users = load_checkpoint(os.path.join(models, "swap", "checkpoint"))["user_ids"]
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"], cwd=ROOT, env={**os.environ, "ADASIR_MODEL_ROOT": models,
+                                                    "ADASIR_DATA_ROOT": data})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        stop, first_save, tally, latencies = threading.Event(), threading.Event(), Tally(), []
+        threads = [threading.Thread(target=_client_loop, args=(base, users, stop, tally, first_save))
+                   for _ in range(args.clients)]
+        threads += [threading.Thread(target=_abuse_loop, args=(base, users, stop, tally)),
+                    threading.Thread(target=_health_loop, args=(base, stop, latencies))]
+        for t in threads:
+            t.start()
+        t0 = time.perf_counter()
+        for n in range(args.saves):
+            _train(data, os.path.join(models, "swap"), "--overwrite", "--seed", str(n + 1))
+            first_save.set()
+        seconds = time.perf_counter() - t0
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    lat = sorted(latencies)
+    pct = {q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))] * 1000 for q in (50, 99)}
+    text = "\n".join([
+        "# Serving while the model is re-saved", "", "```bash", "python " + " ".join(sys.argv), "```", "",
+        f"{args.saves} re-saves through `trainer/run.py --overwrite` in {seconds:.0f} s; "
+        f"{args.clients} client threads; cores: {os.cpu_count()}.", "",
+        "| what | measured |", "|---|---|",
+        f"| requests (single and batch) | {tally.requests} |",
+        f"| non-2xx answers | {tally.non_2xx} |",
+        f"| misrouted answers | {tally.misrouted} |",
+        f"| 10 MB bodies answered 413 | {tally.refused_413} |",
+        f"| /healthz polls | {len(lat)} |",
+        f"| /healthz p50 / p99 / max | {pct[50]:.1f} / {pct[99]:.1f} / {lat[-1] * 1000:.1f} ms |",
+        f"| /healthz mean | {statistics.mean(lat) * 1000:.1f} ms |",
+        "", *(f"- {e}" for e in tally.errors), ""])
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "serve_swap.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
