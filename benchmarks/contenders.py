@@ -55,7 +55,7 @@ CONTENDERS: dict[str, Contender] = {
         "wide AdaSIR-U pools, negatives reweighted for staleness at draw time"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
-        [("loss_temperature", [0.1, 0.05, 0.2, 0.3, 0.5]), ("l2", [0.0, 0.001, 0.01])],
+        [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],
         "sampled softmax over 1000 uniform negatives shared by the batch, cosine scores"),
     "softmax+shared1000+dot": Contender(
         {"loss": "softmax", **_SHARED},
@@ -85,16 +85,18 @@ def make_config(common: dict, settings: dict) -> TrainConfig:
 
 
 def tune_contender(cache: RunCache, name: str, contender: Contender, common: dict,
-                   seeds: list[int]) -> tuple[str, dict, list[dict]]:
+                   seeds: list[int], max_grid: int = 0) -> tuple[str, dict, list[dict]]:
     """Coordinate search on validation with seeds[0], then the choice on every seed.
+    max_grid > 0 keeps only the first values of each search (lists start with the likeliest).
     Returns (name, chosen settings, final runs); raises Unfinished with a summary-only cache."""
-    chosen = dict(contender.fixed) | {f: values[0] for f, values in contender.search}
+    search = [(f, values[:max_grid] if max_grid else values) for f, values in contender.search]
+    chosen = dict(contender.fixed) | {f: values[0] for f, values in search}
 
     def valid(settings):
         run = cache.measure(make_config(common | {"seed": seeds[0]}, settings), name)
         return run["valid"]["ndcg@50"]
 
-    for fname, values in contender.search:
+    for fname, values in search:
         best = max(values, key=lambda v: valid(chosen | {fname: v}))
         chosen[fname] = best
     finals = [cache.measure(make_config(common | {"seed": s}, chosen), name) for s in seeds]

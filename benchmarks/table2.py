@@ -42,6 +42,8 @@ def main() -> int:
     ap.add_argument("--contenders", default=",".join(CONTENDERS),
                     help="loss × sampler × score configurations (benchmarks/contenders.py)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--max-grid", type=int, default=0,
+                    help="contenders: try only the first N values of each searched field")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -104,7 +106,7 @@ def _contenders(args, data, model):
     for name in filter(None, args.contenders.split(",")):
         try:
             found.append(tune_contender(cache, name, CONTENDERS[name], common,
-                                        [int(x) for x in args.seeds.split(",")]))
+                                        [int(x) for x in args.seeds.split(",")], args.max_grid))
         except Unfinished:
             missing.append(name)
     return found, missing

@@ -138,10 +138,6 @@ class SamplerConfig(BaseModel):
     refresh_chunk_users: int = Field(2048, ge=1)
     """Users scored together during a pool refresh: bounds memory at chunk × |K| scores."""
 
-    @property
-    def uses_pool(self) -> bool:
-        return self.name.startswith("adasir")
-
     @model_validator(mode="after")
     def _pool_options_need_pools(self):
         pooled = self.name.startswith("adasir")

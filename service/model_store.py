@@ -59,6 +59,12 @@ class LoadedModel:
         return top.values, top.indices
 
 
+def load_model(checkpoint_dir: str, model_id: str | None = None) -> LoadedModel:
+    """A checkpoint directory as a servable model (raises CheckpointError)."""
+    return _load(model_id or os.path.basename(os.path.dirname(os.path.abspath(checkpoint_dir))),
+                 checkpoint_dir, _mtime(checkpoint_dir) or 0.0)
+
+
 def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
     blob = load_checkpoint(path)
     score = (blob.get("config") or {}).get("train", {}).get("score", "dot")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from service.model_store import LoadedModel, ModelRegistry, popularity_fallback
+from trainer.errors import UsageError
 
 
-class UnknownUsers(LookupError):
+class UnknownUsers(UsageError, LookupError):
     """Users the model does not know, asked for without a fallback."""
 
     def __init__(self, model_id: str, users: list[str]):

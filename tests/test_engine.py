@@ -279,3 +279,22 @@ def test_a_damaged_dataset_is_refused_before_training(tiny_data, tmp_path, damag
 def test_more_negatives_than_the_catalogue_is_refused(tiny_data, tmp_path):
     proc = _tiny_run(tiny_data, tmp_path / "out", "--negatives", "1000")
     assert proc.returncode == 2 and "--negatives 1000: the dataset has" in proc.stderr
+
+
+def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
+    """The console script: usage, train, recommend; a usage error is one line with exit 2."""
+    cli = [sys.executable, "-m", "trainer.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(cli, capture_output=True, text=True, cwd=ROOT).returncode == 2
+    out = tmp_path / "run"
+    train = subprocess.run([*cli, "train", "--data", tiny_data, "--out", str(out), "--epochs", "1",
+                            "--batch-size", "1024"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert train.returncode == 0, train.stderr
+    user = load_checkpoint(str(out / "checkpoint"))["user_ids"][0]
+    rec = subprocess.run([*cli, "recommend", "--model", str(out), "--user", user, "-k", "3"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert rec.returncode == 0, rec.stderr
+    assert len(json.loads(rec.stdout)["items"]) == 3
+    bad = subprocess.run([*cli, "recommend", "--model", str(out), "--user", "nobody"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

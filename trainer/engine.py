@@ -8,6 +8,7 @@ and a hook all-reduces item-side gradients after each backward pass.
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,13 +23,14 @@ from pools.replicas import Replicas
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.diagnostics import negative_diagnostics
+from trainer.errors import TrainingFailed, UsageError
 from trainer.evaluate import ranking_sums
 from trainer.loss import batch_loss, l2_penalty
 from trainer.models import build_model
 from trainer.row_adam import LazyRowAdam
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(TrainingFailed):
     """Training produced a non-finite loss or parameters."""
 
 
@@ -146,7 +148,7 @@ class Engine:
                  grad_hook: Callable[[torch.nn.Module], None] | None = None,
                  replicas: Replicas | None = None):
         if config.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for, but torch sees no CUDA device")
+            raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
         check_against_data(config, data.num_users, data.num_items)
         self.config, self.data, self.shard = config, data, shard
         self.device = torch.device(config.device)
@@ -196,7 +198,9 @@ class Engine:
         mean_loss = float(total) / self.steps_per_epoch
         self._check_finite(mean_loss)
         record = {"epoch": self.epoch, "loss": mean_loss, "sample_s": times.get("sample", 0.0),
-                  "train_s": times.get("train", 0.0)}
+                  "train_s": times.get("train", 0.0),
+                  "sampler_state_bytes": self.sampler.state_size_bytes(),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
         if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
             record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
         return record

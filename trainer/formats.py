@@ -20,6 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from trainer.errors import UsageError
+
 Format = Literal["auto", "inter", "csv", "tsv", "parquet", "lightgcn", "mat"]
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid")
@@ -27,7 +29,7 @@ ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "movie_id", "movieid")
 RATING_COLUMNS = ("rating", "score", "value")
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Input that cannot be prepared; the message names the file and where."""
 
 

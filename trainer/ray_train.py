@@ -33,6 +33,7 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atom
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine, format_epoch
+from trainer.errors import TrainingFailed
 from trainer.models import item_digest
 from trainer.sharding import plan_shards
 
@@ -219,7 +220,7 @@ def _gather_checkpoint(engine, data, config, metrics, shard, rank) -> str | None
                            metrics=metrics, epoch=engine.epoch, optimizer=None)
 
 
-def _connect(address: str | None, workers: int = 1) -> None:
+def connect(address: str | None, workers: int = 1) -> None:
     """Join the cluster this job was submitted to (or --ray-address), else start a local one.
 
     A local Ray gets max(cores, workers) CPUs: more CPU workers than cores share the cores
@@ -258,7 +259,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     from ray.train.torch import TorchTrainer
 
     check_ray_request(config, data, workers, gpu)
-    _connect(address, workers)
+    connect(address, workers)
     resources = ray.cluster_resources()
     if gpu and resources.get("GPU", 0) < workers:
         raise ValueError(f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
@@ -285,7 +286,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray run ended without a checkpoint: {result.error}")
+        raise TrainingFailed(f"Ray run ended without a checkpoint: {result.error}")
     final = os.path.join(out, "checkpoint")
     with result.checkpoint.as_directory() as d:
         blob = load_checkpoint(d)

@@ -21,14 +21,13 @@ if __package__ in (None, ""):  # `python trainer/run.py` without `pip install -e
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from pydantic import ValidationError
 
 from pools.config import SAMPLER_NAMES, SamplerConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
-from trainer.engine import DivergenceError, Engine
-from trainer.formats import DataError
+from trainer.engine import Engine
+from trainer.errors import is_usage_error
 from trainer.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
@@ -222,11 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             rundir.fail(f"{type(exc).__name__}: {exc}")
             raise
         rundir.complete()
-    except Exception as exc:  # noqa: BLE001 - one clear line, not a stack trace
-        if not isinstance(exc, (ValidationError, ValueError, DataError, DivergenceError,
-                                RuntimeError)) and os.environ.get("ADASIR_DEBUG"):
+    except Exception as exc:  # usage errors: one clear line; bugs keep their traceback
+        if not is_usage_error(exc):
             raise
-        kind = "" if isinstance(exc, (ValidationError, ValueError, DataError)) else f"{type(exc).__name__}: "
+        kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
         print(f"run: error: {kind}{exc}", file=sys.stderr)
         return 2
     test = metrics["test"]

@@ -19,11 +19,12 @@ import time
 
 from trainer.atomic import replace_directory
 from trainer.checkpoint import write_json_atomic
+from trainer.errors import UsageError
 
 STATE_FILE = "run.json"
 
 
-class RunDirError(ValueError):
+class RunDirError(UsageError):
     """OUT cannot be used as asked (exit 2, one line)."""
 
 

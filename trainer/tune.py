@@ -201,9 +201,9 @@ def run_search(spec: TuneSpec, out: str, data: PreparedData) -> list[dict]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from trainer.ray_train import _connect
+    from trainer.ray_train import connect
 
-    _connect(os.environ.get("RAY_ADDRESS"))
+    connect(os.environ.get("RAY_ADDRESS"))
     storage = os.path.join(out, "ray")
     keys = sorted(spec.search)
     # The closure ships plain data only and imports by module on the worker: pickling the

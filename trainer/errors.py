@@ -1,0 +1,20 @@
+"""The errors a user can act on. Each entry point prints them as one line and exits 2;
+anything else is a bug and keeps its traceback (exit 1)."""
+
+from __future__ import annotations
+
+
+class UsageError(ValueError):
+    """Bad input or a request that cannot be met: the message says what to change."""
+
+
+class TrainingFailed(RuntimeError):
+    """Training ran and could not finish (diverged, or a Ray run lost its workers)."""
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """What the CLIs report as one line with exit 2 (pydantic's ValidationError is a
+    ValueError; so are DataError, RunDirError and CheckpointError's siblings)."""
+    from trainer.checkpoint import CheckpointError
+
+    return isinstance(exc, (ValueError, TrainingFailed, CheckpointError))
