@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from service.devserver import local_server  # noqa: E402
 from trainer.checkpoint import save_checkpoint  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
@@ -138,22 +138,9 @@ def main() -> int:
     args = ap.parse_args()
     model_root = tempfile.mkdtemp(prefix="adasir-load-")
     model_id, users = build_checkpoint(args.data, model_root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "ADASIR_MODEL_ROOT": model_root, "ADASIR_DATA_ROOT": model_root,
            "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                              cwd=ROOT, env=env)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with local_server(env, "--log-level", "warning", "--no-access-log") as base:
         # Load the model before measuring: the first request reads the checkpoint.
         httpx.post(base + "/recommend", json={"model": model_id, "user": users[0], "k": args.k},
                    timeout=120).raise_for_status()
@@ -166,9 +153,6 @@ def main() -> int:
             lat_ms = np.array(lat) * 1000
             total, rps = len(lat), len(lat) / wall
             p50, p99 = np.percentile(lat_ms, 50), np.percentile(lat_ms, 99)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     text = (f"{total} requests (POST /recommend, k={args.k}, exclude_seen) from {args.concurrency} "
             f"concurrent connections ({args.client}) to one uvicorn process on 127.0.0.1; model MF "
             f"{len(users)} users × 40,988 items, d=32; 1 torch thread in the server.\n\n"

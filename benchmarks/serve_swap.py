@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import httpx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from service.devserver import local_server  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.prepare import PrepareOptions, prepare  # noqa: E402
 
@@ -43,12 +43,6 @@ def _train(data: str, out: str, *extra: str) -> None:
     subprocess.run([sys.executable, RUN, "--data", data, "--out", out, "--epochs", "1",
                     "--batch-size", "1024", "--threads", "1", *extra],
                    check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Tally:
@@ -113,19 +107,8 @@ def main() -> int:
     _train(data, os.path.join(models, "other"))
     _train(data, os.path.join(models, "swap"))
     users = load_checkpoint(os.path.join(models, "swap", "checkpoint"))["user_ids"]
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"], cwd=ROOT, env={**os.environ, "ADASIR_MODEL_ROOT": models,
-                                                    "ADASIR_DATA_ROOT": data})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(base + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    env = {**os.environ, "ADASIR_MODEL_ROOT": models, "ADASIR_DATA_ROOT": data}
+    with local_server(env, "--log-level", "warning") as base:
         stop, first_save, tally, latencies = threading.Event(), threading.Event(), Tally(), []
         threads = [threading.Thread(target=_client_loop, args=(base, users, stop, tally, first_save))
                    for _ in range(args.clients)]
@@ -134,16 +117,15 @@ def main() -> int:
         for t in threads:
             t.start()
         t0 = time.perf_counter()
-        for n in range(args.saves):
-            _train(data, os.path.join(models, "swap"), "--overwrite", "--seed", str(n + 1))
-            first_save.set()
-        seconds = time.perf_counter() - t0
-        stop.set()
-        for t in threads:
-            t.join()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        try:
+            for n in range(args.saves):
+                _train(data, os.path.join(models, "swap"), "--overwrite", "--seed", str(n + 1))
+                first_save.set()
+        finally:
+            seconds = time.perf_counter() - t0
+            stop.set()
+            for t in threads:
+                t.join()
     lat = sorted(latencies)
     pct = {q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))] * 1000 for q in (50, 99)}
     text = "\n".join([

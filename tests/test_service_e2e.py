@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 import torch
-from conftest import ROOT
 
+from service.devserver import local_server
 from trainer.checkpoint import load_checkpoint
 
 
@@ -37,22 +37,12 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
     data_root, model_root = tmp_path / "data", tmp_path / "models"
     data_root.mkdir()
     shutil.copytree(tiny_data, data_root / "tiny")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**env, "ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
-             "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}", "ADASIR_API_TOKEN": "e2e-token"})
+    env = {**env, "ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
+           "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}", "ADASIR_API_TOKEN": "e2e-token"}
+    auth = {"Authorization": "Bearer e2e-token"}
     try:
-        base = f"http://127.0.0.1:{port}"
-        auth = {"Authorization": "Bearer e2e-token"}
-        with httpx.Client(base_url=base, timeout=30) as http:
-            for _ in range(100):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+        with local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base, \
+                httpx.Client(base_url=base, timeout=30) as http:
             r = http.post("/jobs", headers=auth, json={"dataset": "tiny", "train": {
                 "epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1}})
             assert r.status_code == 201, r.text
@@ -83,8 +73,6 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             scores[list(seen)] = -float("inf")
             assert items == [ckpt["item_ids"][i] for i in torch.topk(scores, 10).indices.tolist()]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
@@ -92,34 +80,21 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
 def test_oversized_bodies_get_413_over_real_http(tmp_path):
     """Content-Length over the cap is refused before reading; a chunked body as soon as the
     streamed bytes pass it. /healthz keeps answering."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "ADASIR_MODEL_ROOT": str(tmp_path), "ADASIR_MAX_BODY_BYTES": "100000"})
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+    env = {**os.environ, "ADASIR_MODEL_ROOT": str(tmp_path), "ADASIR_MAX_BODY_BYTES": "100000"}
+    with local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base, \
+            httpx.Client(base_url=base, timeout=30) as http:
+        big = b'{"user": "' + b"x" * 10_000_000 + b'"}'
+        r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and len(r.content) < 200
+
+        def chunks():
+            yield b'{"user": "'
             for _ in range(100):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            big = b'{"user": "' + b"x" * 10_000_000 + b'"}'
-            r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
-            assert r.status_code == 413 and len(r.content) < 200
+                yield b"x" * 100_000
+            yield b'"}'
 
-            def chunks():
-                yield b'{"user": "'
-                for _ in range(100):
-                    yield b"x" * 100_000
-                yield b'"}'
-
-            r = http.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
-            assert r.status_code == 413
-            assert http.get("/healthz").json() == {"status": "ok"}
-            r = http.post("/recommend", json={"user": "u"})
-            assert r.status_code == 404 and "no trained models" in r.json()["detail"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        r = http.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert http.get("/healthz").json() == {"status": "ok"}
+        r = http.post("/recommend", json={"user": "u"})
+        assert r.status_code == 404 and "no trained models" in r.json()["detail"]

@@ -1,0 +1,45 @@
+"""A local uvicorn for tests and benchmarks: started on a free loopback port, waited for until
+/healthz answers, stopped on exit. Loopback only."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen):
+    """Yields the base URL of `uvicorn service.app:app` running with `env`."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:app", "--host",
+                               "127.0.0.1", "--port", str(port), *uvicorn_args],
+                              cwd=ROOT, env=env, **popen)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"uvicorn did not start (exit {server.poll()})") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
