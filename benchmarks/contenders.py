@@ -53,6 +53,11 @@ CONTENDERS: dict[str, Contender] = {
         [("l2", [0.01]), ("sampler.temperature", [1.0, 2.0]),
          ("sampler.pool_pick_candidates", [4, 10])],
         "wide AdaSIR-U pools, negatives reweighted for staleness at draw time"),
+    "bpr+adasir-u+wide+distinct": Contender(
+        {"sampler.name": "adasir-u", "sampler.shared_candidates": True,
+         "sampler.num_candidates": 2000, "sampler.pool_distinct": True},
+        [("l2", [0.01]), ("sampler.temperature", [1.0, 0.5, 0.25])],
+        "wide AdaSIR-U pools of 200 distinct items from |K| = 2000"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],

@@ -46,7 +46,8 @@ _LATER_OPTIONS = {"loss": "bpr", "score": "dot", "loss_temperature": 1.0,
                   "contrastive_margin": 0.5, "contrastive_weight": 1.0}
 _LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_candidates": 200,
                           "pool_size": 200, "warp_loss": "logistic", "pool_pick": "uniform",
-                          "pool_pick_candidates": 4, "shared_candidates": False}
+                          "pool_pick_candidates": 4, "shared_candidates": False,
+                          "pool_distinct": False}
 
 
 def key(config: dict) -> str:

@@ -78,7 +78,11 @@ class AdaSIRSampler(NegativeSampler):
             logits = logits.masked_fill(mask, float("-inf"))
         log_w = torch.log_softmax(logits, dim=1)
         self._last_log_w = log_w
-        idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
+        if cfg.pool_distinct:  # Gumbel top-R: R successive draws ∝ w without replacement
+            u = torch.rand(log_w.shape, device=self.device, generator=generator)
+            idx = (log_w - torch.log(-torch.log(u.clamp_(min=1e-20)))).topk(cfg.pool_size).indices
+        else:
+            idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand
 
     @property

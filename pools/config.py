@@ -119,6 +119,11 @@ class SamplerConfig(BaseModel):
     candidates are still a sample of Q, so Theorem 3.1 holds per user; users in a chunk share
     them. (`--diagnostics`: at |K| = 200 the pools trade hardness for diversity.)"""
 
+    pool_distinct: bool = False
+    """AdaSIR: resample the |R| pool entries from the |K| candidates *without* replacement
+    (Gumbel top-|R| on log w: successive draws ∝ w), so a pool never repeats an item. Needs
+    |R| < |K| — with wide `shared_candidates`, hard pools that stay diverse."""
+
     pool_pick: Literal["uniform", "reweight", "max"] = "uniform"
     """AdaSIR: how a negative is taken from the pool. `uniform`: one entry at random (the
     paper). `reweight`: `pool_pick_candidates` entries, one resampled ∝ exp((r_now − r_then)/τ)
@@ -141,7 +146,11 @@ class SamplerConfig(BaseModel):
     @model_validator(mode="after")
     def _pool_options_need_pools(self):
         pooled = self.name.startswith("adasir")
-        if not pooled and (self.shared_candidates or self.pool_pick != "uniform"):
+        if self.pool_distinct and self.pool_size >= self.num_candidates:
+            raise ValueError(f"pool_distinct draws |R| = {self.pool_size} distinct entries from "
+                             f"|K| = {self.num_candidates} candidates: it needs |R| < |K|")
+        if not pooled and (self.shared_candidates or self.pool_pick != "uniform"
+                           or self.pool_distinct):
             raise ValueError(f"shared_candidates and pool_pick shape AdaSIR's pools; sampler "
                              f"{self.name!r} has none (use adasir-u, adasir-p or adasir-w)")
         return self

@@ -125,6 +125,8 @@ def _pool_distribution(name, num_candidates, table, users=2000, reuse=False, **o
     else:
         sampler.refresh(model, g)
         drawn = sampler.pool_items.reshape(-1)
+        if options.get("pool_distinct"):
+            assert all(len(set(row.tolist())) == row.numel() for row in sampler.pool_items)
     return torch.bincount(drawn, minlength=n_items).double() / drawn.numel()
 
 
@@ -223,3 +225,15 @@ def test_unknown_sampler_name_is_rejected():
         SamplerConfig(name="uniform", unknown_option=1)
     with pytest.raises(ValueError, match="srns_tracked"):
         SamplerConfig(name="srns", srns_tracked=0)
+
+
+def test_distinct_pools_never_repeat_and_lean_to_high_scores():
+    """pool_distinct: |R| distinct entries per user, drawn ∝ w without replacement, so the
+    best-scored candidates are in the pool more often than the worst."""
+    table = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1.5
+    freq = _pool_distribution("adasir-u", 800, table, users=500, pool_distinct=True,
+                              shared_candidates=True, refresh_chunk_users=1)
+    top, bottom = table.argsort(descending=True)[:100], table.argsort()[:100]
+    assert float(freq[top].sum()) > 5 * float(freq[bottom].sum())
+    with pytest.raises(ValueError, match="needs \\|R\\| < \\|K\\|"):
+        SamplerConfig(name="adasir-u", num_candidates=200, pool_size=200, pool_distinct=True)
