@@ -29,7 +29,7 @@ SAMPLER_NAMES: tuple[str, ...] = SamplerName.__args__  # type: ignore[attr-defin
 class SamplerConfig(BaseModel):
     """How negatives are drawn and weighted. Defaults follow the paper (section 4)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: SamplerName = "adasir-u"
     """Which sampler: `uniform` (BPR), `popularity` (Q ∝ log(1+f)), `softmax` (exact, O(items)

@@ -12,7 +12,7 @@ from pools.config import SamplerConfig
 class TrainConfig(BaseModel):
     """One training run. `sampler` holds the negative-sampling options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     model: Literal["mf", "gmf"] = "mf"
     """Scoring model: MF r = p·q, or GMF r = h·(p ⊙ q)."""

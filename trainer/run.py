@@ -22,12 +22,13 @@ if __package__ in (None, ""):  # `python trainer/run.py` without `pip install -e
 
 import torch
 
-from pools.config import SAMPLER_NAMES, SamplerConfig
+from pools.config import SamplerConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
 from trainer.errors import is_usage_error
+from trainer.flags import add_config_flags, config_overrides
 from trainer.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
@@ -51,33 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
     ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
                     "('{...}'); flags override it")
-    ap.add_argument("--model", choices=["mf", "gmf"])
-    ap.add_argument("--sampler", choices=SAMPLER_NAMES)
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--lr", type=float)
-    ap.add_argument("--l2", type=float)
-    ap.add_argument("--dim", type=int)
-    ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--eval-every", type=int)
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--device", choices=["cpu", "cuda"])
-    ap.add_argument("--optimizer", choices=["adam", "sparse-adam"])
-    ap.add_argument("--diagnostics", action="store_true",
-                    help="record per epoch how hard, stale and falsely negative the negatives are")
-    ap.add_argument("--loss", choices=["bpr", "softmax", "contrastive"])
-    ap.add_argument("--score", choices=["dot", "cosine"])
-    ap.add_argument("--loss-temperature", type=float, help="T: scores / T in the loss")
-    ap.add_argument("--contrastive-margin", type=float)
-    ap.add_argument("--contrastive-weight", type=float)
-    ap.add_argument("--negatives", type=int, help="n, negatives per pair")
-    ap.add_argument("--candidates", type=int, help="|K|")
-    ap.add_argument("--pool-size", type=int, help="|R|")
-    ap.add_argument("--no-reuse", action="store_true", help="replace pools instead of merging")
-    ap.add_argument("--weighting", choices=["paper", "reference", "none"])
-    ap.add_argument("--keep-positives", action="store_true",
-                    help="allow a user's train items as negatives (the authors' code does)")
-    ap.add_argument("--temperature", type=float, help="τ of the resampling softmax")
-    ap.add_argument("--dns-candidates", type=int)
+    add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
     ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="any other SamplerConfig field, e.g. srns_alpha=2 or "
                          "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
@@ -105,25 +80,11 @@ def config_from_args(args) -> TrainConfig:
     elif args.config:
         with open(args.config) as fh:
             base = json.load(fh)
+    given = config_overrides(args)
     sampler = dict(base.pop("sampler", {}))
-    flat = {"model": args.model, "epochs": args.epochs, "lr": args.lr, "l2": args.l2,
-            "dim": args.dim, "batch_size": args.batch_size, "eval_every": args.eval_every,
-            "seed": args.seed, "device": args.device, "optimizer": args.optimizer,
-            "loss": args.loss, "score": args.score, "loss_temperature": args.loss_temperature,
-            "contrastive_margin": args.contrastive_margin,
-            "contrastive_weight": args.contrastive_weight,
-            "diagnostics": args.diagnostics or None}
-    base.update({k: v for k, v in flat.items() if v is not None})
-    sflat = {"name": args.sampler, "num_negatives": args.negatives,
-             "num_candidates": args.candidates, "pool_size": args.pool_size,
-             "weighting": args.weighting, "temperature": args.temperature,
-             "dns_candidates": args.dns_candidates}
     sampler.update(_sampler_options(args.sampler_opt))
-    sampler.update({k: v for k, v in sflat.items() if v is not None})
-    if args.no_reuse:
-        sampler["reuse_pool"] = False
-    if args.keep_positives:
-        sampler["exclude_positives"] = False
+    sampler.update(given.pop("sampler", {}))
+    base.update(given)
     return TrainConfig(**base, sampler=SamplerConfig(**sampler))
 
 

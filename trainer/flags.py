@@ -1,0 +1,102 @@
+"""Command-line flags generated from TrainConfig and SamplerConfig, so every field has one.
+
+Each field `some_field` becomes `--some-field` (booleans `--some-field/--no-some-field`,
+Literal fields with their choices), its docstring the help. ALIASES keeps the short names the
+README and the paper use; NEGATIONS the two historical switches. Parsing gives a nested dict
+that pydantic then validates, the same dict `--config`, POST /jobs and Tune's `fixed` hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Literal
+
+from pools.config import SamplerConfig
+from trainer.config import TrainConfig
+
+# flag → field path (the sampler's fields live under "sampler.").
+ALIASES = {"negatives": "sampler.num_negatives", "candidates": "sampler.num_candidates"}
+NEGATIONS = {"no-reuse": "sampler.reuse_pool", "keep-positives": "sampler.exclude_positives"}
+_SKIPPED = {"sampler", "topk"}  # the nested config itself; a tuple (set it with --config)
+
+
+def _fields() -> dict[str, object]:
+    """field path → pydantic FieldInfo, TrainConfig's then SamplerConfig's."""
+    out = {name: f for name, f in TrainConfig.model_fields.items() if name not in _SKIPPED}
+    out |= {f"sampler.{name}": f for name, f in SamplerConfig.model_fields.items()}
+    return out
+
+
+def _flag_of(path: str) -> str:
+    if path == "sampler.name":
+        return "sampler"
+    name = path.removeprefix("sampler.")
+    flag = name.replace("_", "-")
+    return f"sampler-{flag}" if path.startswith("sampler.") and name in TrainConfig.model_fields \
+        else flag
+
+
+def _kind(annotation) -> dict:
+    """argparse keywords for a field's annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return {"choices": list(typing.get_args(annotation))}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _kind(inner[0])
+    return {"type": annotation}
+
+
+def add_config_flags(ap: argparse.ArgumentParser) -> None:
+    by_path = {path: flag for flag, path in ALIASES.items()}
+    for path, field in _fields().items():
+        names = [f"--{_flag_of(path)}"]
+        if path in by_path:
+            names.insert(0, f"--{by_path[path]}")
+        help_text = (field.description or "").split(". ")[0].replace("%", "%%")
+        kind = _kind(field.annotation)
+        if "type" in kind:
+            kind["metavar"] = path.rsplit(".", 1)[-1].upper()
+        ap.add_argument(*names, dest=f"cfg:{path}", default=None, help=help_text, **kind)
+    for flag, path in NEGATIONS.items():
+        ap.add_argument(f"--{flag}", dest=f"cfg:{path}", action="store_const", const=False,
+                        default=None, help=f"{path} = false")
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line, as a nested dict."""
+    top: dict = {}
+    for dest, value in vars(args).items():
+        if not dest.startswith("cfg:") or value is None:
+            continue
+        path = dest.removeprefix("cfg:")
+        if path.startswith("sampler."):
+            top.setdefault("sampler", {})[path.removeprefix("sampler.")] = value
+        else:
+            top[path] = value
+    return top
+
+
+def to_flags(config: TrainConfig) -> list[str]:
+    """The flags that rebuild `config` from defaults (fields at their default are left out)."""
+    out = []
+    dumped = config.model_dump()
+    defaults = TrainConfig().model_dump()
+    for path in _fields():
+        if path.startswith("sampler."):
+            name = path.removeprefix("sampler.")
+            value, default = dumped["sampler"][name], defaults["sampler"][name]
+        else:
+            value, default = dumped[path], defaults[path]
+        if value == default:
+            continue
+        flag = f"--{_flag_of(path)}"
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            out += [flag, str(value)]
+    return out
