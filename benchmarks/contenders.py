@@ -58,6 +58,17 @@ CONTENDERS: dict[str, Contender] = {
          "sampler.num_candidates": 2000, "sampler.pool_distinct": True},
         [("l2", [0.01]), ("sampler.temperature", [1.0, 0.5, 0.25])],
         "wide AdaSIR-U pools of 200 distinct items from |K| = 2000"),
+    "bpr+adasir-u+fresh": Contender(
+        {"sampler.name": "adasir-u"},
+        [("l2", [0.01]), ("sampler.refreshes_per_epoch", [4, 10]),
+         ("sampler.pool_pick", ["uniform", "reweight"])],
+        "AdaSIR-U pools resampled several times an epoch"),
+    "bpr+adasir-u+wide+fresh": Contender(
+        {"sampler.name": "adasir-u", "sampler.shared_candidates": True,
+         "sampler.num_candidates": 2000},
+        [("l2", [0.01]), ("sampler.refreshes_per_epoch", [4, 10]),
+         ("sampler.temperature", [1.0, 0.5])],
+        "wide AdaSIR-U pools (|K| = 2000, shared) resampled several times an epoch"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],

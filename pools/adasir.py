@@ -151,6 +151,10 @@ class AdaSIRSampler(NegativeSampler):
             weight = weight / self.replicas.average_(weight.mean())
         return weight
 
+    def refresh_due(self, step: int, steps: int) -> bool:
+        every = -(-steps // self.config.refreshes_per_epoch)
+        return self.config.refreshes_per_epoch > 1 and step % every == 0
+
     @torch.no_grad()
     def pool_diagnostics(self, model) -> dict[str, float]:
         """distinct items per pool ÷ |R|; ESS of the last refresh's w ÷ |K|; staleness: how

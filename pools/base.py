@@ -110,6 +110,11 @@ class NegativeSampler:
         """users [B], pos_items [B] → Negatives with items [B, n]."""
         raise NotImplementedError
 
+    def refresh_due(self, step: int, steps: int) -> bool:
+        """Whether to refresh again before batch `step` of `steps` (step ≥ 1; the engine
+        refreshes before step 0 every epoch)."""
+        return False
+
     def pool_diagnostics(self, model: ScoringModel) -> dict[str, float]:
         """Statistics of per-user state (AdaSIR's pools); {} for samplers without any."""
         return {}

@@ -124,6 +124,10 @@ class SamplerConfig(BaseModel):
     (Gumbel top-|R| on log w: successive draws ∝ w), so a pool never repeats an item. Needs
     |R| < |K| — with wide `shared_candidates`, hard pools that stay diverse."""
 
+    refreshes_per_epoch: int = Field(1, ge=1, le=1000)
+    """AdaSIR: resample the pools this many times an epoch, evenly spaced in its steps (the
+    paper: once, before the batches). Fresher pools, at this many times the refresh's cost."""
+
     pool_pick: Literal["uniform", "reweight", "max"] = "uniform"
     """AdaSIR: how a negative is taken from the pool. `uniform`: one entry at random (the
     paper). `reweight`: `pool_pick_candidates` entries, one resampled ∝ exp((r_now − r_then)/τ)
@@ -150,7 +154,7 @@ class SamplerConfig(BaseModel):
             raise ValueError(f"pool_distinct draws |R| = {self.pool_size} distinct entries from "
                              f"|K| = {self.num_candidates} candidates: it needs |R| < |K|")
         if not pooled and (self.shared_candidates or self.pool_pick != "uniform"
-                           or self.pool_distinct):
+                           or self.pool_distinct or self.refreshes_per_epoch > 1):
             raise ValueError(f"shared_candidates and pool_pick shape AdaSIR's pools; sampler "
                              f"{self.name!r} has none (use adasir-u, adasir-p or adasir-w)")
         return self

@@ -237,3 +237,18 @@ def test_distinct_pools_never_repeat_and_lean_to_high_scores():
     assert float(freq[top].sum()) > 5 * float(freq[bottom].sum())
     with pytest.raises(ValueError, match="needs \\|R\\| < \\|K\\|"):
         SamplerConfig(name="adasir-u", num_candidates=200, pool_size=200, pool_distinct=True)
+
+
+def test_pools_refresh_as_often_as_asked(tiny_data):
+    from trainer.config import TrainConfig
+    from trainer.dataset import PreparedData
+    from trainer.engine import Engine
+
+    data = PreparedData.load(tiny_data)
+    engine = Engine(TrainConfig(batch_size=256, sampler={"name": "adasir-u",
+                                                         "refreshes_per_epoch": 4}), data)
+    calls = []
+    real = engine.sampler.refresh
+    engine.sampler.refresh = lambda m, g: calls.append(1) or real(m, g)
+    engine.train_epoch()
+    assert engine.steps_per_epoch >= 8 and len(calls) == 4  # before step 0, then 3 more

@@ -190,6 +190,8 @@ class Engine:
             idx = order[step * B:(step + 1) * B]
             users, pos = self.train_users[idx], self.train_items[idx]
             with self.timer.phase("sample"):
+                if step and self.sampler.refresh_due(step, self.steps_per_epoch):
+                    self.sampler.refresh(model, self.generator)
                 negatives = self.sampler.sample(model, users, pos, self.generator)
             with self.timer.phase("train"):
                 total += self.optimizer.step(users, pos, negatives)
