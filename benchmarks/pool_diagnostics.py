@@ -38,7 +38,7 @@ COLUMNS = ["pos_score", "neg_score", "uniform_score", "dns_score", "false_negati
 def run(data, sampler: dict, args) -> dict:
     cfg = TrainConfig(epochs=args.epochs, eval_every=args.epochs, lr=args.lr, l2=args.l2,
                       seed=0, diagnostics=True, sampler=sampler)
-    return Engine(cfg, data).fit(log=lambda s: None)
+    return Engine(cfg, data).fit()
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from trainer.callbacks import CurveRecorder  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
 
@@ -20,17 +21,11 @@ from trainer.engine import Engine  # noqa: E402
 def training_curve(data, cfg: TrainConfig) -> dict:
     """Train with validation every `eval_every` epochs. Returns per-eval points of
     (cumulative sample+train seconds, epoch, valid NDCG@50, valid Recall@50), per-epoch
-    times, and test metrics. Evaluation time is not counted as training time."""
-    engine = Engine(cfg, data)
-    seconds, points, epochs = 0.0, [], []
-    while engine.epoch < cfg.epochs:
-        rec = engine.train_epoch()
-        seconds += rec["sample_s"] + rec["train_s"]
-        epochs.append(rec)
-        if engine.is_eval_epoch():
-            v = engine.evaluate("valid")
-            points.append((seconds, engine.epoch, v["ndcg@50"], v["recall@50"]))
-    return {"points": points, "epochs": epochs, "test": engine.evaluate("test"), "seconds": seconds}
+    records, and test metrics. Evaluation time is not counted as training time."""
+    curve = CurveRecorder()
+    result = Engine(cfg, data).fit([curve])
+    return {"points": curve.points, "epochs": result["epochs"], "test": result["test"],
+            "seconds": curve.seconds}
 
 
 def write_report(out: str, name: str, title: str, command: str, body: list[str]) -> str:

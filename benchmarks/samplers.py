@@ -32,7 +32,7 @@ from trainer.engine import Engine  # noqa: E402
 
 def run_once(data, cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
-    result = Engine(cfg, data).fit(log=lambda s: None)
+    result = Engine(cfg, data).fit()
     epochs = result["epochs"]
     return {"valid": epochs[-1]["valid"], "test": result["test"],
             "sample_s": statistics.mean(e["sample_s"] for e in epochs),

@@ -25,6 +25,10 @@ class Replicas:
         """In place: rank 0's values on every worker (for replicated state at creation)."""
         return tensor
 
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """In place: the sum of `tensor` over the workers (sharded evaluation's metric sums)."""
+        return tensor
+
     def spread(self, tensors: list[torch.Tensor]) -> float:
         """max |x_w − x_v| over workers w, v and every element of `tensors`: 0 for one copy."""
         return 0.0

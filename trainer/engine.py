@@ -11,7 +11,7 @@ import math
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from pools.registry import build_sampler
 from pools.replicas import Replicas
+from trainer.callbacks import Callback
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.diagnostics import negative_diagnostics
@@ -164,7 +165,8 @@ class Engine:
         self.model = build_model(config.model, data.num_users, data.num_items, config.dim,
                                  config.seed, shard=shard, score=config.score).to(dev)
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
-        self.sampler = build_sampler(config.sampler, self.positives, item_counts, replicas)
+        self.replicas = replicas or Replicas()
+        self.sampler = build_sampler(config.sampler, self.positives, item_counts, self.replicas)
         self.optimizer = Optimizer(self.model, config, grad_hook)
         self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
             0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
@@ -239,12 +241,14 @@ class Engine:
         return ranking_sums(self.model, targets, masked, self.config.topk)
 
     def evaluate(self, split: str) -> dict[str, float]:
-        with self.timer.phase("eval"):
-            sums, n = self.evaluate_sums(split)
-        return {k: (v / n if n else 0.0) for k, v in sums.items()}
-
-    def eval_seconds(self) -> float:
-        return self.timer.collect().get("eval", 0.0)
+        """Mean metrics over every user with a `split` item: this engine's users, summed with
+        the other workers' through `replicas` under Ray (each worker ranks its own users)."""
+        sums, n = self.evaluate_sums(split)
+        names = sorted(sums)
+        totals = torch.tensor([sums[k] for k in names] + [n], dtype=torch.float64,
+                              device=self.device)
+        totals = self.replicas.sum_(totals).tolist()
+        return {k: (totals[i] / totals[-1] if totals[-1] else 0.0) for i, k in enumerate(names)}
 
     def is_eval_epoch(self) -> bool:
         return self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
@@ -270,31 +274,30 @@ class Engine:
             self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
 
-    def fit(self, log: Callable[[str], None] = print,
-            on_epoch: Callable[[dict], None] | None = None,
-            history: list[dict] | None = None) -> dict:
-        """The in-process loop: epochs with validation every `eval_every`, test at the end.
-        history: the records of epochs already trained (a resumed run)."""
+    def fit(self, callbacks: Sequence[Callback] = (), history: list[dict] | None = None) -> dict:
+        """The one epoch loop, in-process and on every Ray worker alike: train an epoch,
+        validate every `eval_every` epochs, test after the last; what happens around it
+        (progress, metrics files, checkpoints, Ray reports) is `callbacks` (trainer/callbacks.py).
+        history: the records of epochs already trained (a resumed run).
+        Returns {"epochs": records, "test": test metrics}."""
         records = list(history or [])
+        for cb in callbacks:
+            cb.on_fit_start(self)
+        test: dict = {}
         while self.epoch < self.config.epochs:
             record = self.train_epoch()
-            record["eval_s"] = 0.0
+            for cb in callbacks:
+                cb.on_epoch_trained(self, record)
+            t0 = time.perf_counter()
             if self.is_eval_epoch():
                 record["valid"] = self.evaluate("valid")
-                record["eval_s"] = self.eval_seconds()
+            if self.epoch == self.config.epochs:
+                test = self.evaluate("test")
+            record["eval_s"] = time.perf_counter() - t0
             records.append(record)
-            log(format_epoch(record, self.config.epochs))
-            if on_epoch is not None:
-                on_epoch({"epochs": records})
-        test = self.evaluate("test")
-        return {"epochs": records, "test": test}
-
-
-def format_epoch(record: dict, epochs: int) -> str:
-    line = (f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f} "
-            f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
-            f"eval {record.get('eval_s', 0.0):.2f}s")
-    if "valid" in record:
-        v = record["valid"]
-        line += f" valid ndcg@50 {v.get('ndcg@50', float('nan')):.4f} recall@50 {v.get('recall@50', float('nan')):.4f}"
-    return line
+            for cb in callbacks:
+                cb.on_epoch_end(self, records, test or None)
+        result = {"epochs": records, "test": test or self.evaluate("test")}
+        for cb in callbacks:
+            cb.on_fit_end(self, result)
+        return result

@@ -29,25 +29,16 @@ import torch
 
 from pools.replicas import Replicas
 from trainer.atomic import replace_directory
+from trainer.callbacks import Callback, ConsoleProgress, MetricsFile, RunMetrics
 from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
-from trainer.engine import Engine, format_epoch
+from trainer.engine import Engine
 from trainer.errors import TrainingFailed
 from trainer.models import item_digest
 from trainer.sharding import plan_shards
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _reduce_metrics(sums: dict[str, float], count: int, device) -> dict[str, float]:
-    import torch.distributed as dist
-
-    names = sorted(sums)
-    t = torch.tensor([sums[n] for n in names] + [count], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    total = float(t[-1])
-    return {n: (float(t[i]) / total if total else 0.0) for i, n in enumerate(names)}
 
 
 class CollectiveReplicas(Replicas):
@@ -69,6 +60,12 @@ class CollectiveReplicas(Replicas):
         import torch.distributed as dist
 
         dist.broadcast(tensor, src=0)
+        return tensor
+
+    def sum_(self, tensor):
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
         return tensor
 
     def spread(self, tensors) -> float:
@@ -100,9 +97,9 @@ def _item_allreduce_hook(replicas: CollectiveReplicas, counter: dict):
 
 
 def train_worker(cfg: dict) -> None:
-    """The per-worker training function given to TorchTrainer."""
+    """The per-worker training function given to TorchTrainer: set up this worker's shard,
+    then the one epoch loop (Engine.fit) with Ray's callbacks."""
     import ray.train
-    import torch.distributed as dist
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -111,90 +108,123 @@ def train_worker(cfg: dict) -> None:
     data = PreparedData.load(cfg["data"])
     plan = plan_shards(data.splits["train"].users, data.num_users, world, config.batch_size)
     shard = plan.shards[rank]
+    device = "cpu"
     if cfg.get("gpu"):
         import ray.train.torch
 
-        device = ray.train.torch.get_device()
-        torch.cuda.set_device(device)
-        local_cfg = config.model_copy(update={"device": "cuda", "batch_size": plan.batch_per_worker})
-    else:
-        local_cfg = config.model_copy(update={"device": "cpu", "batch_size": plan.batch_per_worker})
+        torch.cuda.set_device(ray.train.torch.get_device())
+        device = "cuda"
+    local_cfg = config.model_copy(update={"device": device, "batch_size": plan.batch_per_worker})
     counter: dict = {}
     replicas = CollectiveReplicas(world)
     engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
                     grad_hook=_item_allreduce_hook(replicas, counter), replicas=replicas)
-    records: list[dict] = []
-    resumed = ray.train.get_checkpoint()  # after a worker failure: Ray's latest
-    blob = None
+    history = _resume(engine, cfg, shard)
+    _write_pid(cfg.get("pid_dir"), rank)
+    metrics = RunMetrics(_header(engine, config, data, plan, world),
+                         extra=lambda: {"allreduce_bytes_per_step": counter.get("bytes", 0)
+                                        // max(1, counter.get("steps", 1)),
+                                        "ddp_bytes_per_step": _ddp_bytes(engine, data, config)})
+    callbacks: list[Callback] = [RayEpochStats(replicas)]
+    if rank == 0:
+        # sys.stdout, not print: Train V2 patches print into a logger that echoes it twice.
+        callbacks += [ConsoleProgress(lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush())),
+                      MetricsFile(cfg.get("out") or "", metrics)]
+    callbacks.append(RayReporter(data, config, shard, rank, metrics, cfg.get("checkpoint_every", 0)))
+    engine.fit(callbacks, history)
+
+
+def _resume(engine: Engine, cfg: dict, shard) -> list[dict]:
+    """Ray's latest checkpoint after a worker failure, else --resume's; returns the epochs it
+    covers. Users take their shard's rows; the item side is the same on every worker."""
+    import ray.train
+
+    resumed = ray.train.get_checkpoint()
     if resumed is not None:
         with resumed.as_directory() as d:
             blob = load_checkpoint(d)
-    elif cfg.get("resume_from"):  # --resume: the run directory's checkpoint
+    elif cfg.get("resume_from"):
         blob = load_checkpoint(cfg["resume_from"])
-    if blob is not None:
-        state = blob["state"]
-        with torch.no_grad():
-            engine.model.user_emb.copy_(state["user_emb"][torch.as_tensor(shard)].to(engine.device))
-            for name, p in engine.model.named_parameters():
-                if name != "user_emb":
-                    p.copy_(state[name].to(engine.device))
-        engine.epoch = int(blob["epoch"])
-        records = blob["metrics"].get("epochs", [])[: engine.epoch]
-    pid_dir = cfg.get("pid_dir")
+    else:
+        return []
+    state = blob["state"]
+    with torch.no_grad():
+        engine.model.user_emb.copy_(state["user_emb"][torch.as_tensor(shard)].to(engine.device))
+        for name, p in engine.model.named_parameters():
+            if name != "user_emb":
+                p.copy_(state[name].to(engine.device))
+    engine.epoch = int(blob["epoch"])
+    return blob["metrics"].get("epochs", [])[: engine.epoch]
+
+
+def _write_pid(pid_dir: str | None, rank: int) -> None:
     if pid_dir and os.path.isdir(os.path.dirname(pid_dir)):
         os.makedirs(pid_dir, exist_ok=True)
         with open(os.path.join(pid_dir, f"rank-{rank}.pid"), "w") as fh:
             fh.write(str(os.getpid()))
-    # What one process of plain DDP over the whole model would all-reduce per step.
-    ddp_bytes = sum(p.numel() * p.element_size() for p in engine.model.item_parameters()) + \
+
+
+def _ddp_bytes(engine: Engine, data: PreparedData, config: TrainConfig) -> int:
+    """What one process of plain DDP over the whole model would all-reduce per step."""
+    return sum(p.numel() * p.element_size() for p in engine.model.item_parameters()) + \
         data.num_users * config.dim * 4
+
+
+def _header(engine: Engine, config: TrainConfig, data: PreparedData, plan, world: int) -> dict:
+    import torch.distributed as dist
+
     # Every rank's item side as it starts (fresh: the one-process init; resumed: the checkpoint).
     digests: list = [None] * world
     dist.all_gather_object(digests, item_digest(engine.model))
-    header = {"config": config.model_dump(), "data": data.path, "workers": world,
-              "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch,
-              "item_start_sha256": digests}
-    out = cfg.get("out")
-    while engine.epoch < config.epochs:
-        rec = engine.train_epoch()
-        stats = torch.tensor([rec["loss"], rec["sample_s"], rec["train_s"]], dtype=torch.float64,
-                             device=engine.device)
+    return {"config": config.model_dump(), "data": data.path, "workers": world,
+            "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch,
+            "item_start_sha256": digests}
+
+
+class RayEpochStats(Callback):
+    """The epoch's loss averaged over workers and its times from the slowest worker (it sets
+    the pace); then the replicas' spread, which must stay 0."""
+
+    def __init__(self, replicas: CollectiveReplicas):
+        self.replicas = replicas
+
+    def on_epoch_trained(self, engine, record):
+        import torch.distributed as dist
+
+        stats = torch.tensor([record["loss"], record["sample_s"], record["train_s"]],
+                             dtype=torch.float64, device=engine.device)
         dist.all_reduce(stats[:1])
-        dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)  # the slowest worker sets the pace
-        rec.update(loss=float(stats[0]) / world, sample_s=float(stats[1]), train_s=float(stats[2]))
-        # Replicas must stay identical: a nonzero spread means workers train different models.
-        rec["replica_spread"] = replicas.spread(engine.replicated_tensors())
-        t0 = time.perf_counter()
-        last = engine.epoch == config.epochs
-        if engine.is_eval_epoch():
-            rec["valid"] = _reduce_metrics(*engine.evaluate_sums("valid"), engine.device)
-        test = _reduce_metrics(*engine.evaluate_sums("test"), engine.device) if last else None
-        rec["eval_s"] = time.perf_counter() - t0
-        records.append(rec)
-        metrics = {**header, "epochs": records,
-                   "allreduce_bytes_per_step": counter.get("bytes", 0) // max(1, counter.get("steps", 1)),
-                   "ddp_bytes_per_step": ddp_bytes}
-        if test is not None:
-            metrics["test"] = test
-        due = last or (cfg.get("checkpoint_every") and engine.epoch % cfg["checkpoint_every"] == 0)
-        checkpoint_dir = _gather_checkpoint(engine, data, config, metrics, shard, rank) if due else None
-        if rank == 0:
-            # sys.stdout, not print: Train V2 patches print into a logger that echoes it twice.
-            sys.stdout.write(format_epoch(rec, config.epochs) + "\n")
-            sys.stdout.flush()
-            if out and os.path.isdir(out):
-                write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-        # Every report carries the latest validation metrics (schedulers such as ASHA need the
-        # metric each time); test metrics appear only in the final report.
-        last_valid = next((r["valid"] for r in reversed(records) if "valid" in r), {})
-        report = {"epoch": engine.epoch, "loss": rec["loss"],
-                  **{f"valid_{k}": v for k, v in last_valid.items()},
-                  **{f"test_{k}": v for k, v in (test or {}).items()}}
+        dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)
+        record.update(loss=float(stats[0]) / self.replicas.world_size,
+                      sample_s=float(stats[1]), train_s=float(stats[2]))
+        record["replica_spread"] = self.replicas.spread(engine.replicated_tensors())
+
+
+class RayReporter(Callback):
+    """Checkpoints (every `checkpoint_every` epochs and at the end, gathered by rank 0) and
+    `ray.train.report`, which every rank calls at the same epochs: it is a barrier."""
+
+    def __init__(self, data, config, shard, rank, metrics: RunMetrics, checkpoint_every: int):
+        self.data, self.config, self.shard, self.rank = data, config, shard, rank
+        self.metrics, self.every = metrics, checkpoint_every
+
+    def on_epoch_end(self, engine, records, test):
+        import ray.train
+
+        record = records[-1]
+        due = bool(test) or bool(self.every and engine.epoch % self.every == 0)
+        checkpoint_dir = _gather_checkpoint(engine, self.data, self.config,
+                                            self.metrics(records, test), self.shard,
+                                            self.rank) if due else None
         # Report only when there is something new (validation, a checkpoint, the end): each
-        # report is a barrier plus a round trip to the controller (~1 s on 2 cores), far more
-        # than an epoch of a small model. Every rank takes the same branch; rank 0 still logs
-        # every epoch above.
-        if "valid" in rec or due:
+        # report is a barrier plus a round trip to the controller (~1 s on 2 cores). Every
+        # report carries the latest validation metrics (schedulers such as ASHA need them each
+        # time); test metrics appear only in the final one.
+        if "valid" in record or due:
+            last_valid = next((r["valid"] for r in reversed(records) if "valid" in r), {})
+            report = {"epoch": engine.epoch, "loss": record["loss"],
+                      **{f"valid_{k}": v for k, v in last_valid.items()},
+                      **{f"test_{k}": v for k, v in (test or {}).items()}}
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
             ray.train.report(report, checkpoint=checkpoint)
         if checkpoint_dir:

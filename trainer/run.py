@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # `python trainer/run.py` without `pip install -e
 import torch
 
 from pools.config import SamplerConfig
-from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from trainer.callbacks import Checkpointer, ConsoleProgress, MetricsFile, RunMetrics
+from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
@@ -128,20 +129,12 @@ def train_in_process(config: TrainConfig, data: PreparedData, out: str,
                      checkpoint_every: int = 0, log=print, resume: bool = False) -> dict:
     os.makedirs(out, exist_ok=True)
     engine = Engine(config, data)
-    header = {"config": config.model_dump(), "data": data.path, "workers": 0}
     history = resume_engine(engine, out) if resume else []
-
-    def on_epoch(partial: dict) -> None:
-        metrics = {**header, **partial}
-        write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-        if checkpoint_every and engine.epoch % checkpoint_every == 0:
-            checkpoint_engine(engine, out, metrics)
-
-    result = engine.fit(log=log, on_epoch=on_epoch, history=history)
-    metrics = {**header, **result}
-    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-    checkpoint_engine(engine, out, metrics)
-    return metrics
+    metrics = RunMetrics({"config": config.model_dump(), "data": data.path, "workers": 0})
+    callbacks = [ConsoleProgress(log), MetricsFile(out, metrics),
+                 Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every)]
+    result = engine.fit(callbacks, history)
+    return metrics(result["epochs"], result["test"])
 
 
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
