@@ -6,11 +6,15 @@ import math
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
+from pools.registry import register
 
 
+@register("adasir-u", "uniform")
+@register("adasir-p", "popularity")
+@register("adasir-w", "uniform", rank_weighted=True)
 class AdaSIRSampler(NegativeSampler):
     """Pools refreshed once per epoch; negatives drawn uniformly from the pool.
 
@@ -24,6 +28,7 @@ class AdaSIRSampler(NegativeSampler):
     def __init__(self, *args, rank_weighted: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.rank_weighted = rank_weighted
+        self.capabilities = Capabilities(stateful=True, weights_positives=rank_weighted)
         self.pool_items: torch.Tensor | None = None
         self.pool_log_w: torch.Tensor | None = None
         self.candidates: torch.Tensor | None = None

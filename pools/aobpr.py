@@ -6,9 +6,11 @@ import math
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.registry import register
 
 
+@register("aobpr")
 class AOBPRSampler(NegativeSampler):
     """A negative for user u: draw a rank r with p(r) ∝ exp(−r/λ), a factor f with
     p(f|u) ∝ |q_uf| · σ_f (σ_f the spread of item factor f), and take the item at rank r of
@@ -17,6 +19,7 @@ class AOBPRSampler(NegativeSampler):
     epoch is this implementation's choice). Needs a factor model (`query`, `item_emb`).
     """
 
+    capabilities = Capabilities(stateful=True)
     order: torch.Tensor | None = None  # [d, N]: items by descending factor value
 
     @torch.no_grad()

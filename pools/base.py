@@ -64,6 +64,23 @@ class Negatives:
         return self.items.dim() == 1
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a sampler promises, read by the engine, the diagnostics and the contract test
+    (tests/test_samplers.py) instead of its name."""
+
+    stateful: bool = False
+    """Keeps per-user or per-model state that `refresh` builds: `sample` refuses before it."""
+    negatives_per_pair: int | None = None
+    """A fixed number of negatives per pair (WARP: 1); None: the config's `num_negatives`."""
+    weights_positives: bool = False
+    """Returns a per-pair `pos_weight` (AdaSIR-W's J(rank), WARP's rank weight)."""
+    shares_negatives: bool = False
+    """Can draw one set of negatives for the whole batch (`shared_negatives`)."""
+    pure_sample: bool = True
+    """`sample` leaves the sampler as it found it (SRNS and IRGAN update themselves there)."""
+
+
 class NegativeSampler:
     """Base class. Subclasses override `sample` and, if they keep per-user state, `refresh`.
 
@@ -73,10 +90,7 @@ class NegativeSampler:
     """
 
     name: str = "base"
-    # Whether `sample` leaves the sampler as it found it. SRNS renews its memory and IRGAN
-    # steps its generator in `sample`: drawing extra negatives for diagnostics would change
-    # their training, so diagnostics skip them.
-    sample_is_pure: bool = True
+    capabilities = Capabilities()
 
     def __init__(
         self,

@@ -161,7 +161,9 @@ class SamplerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _shared_only_for_static_proposals(self):
-        if self.shared_negatives and self.name not in ("uniform", "popularity"):
+        from pools.registry import capabilities_of  # the registry imports this module
+
+        if self.shared_negatives and not capabilities_of(self.name).shares_negatives:
             raise ValueError(f"shared_negatives draws one set per batch from a fixed proposal: "
                              f"sampler {self.name!r} draws per user (use uniform or popularity)")
         return self

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.registry import register
 
 
 def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
@@ -20,6 +21,7 @@ def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch
     return grad.scatter_add_(1, items, reward * -scale)
 
 
+@register("irgan")
 class IRGANSampler(NegativeSampler):
     """The generator is its own MF model (user and item embeddings on the sampler's device).
     A batch's negatives are drawn from softmax(G's scores) over all items, positives masked;
@@ -31,7 +33,7 @@ class IRGANSampler(NegativeSampler):
     trained online, one step per batch, from a random start.
     """
 
-    sample_is_pure = False
+    capabilities = Capabilities(stateful=True, pure_sample=False)
 
     gen_users: torch.Tensor | None = None
 

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.registry import register
 
 # Bound on the [draws, block, d] gather of one within-block step (floats): slices of ~8 MB stay
 # in cache, and memory stays flat however large B·n is.
@@ -16,6 +17,7 @@ _GATHER_BUDGET = 1 << 21
 _GATHER_COST = 50
 
 
+@register("kernel")
 class KernelSampler(NegativeSampler):
     """Exact draws from the quadratic-kernel distribution q(i|u) ∝ α·(q·v_i)² + 1.
 
@@ -34,6 +36,7 @@ class KernelSampler(NegativeSampler):
     the paper updates them as the embeddings move). Memory: √N·d² + N·d floats.
     """
 
+    capabilities = Capabilities(stateful=True)
     block_outer: torch.Tensor | None = None
 
     @torch.no_grad()

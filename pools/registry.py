@@ -4,36 +4,41 @@ from __future__ import annotations
 
 import torch
 
-from pools.adasir import AdaSIRSampler
-from pools.aobpr import AOBPRSampler
 from pools.base import NegativeSampler
 from pools.config import SamplerConfig
 from pools.interactions import InteractionIndex
-from pools.irgan import IRGANSampler
-from pools.kernel import KernelSampler
 from pools.proposals import PopularityProposal, UniformProposal
 from pools.replicas import Replicas
-from pools.srns import SRNSSampler
-from pools.static import DNSSampler, PRISSampler, ProposalSampler, SoftmaxSampler
-from pools.warp import WARPSampler
 
-# name → (sampler class, proposal, extra keyword arguments)
-_REGISTRY: dict[str, tuple[type[NegativeSampler], str, dict]] = {
-    "uniform": (ProposalSampler, "uniform", {}),
-    "popularity": (ProposalSampler, "popularity", {}),
-    "softmax": (SoftmaxSampler, "uniform", {}),
-    "dns": (DNSSampler, "uniform", {}),
-    "pris-u": (PRISSampler, "uniform", {}),
-    "pris-p": (PRISSampler, "popularity", {}),
-    "adasir-u": (AdaSIRSampler, "uniform", {}),
-    "adasir-p": (AdaSIRSampler, "popularity", {}),
-    "adasir-w": (AdaSIRSampler, "uniform", {"rank_weighted": True}),
-    "warp": (WARPSampler, "uniform", {}),
-    "aobpr": (AOBPRSampler, "uniform", {}),
-    "kernel": (KernelSampler, "uniform", {}),
-    "srns": (SRNSSampler, "uniform", {}),
-    "irgan": (IRGANSampler, "uniform", {}),
-}
+# name → (sampler class, proposal, extra keyword arguments), filled by @register in each
+# sampler's module: adding a sampler is its module (and its name in SamplerName) plus its test.
+_REGISTRY: dict[str, tuple[type[NegativeSampler], str, dict]] = {}
+
+
+def register(name: str, proposal: str = "uniform", **extra):
+    """Class decorator: `name` builds this class with that proposal and keyword arguments."""
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"sampler {name!r} is registered twice")
+        _REGISTRY[name] = (cls, proposal, extra)
+        return cls
+    return wrap
+
+
+def registered() -> tuple[str, ...]:
+    _load_builtin()
+    return tuple(_REGISTRY)
+
+
+def capabilities_of(name: str):
+    """What the sampler registered as `name` declares at class level (before it is built)."""
+    _load_builtin()
+    return _REGISTRY[name][0].capabilities
+
+
+def _load_builtin() -> None:
+    """Import the built-in samplers' modules (each registers itself on import)."""
+    from pools import adasir, aobpr, irgan, kernel, srns, static, warp  # noqa: F401
 
 
 def build_sampler(
@@ -49,6 +54,7 @@ def build_sampler(
     """
     if isinstance(config, str):
         config = SamplerConfig(name=config)
+    _load_builtin()
     cls, proposal_name, extra = _REGISTRY[config.name]
     if proposal_name == "uniform":
         proposal = UniformProposal(positives.num_items, positives.device)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.registry import register
 
 
+@register("srns")
 class SRNSSampler(NegativeSampler):
     """Per user: V tracked non-positive items with a score history, and a memory of S1 of them.
 
@@ -36,7 +38,7 @@ class SRNSSampler(NegativeSampler):
     `memory` [U + 1, S1] slots into `tracked` (row U absorbs writes of duplicate batch users).
     """
 
-    sample_is_pure = False
+    capabilities = Capabilities(stateful=True, pure_sample=False)
 
     memory: torch.Tensor | None = None
 

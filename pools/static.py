@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.proposals import UniformProposal
+from pools.registry import register
 
 
+@register("uniform", "uniform")
+@register("popularity", "popularity")
 class ProposalSampler(NegativeSampler):
     """n negatives straight from Q: `uniform` (BPR) and `popularity`.
 
@@ -15,6 +18,8 @@ class ProposalSampler(NegativeSampler):
     uses them; a draw that is one of a user's train items is marked invalid for that user.
     Shared uniform negatives are n distinct items (without replacement): each item is in the
     set with probability n/N, which is what the sampled-softmax correction log(n·Q) assumes."""
+
+    capabilities = Capabilities(shares_negatives=True)
 
     def sample(self, model, users, pos_items, generator):
         n = self.config.num_negatives
@@ -34,6 +39,8 @@ class ProposalSampler(NegativeSampler):
         return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
 
 
+@register("pris-u", "uniform")
+@register("pris-p", "popularity")
 class PRISSampler(NegativeSampler):
     """PRIS (Lian et al., WWW '20): n draws from Q, weighted by softmax(r − log Q) per pair.
 
@@ -47,6 +54,7 @@ class PRISSampler(NegativeSampler):
                          log_proposal=self._log_q_of_draws(users, items))
 
 
+@register("dns")
 class DNSSampler(NegativeSampler):
     """DNS (Zhang et al., SIGIR '13): each negative is the best-scored of m uniform candidates."""
 
@@ -66,6 +74,7 @@ class DNSSampler(NegativeSampler):
         return Negatives(items)
 
 
+@register("softmax")
 class SoftmaxSampler(NegativeSampler):
     """Exact softmax(r/τ) over all items (positives masked): O(B · N) per batch.
 

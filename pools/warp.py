@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.rank import harmonic_table
+from pools.registry import register
 
 
+@register("warp")
 class WARPSampler(NegativeSampler):
     """Per pair: up to `warp_max_trials` uniform non-positives; the first j with
     r_j > r_i − margin is the negative, V its trial number, rank ≈ ⌊(N−1)/V⌋ and the pair's
@@ -21,6 +23,8 @@ class WARPSampler(NegativeSampler):
     capped number of trials in one batch gives the same V and costs `warp_max_trials` scores
     per pair. One negative per pair (WARP's), whatever `num_negatives` says.
     """
+
+    capabilities = Capabilities(negatives_per_pair=1, weights_positives=True)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

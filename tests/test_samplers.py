@@ -56,17 +56,21 @@ def test_sampler_contract(name, setup):
         return sampler.sample(model, users, pos, g)
 
     neg = draw(3)
-    n = 1 if name == "warp" else 7  # WARP: one violator per pair, by design
+    caps = build_sampler(cfg, positives, counts).capabilities  # declared, not looked up by name
+    n = caps.negatives_per_pair or 7
     assert neg.items.shape == (256, n) and neg.items.dtype == torch.long
     assert int(neg.items.min()) >= 0 and int(neg.items.max()) < positives.num_items
     assert not positives.contains(users, neg.items).any(), f"{name} returned a train positive"
     if neg.logit_offset is not None:
         assert neg.logit_offset.shape == (256, n) and torch.isfinite(neg.logit_offset).all()
-    if name == "adasir-w":
-        assert neg.pos_weight.shape == (256,) and (neg.pos_weight > 0).all()
-        assert torch.allclose(neg.pos_weight.mean(), torch.tensor(1.0))  # batch-mean norm
-    elif name == "warp":
+    if neg.log_proposal is not None:
+        assert neg.log_proposal.shape == (256, n) and (neg.log_proposal <= 1e-6).all()
+    if caps.weights_positives:
         assert neg.pos_weight.shape == (256,) and (neg.pos_weight >= 0).all()
+        positive = neg.pos_weight[neg.pos_weight > 0]
+        assert torch.allclose(positive.mean(), torch.tensor(1.0), atol=1e-5)  # batch-mean norm
+        if caps.negatives_per_pair is None:  # no pair goes without negatives: all weigh > 0
+            assert (neg.pos_weight > 0).all()
     else:
         assert neg.pos_weight is None
     assert torch.equal(draw(3).items, neg.items)
@@ -207,13 +211,29 @@ def test_rank_weight_grows_for_badly_ranked_positives(setup):
     assert neg.pos_weight[1] > neg.pos_weight[0]
 
 
-@pytest.mark.parametrize("name", ["adasir-u", "adasir-w", "aobpr", "kernel", "srns", "irgan"])
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_stateful_samplers_refuse_to_sample_before_a_refresh(name, setup):
     positives, model, counts = setup
     sampler = build_sampler(SamplerConfig(name=name), positives, counts)
     users = torch.arange(4)
+    pos = positives.items[positives.offsets[users]]
+    if not sampler.capabilities.stateful:
+        assert sampler.sample(model, users, pos, torch.Generator()).items.shape[0] == 4
+        return
     with pytest.raises(RuntimeError, match="refresh"):
-        sampler.sample(model, users, positives.items[positives.offsets[users]], torch.Generator())
+        sampler.sample(model, users, pos, torch.Generator())
+
+
+def test_every_named_sampler_is_registered_and_shared_negatives_follow_capabilities():
+    from pools.registry import capabilities_of, registered
+
+    assert sorted(registered()) == sorted(SAMPLER_NAMES)
+    for name in SAMPLER_NAMES:
+        if capabilities_of(name).shares_negatives:
+            SamplerConfig(name=name, shared_negatives=True)
+        else:
+            with pytest.raises(ValueError, match="shared_negatives"):
+                SamplerConfig(name=name, shared_negatives=True)
 
 
 def test_unknown_sampler_name_is_rejected():

@@ -26,7 +26,7 @@ DNS_CANDIDATES = 10
 @torch.no_grad()
 def negative_diagnostics(engine, seed: int = 12345) -> dict[str, float]:
     sampler, model = engine.sampler, engine.model
-    if not sampler.sample_is_pure:
+    if not sampler.capabilities.pure_sample:
         return {}
     gen = torch.Generator(engine.device).manual_seed(seed)
     n_pairs = engine.train_users.numel()
