@@ -123,12 +123,16 @@ def contender_table(rows, uniform_epoch: float | None) -> list[str]:
     lines = ["| configuration | tuned on validation | test NDCG@50 | test Recall@50 | "
              "s/epoch (sample + train) | epoch ÷ uniform BPR |", "|---|---|---|---|---|---|"]
     for name, chosen, finals in rows:
-        tuned = ", ".join(f"{f}={chosen[f]:g}" for f in _searched(name))
+        tuned = ", ".join(f"{f}={_show(chosen[f])}" for f in _searched(name))
         epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
         ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
         lines.append(f"| {name} | {tuned} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
                      f"{mean_std([f['test']['recall@50'] for f in finals])} | {epoch:.2f} | {ratio} |")
     return lines
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
 
 
 def _searched(name: str) -> list[str]:
