@@ -79,7 +79,7 @@ CONTENDERS: dict[str, Contender] = {
         "sampled softmax over 1000 shared uniform negatives, dot scores"),
     "contrastive+shared1000+cosine": Contender(
         {"loss": "contrastive", "score": "cosine", **_SHARED},
-        [("contrastive_margin", [0.5, 0.3, 0.7]), ("contrastive_weight", [1.0, 10.0]),
+        [("contrastive_margin", [0.5, 0.3]), ("contrastive_weight", [1.0, 10.0]),
          ("l2", [0.0, 0.001])],
         "CCL (SimpleX) over 1000 shared uniform negatives, cosine scores"),
     "softmax+adasir-u20+dot": Contender(

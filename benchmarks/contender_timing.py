@@ -1,0 +1,68 @@
+"""Seconds per epoch of the loss × sampler × score configurations, on a quiet machine.
+
+    python benchmarks/contender_timing.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+
+Each configuration is taken as tuned in Table 2's cache (OUT/table2-mf/runs.jsonl, read only)
+and timed here, one after another, beside uniform BPR: one warm-up epoch, then the mean of
+--epochs epochs of sample + train seconds (evaluation not counted). Table 2's own seconds come
+from runs that shared the machine; these are the ones to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from contenders import CONTENDERS, make_config, tune_contender  # noqa: E402
+from report_utils import command_line, write_report  # noqa: E402
+from samplers import RunCache  # noqa: E402
+
+from trainer.dataset import PreparedData  # noqa: E402
+from trainer.engine import Engine  # noqa: E402
+
+
+def epoch_seconds(data, settings: dict, common: dict, epochs: int) -> tuple[float, float]:
+    engine = Engine(make_config(common | {"epochs": epochs + 1}, settings), data)
+    engine.train_epoch()  # warm-up
+    records = [engine.train_epoch() for _ in range(epochs)]
+    return (statistics.mean(r["sample_s"] for r in records),
+            statistics.mean(r["train_s"] for r in records))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--contenders", default="bpr+dns,bpr+adasir-u+fresh,softmax+shared1000+cosine")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-grid", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = PreparedData.load(args.data)
+    cache = RunCache(data, os.path.join(args.out, "table2-mf"), summary_only=True)
+    common = {"model": "mf", "epochs": 20, "eval_every": 20, "lr": 0.01, "batch_size": 4096}
+    rows = [("uniform BPR (adasir's baseline)", {"sampler.name": "uniform", "l2": 0.001})]
+    rows += [("adasir-u (the paper)", {"sampler.name": "adasir-u", "l2": 0.01})]
+    for name in args.contenders.split(","):
+        _, chosen, _ = tune_contender(cache, name, CONTENDERS[name], common, [0, 1], args.max_grid)
+        rows.append((name, chosen))
+    body = [f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
+            f"{args.epochs} epochs after one warm-up, one configuration at a time.", "",
+            "| configuration | sample s/epoch | train s/epoch | epoch ÷ uniform BPR |", "|---|---|---|---|"]
+    base = None
+    for name, settings in rows:
+        sample, train = epoch_seconds(data, settings, common, args.epochs)
+        base = base or sample + train
+        body.append(f"| {name} | {sample:.2f} | {train:.2f} | {(sample + train) / base:.2f} |")
+    write_report(args.out, "contender_timing", "Seconds per epoch, quiet machine", command_line(), body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
