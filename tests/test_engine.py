@@ -298,3 +298,24 @@ def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
     bad = subprocess.run([*cli, "recommend", "--model", str(out), "--user", "nobody"],
                          capture_output=True, text=True, cwd=ROOT, env=env)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_an_unloadable_checkpoint_never_replaces_a_good_one(tiny_data, tmp_path):
+    from trainer.checkpoint import save_checkpoint
+
+    data = PreparedData.load(tiny_data)
+    engine = Engine(TrainConfig(epochs=1, batch_size=1024), data)
+    state = engine.state()["model"]
+    path = tmp_path / "checkpoint"
+
+    def save(model_state, epoch):
+        return save_checkpoint(str(path), model_name="mf", dim=32, state=model_state,
+                               item_counts=data.item_counts(), data=data, config={},
+                               metrics={"epochs": []}, epoch=epoch)
+
+    save(state, 1)
+    broken = {**state, "item_emb": state["item_emb"][:-1]}  # shapes disagree with the id maps
+    with pytest.raises(CheckpointError, match="shapes disagree"):
+        save(broken, 2)
+    assert load_checkpoint(str(path))["epoch"] == 1  # the good one is still there, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no temporary left behind
