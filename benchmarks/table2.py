@@ -109,6 +109,8 @@ def _contenders(args, data, model):
                                         [int(x) for x in args.seeds.split(",")], args.max_grid))
         except Unfinished:
             missing.append(name)
+        except ValueError as exc:  # does not fit this dataset (e.g. more negatives than items)
+            missing.append(f"{name} (not applicable: {str(exc).splitlines()[0]})")
     return found, missing
 
 

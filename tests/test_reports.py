@@ -11,7 +11,8 @@ from conftest import ROOT
 
 REPORTS = {
     "table2": ["--models", "mf,gmf", "--samplers", "uniform,adasir-u", "--epochs", "2",
-               "--l2-grid", "0.01,0.001", "--tau-grid", "2", "--seeds", "0,1", "--batch-size", "1024"],
+               "--l2-grid", "0.01,0.001", "--tau-grid", "2", "--seeds", "0,1", "--batch-size", "1024",
+               "--contenders", "bpr+dns,softmax+shared1000+cosine"],
     "timing": ["--samplers", "uniform,adasir-u,kernel,irgan", "--epochs", "1", "--batch-size", "1024"],
     "softmax_fit": ["--epochs", "15", "--users", "2", "--draws", "2000",
                     "--samplers", "uniform,dns,adasir-u,adasir-p,kernel,softmax"],
@@ -35,6 +36,8 @@ def test_report_runs_end_to_end(report, tiny_data, tmp_path):
     png = out / f"{report}.png"
     assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "```bash\npython " in md and "|---|" in md and f"({report}.png)" in md
+    if report == "table2":  # a contender that needs more items than the data has says so
+        assert "| bpr+dns |" in md and "softmax+shared1000+cosine (not applicable: --negatives 1000" in md
     if report == "softmax_fit":
         rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in md.splitlines()
                 if line.startswith("| ") and not line.startswith("| sampler")}
