@@ -79,6 +79,8 @@ class Capabilities:
     """Can draw one set of negatives for the whole batch (`shared_negatives`)."""
     pure_sample: bool = True
     """`sample` leaves the sampler as it found it (SRNS and IRGAN update themselves there)."""
+    can_keep_positives: bool = True
+    """Honours `exclude_positives=False` (SRNS tracks non-positives only: it cannot)."""
 
 
 class NegativeSampler:

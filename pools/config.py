@@ -163,6 +163,9 @@ class SamplerConfig(BaseModel):
     def _shared_only_for_static_proposals(self):
         from pools.registry import capabilities_of  # the registry imports this module
 
+        if not self.exclude_positives and not capabilities_of(self.name).can_keep_positives:
+            raise ValueError(f"sampler {self.name!r} draws from non-positives only: "
+                             "exclude_positives=False (--keep-positives) is not supported")
         if self.shared_negatives and not capabilities_of(self.name).shares_negatives:
             raise ValueError(f"shared_negatives draws one set per batch from a fixed proposal: "
                              f"sampler {self.name!r} draws per user (use uniform or popularity)")

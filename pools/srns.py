@@ -38,7 +38,7 @@ class SRNSSampler(NegativeSampler):
     `memory` [U + 1, S1] slots into `tracked` (row U absorbs writes of duplicate batch users).
     """
 
-    capabilities = Capabilities(stateful=True, pure_sample=False)
+    capabilities = Capabilities(stateful=True, pure_sample=False, can_keep_positives=False)
 
     memory: torch.Tensor | None = None
 

@@ -8,6 +8,7 @@ import shlex
 import pytest
 
 from pools.config import SAMPLER_NAMES
+from pools.registry import capabilities_of
 from service.jobs import JobRequest
 from trainer.config import TrainConfig
 from trainer.flags import to_flags
@@ -24,9 +25,11 @@ def _config(name: str) -> TrainConfig:
            "adasir-w": {"rank_weight_norm": "none", "reuse_pool": False},
            "uniform": {"shared_negatives": True, "num_negatives": 100}}.get(name, {})
     loss = "bpr" if name == "warp" else "softmax"
+    keep = capabilities_of(name).can_keep_positives  # SRNS refuses exclude_positives=False
     return TrainConfig(model="gmf", lr=0.01, l2=0.0001, epochs=7, loss=loss, score="cosine",
                        loss_temperature=0.2, diagnostics=True,
-                       sampler={"name": name, "temperature": 0.5, "exclude_positives": False, **own})
+                       sampler={"name": name, "temperature": 0.5, "exclude_positives": not keep,
+                                **own})
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)

@@ -77,9 +77,15 @@ def test_sampler_contract(name, setup):
     assert not torch.equal(draw(4).items, neg.items)
 
 
-@pytest.mark.parametrize("name", ["uniform", "popularity", "adasir-u"])
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_keep_positives_option_allows_them(name, setup):
+    from pools.registry import capabilities_of
+
     positives, model, counts = setup
+    if not capabilities_of(name).can_keep_positives:  # refused, not silently ignored
+        with pytest.raises(ValueError, match="not supported"):
+            SamplerConfig(name=name, exclude_positives=False)
+        return
     cfg = SamplerConfig(name=name, exclude_positives=False, num_negatives=50)
     sampler = build_sampler(cfg, positives, counts)
     g = torch.Generator().manual_seed(0)
