@@ -25,10 +25,14 @@ class AdaSIRSampler(NegativeSampler):
     resampling weights at the last refresh, (Σw)²/Σw² over a user's |K| candidates.
     """
 
+    @classmethod
+    def declared(cls, rank_weighted: bool = False, **options) -> Capabilities:
+        return Capabilities(stateful=True, weights_positives=rank_weighted)
+
     def __init__(self, *args, rank_weighted: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.rank_weighted = rank_weighted
-        self.capabilities = Capabilities(stateful=True, weights_positives=rank_weighted)
+        self.capabilities = self.declared(rank_weighted=rank_weighted)
         self.pool_items: torch.Tensor | None = None
         self.pool_log_w: torch.Tensor | None = None
         self.candidates: torch.Tensor | None = None

@@ -94,6 +94,11 @@ class NegativeSampler:
     name: str = "base"
     capabilities = Capabilities()
 
+    @classmethod
+    def declared(cls, **options) -> Capabilities:
+        """The capabilities of an instance built with the registration's `options`."""
+        return cls.capabilities
+
     def __init__(
         self,
         config: SamplerConfig,

@@ -33,7 +33,8 @@ def registered() -> tuple[str, ...]:
 def capabilities_of(name: str):
     """What the sampler registered as `name` declares at class level (before it is built)."""
     _load_builtin()
-    return _REGISTRY[name][0].capabilities
+    cls, _, extra = _REGISTRY[name]
+    return cls.declared(**extra)
 
 
 def _load_builtin() -> None:

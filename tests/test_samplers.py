@@ -57,6 +57,9 @@ def test_sampler_contract(name, setup):
 
     neg = draw(3)
     caps = build_sampler(cfg, positives, counts).capabilities  # declared, not looked up by name
+    from pools.registry import capabilities_of
+
+    assert capabilities_of(name) == caps  # what the class declares is what an instance has
     n = caps.negatives_per_pair or 7
     assert neg.items.shape == (256, n) and neg.items.dtype == torch.long
     assert int(neg.items.min()) >= 0 and int(neg.items.max()) < positives.num_items
