@@ -256,6 +256,7 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
                 "global_mean": float(sums[0] / sums[1]),
                 "replicated": [t.cpu() for t in engine.replicated_tensors()]},
                os.path.join(out, f"rank{rank}.pt"))
+    dist.barrier()  # no rank tears down its connections while another is still receiving
     dist.destroy_process_group()
 
 
