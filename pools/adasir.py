@@ -7,7 +7,6 @@ import math
 import torch
 
 from pools.base import Capabilities, Negatives, NegativeSampler
-from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
 
@@ -56,8 +55,8 @@ class AdaSIRSampler(NegativeSampler):
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
             users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
                                  device=self.device)
-            items, log_w, score, cand = self._resample(model, users, generator)
-            ess += (-torch.logsumexp(2 * self._last_log_w, dim=1)).exp().sum()  # 1/Σw², Σw = 1
+            items, log_w, score, cand, chunk_ess = self._resample(model, users, generator)
+            ess += chunk_ess
             if not fresh and cfg.reuse_pool:
                 items, log_w, score = self._merge(users, items, log_w, score, generator)
             self.pool_items[users] = items
@@ -69,43 +68,30 @@ class AdaSIRSampler(NegativeSampler):
 
     def _resample(self, model, users, generator):
         """Steps 1-3: K candidates from Q, w = softmax(r/τ − log Q), R draws with replacement.
-        Returns the pool's items, their log w and scores [C, R], and the candidates [C, K]."""
+        Returns the pool's items, their log w and scores [C, R], the candidates [C, K] and the
+        chunk's sum of the weights' effective sample sizes."""
         cfg = self.config
-        if cfg.shared_candidates:
-            shared = self._shared_candidates(generator)  # [K], one draw for the chunk
+        if cfg.shared_candidates:  # one draw of |K| for the chunk, scored with one GEMM
+            shared, mask = self._draw_shared(users, cfg.num_candidates, generator)
             cand = shared.expand(users.numel(), -1)
             scores = model.score_shared(users, shared)
         else:
             cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
             scores = model.score(users, cand)
+            mask = self.positives.contains(users, cand) if cfg.exclude_positives else None
         logits = scores / cfg.temperature - self.proposal.log_prob(cand)
-        if cfg.exclude_positives:
-            mask = (self.positives.mask_of_distinct(users, shared) if cfg.shared_candidates
-                    and self._distinct else self.positives.contains(users, cand))
+        if mask is not None:
             # A user whose every candidate is a train item keeps them rather than an empty pool.
             mask &= ~mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask, float("-inf"))
         log_w = torch.log_softmax(logits, dim=1)
-        self._last_log_w = log_w
+        ess = (-torch.logsumexp(2 * log_w, dim=1)).exp().sum()  # Σ_users 1/Σw², Σw = 1
         if cfg.pool_distinct:  # Gumbel top-R: R successive draws ∝ w without replacement
             u = torch.rand(log_w.shape, device=self.device, generator=generator)
             idx = (log_w - torch.log(-torch.log(u.clamp_(min=1e-20)))).topk(cfg.pool_size).indices
         else:
             idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
-        return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand
-
-    @property
-    def _distinct(self) -> bool:
-        return isinstance(self.proposal, UniformProposal) and \
-            self.config.num_candidates <= self.num_items
-
-    def _shared_candidates(self, generator) -> torch.Tensor:
-        """|K| candidates for a chunk: distinct uniform items where |K| ≤ N (each item is a
-        candidate with probability |K|/N, as with independent uniform draws), else draws of Q."""
-        K = self.config.num_candidates
-        if self._distinct:
-            return torch.randperm(self.num_items, device=self.device, generator=generator)[:K]
-        return self.proposal.draw((K,), generator)
+        return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand, ess
 
     def _merge(self, users, items, log_w, score, generator):
         """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""

@@ -170,6 +170,19 @@ class NegativeSampler:
             items = torch.where(bad, self.proposal.draw(items.shape, generator), items)
         return self._replace_positives(users, items, generator)
 
+    def _draw_shared(self, users: torch.Tensor, k: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """k items [k] drawn once for all `users`, and [B, k] True where one is a user's train
+        item (None when positives are allowed). A uniform Q gives k distinct items (each in the
+        set with probability k/N, as k·Q says), masked through the users' positives in
+        O(B · degree); any other Q, or k > N, gives k draws of Q, masked by lookup."""
+        exclude = self.config.exclude_positives
+        if isinstance(self.proposal, UniformProposal) and k <= self.num_items:
+            items = torch.randperm(self.num_items, device=self.device, generator=generator)[:k]
+            return items, self.positives.mask_of_distinct(users, items) if exclude else None
+        items = self.proposal.draw((k,), generator)
+        return items, self.positives.contains(users, items.expand(users.numel(), k)) if exclude else None
+
     def _log_q_of_draws(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """log Q(j|c) of items [B, m] drawn by `_draw_from_proposal`: uniform over the user's
         non-positives when positives are excluded (exact), else Q itself (with a non-uniform Q

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from pools.base import Capabilities, Negatives, NegativeSampler
-from pools.proposals import UniformProposal
 from pools.registry import register
 
 
@@ -29,13 +28,7 @@ class ProposalSampler(NegativeSampler):
         return Negatives(items, log_proposal=self._log_q_of_draws(users, items))
 
     def _shared(self, users, n, generator) -> Negatives:
-        exclude = self.config.exclude_positives
-        if isinstance(self.proposal, UniformProposal) and n <= self.num_items:
-            items = torch.randperm(self.num_items, device=self.device, generator=generator)[:n]
-            invalid = self.positives.mask_of_distinct(users, items) if exclude else None
-        else:
-            items = self.proposal.draw((n,), generator)
-            invalid = self.positives.contains(users, items.expand(users.numel(), n)) if exclude else None
+        items, invalid = self._draw_shared(users, n, generator)
         return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
 
 
