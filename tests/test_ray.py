@@ -285,3 +285,20 @@ def test_replicated_sampler_state_and_batch_statistics_are_global(odd_data, tmp_
         assert len(ranks[0]["replicated"]) == 2  # the item table and the generator's items
     else:
         assert any(abs(r["local_mean"] - 1.0) > 1e-3 for r in ranks)
+
+
+def test_a_shard_engine_restores_its_rows_of_a_checkpoint(tiny_data, tmp_path):
+    from trainer.run import train_in_process
+
+    data = PreparedData.load(tiny_data)
+    cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
+    train_in_process(cfg, data, str(tmp_path / "run"), log=lambda s: None)
+    from trainer.checkpoint import load_checkpoint
+
+    blob = load_checkpoint(str(tmp_path / "run" / "checkpoint"))
+    shard = np.arange(201, 401)
+    part = Engine(cfg.model_copy(update={"epochs": 3}), data, shard)
+    history = part.restore(blob)
+    assert part.epoch == 1 and [r["epoch"] for r in history] == [1]
+    assert torch.equal(part.model.user_emb, blob["state"]["user_emb"][torch.as_tensor(shard)])
+    assert torch.equal(part.model.item_emb, blob["state"]["item_emb"])

@@ -274,6 +274,18 @@ class Engine:
             self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = int(state["epoch"])
 
+    def restore(self, checkpoint: dict) -> list[dict]:
+        """Continue from a loaded checkpoint (trainer.checkpoint.load_checkpoint): this engine's
+        rows of the user table (its shard's, under Ray), the item side, the epoch, and the
+        optimizer's moments where a whole-model engine saved them. Returns the epoch records
+        the checkpoint covers."""
+        state = dict(checkpoint["state"])
+        if self.shard is not None:
+            state["user_emb"] = state["user_emb"][torch.as_tensor(self.shard)]
+        optimizer = checkpoint.get("optimizer") if self.shard is None else None
+        self.load_state({"model": state, "optimizer": optimizer, "epoch": checkpoint["epoch"]})
+        return checkpoint["metrics"].get("epochs", [])[: self.epoch]
+
     def fit(self, callbacks: Sequence[Callback] = (), history: list[dict] | None = None) -> dict:
         """The one epoch loop, in-process and on every Ray worker alike: train an epoch,
         validate every `eval_every` epochs, test after the last; what happens around it

@@ -119,7 +119,7 @@ def train_worker(cfg: dict) -> None:
     replicas = CollectiveReplicas(world)
     engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
                     grad_hook=_item_allreduce_hook(replicas, counter), replicas=replicas)
-    history = _resume(engine, cfg, shard)
+    history = _resume(engine, cfg)
     _write_pid(cfg.get("pid_dir"), rank)
     metrics = RunMetrics(_header(engine, config, data, plan, world),
                          extra=lambda: {"allreduce_bytes_per_step": counter.get("bytes", 0)
@@ -134,7 +134,7 @@ def train_worker(cfg: dict) -> None:
     engine.fit(callbacks, history)
 
 
-def _resume(engine: Engine, cfg: dict, shard) -> list[dict]:
+def _resume(engine: Engine, cfg: dict) -> list[dict]:
     """Ray's latest checkpoint after a worker failure, else --resume's; returns the epochs it
     covers. Users take their shard's rows; the item side is the same on every worker."""
     import ray.train
@@ -147,14 +147,7 @@ def _resume(engine: Engine, cfg: dict, shard) -> list[dict]:
         blob = load_checkpoint(cfg["resume_from"])
     else:
         return []
-    state = blob["state"]
-    with torch.no_grad():
-        engine.model.user_emb.copy_(state["user_emb"][torch.as_tensor(shard)].to(engine.device))
-        for name, p in engine.model.named_parameters():
-            if name != "user_emb":
-                p.copy_(state[name].to(engine.device))
-    engine.epoch = int(blob["epoch"])
-    return blob["metrics"].get("epochs", [])[: engine.epoch]
+    return engine.restore(blob)
 
 
 def _write_pid(pid_dir: str | None, rank: int) -> None:

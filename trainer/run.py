@@ -117,12 +117,10 @@ def resume_engine(engine: Engine, out: str) -> list[dict]:
     """Load OUT/checkpoint into the engine; returns the epoch records it covers."""
     blob = load_checkpoint(os.path.join(out, "checkpoint"), with_optimizer=True)
     try:
-        engine.load_state({"model": blob["state"], "optimizer": blob.get("optimizer"),
-                           "epoch": blob["epoch"]})
+        return engine.restore(blob)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise RunDirError(f"--resume: the checkpoint in {out} does not fit this run's options "
                           f"(model, dim, dataset): {str(exc).splitlines()[0]}") from None
-    return blob["metrics"].get("epochs", [])[: engine.epoch]
 
 
 def train_in_process(config: TrainConfig, data: PreparedData, out: str,
