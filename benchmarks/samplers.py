@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from pools.config import SAMPLER_NAMES  # noqa: E402
+from pools import SAMPLER_NAMES, capabilities_of  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
@@ -53,7 +53,9 @@ _LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_ca
 def key(config: dict) -> str:
     """What identifies a run: the options this protocol varies or fixes. Computed from a
     config dump, so runs recorded before new (defaulted) options existed still match."""
-    s = config["sampler"]
+    s = dict(config["sampler"])
+    if capabilities_of(s["name"]).negatives_per_pair:  # WARP: n was ignored, now fixed at 1
+        s.pop("num_negatives", None)
     later = {k: config[k] for k, d in _LATER_OPTIONS.items() if config.get(k, d) != d}
     later |= {f"sampler.{k}": s[k] for k, d in _LATER_SAMPLER_OPTIONS.items() if s.get(k, d) != d}
     return json.dumps({k: config.get(k) for k in ("model", "dim", "lr", "l2", "batch_size", "epochs",
@@ -91,7 +93,8 @@ class RunCache:
                 fh.write(json.dumps(rec) + "\n")
             self.done[k] = rec
             print(f"{cfg.model} {label or cfg.sampler.name} l2={cfg.l2} "
-                  f"tau={cfg.sampler.temperature} T={cfg.loss_temperature} seed={cfg.seed}: "
+                  f"tau={getattr(cfg.sampler, 'temperature', 1.0)} T={cfg.loss_temperature} "
+                  f"seed={cfg.seed}: "
                   f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
         return self.done[k]
 
@@ -108,7 +111,7 @@ def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: st
         def cfg_for(l2, tau=1.0, seed=seeds[0]):
             return TrainConfig(model=model, epochs=epochs, eval_every=epochs, lr=lr, l2=l2,
                                batch_size=batch_size, seed=seed, device=device,
-                               sampler={"name": name, "temperature": tau})
+                               sampler={"name": name} | ({"temperature": tau} if tau != 1.0 else {}))
         grid = [(float(l2), 1.0) for l2 in l2_grid]
         tuned = {g: measure(cfg_for(*g)) for g in grid}
         best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from report_utils import command_line, save_figure, write_report  # noqa: E402
 
-from pools import InteractionIndex, SamplerConfig, build_sampler  # noqa: E402
+from pools import InteractionIndex, build_sampler, sampler_config  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
@@ -84,7 +84,7 @@ def main() -> int:
         if row == 0:
             ax.plot(torch.cumsum(target[by_popularity], 0), "k", lw=2.5, label="softmax")
         for name in names:
-            sampler = build_sampler(SamplerConfig(name=name, num_negatives=10), index, counts)
+            sampler = build_sampler(sampler_config(name=name, num_negatives=10), index, counts)
             g = torch.Generator().manual_seed(args.seed + row)
             sampler.refresh(model, g)
             users = torch.arange(args.draws)

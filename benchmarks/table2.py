@@ -21,7 +21,7 @@ from contenders import CONTENDERS, contender_table, tune_contender  # noqa: E402
 from report_utils import command_line, save_figure, write_report  # noqa: E402
 from samplers import ROW_NOTES, RunCache, Unfinished, run_protocol, summary_table  # noqa: E402
 
-from pools.config import SAMPLER_NAMES  # noqa: E402
+from pools import SAMPLER_NAMES  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
 
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from report_utils import command_line, save_figure, write_report  # noqa: E402
 
-from pools.config import SAMPLER_NAMES  # noqa: E402
+from pools import SAMPLER_NAMES  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402

@@ -4,21 +4,36 @@ Everything is batched tensor code on the device of the `InteractionIndex` it is 
 """
 
 from pools.adasir import AdaSIRSampler
-from pools.base import Negatives, NegativeSampler, ScoringModel
-from pools.config import SAMPLER_NAMES, SamplerConfig
+from pools.base import Capabilities, Negatives, NegativeSampler, ScoringModel
+from pools.config import SamplerOptions
 from pools.interactions import InteractionIndex
 from pools.rank import estimate_rank, harmonic_table
-from pools.registry import build_sampler
+from pools.registry import (
+                            build_sampler,
+                            capabilities_of,
+                            options_of,
+                            registered,
+                            sampler_config,
+                            sampler_config_type,
+)
+
+SAMPLER_NAMES: tuple[str, ...] = registered()
 
 __all__ = [
     "AdaSIRSampler",
+    "Capabilities",
     "InteractionIndex",
     "Negatives",
     "NegativeSampler",
     "SAMPLER_NAMES",
-    "SamplerConfig",
+    "SamplerOptions",
     "ScoringModel",
     "build_sampler",
+    "capabilities_of",
     "estimate_rank",
     "harmonic_table",
+    "options_of",
+    "registered",
+    "sampler_config",
+    "sampler_config_type",
 ]

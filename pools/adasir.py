@@ -3,17 +3,81 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import ChunkedRefreshOptions, TemperatureOptions
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
 
 
-@register("adasir-u", "uniform")
-@register("adasir-p", "popularity")
-@register("adasir-w", "uniform", rank_weighted=True)
+class AdaSIROptions(TemperatureOptions, ChunkedRefreshOptions):
+    """AdaSIR's pools (Algorithm 1) and the options that make them fresher, wider or more
+    diverse (issue 11: `--diagnostics` measures each)."""
+
+    name: Literal["adasir-u", "adasir-p", "adasir-w"]
+    """`adasir-u`/`adasir-p`: pools by importance resampling from a uniform / popularity
+    proposal; `adasir-w`: adasir-u plus the Eq. (2)-(3) rank weight."""
+
+    num_candidates: int = Field(200, ge=1, le=100_000)
+    """|K|: candidates drawn per user from the proposal at each pool refresh."""
+
+    pool_size: int = Field(200, ge=1, le=100_000)
+    """|R|: entries kept per user in the pool negatives are drawn from."""
+
+    reuse_pool: bool = True
+    """Algorithm 1, line 10: the new pool is |R| entries drawn uniformly from the old pool ∪ the
+    freshly resampled one. Off: every refresh replaces the pool."""
+
+    weighting: Literal["paper", "reference", "none"] = "paper"
+    """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
+    softmax(r + log w) (what the authors' code does), `none` a plain mean."""
+
+    rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
+    """AdaSIR-W: `batch-mean` divides J(rank) by its global batch mean, so the loss keeps the
+    scale of plain BPR and the learning rate keeps its meaning; `none` is the authors'
+    unnormalised harmonic sum (the loss grows ~10×)."""
+
+    shared_candidates: bool = False
+    """Draw the |K| candidates once per chunk of `refresh_chunk_users` users (distinct items,
+    each user's own positives masked) and score them with one [C, d] × [d, K] GEMM instead of
+    gathering [C, K, d]: |K| in the thousands then costs what 200 did. Each user's candidates
+    are still a sample of Q, so Theorem 3.1 holds per user; users in a chunk share them."""
+
+    pool_distinct: bool = False
+    """Resample the |R| pool entries from the |K| candidates *without* replacement (Gumbel
+    top-|R| on log w: successive draws ∝ w), so a pool never repeats an item. Needs |R| < |K|."""
+
+    refreshes_per_epoch: int = Field(1, ge=1, le=1000)
+    """Resample the pools this many times an epoch, evenly spaced in its steps (the paper:
+    once, before the batches). Fresher pools, at this many times the refresh's cost."""
+
+    pool_pick: Literal["uniform", "reweight", "max"] = "uniform"
+    """How a negative is taken from the pool. `uniform`: one entry at random (the paper).
+    `reweight`: `pool_pick_candidates` entries, one resampled ∝ exp((r_now − r_then)/τ) — the
+    pool approximates softmax(r_then/τ) of the refresh; this corrects it towards the current
+    model's softmax(r_now/τ). `max`: the best-scored of `pool_pick_candidates` entries now."""
+
+    pool_pick_candidates: int = Field(4, ge=1, le=1000)
+    """m: pool entries scored per negative by `pool_pick` = reweight or max."""
+
+    @model_validator(mode="after")
+    def _distinct_needs_room(self):
+        if self.pool_distinct and self.pool_size >= self.num_candidates:
+            raise ValueError(f"pool_distinct draws |R| = {self.pool_size} distinct entries from "
+                             f"|K| = {self.num_candidates} candidates: it needs |R| < |K|")
+        if self.rank_weight_norm != "batch-mean" and self.name != "adasir-w":
+            raise ValueError(f"rank_weight_norm shapes AdaSIR-W's rank weight; {self.name!r} "
+                             "has none (use adasir-w)")
+        return self
+
+
+@register("adasir-u", "uniform", options=AdaSIROptions, order=6)
+@register("adasir-p", "popularity", options=AdaSIROptions, order=7)
+@register("adasir-w", "uniform", options=AdaSIROptions, rank_weighted=True, order=8)
 class AdaSIRSampler(NegativeSampler):
     """Pools refreshed once per epoch; negatives drawn uniformly from the pool.
 
@@ -117,7 +181,7 @@ class AdaSIRSampler(NegativeSampler):
 
     @torch.no_grad()
     def _pick_slots(self, model, users, generator) -> torch.Tensor:
-        """Pool slots [B, n] of the negatives, by `pool_pick` (see SamplerConfig)."""
+        """Pool slots [B, n] of the negatives, by `pool_pick` (see AdaSIROptions)."""
         cfg = self.config
         B, n = users.numel(), cfg.num_negatives
         m = 1 if cfg.pool_pick == "uniform" else cfg.pool_pick_candidates

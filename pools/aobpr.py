@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import SamplerOptions
 from pools.registry import register
 
 
-@register("aobpr")
+class AOBPROptions(SamplerOptions):
+    """AOBPR: negatives at geometric ranks of a factor's item ordering."""
+
+    name: Literal["aobpr"]
+    """Adaptive oversampling BPR."""
+
+    aobpr_lambda: float = Field(500.0, gt=0.0)
+    """λ of the geometric rank distribution p(r) ∝ exp(−r/λ) (the paper's 500)."""
+
+
+@register("aobpr", options=AOBPROptions, order=10)
 class AOBPRSampler(NegativeSampler):
     """A negative for user u: draw a rank r with p(r) ∝ exp(−r/λ), a factor f with
     p(f|u) ∝ |q_uf| · σ_f (σ_f the spread of item factor f), and take the item at rank r of

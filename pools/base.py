@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from pools.config import SamplerConfig
+from pools.config import SamplerOptions
 from pools.interactions import InteractionIndex
 from pools.proposals import Proposal, UniformProposal
 from pools.replicas import Replicas
@@ -101,7 +101,7 @@ class NegativeSampler:
 
     def __init__(
         self,
-        config: SamplerConfig,
+        config: SamplerOptions,
         num_users: int,
         num_items: int,
         positives: InteractionIndex,

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import SamplerOptions
 from pools.registry import register
+
+
+class IRGANOptions(SamplerOptions):
+    """IRGAN: a generator model trained by REINFORCE proposes the negatives."""
+
+    name: Literal["irgan"]
+    """The adversarial sampler."""
+
+    irgan_lr: float = Field(0.001, gt=0.0)
+    """Learning rate of the generator (REINFORCE)."""
 
 
 def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
@@ -21,7 +35,7 @@ def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch
     return grad.scatter_add_(1, items, reward * -scale)
 
 
-@register("irgan")
+@register("irgan", options=IRGANOptions, order=13)
 class IRGANSampler(NegativeSampler):
     """The generator is its own MF model (user and item embeddings on the sampler's device).
     A batch's negatives are drawn from softmax(G's scores) over all items, positives masked;

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import SamplerOptions
 from pools.registry import register
 
 # Bound on the [draws, block, d] gather of one within-block step (floats): slices of ~8 MB stay
@@ -17,7 +20,17 @@ _GATHER_BUDGET = 1 << 21
 _GATHER_COST = 50
 
 
-@register("kernel")
+class KernelOptions(SamplerOptions):
+    """Kernel: exact draws from a quadratic kernel of the scores."""
+
+    name: Literal["kernel"]
+    """The kernel-based sampler."""
+
+    kernel_alpha: float = Field(100.0, gt=0.0)
+    """α of q(i|u) ∝ α·(p_u·q_i)² + 1, the quadratic kernel of Blanc & Rendle."""
+
+
+@register("kernel", options=KernelOptions, order=11)
 class KernelSampler(NegativeSampler):
     """Exact draws from the quadratic-kernel distribution q(i|u) ∝ α·(q·v_i)² + 1.
 

@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import ChunkedRefreshOptions, TemperatureOptions
 from pools.registry import register
 
 
-@register("srns")
+class SRNSOptions(TemperatureOptions, ChunkedRefreshOptions):
+    """SRNS: variance-aware hard negatives; `temperature` is the memory's softmax(r/τ) (the
+    authors' default 1)."""
+
+    name: Literal["srns"]
+    """Simplify-and-robustify negative sampling."""
+
+    srns_memory: int = Field(20, ge=1, le=10_000)
+    """S1, memory slots per user, renewed every batch (the authors' 20)."""
+
+    srns_tracked: int = Field(300, ge=1, le=100_000)
+    """V, items per user whose score history is tracked and from which the memory is refilled
+    (the authors' `varset_size`, 3000). Costs U·V·(T + 2) floats of state."""
+
+    srns_candidates: int = Field(5, ge=1, le=10_000)
+    """S2, memory entries considered per negative."""
+
+    srns_history: int = Field(5, ge=2, le=100)
+    """Epochs of score history used for the variance."""
+
+    srns_alpha: float = Field(1.0, ge=0.0)
+    """Weight of the likelihood's standard deviation in the selection score (the authors' 1)."""
+
+    srns_warmup: float = Field(1.0, ge=0.0)
+    """α ramps linearly from 0 over this many epochs (the authors' default 1: off for the first
+    epoch, when no history exists); 0 disables the ramp."""
+
+
+@register("srns", options=SRNSOptions, order=12)
 class SRNSSampler(NegativeSampler):
     """Per user: V tracked non-positive items with a score history, and a memory of S1 of them.
 

@@ -2,14 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import SamplerOptions, TemperatureOptions
 from pools.registry import register
 
 
-@register("uniform", "uniform")
-@register("popularity", "popularity")
+class ProposalOptions(SamplerOptions):
+    """`uniform` (BPR's Q = 1/N) and `popularity` (Q ∝ log(1 + train count))."""
+
+    name: Literal["uniform", "popularity"]
+    """Which proposal the negatives come from."""
+
+    shared_negatives: bool = False
+    """Draw the n negatives once per batch and share them by every pair, so the batch is scored
+    with one [B, d] × [d, n] GEMM and n can be in the hundreds or thousands (for the softmax and
+    contrastive losses). A shared negative that is one of a user's train items is masked out of
+    that user's loss rather than redrawn."""
+
+
+class PRISOptions(SamplerOptions):
+    """PRIS: per-batch importance sampling from a uniform (`pris-u`) or popularity (`pris-p`) Q."""
+
+    name: Literal["pris-u", "pris-p"]
+    """Which proposal."""
+
+
+class DNSOptions(SamplerOptions):
+    """DNS: the best-scored of m uniform candidates per negative."""
+
+    name: Literal["dns"]
+    """Dynamic negative sampling."""
+
+    dns_candidates: int = Field(10, ge=1, le=10_000)
+    """m: uniform candidates per negative, the best-scored of which is kept."""
+
+
+class SoftmaxOptions(TemperatureOptions):
+    """The exact softmax(r/τ) over every item, O(items) per user."""
+
+    name: Literal["softmax"]
+    """The exact softmax sampler."""
+
+
+@register("uniform", "uniform", options=ProposalOptions, order=0)
+@register("popularity", "popularity", options=ProposalOptions, order=1)
 class ProposalSampler(NegativeSampler):
     """n negatives straight from Q: `uniform` (BPR) and `popularity`.
 
@@ -32,8 +73,8 @@ class ProposalSampler(NegativeSampler):
         return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
 
 
-@register("pris-u", "uniform")
-@register("pris-p", "popularity")
+@register("pris-u", "uniform", options=PRISOptions, order=4)
+@register("pris-p", "popularity", options=PRISOptions, order=5)
 class PRISSampler(NegativeSampler):
     """PRIS (Lian et al., WWW '20): n draws from Q, weighted by softmax(r − log Q) per pair.
 
@@ -47,7 +88,7 @@ class PRISSampler(NegativeSampler):
                          log_proposal=self._log_q_of_draws(users, items))
 
 
-@register("dns")
+@register("dns", options=DNSOptions, order=3)
 class DNSSampler(NegativeSampler):
     """DNS (Zhang et al., SIGIR '13): each negative is the best-scored of m uniform candidates."""
 
@@ -67,7 +108,7 @@ class DNSSampler(NegativeSampler):
         return Negatives(items)
 
 
-@register("softmax")
+@register("softmax", options=SoftmaxOptions, order=2)
 class SoftmaxSampler(NegativeSampler):
     """Exact softmax(r/τ) over all items (positives masked): O(B · N) per batch.
 

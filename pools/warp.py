@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 
 from pools.base import Capabilities, Negatives, NegativeSampler
+from pools.config import SamplerOptions
 from pools.rank import harmonic_table
 from pools.registry import register
 
 
-@register("warp")
+class WARPOptions(SamplerOptions):
+    """WARP: uniform trials until a violator, the pair weighted by its estimated rank."""
+
+    name: Literal["warp"]
+    """Weighted approximate-rank pairwise."""
+
+    num_negatives: Literal[1] = 1
+    """WARP takes one negative per pair: the first violator."""
+
+    warp_max_trials: int = Field(10, ge=1, le=10_000)
+    """Uniform draws per pair before giving up on finding a violator (LightFM: 10)."""
+
+    warp_margin: float = Field(1.0, ge=0.0)
+    """A negative violates when r_j > r_i − margin."""
+
+    warp_loss: Literal["logistic", "hinge"] = "logistic"
+    """`logistic` weights −log σ(r_i − r_j) by the harmonic J(rank) (this project's form, used
+    in Table 2); `hinge` is LightFM's WARP, the paper's baseline: weight
+    log(max(1, ⌊(N−1)/V⌋)) on max(0, margin − r_i + r_j)."""
+
+    rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
+    """`batch-mean` divides the rank weight by its global batch mean, so the loss keeps plain
+    BPR's scale; `none` leaves it raw."""
+
+
+@register("warp", options=WARPOptions, order=9)
 class WARPSampler(NegativeSampler):
     """Per pair: up to `warp_max_trials` uniform non-positives; the first j with
     r_j > r_i − margin is the negative, V its trial number, rank ≈ ⌊(N−1)/V⌋ and the pair's
@@ -21,7 +50,7 @@ class WARPSampler(NegativeSampler):
 
     Deliberate difference: WARP draws sequentially and stops at the violator; drawing the
     capped number of trials in one batch gives the same V and costs `warp_max_trials` scores
-    per pair. One negative per pair (WARP's), whatever `num_negatives` says.
+    per pair. One negative per pair (WARP's): its options refuse `num_negatives` ≠ 1.
     """
 
     capabilities = Capabilities(negatives_per_pair=1, weights_positives=True)

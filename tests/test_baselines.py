@@ -9,7 +9,7 @@ import torch
 from conftest import FixedScores
 from test_samplers import FactorScores, _positives
 
-from pools import InteractionIndex, SamplerConfig, build_sampler
+from pools import InteractionIndex, build_sampler, sampler_config
 from pools.irgan import reinforce_logit_grad
 from pools.rank import harmonic_table
 
@@ -21,7 +21,7 @@ def _empty(users, items):
 def test_warp_rank_and_weight():
     n_items, reps = 101, 3000
     table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
-    sampler = build_sampler(SamplerConfig(name="warp", warp_max_trials=50, warp_margin=0.0,
+    sampler = build_sampler(sampler_config(name="warp", warp_max_trials=50, warp_margin=0.0,
                                           rank_weight_norm="none"), _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     users = torch.zeros(reps, dtype=torch.long)
@@ -48,7 +48,7 @@ def test_warp_hinge_is_lightfm_form():
 
     n_items, reps = 101, 2000
     table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
-    cfg = SamplerConfig(name="warp", warp_max_trials=50, warp_margin=0.0, warp_loss="hinge",
+    cfg = sampler_config(name="warp", warp_max_trials=50, warp_margin=0.0, warp_loss="hinge",
                         rank_weight_norm="none")
     sampler = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
@@ -66,7 +66,7 @@ def test_warp_hinge_is_lightfm_form():
 
 def test_aobpr_rank_distribution_and_factor_choice():
     positives = _empty(2, 5000)
-    cfg = SamplerConfig(name="aobpr", aobpr_lambda=50.0, num_negatives=1000)
+    cfg = sampler_config(name="aobpr", aobpr_lambda=50.0, num_negatives=1000)
     sampler = build_sampler(cfg, positives, torch.ones(5000))
     g = torch.Generator().manual_seed(0)
     ranks = sampler.draw_ranks((200_000,), g).double()
@@ -91,7 +91,7 @@ def test_aobpr_rank_distribution_and_factor_choice():
 ])
 def test_kernel_draws_follow_the_exact_kernel_probabilities(n_items, per_row, rows):
     model = FactorScores(1, n_items)
-    cfg = SamplerConfig(name="kernel", kernel_alpha=3.0, num_negatives=per_row)
+    cfg = sampler_config(name="kernel", kernel_alpha=3.0, num_negatives=per_row)
     sampler = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     sampler.refresh(model.mf, g)
@@ -115,7 +115,7 @@ def test_kernel_avoids_positives_by_redrawing_from_the_kernel():
     a uniform replacement of drawn positives would move q(P)'s mass onto every item evenly."""
     n_items, rows = 60, 100_000
     model = FactorScores(1, n_items)
-    cfg = SamplerConfig(name="kernel", kernel_alpha=3.0, num_negatives=1)
+    cfg = sampler_config(name="kernel", kernel_alpha=3.0, num_negatives=1)
     probe = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     probe.refresh(model.mf, g)
@@ -145,7 +145,7 @@ def test_aobpr_redraws_positives_from_its_own_ranking():
     with torch.no_grad():
         model.mf.user_emb.zero_()
         model.mf.user_emb[0, 0] = 1.0  # only factor 0: the top of its ordering
-    cfg = SamplerConfig(name="aobpr", aobpr_lambda=20.0, num_negatives=1000)
+    cfg = sampler_config(name="aobpr", aobpr_lambda=20.0, num_negatives=1000)
     probe = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     probe.refresh(model.mf, g)
@@ -163,7 +163,7 @@ def test_aobpr_redraws_positives_from_its_own_ranking():
 
 
 def _srns(positives, **options):
-    cfg = SamplerConfig(name="srns", srns_memory=10, srns_tracked=30, srns_history=3, **options)
+    cfg = sampler_config(name="srns", srns_memory=10, srns_tracked=30, srns_history=3, **options)
     return build_sampler(cfg, positives, torch.ones(positives.num_items))
 
 
@@ -244,7 +244,7 @@ def test_irgan_generator_learns_what_the_discriminator_finds_hard():
     n_items = 30
     table = torch.zeros(2, n_items)
     table[:, 7] = 8.0  # the recommender scores item 7 far above the rest: the hard negative
-    sampler = build_sampler(SamplerConfig(name="irgan", irgan_lr=0.05, num_negatives=64),
+    sampler = build_sampler(sampler_config(name="irgan", irgan_lr=0.05, num_negatives=64),
                             _empty(2, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     model = FactorScores(2, n_items)

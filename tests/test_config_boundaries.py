@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from pools.config import SAMPLER_NAMES
-from pools.registry import capabilities_of
+from pools import SAMPLER_NAMES
+from pools.registry import capabilities_of, options_of
 from service.jobs import JobRequest
 from trainer.config import TrainConfig
 from trainer.flags import to_flags
@@ -26,10 +26,11 @@ def _config(name: str) -> TrainConfig:
            "uniform": {"shared_negatives": True, "num_negatives": 100}}.get(name, {})
     loss = "bpr" if name == "warp" else "softmax"
     keep = capabilities_of(name).can_keep_positives  # SRNS refuses exclude_positives=False
+    if "temperature" in options_of(name).model_fields:
+        own["temperature"] = 0.5
     return TrainConfig(model="gmf", lr=0.01, l2=0.0001, epochs=7, loss=loss, score="cosine",
                        loss_temperature=0.2, diagnostics=True,
-                       sampler={"name": name, "temperature": 0.5, "exclude_positives": not keep,
-                                **own})
+                       sampler={"name": name, "exclude_positives": not keep, **own})
 
 
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
@@ -51,3 +52,15 @@ def test_historical_flags_still_parse():
     assert (s.name, s.num_negatives, s.num_candidates, s.pool_size, s.reuse_pool,
             s.exclude_positives, s.temperature, s.weighting) == \
         ("adasir-p", 3, 50, 40, False, False, 2.0, "reference")
+
+
+def test_an_option_the_sampler_does_not_take_is_refused_not_ignored():
+    parser = build_parser()
+    with pytest.raises(ValueError, match="pool_size: sampler 'dns' has none of these options"):
+        config_from_args(parser.parse_args(["--sampler", "dns", "--pool-size", "40"]))
+    with pytest.raises(ValueError, match="warp.num_negatives"):  # WARP takes one per pair
+        config_from_args(parser.parse_args(["--sampler", "warp", "--negatives", "5"]))
+    with pytest.raises(ValueError, match="contrastive_margin is not read by loss='bpr'"):
+        config_from_args(parser.parse_args(["--loss", "bpr", "--contrastive-margin", "0.2"]))
+    # Without --sampler the paper's AdaSIR-U takes the pool options.
+    assert config_from_args(parser.parse_args(["--pool-size", "40"])).sampler.pool_size == 40

@@ -125,9 +125,13 @@ def test_sampler_options_reach_the_config():
     from trainer.run import build_parser, config_from_args
 
     args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "srns_alpha=2.5",
-                                      "--sampler-opt", "weighting=reference", "--negatives", "3"])
+                                      "--sampler-opt", "temperature=3", "--negatives", "3"])
     cfg = config_from_args(args).sampler
-    assert (cfg.srns_alpha, cfg.weighting, cfg.num_negatives) == (2.5, "reference", 3)
+    assert (cfg.srns_alpha, cfg.temperature, cfg.num_negatives) == (2.5, 3.0, 3)
+    # An AdaSIR option given to SRNS was silently ignored before; it is refused now.
+    args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "weighting=reference"])
+    with pytest.raises(ValueError, match="weighting: sampler 'srns' has none"):
+        config_from_args(args)
 
 
 
@@ -170,7 +174,8 @@ def test_sparse_adam_option_trains(tiny_data):
 def test_negative_diagnostics_per_epoch(tiny_data, sampler):
     data = PreparedData.load(tiny_data)
     cfg = TrainConfig(epochs=2, batch_size=512, lr=0.01, diagnostics=True,
-                      sampler={"name": sampler, "num_candidates": 50, "pool_size": 40})
+                      sampler={"name": sampler, **({"num_candidates": 50, "pool_size": 40}
+                                                   if sampler.startswith("adasir") else {})})
     engine = Engine(cfg, data)
     engine.train_epoch()
     diag = engine.train_epoch()["negatives"]

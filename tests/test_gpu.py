@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pools.config import SAMPLER_NAMES
+from pools import SAMPLER_NAMES
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.engine import Engine

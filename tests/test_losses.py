@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pools import InteractionIndex, Negatives, SamplerConfig, build_sampler
+from pools import InteractionIndex, Negatives, build_sampler, sampler_config
 from trainer.config import TrainConfig
 from trainer.loss import contrastive_loss, sampled_softmax_loss
 from trainer.models import build_model
@@ -42,7 +42,7 @@ def test_sampled_softmax_gradient_averages_to_the_full_softmax_gradient():
     full = torch.nn.functional.cross_entropy(model.score_all(users) / temperature, pos)
     expected = torch.autograd.grad(full, model.item_emb)[0]
     none = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, n_items)
-    cfg = SamplerConfig(name="uniform", num_negatives=400, shared_negatives=True)
+    cfg = sampler_config(name="uniform", num_negatives=400, shared_negatives=True)
     sampler = build_sampler(cfg, none, torch.ones(n_items))
     g = torch.Generator().manual_seed(1)
     total = torch.zeros_like(model.item_emb)
@@ -85,10 +85,10 @@ def test_cosine_scores_do_not_see_vector_lengths(model_name):
 
 def test_impossible_loss_and_sampler_combinations_are_refused():
     with pytest.raises(ValueError, match="shared_negatives"):
-        SamplerConfig(name="dns", shared_negatives=True)
+        sampler_config(name="dns", shared_negatives=True)
     for option in ({"shared_candidates": True}, {"pool_pick": "max"}):
         with pytest.raises(ValueError, match="has none"):
-            SamplerConfig(name="dns", **option)
+            sampler_config(name="dns", **option)
     with pytest.raises(ValueError, match="weighting='reference'"):
         TrainConfig(loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"})
     with pytest.raises(ValueError, match="hinge"):

@@ -6,8 +6,18 @@ import pytest
 import torch
 from conftest import FixedScores
 
-from pools import SAMPLER_NAMES, InteractionIndex, SamplerConfig, build_sampler, estimate_rank
+from pools import SAMPLER_NAMES, InteractionIndex, build_sampler, estimate_rank, sampler_config
 from pools.rank import harmonic_table
+from pools.registry import capabilities_of, options_of
+
+
+def config_for(name, **wanted):
+    """`name`'s config with the options of `wanted` its options class declares; n only where
+    the sampler does not fix its own negatives per pair (WARP takes one)."""
+    fields = options_of(name).model_fields
+    if capabilities_of(name).negatives_per_pair:
+        wanted.pop("num_negatives", None)
+    return sampler_config(name=name, **{k: v for k, v in wanted.items() if k in fields})
 
 
 def _positives(num_users, num_items, per_user, seed=0):
@@ -44,7 +54,7 @@ def setup():
 def test_sampler_contract(name, setup):
     """Shapes, ranges, positives avoided, weights well-formed, same seed ⇒ same draws."""
     positives, model, counts = setup
-    cfg = SamplerConfig(name=name, num_negatives=7, num_candidates=40, pool_size=30)
+    cfg = config_for(name, num_negatives=7, num_candidates=40, pool_size=30)
     users = torch.randint(0, positives.num_users, (256,), generator=torch.Generator().manual_seed(2))
     pos = positives.items[positives.offsets[users]]  # each user's first train item
 
@@ -87,9 +97,9 @@ def test_keep_positives_option_allows_them(name, setup):
     positives, model, counts = setup
     if not capabilities_of(name).can_keep_positives:  # refused, not silently ignored
         with pytest.raises(ValueError, match="not supported"):
-            SamplerConfig(name=name, exclude_positives=False)
+            sampler_config(name=name, exclude_positives=False)
         return
-    cfg = SamplerConfig(name=name, exclude_positives=False, num_negatives=50)
+    cfg = config_for(name, exclude_positives=False, num_negatives=50)
     sampler = build_sampler(cfg, positives, counts)
     g = torch.Generator().manual_seed(0)
     sampler.refresh(model, g)
@@ -128,8 +138,8 @@ def _pool_distribution(name, num_candidates, table, users=2000, reuse=False, **o
     empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                              users, n_items)
     counts = torch.randint(1, 100, (n_items,), generator=torch.Generator().manual_seed(9))
-    cfg = SamplerConfig(name=name, num_candidates=num_candidates, pool_size=200, reuse_pool=reuse,
-                        **options)
+    cfg = config_for(name, num_candidates=num_candidates, pool_size=200, reuse_pool=reuse,
+                     **options)
     sampler = build_sampler(cfg, empty, counts)
     g = torch.Generator().manual_seed(11)
     if name == "uniform":
@@ -173,7 +183,7 @@ def test_pool_reuse_keeps_softmax():
     model = FixedScores(table.expand(users, n_items))
     empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                              users, n_items)
-    sampler = build_sampler(SamplerConfig(name="adasir-u", num_candidates=5000), empty,
+    sampler = build_sampler(sampler_config(name="adasir-u", num_candidates=5000), empty,
                             torch.ones(n_items))
     g = torch.Generator().manual_seed(1)
     sampler.refresh(model, g)
@@ -210,7 +220,7 @@ def test_rank_counts_candidates_above_not_below():
 
 def test_rank_weight_grows_for_badly_ranked_positives(setup):
     positives, model, counts = setup
-    sampler = build_sampler(SamplerConfig(name="adasir-w", num_candidates=100), positives, counts)
+    sampler = build_sampler(sampler_config(name="adasir-w", num_candidates=100), positives, counts)
     g = torch.Generator().manual_seed(0)
     sampler.refresh(model, g)
     users = torch.zeros(2, dtype=torch.long)
@@ -223,7 +233,7 @@ def test_rank_weight_grows_for_badly_ranked_positives(setup):
 @pytest.mark.parametrize("name", SAMPLER_NAMES)
 def test_stateful_samplers_refuse_to_sample_before_a_refresh(name, setup):
     positives, model, counts = setup
-    sampler = build_sampler(SamplerConfig(name=name), positives, counts)
+    sampler = build_sampler(sampler_config(name=name), positives, counts)
     users = torch.arange(4)
     pos = positives.items[positives.offsets[users]]
     if not sampler.capabilities.stateful:
@@ -239,21 +249,21 @@ def test_every_named_sampler_is_registered_and_shared_negatives_follow_capabilit
     assert sorted(registered()) == sorted(SAMPLER_NAMES)
     for name in SAMPLER_NAMES:
         if capabilities_of(name).shares_negatives:
-            SamplerConfig(name=name, shared_negatives=True)
+            sampler_config(name=name, shared_negatives=True)
         else:
             with pytest.raises(ValueError, match="shared_negatives"):
-                SamplerConfig(name=name, shared_negatives=True)
+                sampler_config(name=name, shared_negatives=True)
 
 
 def test_unknown_sampler_name_is_rejected():
     with pytest.raises(ValueError):
-        SamplerConfig(name="nope")
+        sampler_config(name="nope")
     with pytest.raises(ValueError):
-        SamplerConfig(name="uniform", temperature=0)
+        sampler_config(name="uniform", temperature=0)
     with pytest.raises(ValueError):
-        SamplerConfig(name="uniform", unknown_option=1)
+        sampler_config(name="uniform", unknown_option=1)
     with pytest.raises(ValueError, match="srns_tracked"):
-        SamplerConfig(name="srns", srns_tracked=0)
+        sampler_config(name="srns", srns_tracked=0)
 
 
 def test_distinct_pools_never_repeat_and_lean_to_high_scores():
@@ -265,7 +275,7 @@ def test_distinct_pools_never_repeat_and_lean_to_high_scores():
     top, bottom = table.argsort(descending=True)[:100], table.argsort()[:100]
     assert float(freq[top].sum()) > 5 * float(freq[bottom].sum())
     with pytest.raises(ValueError, match="needs \\|R\\| < \\|K\\|"):
-        SamplerConfig(name="adasir-u", num_candidates=200, pool_size=200, pool_distinct=True)
+        sampler_config(name="adasir-u", num_candidates=200, pool_size=200, pool_distinct=True)
 
 
 def test_pools_refresh_as_often_as_asked(tiny_data):

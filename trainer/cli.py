@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(rest)
     except Exception as exc:  # usage errors: one line; bugs keep their traceback
-        from trainer.errors import is_usage_error
+        from trainer.errors import is_usage_error, one_line
 
         if not is_usage_error(exc):
             raise
-        print(f"adasir {command}: error: {exc}", file=sys.stderr)
+        print(f"adasir {command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -6,15 +6,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pools.config import SamplerConfig
+from pools.config import DEFAULT_SAMPLER, SamplerOptions
+from pools.registry import sampler_config, sampler_config_type
+from trainer.loss import LOSSES, loss_options
+from trainer.models import MODELS
+
+# The choices come from the registries (a model, loss or sampler registers itself).
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
+LossName = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
+SamplerConfig = sampler_config_type()
 
 
 class TrainConfig(BaseModel):
-    """One training run. `sampler` holds the negative-sampling options."""
+    """One training run. `sampler` holds the negative-sampling options: one options class per
+    sampler (pools/<module>.py), chosen by `sampler.name`."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    model: Literal["mf", "gmf"] = "mf"
+    model: ModelName = "mf"
     """Scoring model: MF r = p·q, or GMF r = h·(p ⊙ q)."""
 
     dim: int = Field(32, ge=1, le=4096)
@@ -26,7 +35,7 @@ class TrainConfig(BaseModel):
     l2: float = Field(0.001, ge=0.0, le=100.0)
     """λ: L2 on the embeddings each batch touches, Σ||e||²/B (paper tunes {0.1 … 0.0001})."""
 
-    loss: Literal["bpr", "softmax", "contrastive"] = "bpr"
+    loss: LossName = "bpr"
     """`bpr`: the paper's weighted pairwise loss, Eq. (1)/(3). `softmax`: sampled softmax over
     the positive and its negatives, corrected by the sampler's log-proposal (trainer/loss.py).
     `contrastive`: CCL (SimpleX), max(0, 1 − r⁺) + w·mean max(0, r⁻ − m); use with cosine."""
@@ -72,17 +81,34 @@ class TrainConfig(BaseModel):
     """Record per epoch how hard, how stale and how often falsely negative the sampler's
     negatives are (trainer/diagnostics.py) under each epoch's `negatives` in metrics.json."""
 
-    sampler: SamplerConfig = SamplerConfig()
-    """Negative sampling options."""
+    sampler: SamplerConfig = sampler_config()
+    """Negative sampling options (without a `name`: the paper's adasir-u)."""
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _default_sampler_name(cls, v):
+        if isinstance(v, dict) and "name" not in v:
+            return {"name": DEFAULT_SAMPLER} | v
+        return v
 
     @model_validator(mode="after")
     def _loss_fits_sampler(self):
-        s = self.sampler
-        if self.loss != "bpr" and (s.weighting != "paper" and s.name.startswith("adasir")):
-            raise ValueError(f"weighting={s.weighting!r} weights the BPR loss's negatives; the "
+        s, spec = self.sampler, LOSSES[self.loss]
+        weighting = getattr(s, "weighting", "paper")
+        if not spec.weights_negatives and weighting != "paper":
+            raise ValueError(f"weighting={weighting!r} weights the BPR loss's negatives; the "
                              f"{self.loss} loss has its own (use weighting='paper' or loss='bpr')")
-        if self.loss != "bpr" and s.name == "warp" and s.warp_loss == "hinge":
+        if self.loss != "bpr" and getattr(s, "warp_loss", None) == "hinge":
             raise ValueError("warp_loss='hinge' is WARP's own loss: use it with loss='bpr'")
+        return self
+
+    @model_validator(mode="after")
+    def _loss_options_read(self):
+        ignored = loss_options() - set(LOSSES[self.loss].options)
+        for option in sorted(ignored):
+            if getattr(self, option) != type(self).model_fields[option].default:
+                raise ValueError(f"{option} is not read by loss={self.loss!r}; drop it or "
+                                 f"choose a loss that reads it")
         return self
 
     @field_validator("topk")
@@ -96,7 +122,7 @@ class TrainConfig(BaseModel):
 def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> None:
     """What a config can only be checked against once the dataset is known (before any
     training or Ray worker starts): raises ValueError naming the option."""
-    s = config.sampler
+    s: SamplerOptions = config.sampler
     if s.num_negatives >= num_items:
         raise ValueError(f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "
                          f"a pair has at most {num_items - 1} other items to draw from")

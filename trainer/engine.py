@@ -226,10 +226,12 @@ class Engine:
         if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.model.parameters()):
             return
         cfg = self.config
+        softer = [f"{k}={getattr(cfg.sampler, k)!r}" for k in ("temperature", "weighting")
+                  if hasattr(cfg.sampler, k)]
         raise DivergenceError(
             f"training diverged at epoch {self.epoch}: loss = {loss}. Lower the learning rate "
-            f"(lr={cfg.lr}), raise L2 (l2={cfg.l2}), or soften the sampler "
-            f"(temperature={cfg.sampler.temperature}; weighting={cfg.sampler.weighting!r}).")
+            f"(lr={cfg.lr}), raise L2 (l2={cfg.l2})"
+            + (f", or soften the sampler ({'; '.join(softer)})." if softer else "."))
 
     # -- evaluation ----------------------------------------------------------------------
 

@@ -12,6 +12,21 @@ class TrainingFailed(RuntimeError):
     """Training ran and could not finish (diverged, or a Ray run lost its workers)."""
 
 
+def one_line(exc: BaseException) -> str:
+    """The message an entry point prints: pydantic's multi-line report becomes
+    `field.path: message; ...` on one line."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return " ".join(str(exc).split("\n"))
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
 def is_usage_error(exc: BaseException) -> bool:
     """What the CLIs report as one line with exit 2 (pydantic's ValidationError is a
     ValueError; so are DataError, RunDirError and CheckpointError's siblings)."""

@@ -1,9 +1,12 @@
-"""Command-line flags generated from TrainConfig and SamplerConfig, so every field has one.
+"""Command-line flags generated from TrainConfig and every sampler's options class, so every
+field has one.
 
 Each field `some_field` becomes `--some-field` (booleans `--some-field/--no-some-field`,
-Literal fields with their choices), its docstring the help. ALIASES keeps the short names the
-README and the paper use; NEGATIONS the two historical switches. Parsing gives a nested dict
-that pydantic then validates, the same dict `--config`, POST /jobs and Tune's `fixed` hold.
+Literal fields with their choices), its docstring the help. A sampler field shared by several
+options classes is one flag; one the chosen sampler does not take is refused by validation.
+ALIASES keeps the short names the README and the paper use; NEGATIONS the two historical
+switches. Parsing gives a nested dict that pydantic then validates, the same dict `--config`,
+POST /jobs and Tune's `fixed` hold.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import types
 import typing
 from typing import Literal
 
-from pools.config import SamplerConfig
+from pools.registry import options_of, registered
 from trainer.config import TrainConfig
 
 # flag → field path (the sampler's fields live under "sampler.").
@@ -23,10 +26,19 @@ _SKIPPED = {"sampler", "topk"}  # the nested config itself; a tuple (set it with
 
 
 def _fields() -> dict[str, object]:
-    """field path → pydantic FieldInfo, TrainConfig's then SamplerConfig's."""
+    """field path → pydantic FieldInfo: TrainConfig's, then every sampler options class's (the
+    first class to declare a field gives its help; `sampler.name` lists every sampler)."""
     out = {name: f for name, f in TrainConfig.model_fields.items() if name not in _SKIPPED}
-    out |= {f"sampler.{name}": f for name, f in SamplerConfig.model_fields.items()}
+    out["sampler.name"] = None
+    for name in registered():
+        for field_name, f in options_of(name).model_fields.items():
+            out.setdefault(f"sampler.{field_name}", f)
     return out
+
+
+def _add_sampler_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--sampler", dest="cfg:sampler.name", default=None, choices=registered(),
+                    help="the negative sampler (its options: pools/<module>.py)")
 
 
 def _flag_of(path: str) -> str:
@@ -53,7 +65,10 @@ def _kind(annotation) -> dict:
 
 def add_config_flags(ap: argparse.ArgumentParser) -> None:
     by_path = {path: flag for flag, path in ALIASES.items()}
+    _add_sampler_flag(ap)
     for path, field in _fields().items():
+        if field is None:
+            continue
         names = [f"--{_flag_of(path)}"]
         if path in by_path:
             names.insert(0, f"--{by_path[path]}")
@@ -86,10 +101,15 @@ def to_flags(config: TrainConfig) -> list[str]:
     out = []
     dumped = config.model_dump()
     defaults = TrainConfig().model_dump()
+    sampler_fields = type(config.sampler).model_fields
     for path in _fields():
-        if path.startswith("sampler."):
-            name = path.removeprefix("sampler.")
-            value, default = dumped["sampler"][name], defaults["sampler"][name]
+        name = path.removeprefix("sampler.")
+        if path == "sampler.name":
+            value, default = config.sampler.name, defaults["sampler"]["name"]
+        elif path.startswith("sampler."):
+            if name not in sampler_fields:
+                continue
+            value, default = dumped["sampler"][name], sampler_fields[name].default
         else:
             value, default = dumped[path], defaults[path]
         if value == default:

@@ -3,18 +3,52 @@
 Every loss takes pos_scores [B], neg_scores [B, n] and the sampler's `Negatives`, and returns
 the batch mean of a per-pair loss multiplied by `negatives.pos_weight` (AdaSIR-W's J(rank),
 WARP's rank weight) where the sampler gives one.
+
+Each loss registers itself (`@register_loss`) with the TrainConfig fields it reads and whether
+it weights negatives by the sampler's per-negative offsets; TrainConfig builds its `loss`
+choices from the registry and refuses an option the chosen loss would ignore.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from pools.base import Negatives
 
-LOSSES = ("bpr", "softmax", "contrastive")
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: `compute(config, pos_scores, neg_scores, negatives, num_items)`."""
+
+    compute: Callable[..., torch.Tensor]
+    options: tuple[str, ...]
+    """TrainConfig fields the loss reads (any other loss option set with it is refused)."""
+    weights_negatives: bool
+    """Weights a pair's negatives by softmax(r + negatives.logit_offset) — AdaSIR's `weighting`
+    option shapes this loss; losses without it have their own weighting."""
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, *, options: tuple[str, ...] = (), weights_negatives: bool = False):
+    """Function decorator: TrainConfig(loss=name) trains with this function."""
+    def wrap(fn):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        LOSSES[name] = LossSpec(fn, options, weights_negatives)
+        return fn
+    return wrap
+
+
+def loss_options() -> set[str]:
+    """Every TrainConfig field some loss reads."""
+    return {option for spec in LOSSES.values() for option in spec.options}
 
 
 def negative_weights(neg_scores: torch.Tensor, negatives: Negatives) -> torch.Tensor:
@@ -122,16 +156,27 @@ def contrastive_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negativ
     return _weighted_mean(F.relu(1.0 - pos_scores) + negative_weight * neg_term, negatives)
 
 
+@register_loss("bpr", options=("loss_temperature",), weights_negatives=True)
+def _bpr(config, pos_scores, neg_scores, negatives, num_items):
+    return pairwise_loss(pos_scores, neg_scores, negatives, config.loss_temperature)
+
+
+@register_loss("softmax", options=("loss_temperature",))
+def _softmax(config, pos_scores, neg_scores, negatives, num_items):
+    return sampled_softmax_loss(pos_scores, neg_scores, negatives, num_items,
+                                config.loss_temperature)
+
+
+@register_loss("contrastive", options=("contrastive_margin", "contrastive_weight"))
+def _contrastive(config, pos_scores, neg_scores, negatives, num_items):
+    return contrastive_loss(pos_scores, neg_scores, negatives, config.contrastive_margin,
+                            config.contrastive_weight)
+
+
 def batch_loss(config, pos_scores: torch.Tensor, neg_scores: torch.Tensor,
                negatives: Negatives, num_items: int) -> torch.Tensor:
     """The loss `config` (a TrainConfig) names, for one batch."""
-    if config.loss == "softmax":
-        return sampled_softmax_loss(pos_scores, neg_scores, negatives, num_items,
-                                    config.loss_temperature)
-    if config.loss == "contrastive":
-        return contrastive_loss(pos_scores, neg_scores, negatives, config.contrastive_margin,
-                                config.contrastive_weight)
-    return pairwise_loss(pos_scores, neg_scores, negatives, config.loss_temperature)
+    return LOSSES[config.loss].compute(config, pos_scores, neg_scores, negatives, num_items)
 
 
 def l2_penalty(*embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:

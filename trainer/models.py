@@ -103,14 +103,30 @@ class FactorModel(nn.Module):
         return [p for n, p in self.named_parameters() if n != "user_emb"]
 
 
+# name → model class, filled by @register_model: a new model is its class here or in a module
+# imported before trainer.config (which builds TrainConfig.model's choices from this).
+MODELS: dict[str, type[FactorModel]] = {}
+
+
+def register_model(name: str):
+    """Class decorator: TrainConfig(model=name) builds this FactorModel subclass."""
+    def wrap(cls):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+    return wrap
+
+
+@register_model("mf")
 class MF(FactorModel):
-    name = "mf"
+    """MF: r = p · q."""
 
 
+@register_model("gmf")
 class GMF(FactorModel):
     """GMF (He et al., NCF): r = h · (p ⊙ q), h initialised to ones so training starts as MF."""
-
-    name = "gmf"
 
     def __init__(self, num_users, num_items, dim, generator, init_std: float = 0.1,
                  score: str = "dot"):
@@ -119,9 +135,6 @@ class GMF(FactorModel):
 
     def to_query(self, user_vectors):
         return user_vectors * self.h
-
-
-MODELS: dict[str, type[FactorModel]] = {"mf": MF, "gmf": GMF}
 
 
 def build_model(name: str, num_users: int, num_items: int, dim: int, seed: int,

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from trainer.atomic import replace_directory
+from trainer.errors import one_line
 from trainer.formats import DataError, RawInteractions, read_interactions
 from trainer.synthetic import SyntheticSpec, generate
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = prepare(args.out, opts, args.input, args.format, args.test_input,
                            args.synthetic, args.overwrite)
     except DataError as exc:
-        print(f"prepare: error: {exc}", file=sys.stderr)
+        print(f"prepare: error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(manifest["counts"]))
     return 0

@@ -22,13 +22,12 @@ if __package__ in (None, ""):  # `python trainer/run.py` without `pip install -e
 
 import torch
 
-from pools.config import SamplerConfig
 from trainer.callbacks import Checkpointer, ConsoleProgress, MetricsFile, RunMetrics
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
-from trainer.errors import is_usage_error
+from trainer.errors import is_usage_error, one_line
 from trainer.flags import add_config_flags, config_overrides
 from trainer.rundir import RunDir, RunDirError
 
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "('{...}'); flags override it")
     add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
     ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="any other SamplerConfig field, e.g. srns_alpha=2 or "
+                    help="any sampler option (pools/<module>.py), e.g. srns_alpha=2 or "
                          "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
     ap.add_argument("--overwrite", action="store_true",
                     help="replace an existing --out (the old run stays whole until this one completes)")
@@ -86,7 +85,7 @@ def config_from_args(args) -> TrainConfig:
     sampler.update(_sampler_options(args.sampler_opt))
     sampler.update(given.pop("sampler", {}))
     base.update(given)
-    return TrainConfig(**base, sampler=SamplerConfig(**sampler))
+    return TrainConfig(**base, sampler=sampler)
 
 
 def _sampler_options(pairs: list[str]) -> dict:
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if not is_usage_error(exc):
             raise
         kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
-        print(f"run: error: {kind}{exc}", file=sys.stderr)
+        print(f"run: error: {kind}{one_line(exc)}", file=sys.stderr)
         return 2
     test = metrics["test"]
     print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)

@@ -30,9 +30,12 @@ if __package__ in (None, ""):
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pools.config import DEFAULT_SAMPLER
+from pools.registry import options_of, registered
 from trainer.atomic import replace_directory
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
+from trainer.errors import one_line
 from trainer.formats import DataError
 
 METRIC = "valid_ndcg@50"
@@ -100,7 +103,10 @@ class Resources(BaseModel):
 
 class TuneSpec(BaseModel):
     """One search. `fixed` and the keys of `search` are TrainConfig fields; sampler options
-    are written `sampler.<field>` (e.g. sampler.pool_size for |R|)."""
+    are written `sampler.<field>` (e.g. sampler.pool_size for |R|). When the search varies
+    `sampler.name`, a fixed sampler option applies to the trials whose sampler takes it (the
+    paper's grid fixes |K| = |R| = 200 for the AdaSIR trials among nine samplers); `check`
+    refuses one that no searched sampler takes."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -135,11 +141,22 @@ class TuneSpec(BaseModel):
                 sampler[key.split(".", 1)[1]] = value
             else:
                 flat[key] = value
+        name = sampler.get("name", DEFAULT_SAMPLER)
+        if "sampler.name" in self.search and name in registered():  # else validation refuses it
+            takes = options_of(name).model_fields
+            searched = {k.split(".", 1)[1] for k in merged if k.startswith("sampler.")}
+            sampler = {k: v for k, v in sampler.items() if k in takes or k in searched}
         return TrainConfig(**flat, sampler=sampler)
 
     def check(self) -> None:
         """Every fixed option and every candidate value must form a valid TrainConfig."""
         self.train_config({})
+        if "sampler.name" in self.search:
+            names = self.search["sampler.name"].candidates()
+            for option in self.fixed.get("sampler", {}):
+                if not any(option in options_of(n).model_fields for n in names if n in registered()):
+                    raise ValueError(f"fixed sampler option {option!r} is taken by none of the "
+                                     f"searched samplers {names}")
         for key, space in self.search.items():
             for value in space.candidates():
                 try:
@@ -294,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.config)
         data = PreparedData.load(spec.dataset)
     except (ValueError, DataError) as exc:
-        print(f"tune: error: {exc}", file=sys.stderr)
+        print(f"tune: error: {one_line(exc)}", file=sys.stderr)
         return 2
     out = os.path.abspath(args.output or spec.output or os.path.join("runs", "tune", spec.name))
     rows = run_search(spec, out, data)
