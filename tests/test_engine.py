@@ -86,8 +86,14 @@ def test_divergence_fails_loudly(tiny_data):
         engine.train_epoch()
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "adasir-p", "adasir-w", "pris-p", "warp", "aobpr",
-                                     "kernel", "srns", "irgan"])
+def _one_per_family() -> list[str]:
+    """A sampler per (options class, declared capabilities): every family, from the registry."""
+    from pools.registry import capabilities_of, options_of, registered
+
+    return sorted({(options_of(n), capabilities_of(n)): n for n in reversed(registered())}.values())
+
+
+@pytest.mark.parametrize("sampler", _one_per_family())
 def test_loss_falls_for_every_sampler_family(tiny_data, sampler):
     cfg = TrainConfig(epochs=4, lr=0.01, batch_size=512, sampler={"name": sampler})
     engine = Engine(cfg, PreparedData.load(tiny_data))

@@ -35,6 +35,7 @@ from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
 from trainer.errors import TrainingFailed
+from trainer.logs import progress_logger
 from trainer.models import item_digest
 from trainer.sharding import plan_shards
 
@@ -127,8 +128,7 @@ def train_worker(cfg: dict) -> None:
                                         "ddp_bytes_per_step": _ddp_bytes(engine, data, config)})
     callbacks: list[Callback] = [RayEpochStats(replicas)]
     if rank == 0:
-        # sys.stdout, not print: Train V2 patches print into a logger that echoes it twice.
-        callbacks += [ConsoleProgress(lambda line: (sys.stdout.write(line + "\n"), sys.stdout.flush())),
+        callbacks += [ConsoleProgress(progress_logger().info),
                       MetricsFile(cfg.get("out") or "", metrics)]
     callbacks.append(RayReporter(data, config, shard, rank, metrics, cfg.get("checkpoint_every", 0)))
     engine.fit(callbacks, history)

@@ -29,6 +29,7 @@ from trainer.dataset import PreparedData
 from trainer.engine import Engine
 from trainer.errors import is_usage_error, one_line
 from trainer.flags import add_config_flags, config_overrides
+from trainer.logs import progress_logger
 from trainer.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
@@ -123,12 +124,12 @@ def resume_engine(engine: Engine, out: str) -> list[dict]:
 
 
 def train_in_process(config: TrainConfig, data: PreparedData, out: str,
-                     checkpoint_every: int = 0, log=print, resume: bool = False) -> dict:
+                     checkpoint_every: int = 0, log=None, resume: bool = False) -> dict:
     os.makedirs(out, exist_ok=True)
     engine = Engine(config, data)
     history = resume_engine(engine, out) if resume else []
     metrics = RunMetrics({"config": config.model_dump(), "data": data.path, "workers": 0})
-    callbacks = [ConsoleProgress(log), MetricsFile(out, metrics),
+    callbacks = [ConsoleProgress(log or progress_logger().info), MetricsFile(out, metrics),
                  Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every)]
     result = engine.fit(callbacks, history)
     return metrics(result["epochs"], result["test"])
@@ -137,7 +138,7 @@ def train_in_process(config: TrainConfig, data: PreparedData, out: str,
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     if args.workers == 0:
         return train_in_process(config, data, work, args.checkpoint_every,
-                                log=lambda s: print(s, flush=True), resume=args.resume)
+                                log=progress_logger().info, resume=args.resume)
     from trainer.ray_train import train_with_ray
 
     return train_with_ray(config, data, work, workers=args.workers, gpu=args.gpu,
