@@ -82,6 +82,13 @@ CONTENDERS: dict[str, Contender] = {
         [("contrastive_margin", [0.5, 0.3]), ("contrastive_weight", [1.0, 10.0]),
          ("l2", [0.0, 0.001])],
         "CCL (SimpleX) over 1000 shared uniform negatives, cosine scores"),
+    "softmax+adasir-u+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "sampler.name": "adasir-u",
+         "sampler.shared_candidates": True, "sampler.num_candidates": 2000},
+        [("sampler.temperature", [0.2, 0.5, 0.1]), ("sampler.num_negatives", [50, 20])],
+        "sampled softmax over n negatives per pair from wide AdaSIR-U pools resampled at the "
+        "cosine scale (log-proposal |K|·Q·w), cosine scores: the pools approximate the softmax "
+        "the loss estimates, the proposal with the least variance"),
     "softmax+adasir-u20+dot": Contender(
         {"loss": "softmax", "sampler.name": "adasir-u", "sampler.num_negatives": 20},
         [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 2.0])],
