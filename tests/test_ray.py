@@ -73,7 +73,7 @@ def _run_args(data, out, *extra):
 
 def test_bad_ray_requests_fail_before_workers_start(tiny_data, tmp_path):
     for args, message in ((["--workers", "100000"], "more than the"),
-                          (["--workers", "2", "--optimizer", "sparse-adam"], "--optimizer adam")):
+                          (["--workers", "2", "--device", "cuda"], "--gpu")):
         proc = subprocess.run(_run_args(tiny_data, tmp_path / "o", *args), capture_output=True,
                               text=True, env=_env(), timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
@@ -230,7 +230,8 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     """One of `world` Gloo processes running what a Ray worker runs, minus Ray."""
     import torch.distributed as dist
 
-    from trainer.ray_train import CollectiveReplicas, _item_allreduce_hook
+    from trainer.exchange import GradientExchange
+    from trainer.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -240,7 +241,7 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     cfg = TrainConfig(batch_size=plan.batch_per_worker, lr=0.01, sampler=sampler)
     replicas = CollectiveReplicas(world)
     engine = Engine(cfg, data, plan.shards[rank], steps_per_epoch=plan.steps_per_epoch,
-                    grad_hook=_item_allreduce_hook(replicas, {}), replicas=replicas)
+                    exchange=GradientExchange(world), replicas=replicas)
     spreads = []
     for _ in range(2):
         engine.train_epoch()

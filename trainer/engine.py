@@ -11,7 +11,7 @@ import math
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -81,8 +81,8 @@ class Optimizer:
     plus dense Adam on the rest (`sparse-adam`). `step(model, users, pos, neg)` computes the
     loss, backpropagates and updates; it returns the loss tensor (not synchronised)."""
 
-    def __init__(self, model, config: TrainConfig, grad_hook=None):
-        self.model, self.config, self.grad_hook = model, config, grad_hook
+    def __init__(self, model, config: TrainConfig, exchange=None):
+        self.model, self.config, self.exchange = model, config, exchange
         self.sparse = config.optimizer == "sparse-adam"
         if self.sparse:
             self.rows = {"user_emb": LazyRowAdam(model.user_emb, config.lr),
@@ -109,16 +109,23 @@ class Optimizer:
         if self.dense is not None:
             self.dense.zero_grad(set_to_none=True)
         loss.backward()
-        if self.grad_hook is not None:
-            self.grad_hook(model)
+        if self.exchange is not None:
+            self.exchange.after_backward(model)
         if self.dense is not None:
             self.dense.step()
         if self.sparse:
-            d = p.shape[1]
-            self.rows["user_emb"].update(users, p.grad)
-            self.rows["item_emb"].update(torch.cat([pos, negatives.items.reshape(-1)]),
-                                         torch.cat([pos_v.grad, neg_v.grad.reshape(-1, d)]))
+            self._row_step(users, p.grad, torch.cat([pos, negatives.items.reshape(-1)]),
+                           torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]))
         return loss.detach()
+
+    def _row_step(self, users, user_grads, items, item_grads) -> None:
+        """Lazy Adam on the touched rows; under data parallelism the item rows are the
+        workers' mean (exchanged as rows) and user rows, which stay local, are scaled by 1/W."""
+        if self.exchange is not None:
+            items, item_grads = self.exchange.rows(items, item_grads, self.model.num_items)
+            user_grads = user_grads / self.exchange.world
+        self.rows["user_emb"].update(users, user_grads)
+        self.rows["item_emb"].update(items, item_grads)
 
     def state_dict(self) -> dict:
         state = {"dense": self.dense.state_dict() if self.dense is not None else None}
@@ -139,14 +146,16 @@ class Engine:
 
     steps_per_epoch: fixed step count (Ray: the same on every worker so collectives line up;
         a smaller shard cycles through its pairs again). None = ceil(pairs / batch).
-    grad_hook: called after every backward, before the optimizer step (Ray: all-reduce items).
+    exchange: how data-parallel workers average item-side gradients after every backward
+        (trainer/exchange.py: dense all-reduce or sparse all-gather of touched rows); None in
+        one process.
     replicas: how workers keep replicated sampler state and global-batch statistics identical
         (Ray: collectives); None in one process.
     """
 
     def __init__(self, config: TrainConfig, data: PreparedData, shard: np.ndarray | None = None,
                  steps_per_epoch: int | None = None,
-                 grad_hook: Callable[[torch.nn.Module], None] | None = None,
+                 exchange=None,
                  replicas: Replicas | None = None):
         if config.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
@@ -167,7 +176,7 @@ class Engine:
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
         self.replicas = replicas or Replicas()
         self.sampler = build_sampler(config.sampler, self.positives, item_counts, self.replicas)
-        self.optimizer = Optimizer(self.model, config, grad_hook)
+        self.optimizer = Optimizer(self.model, config, exchange)
         self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
             0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
         n_pairs = self.train_users.numel()

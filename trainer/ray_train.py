@@ -35,6 +35,7 @@ from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
 from trainer.errors import TrainingFailed
+from trainer.exchange import GradientExchange
 from trainer.logs import progress_logger
 from trainer.models import item_digest
 from trainer.sharding import plan_shards
@@ -81,22 +82,6 @@ class CollectiveReplicas(Replicas):
         return float(worst)
 
 
-def _item_allreduce_hook(replicas: CollectiveReplicas, counter: dict):
-    """After backward: average item-side gradients across workers; scale user gradients the
-    same way so the update matches one process on the global batch."""
-    world = replicas.world_size
-
-    def hook(model):
-        for p in model.item_parameters():
-            replicas.average_(p.grad)
-            counter["bytes"] = counter.get("bytes", 0) + p.grad.numel() * p.grad.element_size()
-        for p in model.user_parameters():
-            p.grad.div_(world)
-        counter["steps"] = counter.get("steps", 0) + 1
-
-    return hook
-
-
 def train_worker(cfg: dict) -> None:
     """The per-worker training function given to TorchTrainer: set up this worker's shard,
     then the one epoch loop (Engine.fit) with Ray's callbacks."""
@@ -116,15 +101,14 @@ def train_worker(cfg: dict) -> None:
         torch.cuda.set_device(ray.train.torch.get_device())
         device = "cuda"
     local_cfg = config.model_copy(update={"device": device, "batch_size": plan.batch_per_worker})
-    counter: dict = {}
     replicas = CollectiveReplicas(world)
+    exchange = GradientExchange(world, cfg.get("item_exchange", "auto"))
     engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
-                    grad_hook=_item_allreduce_hook(replicas, counter), replicas=replicas)
+                    exchange=exchange, replicas=replicas)
     history = _resume(engine, cfg)
     _write_pid(cfg.get("pid_dir"), rank)
     metrics = RunMetrics(_header(engine, config, data, plan, world),
-                         extra=lambda: {"allreduce_bytes_per_step": counter.get("bytes", 0)
-                                        // max(1, counter.get("steps", 1)),
+                         extra=lambda: {**exchange.per_step(),
                                         "ddp_bytes_per_step": _ddp_bytes(engine, data, config)})
     callbacks: list[Callback] = [RayEpochStats(replicas)]
     if rank == 0:
@@ -265,8 +249,6 @@ def connect(address: str | None, workers: int = 1) -> None:
 
 def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu: bool) -> None:
     """Errors a Ray run can see before any worker starts (no cluster needed)."""
-    if config.optimizer != "adam":
-        raise ValueError("--workers ≥ 1 all-reduces dense item gradients: use --optimizer adam")
     if config.device == "cuda" and not gpu:
         raise ValueError("under Ray, ask for GPUs with --gpu rather than --device cuda")
     check_against_data(config, data.num_users, data.num_items)
@@ -276,7 +258,7 @@ def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu
 def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers: int,
                    gpu: bool = False, max_failures: int = 2, checkpoint_every: int = 0,
                    address: str | None = None, storage_path: str | None = None,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, item_exchange: str = "auto") -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -296,7 +278,7 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
         train_worker,
         train_loop_config={"train": config.model_dump(), "data": data.path, "out": out,
                            "gpu": gpu, "threads": cpus_per_worker,
-                           "checkpoint_every": checkpoint_every,
+                           "checkpoint_every": checkpoint_every, "item_exchange": item_exchange,
                            "resume_from": os.path.join(out, "checkpoint") if resume else None,
                            "pid_dir": os.path.join(out, "workers")},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in --out from its checkpoint")
     ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
     ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
+    ap.add_argument("--item-exchange", choices=["auto", "dense", "sparse"], default="auto",
+                    help="Ray: how workers average item gradients — all-reduce the table (dense), "
+                    "all-gather the touched rows (sparse), or per step the fewer bytes (auto)")
     ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
     ap.add_argument("--ray-address", help="Ray: cluster address (default: $RAY_ADDRESS or a local Ray)")
     ap.add_argument("--storage-path", help="Ray: where checkpoints persist (shared storage on a "
@@ -144,7 +147,7 @@ def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     return train_with_ray(config, data, work, workers=args.workers, gpu=args.gpu,
                           max_failures=args.max_failures, checkpoint_every=args.checkpoint_every,
                           address=args.ray_address, storage_path=args.storage_path,
-                          resume=args.resume)
+                          resume=args.resume, item_exchange=args.item_exchange)
 
 
 def main(argv: list[str] | None = None) -> int:
