@@ -68,6 +68,12 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(10, ge=1)
     """Validation every this many epochs (and after the last)."""
 
+    eval_users: int | None = Field(None, ge=0)
+    """Users ranked at each evaluation. None: every user, unless users × items is over 2·10¹⁰
+    (then 10,000); 0: every user; N: a fixed seeded sample of N users, the same every epoch and
+    on every worker. A sample's metrics come with 95% intervals (`valid_sample`, `test_sample`
+    in metrics.json)."""
+
     topk: tuple[int, ...] = (10, 20, 50)
     """Cut-offs of NDCG@k and Recall@k."""
 

@@ -25,7 +25,7 @@ from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.diagnostics import negative_diagnostics
 from trainer.errors import TrainingFailed, UsageError
-from trainer.evaluate import ranking_sums
+from trainer.evaluate import ci95, eval_sample_size, ranking_sums, sample_users
 from trainer.loss import batch_loss, l2_penalty
 from trainer.models import build_model
 from trainer.row_adam import LazyRowAdam
@@ -183,6 +183,7 @@ class Engine:
         self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
         self.epoch = 0
         self.timer = PhaseTimer(dev)
+        self.eval_subset = self._eval_subset(config, data, shard)
 
     # -- one epoch -----------------------------------------------------------------------
 
@@ -244,22 +245,47 @@ class Engine:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    def evaluate_sums(self, split: str) -> tuple[dict[str, float], int]:
+    @staticmethod
+    def _eval_subset(config: TrainConfig, data: PreparedData, shard) -> torch.Tensor | None:
+        """Local indices of the sampled users this engine evaluates; None: all of its users."""
+        n = eval_sample_size(config.eval_users, data.num_users, data.num_items)
+        if n >= data.num_users:
+            return None
+        sample = sample_users(data.num_users, n, config.seed)
+        local = sample if shard is None else np.nonzero(np.isin(shard, sample))[0]
+        return torch.as_tensor(local, dtype=torch.long, device=config.device)
+
+    def evaluate_sums(self, split: str, squares: dict | None = None) -> tuple[dict[str, float], int]:
         """Sums of per-user metrics over this engine's users and how many users counted."""
         self.model.eval()
         targets = self.valid if split == "valid" else self.test
         masked = [self.positives] if split == "valid" else [self.positives, self.valid]
-        return ranking_sums(self.model, targets, masked, self.config.topk)
+        return ranking_sums(self.model, targets, masked, self.config.topk,
+                            users=self.eval_subset, squares=squares)
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Mean metrics over every user with a `split` item: this engine's users, summed with
         the other workers' through `replicas` under Ray (each worker ranks its own users)."""
-        sums, n = self.evaluate_sums(split)
+        return self.evaluate_sample(split)[0]
+
+    def evaluate_sample(self, split: str) -> tuple[dict[str, float], dict | None]:
+        """(means, sample) — sample is None for full ranking, else {"users": users counted,
+        "of": users with a `split` item, "ci95": half-widths of 95% intervals of the means}."""
+        squares: dict = {}
+        sums, n = self.evaluate_sums(split, squares)
         names = sorted(sums)
-        totals = torch.tensor([sums[k] for k in names] + [n], dtype=torch.float64,
-                              device=self.device)
+        targets = self.valid if split == "valid" else self.test
+        eligible = int((targets.degree > 0).sum())
+        totals = torch.tensor([sums[k] for k in names] + [squares[k] for k in names]
+                              + [n, eligible], dtype=torch.float64, device=self.device)
         totals = self.replicas.sum_(totals).tolist()
-        return {k: (totals[i] / totals[-1] if totals[-1] else 0.0) for i, k in enumerate(names)}
+        count, population = int(totals[-2]), int(totals[-1])
+        means = {k: (totals[i] / count if count else 0.0) for i, k in enumerate(names)}
+        if self.eval_subset is None:
+            return means, None
+        sq = {k: totals[len(names) + i] for i, k in enumerate(names)}
+        interval = ci95({k: totals[i] for i, k in enumerate(names)}, sq, count, population)
+        return means, {"users": count, "of": population, "ci95": interval}
 
     def is_eval_epoch(self) -> bool:
         return self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
@@ -313,9 +339,13 @@ class Engine:
                 cb.on_epoch_trained(self, record)
             t0 = time.perf_counter()
             if self.is_eval_epoch():
-                record["valid"] = self.evaluate("valid")
+                record["valid"], sample = self.evaluate_sample("valid")
+                if sample:
+                    record["valid_sample"] = sample
             if self.epoch == self.config.epochs:
-                test = self.evaluate("test")
+                test, sample = self.evaluate_sample("test")
+                if sample:
+                    record["test_sample"] = sample
             record["eval_s"] = time.perf_counter() - t0
             records.append(record)
             for cb in callbacks:

@@ -1,26 +1,87 @@
-"""Full-ranking evaluation: NDCG@k and Recall@k over all items, seen items masked."""
+"""Full-ranking evaluation: NDCG@k and Recall@k over all items, seen items masked.
+
+Every item is ranked for every evaluated user; memory stays bounded at any catalogue size
+because users go in chunks and items in blocks (a running top-k). Above FULL_RANKING_LIMIT
+user × item scores, a seeded sample of users is evaluated by default and reported with its
+95% confidence interval (`eval_users`, trainer/config.py).
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from pools.interactions import InteractionIndex
 
+ITEM_BLOCK = 1 << 16
+"""Items scored at once by `top_k`; a larger catalogue is streamed in blocks of this size."""
+
+FULL_RANKING_LIMIT = 2 * 10**10
+"""users × items above which `eval_users=None` samples DEFAULT_EVAL_USERS users."""
+
+DEFAULT_EVAL_USERS = 10_000
+
 
 @torch.no_grad()
-def top_k(model, users: torch.Tensor, k: int, masked: list[InteractionIndex] = ()):
+def top_k(model, users: torch.Tensor, k: int, masked: list[InteractionIndex] = (),
+          item_block: int = ITEM_BLOCK):
     """The k best items for each user, items in any `masked` index excluded.
 
-    users [B] → torch.return_types.topk with values/indices [B, min(k, num_items)]; a masked
-    item that still appears (a user who has seen nearly everything) has value −inf.
+    users [B] → (values, indices) [B, min(k, num_items)], best first; a masked item that still
+    appears (a user who has seen nearly everything) has value −inf. Items are scored in blocks
+    of `item_block` ([B, block] scores at a time) and merged into a running top-k.
     """
-    scores = model.score_all(users).float()
-    for index in masked:
-        rows, cols = index.rows_of(users)
-        scores[rows, cols] = -math.inf
-    return scores.topk(min(k, scores.shape[1]), dim=1)
+    n_items = model.num_items
+    k = min(k, n_items)
+    masks = [index.rows_of(users) for index in masked]
+    best_v = best_i = None
+    for start in range(0, n_items, item_block):
+        stop = min(start + item_block, n_items)
+        if stop - start == n_items:
+            scores = model.score_all(users).float()
+        else:
+            scores = model.score_shared(users, torch.arange(start, stop, device=users.device)).float()
+        for rows, cols in masks:
+            inside = (cols >= start) & (cols < stop)
+            scores[rows[inside], cols[inside] - start] = -math.inf
+        v, i = scores.topk(min(k, stop - start), dim=1)
+        i = i + start
+        if best_v is not None:
+            v = torch.cat([best_v, v], 1)
+            v, pick = v.topk(min(k, v.shape[1]), dim=1)
+            i = torch.cat([best_i, i], 1).gather(1, pick)
+        best_v, best_i = v, i
+    return torch.return_types.topk((best_v, best_i))
+
+
+def sample_users(num_users: int, n: int, seed: int) -> np.ndarray:
+    """A fixed, seeded sample of n global user ids (sorted): the same on every worker and in
+    every epoch, so validation curves compare like with like."""
+    g = torch.Generator().manual_seed(seed + 104_729)
+    return np.sort(torch.randperm(num_users, generator=g)[:n].numpy())
+
+
+def eval_sample_size(eval_users: int | None, num_users: int, num_items: int) -> int:
+    """How many users evaluation ranks: all (num_users) or a sample (see TrainConfig)."""
+    if eval_users is None:
+        full = num_users * num_items <= FULL_RANKING_LIMIT
+        return num_users if full else min(num_users, DEFAULT_EVAL_USERS)
+    return num_users if eval_users == 0 else min(num_users, eval_users)
+
+
+def ci95(sums: dict[str, float], squares: dict[str, float], n: int, population: int) -> dict:
+    """Half-widths of normal 95% intervals of the means of a simple random sample of n users
+    out of `population` (finite-population corrected)."""
+    if n < 2:
+        return {name: math.inf for name in sums}
+    fpc = math.sqrt(max(0.0, (population - n) / max(1, population - 1)))
+    out = {}
+    for name, total in sums.items():
+        var = max(0.0, (squares[name] - total * total / n) / (n - 1))
+        out[name] = 1.96 * math.sqrt(var / n) * fpc
+    return out
 
 
 @torch.no_grad()
@@ -30,22 +91,29 @@ def ranking_sums(
     masked: list[InteractionIndex],
     ks: tuple[int, ...] = (10, 20, 50),
     chunk_elements: int = 1 << 24,
+    users: torch.Tensor | None = None,
+    squares: dict | None = None,
 ) -> tuple[dict[str, float], int]:
     """Sums of per-user metrics and the number of users with ≥ 1 target item.
 
     Sums (not means) so that user shards can be added up and divided once. Every user with a
-    target item counts, ranked against all items except those in `masked` (train; for test
-    also validation). Recall@k = hits / |targets_u|; NDCG@k's ideal DCG uses
-    min(k, |targets_u|) relevant items.
+    target item counts (of `users`, if given: a sample), ranked against all items except those
+    in `masked` (train; for test also validation). Recall@k = hits / |targets_u|; NDCG@k's
+    ideal DCG uses min(k, |targets_u|) relevant items. `squares`, if a dict, receives the sums
+    of squared per-user metrics (for a sample's confidence interval).
     """
     device = targets.device
     kmax = min(max(ks), targets.num_items)
-    users_all = torch.nonzero(targets.degree > 0).squeeze(1)
-    chunk = max(1, chunk_elements // max(1, targets.num_items))
+    eligible = targets.degree > 0
+    if users is not None:
+        eligible = eligible & torch.zeros_like(eligible).index_fill_(0, users, True)
+    users_all = torch.nonzero(eligible).squeeze(1)
+    chunk = max(1, chunk_elements // max(1, min(targets.num_items, ITEM_BLOCK)))
     discounts = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=device, dtype=torch.float64))
     ideal = torch.cumsum(discounts, 0)
     sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=device)
             for k in ks for m in ("ndcg", "recall")}
+    sq = {name: torch.zeros_like(v) for name, v in sums.items()}
     for start in range(0, users_all.numel(), chunk):
         users = users_all[start:start + chunk]
         top = top_k(model, users, kmax, masked).indices  # [C, kmax]
@@ -55,8 +123,12 @@ def ranking_sums(
             kk = min(k, kmax)
             dcg = (hits[:, :kk] * discounts[:kk]).sum(1)
             idcg = ideal[(n_rel.clamp(max=kk) - 1).long()]
-            sums[f"ndcg@{k}"] += (dcg / idcg).sum()
-            sums[f"recall@{k}"] += (hits[:, :kk].sum(1) / n_rel).sum()
+            for name, per_user in ((f"ndcg@{k}", dcg / idcg),
+                                   (f"recall@{k}", hits[:, :kk].sum(1) / n_rel)):
+                sums[name] += per_user.sum()
+                sq[name] += per_user.square().sum()
+    if squares is not None:
+        squares.update({name: float(v) for name, v in sq.items()})
     return {name: float(v) for name, v in sums.items()}, int(users_all.numel())
 
 

@@ -1,0 +1,75 @@
+"""Evaluation at scale: the streamed top-k is the full one; a sampled evaluation is a fixed
+sample, the same however users are sharded, and its interval covers the full ranking's mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pools.interactions import InteractionIndex
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.engine import Engine
+from trainer.evaluate import ci95, eval_sample_size, sample_users, top_k
+from trainer.models import build_model
+
+
+@pytest.mark.parametrize("score", ["dot", "cosine"])
+def test_top_k_over_item_blocks_is_the_full_top_k(score):
+    model = build_model("gmf", 40, 1000, 8, seed=0, score=score)
+    users = torch.arange(40)
+    g = torch.Generator().manual_seed(1)
+    seen = InteractionIndex(torch.randint(0, 40, (3000,), generator=g),
+                            torch.randint(0, 1000, (3000,), generator=g), 40, 1000)
+    full = top_k(model, users, 50, [seen])
+    for block in (1000, 333, 64, 7):
+        part = top_k(model, users, 50, [seen], item_block=block)
+        assert torch.equal(part.indices, full.indices)  # scores differ only by GEMM rounding
+        assert torch.allclose(part.values, full.values, atol=1e-6)
+    assert not seen.contains(users, full.indices).any()
+
+
+def test_sample_size_defaults_to_full_ranking_below_the_limit():
+    assert eval_sample_size(None, 6034, 3125) == 6034
+    assert eval_sample_size(None, 10**6, 10**6) == 10_000
+    assert eval_sample_size(0, 10**6, 10**6) == 10**6
+    assert eval_sample_size(500, 300, 10) == 300
+    assert np.array_equal(sample_users(1000, 50, 3), sample_users(1000, 50, 3))
+    assert not np.array_equal(sample_users(1000, 50, 3), sample_users(1000, 50, 4))
+
+
+def test_a_sample_is_the_same_across_shards_and_its_interval_covers_the_full_mean(tiny_data):
+    data = PreparedData.load(tiny_data)
+    full = Engine(TrainConfig(epochs=1, lr=0.01, batch_size=512), data)
+    full.train_epoch()
+    whole, none = full.evaluate_sample("test")
+    assert none is None
+    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=512, eval_users=200)
+    sampled = Engine(cfg, data)
+    sampled.model.load_state_dict(full.model.state_dict())
+    means, sample = sampled.evaluate_sample("test")
+    assert 150 < sample["users"] <= 200 and sample["of"] > sample["users"]
+    for name in ("ndcg@50", "recall@20"):
+        assert 0 < sample["ci95"][name] < 0.1
+        assert abs(means[name] - whole[name]) < 1.5 * sample["ci95"][name]
+    # Three shards evaluate the same global sample: their sums add up to the one-process sums.
+    users = np.arange(data.num_users)
+    totals, count = {}, 0
+    for shard in (users[:201], users[201:401], users[401:]):
+        part = Engine(cfg, data, shard)
+        part.model.load_state_dict({k: v[torch.as_tensor(shard)] if k == "user_emb" else v
+                                    for k, v in full.model.state_dict().items()})
+        sums, n = part.evaluate_sums("test")
+        count += n
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+    assert count == sample["users"]
+    for k, v in totals.items():
+        assert v / count == pytest.approx(means[k], abs=1e-9)
+
+
+def test_interval_of_a_constant_is_zero_and_shrinks_with_the_finite_population():
+    assert ci95({"m": 5.0}, {"m": 5.0}, 5, 100)["m"] == 0.0
+    wide = ci95({"m": 2.0}, {"m": 2.0}, 4, 10**6)["m"]
+    assert ci95({"m": 2.0}, {"m": 2.0}, 4, 4)["m"] == 0.0 < wide
