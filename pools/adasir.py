@@ -81,9 +81,9 @@ class AdaSIROptions(TemperatureOptions, ChunkedRefreshOptions):
 class AdaSIRSampler(NegativeSampler):
     """Pools refreshed once per epoch; negatives drawn uniformly from the pool.
 
-    State on the device: `pool_items` [U, R] long and `pool_log_w` [U, R] float (log w(i|c) of
+    State on the device: `pool_items` [U, R] int32 (int64 past 2³¹ items) and `pool_log_w` [U, R] float (log w(i|c) of
     each entry, from the model at the refresh that produced it); `pool_score` [U, R], the
-    entry's score at that refresh (for the staleness diagnostic); `candidates` [U, K] for
+    entry's score at that refresh (for the staleness diagnostic); `candidates` [U, K] (ids like pool_items) for
     AdaSIR-W's rank estimate. `last_ess` holds the mean effective sample size of the
     resampling weights at the last refresh, (Σw)²/Σw² over a user's |K| candidates.
     """
@@ -107,14 +107,14 @@ class AdaSIRSampler(NegativeSampler):
         cfg = self.config
         R, K = cfg.pool_size, cfg.num_candidates
         if self.pool_items is None:
-            self.pool_items = torch.empty(self.num_users, R, dtype=torch.long, device=self.device)
+            self.pool_items = torch.empty(self.num_users, R, dtype=self.id_dtype, device=self.device)
             self.pool_log_w = torch.empty(self.num_users, R, device=self.device)
             self.pool_score = torch.empty(self.num_users, R, device=self.device)
             fresh = True
         else:
             fresh = False
         if self.rank_weighted:
-            self.candidates = torch.empty(self.num_users, K, dtype=torch.long, device=self.device)
+            self.candidates = torch.empty(self.num_users, K, dtype=self.id_dtype, device=self.device)
         ess = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
             users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
@@ -123,11 +123,11 @@ class AdaSIRSampler(NegativeSampler):
             ess += chunk_ess
             if not fresh and cfg.reuse_pool:
                 items, log_w, score = self._merge(users, items, log_w, score, generator)
-            self.pool_items[users] = items
+            self.pool_items[users] = items.to(self.id_dtype)
             self.pool_log_w[users] = log_w
             self.pool_score[users] = score
             if self.rank_weighted:
-                self.candidates[users] = cand
+                self.candidates[users] = cand.to(self.id_dtype)
         self.last_ess = float(ess) / max(1, self.num_users)
 
     def _resample(self, model, users, generator):
@@ -170,7 +170,7 @@ class AdaSIRSampler(NegativeSampler):
             raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
         cfg = self.config
         slot = self._pick_slots(model, users, generator)
-        items = self.pool_items[users[:, None], slot]
+        items = self.pool_items[users[:, None], slot].long()
         log_w = self.pool_log_w[users[:, None], slot]
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
@@ -188,7 +188,7 @@ class AdaSIRSampler(NegativeSampler):
         slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
         if m == 1:
             return slot
-        now = model.score(users, self.pool_items[users[:, None], slot]).view(B, n, m)
+        now = model.score(users, self.pool_items[users[:, None], slot].long()).view(B, n, m)
         if cfg.pool_pick == "max":
             pick = now.argmax(dim=2, keepdim=True)
         else:
@@ -200,7 +200,7 @@ class AdaSIRSampler(NegativeSampler):
     @torch.no_grad()
     def _rank_weight(self, model, users, pos_items):
         """Eq. (3)'s J(rank) with rank from Eq. (2) over the user's uniform candidates K_c."""
-        cand = self.candidates[users]  # [B, K]
+        cand = self.candidates[users].long()  # [B, K]
         pos = model.score(users, pos_items[:, None]).squeeze(1)
         rank = estimate_rank(pos, model.score(users, cand), self.num_items)
         weight = self._harmonic[rank]
@@ -226,7 +226,7 @@ class AdaSIRSampler(NegativeSampler):
         staleness = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, self.config.refresh_chunk_users):
             chunk = users[start:start + self.config.refresh_chunk_users]
-            now = model.score(chunk, self.pool_items[chunk])
+            now = model.score(chunk, self.pool_items[chunk].long())
             staleness += (self.pool_score[chunk] - now).sum()
         return {"pool_distinct_frac": float(distinct.mean()) / self.config.pool_size,
                 "ess_frac": self.last_ess / self.config.num_candidates,

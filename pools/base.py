@@ -117,6 +117,8 @@ class NegativeSampler:
         self.proposal = proposal
         self.replicas = replicas or Replicas()
         self.device = positives.device
+        # Item ids kept in per-user state: int32 where they fit (half of int64's bytes).
+        self.id_dtype = torch.int32 if num_items < 2**31 else torch.int64
 
     def refresh(self, model: ScoringModel, generator: torch.Generator) -> None:
         """Once per epoch, before the batches. Static samplers keep no state."""

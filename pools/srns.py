@@ -66,8 +66,8 @@ class SRNSSampler(NegativeSampler):
     a whole set every T epochs; n negatives per pair pick from S2 memory entries each (theirs:
     one negative, the argmax of the whole memory).
 
-    State: `tracked` [U, V] items, `history` [U, V, T], `seen` [U, V] epochs recorded (≤ T),
-    `memory` [U + 1, S1] slots into `tracked` (row U absorbs writes of duplicate batch users).
+    State: `tracked` [U, V] items (int32), `history` [U, V, T], `seen` [U, V] epochs recorded
+    (≤ T, uint8), `memory` [U + 1, S1] int32 slots into `tracked` (row U absorbs writes of duplicate batch users).
     """
 
     capabilities = Capabilities(stateful=True, pure_sample=False, can_keep_positives=False)
@@ -80,11 +80,12 @@ class SRNSSampler(NegativeSampler):
         v, t = cfg.srns_tracked, cfg.srns_history
         if self.memory is None:
             users = torch.arange(self.num_users, device=self.device)
-            self.tracked = self.positives.sample_complement(users, v, generator)
+            # Compact state: item ids and memory slots int32, epochs seen uint8 (T ≤ 100).
+            self.tracked = self.positives.sample_complement(users, v, generator).to(self.id_dtype)
             self.history = torch.zeros(self.num_users, v, t, device=self.device)
-            self.seen = torch.zeros(self.num_users, v, dtype=torch.long, device=self.device)
+            self.seen = torch.zeros(self.num_users, v, dtype=torch.uint8, device=self.device)
             self.memory = torch.randint(0, v, (self.num_users + 1, cfg.srns_memory), device=self.device,
-                                        generator=generator)
+                                        generator=generator).to(torch.int32)
             self.epoch = 0
         else:
             self.epoch += 1
@@ -98,9 +99,10 @@ class SRNSSampler(NegativeSampler):
                 tracked = torch.where(renew, fresh, tracked)
                 seen = seen.masked_fill(renew, 0)
             m_u = self._mean_positive_score(model, users)
-            likelihood = torch.sigmoid(model.score(users, tracked).float() - m_u[:, None])
+            likelihood = torch.sigmoid(model.score(users, tracked.long()).float() - m_u[:, None])
             self.history[users] = torch.cat([self.history[users, :, 1:], likelihood[:, :, None]], dim=2)
-            self.tracked[users], self.seen[users] = tracked, (seen + 1).clamp_(max=t)
+            self.tracked[users] = tracked.to(self.id_dtype)
+            self.seen[users] = (seen + 1).clamp_(max=t)
 
     def _mean_positive_score(self, model, users: torch.Tensor) -> torch.Tensor:
         """m_u: the mean score of each user's train positives, users [c] → [c] (0 if none)."""
@@ -126,7 +128,7 @@ class SRNSSampler(NegativeSampler):
         s1 = cfg.srns_memory
         fresh = torch.randint(0, cfg.srns_tracked, (users.numel(), s1), device=self.device, generator=generator)
         slots = torch.cat([self.memory[users], fresh], dim=1)  # [B, 2·S1]
-        scores = model.score(users, self.tracked[users[:, None], slots]).float()
+        scores = model.score(users, self.tracked[users[:, None], slots].long()).float()
         u = torch.rand(scores.shape, device=self.device, generator=generator).clamp_(1e-12, 1.0 - 1e-7)
         keep = (scores / cfg.temperature - torch.log(-torch.log(u))).topk(s1, dim=1).indices
         slots, scores = slots.gather(1, keep), scores.gather(1, keep)
@@ -136,7 +138,7 @@ class SRNSSampler(NegativeSampler):
         last = torch.full((self.num_users,), -1, dtype=torch.long, device=self.device)
         last.scatter_reduce_(0, users, rows, reduce="amax")
         target = torch.where(last[users] == rows, users, self.num_users)
-        self.memory[target] = slots
+        self.memory[target] = slots.to(self.memory.dtype)
         return slots, scores
 
     @torch.no_grad()
@@ -154,10 +156,10 @@ class SRNSSampler(NegativeSampler):
         select = hardness + cfg.srns_alpha * ramp * self._std(users, slots)
         best = select.view(-1, n, s2).argmax(dim=2, keepdim=True)
         chosen = slots.view(-1, n, s2).gather(2, best).squeeze(2)
-        return Negatives(self.tracked[users[:, None], chosen])
+        return Negatives(self.tracked[users[:, None], chosen].long())
 
     def state_size_bytes(self) -> int:
         if self.memory is None:
             return 0
-        return (self.tracked.numel() * 8 + self.history.numel() * 4 + self.seen.numel() * 8
-                + self.memory.numel() * 8)
+        return sum(t.numel() * t.element_size()
+                   for t in (self.tracked, self.history, self.seen, self.memory))

@@ -291,3 +291,19 @@ def test_pools_refresh_as_often_as_asked(tiny_data):
     engine.sampler.refresh = lambda m, g: calls.append(1) or real(m, g)
     engine.train_epoch()
     assert engine.steps_per_epoch >= 8 and len(calls) == 4  # before step 0, then 3 more
+
+
+def test_per_user_state_holds_item_ids_as_int32(setup):
+    positives, model, counts = setup
+    U, R, K = positives.num_users, 30, 40
+    adasir = build_sampler(sampler_config(name="adasir-w", num_candidates=K, pool_size=R),
+                           positives, counts)
+    adasir.refresh(model, torch.Generator().manual_seed(0))
+    assert adasir.pool_items.dtype == adasir.candidates.dtype == torch.int32
+    # ids, log w and scores [U, R] at 4 bytes each, the candidates [U, K] at 4.
+    assert adasir.state_size_bytes() == U * R * 12 + U * K * 4
+    srns = build_sampler(sampler_config(name="srns", srns_tracked=20, srns_memory=5,
+                                        srns_history=3), positives, counts)
+    srns.refresh(model, torch.Generator().manual_seed(0))
+    assert srns.tracked.dtype == srns.memory.dtype == torch.int32
+    assert srns.state_size_bytes() == U * 20 * 4 + U * 20 * 3 * 4 + U * 20 + (U + 1) * 5 * 4
