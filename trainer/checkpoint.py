@@ -10,10 +10,18 @@ A checkpoint is a directory:
     metrics.json   per-epoch records and test metrics so far
 It is written to a temporary sibling and renamed into place, so a reader never sees half of
 one. Pools are not saved: they are rebuilt from the model on resume.
+
+Sharded (a Ray run): model.pt holds the item side and a `user_shards` table instead of the
+user table; each worker writes its own rows as `users-<k>-of-<W>.pt` ({"ids": global user ids,
+"rows": [n_k, d]}) into the same Ray checkpoint (Ray merges the workers' directories), so no
+rank gathers every user row. A reader that asks for a set of users (a restarted worker) reads
+only the shard file holding exactly them; the service and the driver assemble the full table.
+Users in no shard (no train pairs) keep zero rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,13 +34,71 @@ import torch
 
 from trainer.atomic import replace_directory
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2 added sharded user tables; 1 is read as it was
 FILES = ("model.pt", "seen.parquet", "users.parquet", "items.parquet", "config.json",
          "metrics.json")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or inconsistent."""
+
+
+def shard_file(k: int, world: int) -> str:
+    return f"users-{k:05d}-of-{world:05d}.pt"
+
+
+def ids_digest(ids) -> str:
+    """SHA-256 of a user-id set (sorted int64): names which shard file holds which users."""
+    return hashlib.sha256(np.sort(np.asarray(ids, dtype=np.int64)).tobytes()).hexdigest()
+
+
+def shard_table(shards: list[np.ndarray]) -> list[dict]:
+    """model.pt's `user_shards` entry for a partition of the users into `shards`."""
+    return [{"file": shard_file(k, len(shards)), "users": int(len(ids)), "ids_sha256": ids_digest(ids)}
+            for k, ids in enumerate(shards)]
+
+
+def write_user_shard(directory: str, k: int, world: int, ids: np.ndarray,
+                     rows: torch.Tensor) -> None:
+    """One worker's rows of the user table, atomically, into a checkpoint directory."""
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, shard_file(k, world))
+    tmp = f"{final}.tmp{os.getpid()}"
+    torch.save({"ids": torch.as_tensor(np.asarray(ids, dtype=np.int64)),
+                "rows": rows.detach().cpu()}, tmp)
+    os.replace(tmp, final)
+
+
+def _read_shard(path: str, entry: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    file = os.path.join(path, entry["file"])
+    if not os.path.isfile(file):
+        raise CheckpointError(f"{path}: user shard {entry['file']} is missing (a worker's part "
+                              "of the checkpoint never arrived)")
+    try:
+        part = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: {entry['file']} is unreadable ({exc})") from None
+    ids, rows = part["ids"], part["rows"]
+    if ids.numel() != entry["users"] or tuple(rows.shape) != (entry["users"], dim):
+        raise CheckpointError(f"{path}: {entry['file']} does not hold the rows its table says")
+    return ids, rows
+
+
+def _user_rows(path: str, blob: dict, users: np.ndarray | None) -> torch.Tensor:
+    """The user table of a sharded checkpoint: every user's row, or `users`' rows in order."""
+    table, dim = blob["user_shards"], blob["dim"]
+    if users is not None:
+        wanted = ids_digest(users)
+        for entry in table:
+            if entry["ids_sha256"] == wanted:  # a restarted worker: its own file only
+                ids, rows = _read_shard(path, entry, dim)
+                order = torch.as_tensor(np.searchsorted(ids.numpy(), np.asarray(users)))
+                return rows[order]
+    full = torch.zeros(blob["num_users"], dim)
+    for entry in table:
+        ids, rows = _read_shard(path, entry, dim)
+        full[ids] = rows
+    return full if users is None else full[torch.as_tensor(np.asarray(users, dtype=np.int64))]
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -45,8 +111,10 @@ def write_json_atomic(path: str, obj) -> None:
 
 def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, torch.Tensor],
                     item_counts: np.ndarray, data, config: dict, metrics: dict, epoch: int,
-                    optimizer: dict | None = None) -> str:
-    """Write a complete checkpoint directory at `path` (replacing one that is there)."""
+                    optimizer: dict | None = None, user_shards: list[dict] | None = None) -> str:
+    """Write a checkpoint directory at `path` (replacing one that is there). With
+    `user_shards` (shard_table), `state` has no user table: the workers write their shard files
+    (write_user_shard) into the same checkpoint, and it is complete once they all have."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -56,7 +124,7 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
                     "num_users": data.num_users, "num_items": data.num_items,
                     "state": {k: v.detach().cpu() for k, v in state.items()},
                     "item_counts": torch.as_tensor(item_counts), "epoch": epoch,
-                    "optimizer": optimizer}, os.path.join(tmp, "model.pt"))
+                    "optimizer": optimizer, "user_shards": user_shards}, os.path.join(tmp, "model.pt"))
         seen = [data.splits["train"], data.splits["valid"]]
         pq.write_table(pa.table({
             "user": np.concatenate([s.users for s in seen]).astype(np.int32),
@@ -68,7 +136,9 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
                           {"train": config, "dataset": {"path": data.path, **data.manifest}})
         write_json_atomic(os.path.join(tmp, "metrics.json"), metrics)
         os.chmod(tmp, 0o755)
-        load_checkpoint(tmp)  # a checkpoint that cannot be read never replaces one that can
+        # A checkpoint that cannot be read never replaces one that can (the shard files of a
+        # sharded one are the workers' to write).
+        load_checkpoint(tmp, users=None if user_shards is None else [])
         replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -76,8 +146,11 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
     return path
 
 
-def load_checkpoint(path: str, with_optimizer: bool = False) -> dict:
-    """Read and check a checkpoint. Raises CheckpointError naming what is wrong."""
+def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict:
+    """Read and check a checkpoint. Raises CheckpointError naming what is wrong.
+
+    users: global user ids (sorted): state["user_emb"] then holds only their rows, in that
+    order (a sharded checkpoint reads only the file holding exactly them, when one does)."""
     missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint (missing {', '.join(missing)})")
@@ -87,21 +160,27 @@ def load_checkpoint(path: str, with_optimizer: bool = False) -> dict:
             config = json.load(fh)
         with open(os.path.join(path, "metrics.json")) as fh:
             metrics = json.load(fh)
-        users = pq.read_table(os.path.join(path, "users.parquet")).column("id").to_pylist()
-        items = pq.read_table(os.path.join(path, "items.parquet")).column("id").to_pylist()
+        user_ids = pq.read_table(os.path.join(path, "users.parquet")).column("id").to_pylist()
+        item_ids = pq.read_table(os.path.join(path, "items.parquet")).column("id").to_pylist()
         seen = pq.read_table(os.path.join(path, "seen.parquet"))
     except Exception as exc:  # truncated zip, bad JSON, bad Parquet: all the same to a reader
         raise CheckpointError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})") from None
-    if blob.get("format_version") != CHECKPOINT_VERSION:
+    if blob.get("format_version") not in (1, CHECKPOINT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format {blob.get('format_version')} "
                               f"is not {CHECKPOINT_VERSION}")
     state = blob["state"]
     n_u, n_i, d = blob["num_users"], blob["num_items"], blob["dim"]
-    if (tuple(state["user_emb"].shape) != (n_u, d) or tuple(state["item_emb"].shape) != (n_i, d)
-            or len(users) != n_u or len(items) != n_i):
+    if blob.get("user_shards") is not None:
+        state["user_emb"] = (torch.zeros(0, d) if users is not None and len(users) == 0
+                             else _user_rows(path, blob, None if users is None else np.asarray(users)))
+    elif users is not None:
+        state["user_emb"] = state["user_emb"][torch.as_tensor(np.asarray(users, dtype=np.int64))]
+    n_rows = n_u if users is None else len(users)
+    if (tuple(state["user_emb"].shape) != (n_rows, d) or tuple(state["item_emb"].shape) != (n_i, d)
+            or len(user_ids) != n_u or len(item_ids) != n_i):
         raise CheckpointError(f"{path}: tensor shapes disagree with the id maps")
     if not with_optimizer:
         blob.pop("optimizer", None)
-    return {**blob, "config": config, "metrics": metrics, "user_ids": users, "item_ids": items,
+    return {**blob, "config": config, "metrics": metrics, "user_ids": user_ids, "item_ids": item_ids,
             "seen_users": seen.column("user").to_numpy().astype(np.int64),
             "seen_items": seen.column("item").to_numpy().astype(np.int64), "path": path}

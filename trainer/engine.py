@@ -317,7 +317,8 @@ class Engine:
         optimizer's moments where a whole-model engine saved them. Returns the epoch records
         the checkpoint covers."""
         state = dict(checkpoint["state"])
-        if self.shard is not None:
+        # A checkpoint loaded with users=shard already holds just this shard's rows.
+        if self.shard is not None and state["user_emb"].shape[0] != self.model.num_users:
             state["user_emb"] = state["user_emb"][torch.as_tensor(self.shard)]
         optimizer = checkpoint.get("optimizer") if self.shard is None else None
         self.load_state({"model": state, "optimizer": optimizer, "epoch": checkpoint["epoch"]})

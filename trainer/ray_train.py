@@ -30,7 +30,13 @@ import torch
 from pools.replicas import Replicas
 from trainer.atomic import replace_directory
 from trainer.callbacks import Callback, ConsoleProgress, MetricsFile, RunMetrics
-from trainer.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from trainer.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    shard_table,
+    write_json_atomic,
+    write_user_shard,
+)
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
@@ -114,7 +120,7 @@ def train_worker(cfg: dict) -> None:
     if rank == 0:
         callbacks += [ConsoleProgress(progress_logger().info),
                       MetricsFile(cfg.get("out") or "", metrics)]
-    callbacks.append(RayReporter(data, config, shard, rank, metrics, cfg.get("checkpoint_every", 0)))
+    callbacks.append(RayReporter(data, config, plan, rank, metrics, cfg.get("checkpoint_every", 0)))
     engine.fit(callbacks, history)
 
 
@@ -126,9 +132,9 @@ def _resume(engine: Engine, cfg: dict) -> list[dict]:
     resumed = ray.train.get_checkpoint()
     if resumed is not None:
         with resumed.as_directory() as d:
-            blob = load_checkpoint(d)
+            blob = load_checkpoint(d, users=engine.shard)  # this worker's shard file only
     elif cfg.get("resume_from"):
-        blob = load_checkpoint(cfg["resume_from"])
+        blob = load_checkpoint(cfg["resume_from"], users=engine.shard)
     else:
         return []
     return engine.restore(blob)
@@ -178,11 +184,12 @@ class RayEpochStats(Callback):
 
 
 class RayReporter(Callback):
-    """Checkpoints (every `checkpoint_every` epochs and at the end, gathered by rank 0) and
-    `ray.train.report`, which every rank calls at the same epochs: it is a barrier."""
+    """Checkpoints (every `checkpoint_every` epochs and at the end; each rank writes its own
+    user shard, rank 0 the rest) and `ray.train.report`, which every rank calls at the same
+    epochs: it is a barrier."""
 
-    def __init__(self, data, config, shard, rank, metrics: RunMetrics, checkpoint_every: int):
-        self.data, self.config, self.shard, self.rank = data, config, shard, rank
+    def __init__(self, data, config, plan, rank, metrics: RunMetrics, checkpoint_every: int):
+        self.data, self.config, self.plan, self.rank = data, config, plan, rank
         self.metrics, self.every = metrics, checkpoint_every
 
     def on_epoch_end(self, engine, records, test):
@@ -190,9 +197,9 @@ class RayReporter(Callback):
 
         record = records[-1]
         due = bool(test) or bool(self.every and engine.epoch % self.every == 0)
-        checkpoint_dir = _gather_checkpoint(engine, self.data, self.config,
-                                            self.metrics(records, test), self.shard,
-                                            self.rank) if due else None
+        checkpoint_dir = _write_checkpoint(engine, self.data, self.config,
+                                           self.metrics(records, test), self.plan,
+                                           self.rank) if due else None
         # Report only when there is something new (validation, a checkpoint, the end): each
         # report is a barrier plus a round trip to the controller (~1 s on 2 cores). Every
         # report carries the latest validation metrics (schedulers such as ASHA need them each
@@ -208,23 +215,21 @@ class RayReporter(Callback):
             shutil.rmtree(os.path.dirname(checkpoint_dir), ignore_errors=True)
 
 
-def _gather_checkpoint(engine, data, config, metrics, shard, rank) -> str | None:
-    """All ranks send their user rows to rank 0, which writes one full checkpoint."""
-    import torch.distributed as dist
-
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (shard, engine.model.user_emb.detach().cpu()))
-    if rank != 0:
-        return None
-    state = {k: v.detach().cpu() for k, v in engine.model.state_dict().items()}
-    full = torch.zeros(data.num_users, config.dim)
-    for ids, rows in gathered:
-        full[torch.as_tensor(ids)] = rows
-    state["user_emb"] = full
+def _write_checkpoint(engine, data, config, metrics, plan, rank) -> str:
+    """This rank's part of a sharded checkpoint (trainer/checkpoint.py): its user rows, and on
+    rank 0 the item side, id maps and metrics. Ray merges the ranks' directories; no rank
+    holds another's rows."""
+    world = len(plan.shards)
     path = os.path.join(tempfile.mkdtemp(prefix="adasir-ckpt-"), "checkpoint")
-    return save_checkpoint(path, model_name=config.model, dim=config.dim, state=state,
-                           item_counts=data.item_counts(), data=data, config=config.model_dump(),
-                           metrics=metrics, epoch=engine.epoch, optimizer=None)
+    if rank == 0:
+        state = {k: v.detach().cpu() for k, v in engine.model.state_dict().items()
+                 if k != "user_emb"}
+        save_checkpoint(path, model_name=config.model, dim=config.dim, state=state,
+                        item_counts=data.item_counts(), data=data, config=config.model_dump(),
+                        metrics=metrics, epoch=engine.epoch, optimizer=None,
+                        user_shards=shard_table(plan.shards))
+    write_user_shard(path, rank, world, plan.shards[rank], engine.model.user_emb)
+    return path
 
 
 def connect(address: str | None, workers: int = 1) -> None:

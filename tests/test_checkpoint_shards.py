@@ -1,0 +1,68 @@
+"""The sharded checkpoint: each worker's user rows in its own file, read whole by the service
+and file by file by a restarted worker (the Ray path is tests/test_ray.py)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    shard_file,
+    shard_table,
+    write_user_shard,
+)
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.engine import Engine
+from trainer.sharding import plan_shards
+
+
+@pytest.fixture()
+def sharded(tiny_data, tmp_path):
+    data = PreparedData.load(tiny_data)
+    cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
+    whole = Engine(cfg, data)
+    whole.train_epoch()
+    plan = plan_shards(data.splits["train"].users, data.num_users, 3, 512)
+    state = {k: v for k, v in whole.model.state_dict().items() if k != "user_emb"}
+    path = str(tmp_path / "checkpoint")
+    save_checkpoint(path, model_name="mf", dim=32, state=state, item_counts=data.item_counts(),
+                    data=data, config=cfg.model_dump(), metrics={}, epoch=1,
+                    user_shards=shard_table(plan.shards))
+    for k, ids in enumerate(plan.shards):
+        write_user_shard(path, k, 3, ids, whole.model.user_emb.detach()[torch.as_tensor(ids)])
+    return data, cfg, whole, plan, path
+
+
+def test_the_service_reads_the_whole_table(sharded):
+    data, _, whole, plan, path = sharded
+    blob = load_checkpoint(path)
+    covered = np.concatenate(plan.shards)
+    assert torch.equal(blob["state"]["user_emb"][covered], whole.model.user_emb.detach()[covered])
+    assert torch.equal(blob["state"]["item_emb"], whole.model.item_emb.detach())
+
+
+def test_a_worker_reads_only_its_own_file(sharded):
+    data, cfg, whole, plan, path = sharded
+    for k in (0, 2):
+        os.remove(os.path.join(path, shard_file(k, 3)))
+    with pytest.raises(CheckpointError, match="users-00000-of-00003.pt is missing"):
+        load_checkpoint(path)
+    blob = load_checkpoint(path, users=plan.shards[1])  # shard 1's file is all it needs
+    part = Engine(cfg, data, plan.shards[1])
+    part.restore(blob)
+    assert torch.equal(part.model.user_emb.detach(),
+                       whole.model.user_emb.detach()[torch.as_tensor(plan.shards[1])])
+
+
+def test_other_user_sets_are_cut_from_the_assembled_table(sharded):
+    _, _, whole, plan, path = sharded
+    users = np.sort(np.concatenate([plan.shards[0][:5], plan.shards[2][:5]]))
+    rows = load_checkpoint(path, users=users)["state"]["user_emb"]
+    assert torch.equal(rows, whole.model.user_emb.detach()[torch.as_tensor(users)])
