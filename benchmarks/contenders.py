@@ -86,7 +86,7 @@ CONTENDERS: dict[str, Contender] = {
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-u", "sampler.shared_candidates": True,
          "sampler.num_candidates": 2000},
-        [("sampler.temperature", [0.2, 0.5, 0.1]), ("sampler.num_negatives", [50, 20])],
+        [("sampler.temperature", [0.2, 0.5]), ("sampler.num_negatives", [50, 20])],
         "sampled softmax over n negatives per pair from wide AdaSIR-U pools resampled at the "
         "cosine scale (log-proposal |K|·Q·w), cosine scores: the pools approximate the softmax "
         "the loss estimates, the proposal with the least variance"),
