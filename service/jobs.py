@@ -7,10 +7,12 @@ import os
 import re
 import shlex
 import uuid
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainer.config import TrainConfig
+from trainer.presets import DEFAULT_PRESET, PresetName, resolve
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -35,8 +37,9 @@ def resolve_dataset(data_root: str, name: str) -> str:
 
 
 class JobRequest(BaseModel):
-    """A training job: where it runs and the TrainConfig it trains with — the same schema as
-    `trainer/run.py --config` and Tune's configs. Unknown fields are rejected at every level."""
+    """A training job: where it runs, the preset it starts from and the TrainConfig fields it
+    sets over it — the same schema as `trainer/run.py --preset/--config` and Tune's configs.
+    Unknown fields are rejected at every level, when the job is submitted."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,13 +51,30 @@ class JobRequest(BaseModel):
     """Ray: each worker takes one GPU."""
     checkpoint_every: int = Field(0, ge=0)
     """Also checkpoint every N epochs (0: only at the end)."""
-    train: TrainConfig = TrainConfig()
-    """Every training option (model, loss, sampler, …), as in TrainConfig."""
+    preset: PresetName = DEFAULT_PRESET
+    """Where the options start: `recommended` (what won on validation) or `paper`."""
+    train: dict[str, Any] = {}
+    """Training options over the preset (model, loss, sampler, …), as in TrainConfig; a whole
+    TrainConfig is taken as it is."""
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _whole_config_as_dict(cls, v):
+        return v.model_dump(mode="json") if isinstance(v, TrainConfig) else v
+
+    @model_validator(mode="after")
+    def _train_is_valid(self):
+        self.config()  # refuse a bad option now (422), not when the job runs
+        return self
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig the job trains with (before it is fitted to the dataset's size)."""
+        return TrainConfig(**resolve(self.preset, self.train))
 
     def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
         args = ["python", script, "--data", data_dir, "--out", out_dir,
                 "--workers", str(self.workers), "--checkpoint-every", str(self.checkpoint_every),
-                "--config", self.train.model_dump_json()]
+                "--preset", self.preset, "--config", json.dumps(self.train)]
         return args + (["--gpu"] if self.gpu else [])
 
 

@@ -45,7 +45,9 @@ def test_a_config_round_trips_through_flags_json_and_jobs(name):
 
 
 def test_historical_flags_still_parse():
-    args = build_parser().parse_args(["--sampler", "adasir-p", "--negatives", "3", "--candidates",
+    # The paper-era flags, on the paper's preset (the recommended one trains a softmax loss,
+    # which has its own negative weights: --weighting reference is refused there).
+    args = build_parser().parse_args(["--preset", "paper", "--sampler", "adasir-p", "--negatives", "3", "--candidates",
                                       "50", "--pool-size", "40", "--no-reuse", "--keep-positives",
                                       "--temperature", "2", "--weighting", "reference"])
     s = config_from_args(args).sampler
@@ -62,5 +64,55 @@ def test_an_option_the_sampler_does_not_take_is_refused_not_ignored():
         config_from_args(parser.parse_args(["--sampler", "warp", "--negatives", "5"]))
     with pytest.raises(ValueError, match="contrastive_margin is not read by loss='bpr'"):
         config_from_args(parser.parse_args(["--loss", "bpr", "--contrastive-margin", "0.2"]))
-    # Without --sampler the paper's AdaSIR-U takes the pool options.
-    assert config_from_args(parser.parse_args(["--pool-size", "40"])).sampler.pool_size == 40
+    # Without --sampler the preset's sampler takes the options: the paper's is AdaSIR-U ...
+    assert config_from_args(parser.parse_args(["--preset", "paper", "--pool-size", "40"])
+                            ).sampler.pool_size == 40
+    # ... and the recommended one's is uniform, which has no pools.
+    with pytest.raises(ValueError, match="pool_size: sampler 'uniform' has none"):
+        config_from_args(parser.parse_args(["--pool-size", "40"]))
+
+
+def test_the_recommended_preset_is_the_default_and_gives_way_to_what_the_user_names():
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args([]))
+    assert (cfg.loss, cfg.score, cfg.loss_temperature, cfg.l2, cfg.lr, cfg.epochs) == \
+        ("softmax", "cosine", 0.2, 0.0, 0.01, 20)
+    assert (cfg.sampler.name, cfg.sampler.num_negatives, cfg.sampler.shared_negatives) == \
+        ("uniform", 1000, True)
+    # Another sampler drops the preset's sampler options; the loss part stays.
+    dns = config_from_args(parser.parse_args(["--sampler", "dns"]))
+    assert (dns.sampler.name, dns.sampler.num_negatives, dns.loss, dns.score) == \
+        ("dns", 5, "softmax", "cosine")
+    # Another loss drops the preset's loss part (score, temperature, L2 back to the paper's).
+    bpr = config_from_args(parser.parse_args(["--loss", "bpr"]))
+    assert (bpr.score, bpr.loss_temperature, bpr.l2, bpr.sampler.num_negatives) == \
+        ("dot", 1.0, 0.001, 1000)
+    assert config_from_args(parser.parse_args(["--preset", "paper"])) == TrainConfig()
+
+
+def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_not(tiny_data):
+    from trainer.config import check_against_data
+    from trainer.dataset import PreparedData
+    from trainer.presets import fit_to_data
+    from trainer.run import given_options
+
+    data = PreparedData.load(tiny_data)
+    parser = build_parser()
+    args = parser.parse_args([])
+    fitted = fit_to_data(config_from_args(args), data.num_items, given_options(args))
+    assert fitted.sampler.num_negatives == data.num_items - 1
+    check_against_data(fitted, data.num_users, data.num_items)
+    args = parser.parse_args(["--negatives", "1000"])
+    kept = fit_to_data(config_from_args(args), data.num_items, given_options(args))
+    with pytest.raises(ValueError, match="--negatives 1000"):
+        check_against_data(kept, data.num_users, data.num_items)
+
+
+def test_a_job_starts_from_the_recommended_preset_like_the_command_line():
+    parser = build_parser()
+    job = JobRequest(dataset="d", train={"sampler": {"name": "dns"}})
+    assert job.config() == config_from_args(parser.parse_args(["--sampler", "dns"]))
+    args = parser.parse_args(job.command("/data/d", "/out")[2:])
+    assert args.preset == "recommended" and config_from_args(args) == job.config()
+    with pytest.raises(ValueError, match="preset"):
+        JobRequest(dataset="d", preset="fastest")

@@ -41,7 +41,7 @@ def test_run_adasir_beats_uniform_end_to_end(hard_data, tmp_path):
     results = {}
     for sampler in ("uniform", "adasir-u"):
         out = tmp_path / sampler
-        proc = _run("--data", hard_data, "--sampler", sampler, "--epochs", "15", "--lr", "0.01",
+        proc = _run("--data", hard_data, "--preset", "paper", "--sampler", sampler, "--epochs", "15", "--lr", "0.01",
                     "--l2", "0.001", "--batch-size", "1024", "--eval-every", "5", "--seed", "0",
                     "--out", str(out))
         assert proc.returncode == 0, proc.stderr

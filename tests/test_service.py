@@ -148,7 +148,8 @@ def test_job_request_validation_and_unreachable_cluster(roots):
     client = _client(roots, ADASIR_API_TOKEN="t")
     auth = {"Authorization": "Bearer t"}
     for bad in ({"train": {"sampler": {"name": "magic"}}}, {"train": {"epochs": -1}},
-                {"shell": "rm"}, {"train": {"sampler": {"name": "dns", "shared_candidates": True}}}):
+                {"shell": "rm"}, {"train": {"sampler": {"name": "dns", "shared_candidates": True}}},
+                {"preset": "fastest"}, {"train": {"loss": "bpr", "contrastive_margin": 0.1}}):
         r = client.post("/jobs", json={"dataset": "tiny", **bad}, headers=auth)
         assert r.status_code == 422, (bad, r.text)
     r = client.post("/jobs", json={"dataset": "tiny", "train": {"epochs": 1}}, headers=auth)

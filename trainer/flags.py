@@ -97,8 +97,9 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def to_flags(config: TrainConfig) -> list[str]:
-    """The flags that rebuild `config` from defaults (fields at their default are left out)."""
-    out = []
+    """The flags that rebuild `config` (from the paper preset, TrainConfig's own defaults;
+    fields at their default are left out)."""
+    out = ["--preset", "paper"]
     dumped = config.model_dump()
     defaults = TrainConfig().model_dump()
     sampler_fields = type(config.sampler).model_fields

@@ -30,6 +30,7 @@ from trainer.engine import Engine
 from trainer.errors import is_usage_error, one_line
 from trainer.flags import add_config_flags, config_overrides
 from trainer.logs import progress_logger
+from trainer.presets import DEFAULT_PRESET, PRESETS, fit_to_data, resolve
 from trainer.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
@@ -51,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                    help="the starting point: 'recommended' (sampled softmax over 1000 shared "
+                    "uniform negatives, cosine, T 0.2: what won on validation) or 'paper' "
+                    "(AdaSIR-U with BPR, the paper's protocol); trainer/presets.py")
     ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
-                    "('{...}'); flags override it")
+                    "('{...}'); flags override it, and it overrides the preset")
     add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
     ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="any sampler option (pools/<module>.py), e.g. srns_alpha=2 or "
@@ -77,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> TrainConfig:
-    """Flags over an optional JSON config over defaults; validated by pydantic."""
+    """Flags over an optional JSON config over the preset; validated by pydantic."""
+    return TrainConfig(**resolve(args.preset, given_options(args)))
+
+
+def given_options(args) -> dict:
+    """What the user set: the --config JSON, then --sampler-opt, then the flags (nested)."""
     base: dict = {}
     if args.config and args.config.lstrip().startswith("{"):  # inline JSON (POST /jobs)
         base = json.loads(args.config)
@@ -89,7 +99,7 @@ def config_from_args(args) -> TrainConfig:
     sampler.update(_sampler_options(args.sampler_opt))
     sampler.update(given.pop("sampler", {}))
     base.update(given)
-    return TrainConfig(**base, sampler=sampler)
+    return {**base, "sampler": sampler} if sampler else base
 
 
 def _sampler_options(pairs: list[str]) -> dict:
@@ -161,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
         out = os.path.abspath(args.out or os.path.join(
             "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        config = fit_to_data(config, data.num_items, given_options(args), progress_logger().info)
         check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
         if args.workers > 0:
             from trainer.ray_train import check_ray_request

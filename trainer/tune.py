@@ -37,6 +37,7 @@ from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.errors import one_line
 from trainer.formats import DataError
+from trainer.presets import DEFAULT_PRESET, PresetName, resolve
 
 METRIC = "valid_ndcg@50"
 
@@ -111,6 +112,8 @@ class TuneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    preset: PresetName = DEFAULT_PRESET
+    """What every trial starts from before `fixed` and `search` (trainer/presets.py)."""
     dataset: str
     """A prepared dataset directory (relative paths are relative to the working directory)."""
     fixed: dict[str, Any] = {}
@@ -146,7 +149,7 @@ class TuneSpec(BaseModel):
             takes = options_of(name).model_fields
             searched = {k.split(".", 1)[1] for k in merged if k.startswith("sampler.")}
             sampler = {k: v for k, v in sampler.items() if k in takes or k in searched}
-        return TrainConfig(**flat, sampler=sampler)
+        return TrainConfig(**resolve(self.preset, {**flat, "sampler": sampler} if sampler else flat))
 
     def check(self) -> None:
         """Every fixed option and every candidate value must form a valid TrainConfig."""
