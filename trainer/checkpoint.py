@@ -109,6 +109,19 @@ def write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def _write_seen(data_path: str, out: str) -> None:
+    """seen.parquet: the dataset's train then validation pairs as int32, streamed batch by
+    batch from its files (a Ray rank holds only its shard's pairs; memory stays one batch)."""
+    schema = pa.schema([("user", pa.int32()), ("item", pa.int32())])
+    with pq.ParquetWriter(out, schema) as writer:
+        for split in ("train", "valid"):
+            source = pq.ParquetFile(os.path.join(data_path, f"{split}.parquet"))
+            for batch in source.iter_batches(batch_size=1 << 20, columns=["user", "item"]):
+                writer.write_table(pa.table({
+                    "user": batch.column("user").to_numpy().astype(np.int32),
+                    "item": batch.column("item").to_numpy().astype(np.int32)}, schema=schema))
+
+
 def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, torch.Tensor],
                     item_counts: np.ndarray, data, config: dict, metrics: dict, epoch: int,
                     optimizer: dict | None = None, user_shards: list[dict] | None = None) -> str:
@@ -125,11 +138,7 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
                     "state": {k: v.detach().cpu() for k, v in state.items()},
                     "item_counts": torch.as_tensor(item_counts), "epoch": epoch,
                     "optimizer": optimizer, "user_shards": user_shards}, os.path.join(tmp, "model.pt"))
-        seen = [data.splits["train"], data.splits["valid"]]
-        pq.write_table(pa.table({
-            "user": np.concatenate([s.users for s in seen]).astype(np.int32),
-            "item": np.concatenate([s.items for s in seen]).astype(np.int32)}),
-            os.path.join(tmp, "seen.parquet"))
+        _write_seen(data.path, os.path.join(tmp, "seen.parquet"))
         for name in ("users.parquet", "items.parquet"):
             shutil.copyfile(os.path.join(data.path, name), os.path.join(tmp, name))
         write_json_atomic(os.path.join(tmp, "config.json"),

@@ -47,6 +47,53 @@ class Split:
     items: np.ndarray  # int64 [nnz]
 
 
+_BATCH_ROWS = 1 << 20  # rows per streamed Parquet batch: bounds a shard-local read's memory
+
+
+def _stream_columns(file: str, columns: list[str]):
+    """The file's columns as numpy arrays, one record batch at a time."""
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
+        yield [batch.column(c).to_numpy().astype(np.int64) for c in columns]
+
+
+def _read_split(file: str, users: np.ndarray | None, num_users: int) -> Split:
+    """A split's pairs; with `users` (sorted global ids) only theirs, streamed so memory holds
+    one batch plus the kept rows, not the whole split."""
+    if users is None:
+        table = pq.read_table(file, columns=["user", "item"])
+        return Split(table.column("user").to_numpy().astype(np.int64),
+                     table.column("item").to_numpy().astype(np.int64))
+    wanted = np.zeros(num_users, dtype=bool)
+    wanted[users] = True
+    kept_u, kept_i = [], []
+    for u, i in _stream_columns(file, ["user", "item"]):
+        keep = wanted[u.clip(0, num_users - 1)] & (u >= 0) & (u < num_users)
+        kept_u.append(u[keep])
+        kept_i.append(i[keep])
+    return Split(np.concatenate(kept_u) if kept_u else np.zeros(0, np.int64),
+                 np.concatenate(kept_i) if kept_i else np.zeros(0, np.int64))
+
+
+def dataset_size(path: str) -> tuple[int, int]:
+    """(users, items) from the manifest, without reading the tables."""
+    try:
+        with open(os.path.join(os.path.abspath(path), "manifest.json")) as fh:
+            counts = json.load(fh)["counts"]
+        return int(counts["users"]), int(counts["items"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a prepared dataset ({exc})") from None
+
+
+def count_train(path: str, num_users: int, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train pairs per user [num_users], per item [num_items]), streamed: what a worker needs
+    about the whole train split (its shard plan, the popularity proposal) without holding it."""
+    users, items = np.zeros(num_users, np.int64), np.zeros(num_items, np.int64)
+    for u, i in _stream_columns(os.path.join(path, "train.parquet"), ["user", "item"]):
+        users += np.bincount(u, minlength=num_users)[:num_users]
+        items += np.bincount(i, minlength=num_items)[:num_items]
+    return users, items
+
+
 @dataclass
 class PreparedData:
     path: str
@@ -54,9 +101,16 @@ class PreparedData:
     num_users: int
     num_items: int
     splits: dict[str, Split]
+    users: np.ndarray | None = None
+    """The users whose pairs `splits` hold (sorted global ids); None: every user."""
+    train_item_counts: np.ndarray | None = None
 
     @classmethod
-    def load(cls, path: str) -> PreparedData:
+    def load(cls, path: str, users: np.ndarray | None = None,
+             item_counts: np.ndarray | None = None) -> PreparedData:
+        """The dataset, checked against its manifest. With `users` (a Ray worker's shard),
+        `splits` hold only their pairs and memory grows with the shard, not the dataset;
+        item counts are still the whole train split's (`item_counts`, if the caller has them)."""
         path = os.path.abspath(path)
         missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
         if missing:
@@ -70,27 +124,31 @@ class PreparedData:
                                 f"this version reads {FORMAT_VERSION}; prepare it again")
             counts = manifest["counts"]
             _verify_files(path, manifest)
-            splits = {}
-            for name in SPLITS:
-                table = pq.read_table(os.path.join(path, f"{name}.parquet"), columns=["user", "item"])
-                splits[name] = Split(table.column("user").to_numpy().astype(np.int64),
-                                     table.column("item").to_numpy().astype(np.int64))
+            n_users = int(counts["users"])
+            splits = {name: _read_split(os.path.join(path, f"{name}.parquet"), users, n_users)
+                      for name in SPLITS}
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{path}: prepared dataset is unreadable ({exc})") from None
-        data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits)
+        data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits, users)
+        if users is not None:
+            data.train_item_counts = (item_counts if item_counts is not None else
+                                      count_train(path, data.num_users, data.num_items)[1])
         for name, split in splits.items():
             if split.users.size and (split.users.max() >= data.num_users
                                      or split.items.max() >= data.num_items
                                      or min(split.users.min(), split.items.min()) < 0):
                 raise DataError(f"{path}: {name}.parquet has indices outside the manifest's counts")
-        if splits["train"].users.size == 0:
+        if splits["train"].users.size == 0 and users is None:
             raise DataError(f"{path}: the train split is empty")
         return data
 
     def item_counts(self) -> np.ndarray:
-        """Train interactions per item, [num_items]."""
+        """Train interactions per item, [num_items] (the whole train split's, also when only a
+        shard's pairs are loaded)."""
+        if self.train_item_counts is not None:
+            return self.train_item_counts
         return np.bincount(self.splits["train"].items, minlength=self.num_items)
 
     def index(self, split: str, device, users: np.ndarray | None = None) -> InteractionIndex:

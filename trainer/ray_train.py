@@ -38,7 +38,7 @@ from trainer.checkpoint import (
     write_user_shard,
 )
 from trainer.config import TrainConfig, check_against_data
-from trainer.dataset import PreparedData
+from trainer.dataset import PreparedData, count_train, dataset_size
 from trainer.engine import Engine
 from trainer.errors import TrainingFailed
 from trainer.exchange import GradientExchange
@@ -97,9 +97,13 @@ def train_worker(cfg: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.get("threads", 1))))
     config = TrainConfig(**cfg["train"])
-    data = PreparedData.load(cfg["data"])
-    plan = plan_shards(data.splits["train"].users, data.num_users, world, config.batch_size)
+    # Shard-local data: the plan needs only per-user counts (one streamed pass), and the worker
+    # then reads its own users' pairs; its memory grows with its shard, not the dataset.
+    num_users, num_items = dataset_size(cfg["data"])
+    degree, item_counts = count_train(cfg["data"], num_users, num_items)
+    plan = plan_shards(None, num_users, world, config.batch_size, degree=degree)
     shard = plan.shards[rank]
+    data = PreparedData.load(cfg["data"], users=shard, item_counts=item_counts)
     device = "cpu"
     if cfg.get("gpu"):
         import ray.train.torch

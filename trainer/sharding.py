@@ -19,14 +19,17 @@ class ShardPlan:
     pairs: list[int]
 
 
-def plan_shards(train_users: np.ndarray, num_users: int, workers: int, batch_size: int) -> ShardPlan:
+def plan_shards(train_users: np.ndarray | None, num_users: int, workers: int, batch_size: int,
+                degree: np.ndarray | None = None) -> ShardPlan:
     """Deterministic, pair-balanced partition of the users with train pairs.
 
     Users are ordered by train degree (descending, ties by id) and dealt in a snake
     0,1,…,N−1,N−1,…,0 so every worker gets a similar number of pairs. The global batch stays
-    `batch_size`: each worker takes ⌈batch_size / N⌉ pairs per step.
+    `batch_size`: each worker takes ⌈batch_size / N⌉ pairs per step. `degree` [num_users]
+    (train pairs per user) may stand in for `train_users` (a worker that never loads them all).
     """
-    degree = np.bincount(train_users, minlength=num_users)
+    if degree is None:
+        degree = np.bincount(train_users, minlength=num_users)
     active = np.flatnonzero(degree > 0)
     if workers < 1:
         raise ValueError("workers must be ≥ 1")
