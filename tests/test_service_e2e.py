@@ -15,6 +15,7 @@ import torch
 
 from service.devserver import local_server
 from trainer.checkpoint import load_checkpoint
+from trainer.models import build_model
 
 
 def _free_port() -> int:
@@ -69,7 +70,14 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             items = [x["item"] for x in r.json()["items"]]
             seen = {int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index}
             assert not {ckpt["item_ids"][i] for i in seen} & set(items)
-            scores = ckpt["state"]["item_emb"] @ ckpt["state"]["user_emb"][user_index]
+            # The job trained the recommended preset (cosine scores): rank as its model does.
+            train = ckpt["config"]["train"]
+            model = build_model(train["model"], len(ckpt["user_ids"]), len(ckpt["item_ids"]),
+                                train["dim"], 0, score=train["score"])
+            model.load_state_dict(ckpt["state"])
+            assert train["score"] == "cosine" and train["loss"] == "softmax"
+            queries, vectors = model.serving_vectors()
+            scores = (vectors @ queries[user_index]).detach()
             scores[list(seen)] = -float("inf")
             assert items == [ckpt["item_ids"][i] for i in torch.topk(scores, 10).indices.tolist()]
     finally:
