@@ -117,6 +117,9 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     assert m3["item_start_sha256"] == [one_process] * 3
     # ... and the workers' copies stay identical after every epoch.
     assert [e["replica_spread"] for e in m3["epochs"]] == [0.0] * 15
+    # Every worker's peak memory and sampler state are recorded, by rank.
+    assert all(len(e["worker_peak_rss_mb"]) == 3 and min(e["worker_peak_rss_mb"]) > 0
+               and len(e["worker_sampler_state_bytes"]) == 3 for e in m3["epochs"])
     # Users never cross the network: only item-side gradients are all-reduced.
     assert m3["allreduce_bytes_per_step"] == data.num_items * 32 * 4
     assert m3["ddp_bytes_per_step"] == (data.num_items + data.num_users) * 32 * 4

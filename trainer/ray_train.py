@@ -170,7 +170,8 @@ def _header(engine: Engine, config: TrainConfig, data: PreparedData, plan, world
 
 class RayEpochStats(Callback):
     """The epoch's loss averaged over workers and its times from the slowest worker (it sets
-    the pace); then the replicas' spread, which must stay 0."""
+    the pace); every worker's peak memory and sampler state, by rank; then the replicas'
+    spread, which must stay 0."""
 
     def __init__(self, replicas: CollectiveReplicas):
         self.replicas = replicas
@@ -184,6 +185,12 @@ class RayEpochStats(Callback):
         dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)
         record.update(loss=float(stats[0]) / self.replicas.world_size,
                       sample_s=float(stats[1]), train_s=float(stats[2]))
+        mine = torch.tensor([record["peak_rss_mb"], record["sampler_state_bytes"]],
+                            dtype=torch.float64, device=engine.device)
+        every = [torch.zeros_like(mine) for _ in range(self.replicas.world_size)]
+        dist.all_gather(every, mine)
+        record["worker_peak_rss_mb"] = [float(t[0]) for t in every]
+        record["worker_sampler_state_bytes"] = [int(t[1]) for t in every]
         record["replica_spread"] = self.replicas.spread(engine.replicated_tensors())
 
 
