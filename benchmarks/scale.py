@@ -76,12 +76,40 @@ def _worker(rank, world, port, data_path, mode, steps, result_dir):
     engine.restore(load_checkpoint(ckpt, users=plan.shards[rank]))
     restore_s = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    old_write_s, old_restore_s = _old_checkpoint(engine, data, cfg, plan, rank, item_counts,
+                                                 os.path.join(result_dir, f"old-{mode}", "checkpoint"))
     with open(os.path.join(result_dir, f"{mode}-{rank}.json"), "w") as fh:
         json.dump({**exchange.per_step(), "step_s": step_s, "peak_rss_mb": peak_mb,
                    "checkpoint_write_s": write_s, "restore_own_shard_s": restore_s,
+                   "old_gather_write_s": old_write_s, "old_restore_s": old_restore_s,
                    "batch_per_worker": plan.batch_per_worker}, fh)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _old_checkpoint(engine, data, cfg, plan, rank, item_counts, path) -> tuple[float, float]:
+    """The path this project had before sharded checkpoints, timed for comparison: every rank
+    sends its user rows to rank 0 (all_gather_object), which writes the whole table; a restart
+    reads the whole table and takes its rows. (Run after peak RSS was read: it is not counted.)"""
+    import torch.distributed as dist
+
+    t0 = time.perf_counter()
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (plan.shards[rank], engine.model.user_emb.detach().cpu()))
+    if rank == 0:
+        state = {k: v for k, v in engine.model.state_dict().items()}
+        full = torch.zeros(data.num_users, 32)
+        for ids, rows in gathered:
+            full[torch.as_tensor(ids)] = rows
+        state["user_emb"] = full
+        save_checkpoint(path, model_name="mf", dim=32, state=state, item_counts=item_counts,
+                        data=data, config=cfg.model_dump(), metrics={}, epoch=1)
+    del gathered
+    dist.barrier()
+    write_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine.restore(load_checkpoint(path))
+    return write_s, time.perf_counter() - t0
 
 
 def _free_port() -> int:
@@ -131,7 +159,7 @@ def main() -> None:
             ranks = measure(path, args.world, mode, args.steps)
             worst = {k: max(r[k] for r in ranks) for k in
                      ("exchange_bytes_per_step", "step_s", "peak_rss_mb", "checkpoint_write_s",
-                      "restore_own_shard_s")}
+                      "restore_own_shard_s", "old_gather_write_s", "old_restore_s")}
             bound = ranks[0]["batch_per_worker"] * 6 * (4 * 32 + 8)
             rows.append({"users": n_users, "items": n_items, "mode": mode, "bound": bound,
                          "sparse_step_fraction": ranks[0]["sparse_step_fraction"], **worst})
@@ -144,13 +172,15 @@ def main() -> None:
              f"Ray), MF d = 32, uniform BPR n = 5, batch 4096, lazy row-wise Adam, "
              f"{args.steps} steps per row; worst worker shown.", "",
              "| users | items | exchange | bytes/step/worker | touched-rows bound | sparse steps "
-             "| s/step | peak RSS MB | checkpoint write s | restore own shard s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| s/step | peak RSS MB | sharded checkpoint write s | restore own shard s "
+             "| old: gather to rank 0 + write s | old: restore whole table s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['users']:,} | {r['items']:,} | {r['mode']} | "
                      f"{r['exchange_bytes_per_step']:,} | {r['bound']:,} | "
                      f"{r['sparse_step_fraction']:.0%} | {r['step_s']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['checkpoint_write_s']:.2f} | {r['restore_own_shard_s']:.2f} |")
+                     f"{r['checkpoint_write_s']:.2f} | {r['restore_own_shard_s']:.2f} | "
+                     f"{r['old_gather_write_s']:.2f} | {r['old_restore_s']:.2f} |")
     with open(os.path.join(args.out, "scale.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
 

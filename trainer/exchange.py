@@ -69,6 +69,9 @@ class GradientExchange:
     def after_backward(self, model) -> None:
         """Average every item-side gradient in place (tables dense or sparse, the rest dense);
         scale user-side gradients by 1/W. Parameters without a gradient are skipped."""
+        self.steps += 1
+        if self.world == 1:  # nobody to exchange with: nothing is sent
+            return
         for p in model.item_parameters():
             if p.grad is None:
                 continue
@@ -79,7 +82,6 @@ class GradientExchange:
         for p in model.user_parameters():
             if p.grad is not None:
                 p.grad.div_(self.world)
-        self.steps += 1
 
     def _table_(self, grad: torch.Tensor) -> None:
         rows = grad.abs().amax(dim=1).nonzero().squeeze(1)  # the rows this worker touched
@@ -104,6 +106,8 @@ class GradientExchange:
     def rows(self, ids: torch.Tensor, grads: torch.Tensor, num_rows: int):
         """ids [k] (may repeat), grads [k, d] → (unique ids [m], the workers' mean gradient of
         those rows [m, d]): identical on every worker, for LazyRowAdam.update."""
+        if self.world == 1:
+            return ids, grads
         unique, inverse = torch.unique(ids, return_inverse=True)
         local = torch.zeros(unique.numel(), grads.shape[1], dtype=grads.dtype, device=grads.device)
         local.index_add_(0, inverse, grads)
