@@ -159,7 +159,9 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
     """Read and check a checkpoint. Raises CheckpointError naming what is wrong.
 
     users: global user ids (sorted): state["user_emb"] then holds only their rows, in that
-    order (a sharded checkpoint reads only the file holding exactly them, when one does)."""
+    order (a sharded checkpoint reads only the file holding exactly them, when one does). This
+    is a restoring worker's read: the id maps and seen pairs are only counted (their Parquet
+    metadata), not loaded, and come back as None."""
     missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint (missing {', '.join(missing)})")
@@ -169,9 +171,7 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
             config = json.load(fh)
         with open(os.path.join(path, "metrics.json")) as fh:
             metrics = json.load(fh)
-        user_ids = pq.read_table(os.path.join(path, "users.parquet")).column("id").to_pylist()
-        item_ids = pq.read_table(os.path.join(path, "items.parquet")).column("id").to_pylist()
-        seen = pq.read_table(os.path.join(path, "seen.parquet"))
+        tables = _tables(path, full=users is None)
     except Exception as exc:  # truncated zip, bad JSON, bad Parquet: all the same to a reader
         raise CheckpointError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})") from None
     if blob.get("format_version") not in (1, CHECKPOINT_VERSION):
@@ -186,10 +186,25 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         state["user_emb"] = state["user_emb"][torch.as_tensor(np.asarray(users, dtype=np.int64))]
     n_rows = n_u if users is None else len(users)
     if (tuple(state["user_emb"].shape) != (n_rows, d) or tuple(state["item_emb"].shape) != (n_i, d)
-            or len(user_ids) != n_u or len(item_ids) != n_i):
+            or tables["n_users"] != n_u or tables["n_items"] != n_i):
         raise CheckpointError(f"{path}: tensor shapes disagree with the id maps")
     if not with_optimizer:
         blob.pop("optimizer", None)
-    return {**blob, "config": config, "metrics": metrics, "user_ids": user_ids, "item_ids": item_ids,
-            "seen_users": seen.column("user").to_numpy().astype(np.int64),
-            "seen_items": seen.column("item").to_numpy().astype(np.int64), "path": path}
+    return {**blob, "config": config, "metrics": metrics, "user_ids": tables["user_ids"],
+            "item_ids": tables["item_ids"], "seen_users": tables["seen_users"],
+            "seen_items": tables["seen_items"], "path": path}
+
+
+def _tables(path: str, full: bool) -> dict:
+    """The id maps and seen pairs (full), or just their row counts."""
+    if not full:
+        pq.read_metadata(os.path.join(path, "seen.parquet"))  # readable, at least
+        return {"n_users": pq.read_metadata(os.path.join(path, "users.parquet")).num_rows,
+                "n_items": pq.read_metadata(os.path.join(path, "items.parquet")).num_rows,
+                "user_ids": None, "item_ids": None, "seen_users": None, "seen_items": None}
+    user_ids = pq.read_table(os.path.join(path, "users.parquet")).column("id").to_pylist()
+    item_ids = pq.read_table(os.path.join(path, "items.parquet")).column("id").to_pylist()
+    seen = pq.read_table(os.path.join(path, "seen.parquet"))
+    return {"n_users": len(user_ids), "n_items": len(item_ids), "user_ids": user_ids,
+            "item_ids": item_ids, "seen_users": seen.column("user").to_numpy().astype(np.int64),
+            "seen_items": seen.column("item").to_numpy().astype(np.int64)}
