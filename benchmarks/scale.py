@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
+from service.devserver import free_port  # noqa: E402
 from trainer.checkpoint import load_checkpoint, save_checkpoint, shard_table, write_user_shard  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData, count_train, dataset_size  # noqa: E402
@@ -112,15 +112,9 @@ def _old_checkpoint(engine, data, cfg, plan, rank, item_counts, path) -> tuple[f
     return write_s, time.perf_counter() - t0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(data_path: str, world: int, mode: str, steps: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, _free_port(), data_path, mode, steps, tmp), nprocs=world)
+        mp.spawn(_worker, args=(world, free_port(), data_path, mode, steps, tmp), nprocs=world)
         return [json.load(open(os.path.join(tmp, f"{mode}-{r}.json"))) for r in range(world)]
 
 

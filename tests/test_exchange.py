@@ -4,11 +4,11 @@ table gives (real Gloo processes, the collectives a Ray worker runs, without Ray
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 
+from service.devserver import free_port
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
 from trainer.engine import Engine
@@ -50,10 +50,7 @@ def _worker(rank: int, data_path: str, port: int, mode: str, optimizer: str, mod
 def _run(data_path, mode, optimizer, model, out):
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(data_path, port, mode, optimizer, model, str(out)), nprocs=WORLD)
+    mp.spawn(_worker, args=(data_path, free_port(), mode, optimizer, model, str(out)), nprocs=WORLD)
     return [torch.load(out / f"{mode}-rank{r}.pt") for r in range(WORLD)]
 
 

@@ -270,14 +270,11 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
 @pytest.mark.parametrize("sampler", [{"name": "irgan"}, {"name": "adasir-w"},
                                      {"name": "warp", "warp_margin": 0.0}])
 def test_replicated_sampler_state_and_batch_statistics_are_global(odd_data, tmp_path, sampler):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_replica_worker, args=(3, odd_data, port, sampler, str(tmp_path)), nprocs=3)
+    from service.devserver import free_port
+
+    mp.spawn(_replica_worker, args=(3, odd_data, free_port(), sampler, str(tmp_path)), nprocs=3)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(3)]
     for r in ranks:
         assert r["spreads"] == [0.0, 0.0]

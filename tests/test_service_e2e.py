@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,9 @@ import httpx
 import pytest
 import torch
 
-from service.devserver import local_server
+from service.devserver import free_port, local_server
 from trainer.checkpoint import load_checkpoint
 from trainer.models import build_model
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.ray
@@ -30,7 +23,7 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "OMP_NUM_THREADS": "1"}
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    dash = _free_port()
+    dash = free_port()
     start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--dashboard-port", str(dash),
                             "--object-store-memory", str(256 * 1024 * 1024), "--disable-usage-stats"],
                            capture_output=True, text=True, env=env, timeout=120)

@@ -101,9 +101,8 @@ class PreparedData:
     num_users: int
     num_items: int
     splits: dict[str, Split]
-    users: np.ndarray | None = None
-    """The users whose pairs `splits` hold (sorted global ids); None: every user."""
     train_item_counts: np.ndarray | None = None
+    """Set when `splits` hold only a shard's pairs: the whole train split's item counts."""
 
     @classmethod
     def load(cls, path: str, users: np.ndarray | None = None,
@@ -131,7 +130,7 @@ class PreparedData:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{path}: prepared dataset is unreadable ({exc})") from None
-        data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits, users)
+        data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits)
         if users is not None:
             data.train_item_counts = (item_counts if item_counts is not None else
                                       count_train(path, data.num_users, data.num_items)[1])

@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(args) -> TrainConfig:
-    """Flags over an optional JSON config over the preset; validated by pydantic."""
-    return TrainConfig(**resolve(args.preset, given_options(args)))
+def config_from_args(args, given: dict | None = None) -> TrainConfig:
+    """Flags over an optional JSON config over the preset; validated by pydantic. `given`:
+    given_options(args), when the caller already has it."""
+    return TrainConfig(**resolve(args.preset, given_options(args) if given is None else given))
 
 
 def given_options(args) -> dict:
@@ -165,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        config = config_from_args(args)
+        given = given_options(args)
+        config = config_from_args(args, given)
         if args.workers < 0:
             raise ValueError("--workers must be ≥ 0")
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
         out = os.path.abspath(args.out or os.path.join(
             "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        config = fit_to_data(config, data.num_items, given_options(args), progress_logger().info)
+        config = fit_to_data(config, data.num_items, given, progress_logger().info)
         check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
         if args.workers > 0:
             from trainer.ray_train import check_ray_request
