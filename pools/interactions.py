@@ -87,6 +87,16 @@ class InteractionIndex:
         mask[rows[keep], hit[keep]] = True
         return mask
 
+    def mask_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """contains(users, items shared by every row) for distinct items [n] → bool [B, n]:
+        with the bitset, one gather of [B, n] words at offsets computed once for the items;
+        without it, `mask_of_distinct`."""
+        if self._bits is None or self.keys.numel() == 0:
+            return self.mask_of_distinct(users, items)
+        words = self._bits.shape[1]
+        word = self._bits.view(-1)[users.long()[:, None] * words + items // 63]
+        return ((word >> (items % 63)) & 1).bool()
+
     def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The interactions of `users` as (row in `users`, item) pairs (host sync for the size)."""
         users = users.long()

@@ -72,7 +72,7 @@ def capabilities_of(name: str):
 def _load_plugins() -> None:
     """Import the built-in samplers' modules and the installed plug-ins (each registers itself
     on import)."""
-    from pools import adasir, aobpr, irgan, kernel, srns, static, warp  # noqa: F401
+    from pools import adasir, aobpr, irgan, kernel, sir, srns, static, warp  # noqa: F401
 
     for entry in entry_points(group="adasir.samplers"):
         entry.load()

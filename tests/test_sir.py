@@ -1,0 +1,84 @@
+"""AdaSIR-B (pools/sir.py): per-batch importance resampling approaches softmax(r/τ) as |K|
+grows, never hands out a positive, and its weights are Eq. (1)'s."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import FixedScores
+
+from pools import InteractionIndex, build_sampler, sampler_config
+from pools.sir import _draw_rows
+
+N_ITEMS = 1000
+
+
+def _table():
+    return torch.randn(N_ITEMS, generator=torch.Generator().manual_seed(0)) * 1.5
+
+
+def _draws(k, tau=1.0, positives=None, batches=200, users=64):
+    """Item frequencies over many batches of users who share one score row."""
+    model = FixedScores(_table().expand(users, N_ITEMS))
+    if positives is None:
+        positives = InteractionIndex(torch.zeros(0, dtype=torch.long),
+                                     torch.zeros(0, dtype=torch.long), users, N_ITEMS)
+    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k, temperature=tau,
+                                           num_negatives=8), positives, torch.ones(N_ITEMS))
+    g = torch.Generator().manual_seed(1)
+    batch = torch.arange(users).repeat(2)  # users repeat in a batch, as they do in training
+    drawn = torch.cat([sampler.sample(model, batch, torch.zeros_like(batch), g).items.reshape(-1)
+                       for _ in range(batches)])
+    return torch.bincount(drawn, minlength=N_ITEMS).double() / drawn.numel()
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_per_batch_draws_approach_softmax_as_candidates_grow(tau):
+    """TV(draw frequencies, softmax(r/τ)) falls with |K| and is sampling noise at |K| = N."""
+    target = torch.softmax(_table().double() / tau, 0)
+    tv = [0.5 * float((_draws(k, tau) - target).abs().sum()) for k in (20, 100, 1000)]
+    assert tv == sorted(tv, reverse=True), tv
+    assert tv[-1] < 0.05, tv  # 204,800 draws: noise alone is ≈ 0.03
+    assert tv[0] > 0.1, tv
+
+
+def test_positives_are_never_drawn_and_the_rest_follow_softmax():
+    """With |K| = N every non-positive is a candidate: draws are softmax over the non-positives."""
+    users = 64
+    per_user = torch.arange(0, N_ITEMS, 7)[:100]  # every user has the same 100 train items
+    positives = InteractionIndex(torch.arange(users).repeat_interleave(100),
+                                 per_user.repeat(users), users, N_ITEMS)
+    freq = _draws(N_ITEMS, positives=positives)
+    assert float(freq[per_user].sum()) == 0.0
+    logits = _table().double()
+    logits[per_user] = float("-inf")
+    assert 0.5 * float((freq - torch.softmax(logits, 0)).abs().sum()) < 0.05
+
+
+def test_weights_are_eq_1s_and_the_proposal_is_k_q_w():
+    """The loss's offset is −log w (`paper`) and log Q of a draw is log(|K|/N) + log w."""
+    users, k = 16, 50
+    model = FixedScores(torch.randn(users, N_ITEMS, generator=torch.Generator().manual_seed(2)))
+    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                             users, N_ITEMS)
+    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k), empty,
+                            torch.ones(N_ITEMS))
+    neg = sampler.sample(model, torch.arange(users), torch.zeros(users, dtype=torch.long),
+                         torch.Generator().manual_seed(3))
+    assert neg.items.shape == (users, 5)
+    log_w = -neg.logit_offset
+    assert torch.allclose(neg.log_proposal, math.log(k / N_ITEMS) + log_w, atol=1e-5)
+    assert (log_w <= 0).all() and (log_w > math.log(1e-12)).all()
+
+
+def test_inverse_cdf_rows_follow_their_weights_and_skip_zeros():
+    probs = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.7, 0.0, 0.1, 0.2]])
+    row = torch.tensor([0, 1, 1, 0]).repeat(5000)
+    slot = _draw_rows(probs, row, 3, torch.Generator().manual_seed(0))
+    for r in (0, 1):
+        counts = torch.bincount(slot[row == r].reshape(-1), minlength=4).double()
+        freq = counts / counts.sum()
+        assert torch.allclose(freq, probs[r].double(), atol=0.01), (r, freq)
+        assert (counts[probs[r] == 0] == 0).all()
