@@ -71,10 +71,10 @@ CONTENDERS: dict[str, Contender] = {
         "wide AdaSIR-U pools (|K| = 2000, shared) resampled several times an epoch"),
     "bpr+adasir-b": Contender(
         {"sampler.name": "adasir-b"},
-        [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5, 0.25]),
-         ("sampler.num_candidates", [200, 100, 1000])],
-        "AdaSIR's resampling at every step for the batch's pairs (|K| candidates shared by the "
-        "batch, one GEMM), no pools: the freshness of DNS, the weights of Eq. (1)"),
+        [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5]),
+         ("sampler.group_users", [64, 16]), ("sampler.num_candidates", [200, 100])],
+        "AdaSIR's resampling at every step for the batch's users (|K| candidates per group of "
+        "users, one batched GEMM), no pools: the freshness of DNS, the weights of Eq. (1)"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],

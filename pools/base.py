@@ -30,6 +30,11 @@ class ScoringModel(Protocol):
         """users [C], items [K] scored for every user → [C, K] (AdaSIR's shared candidates)."""
         ...
 
+    def score_groups(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users [G, g], items [G, K]: group k's users score group k's items → [G, g, K]
+        (AdaSIR-B's per-group candidates)."""
+        ...
+
 
 @dataclass
 class Negatives:

@@ -32,6 +32,9 @@ class FixedScores:
     def score_shared(self, users, items):
         return self.table[users][:, items]
 
+    def score_groups(self, users, items):
+        return self.table[users[:, :, None], items[:, None, :]]
+
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> str:

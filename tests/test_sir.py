@@ -73,6 +73,24 @@ def test_weights_are_eq_1s_and_the_proposal_is_k_q_w():
     assert (log_w <= 0).all() and (log_w > math.log(1e-12)).all()
 
 
+def test_groups_draw_their_own_candidates():
+    """Groups of `group_users` users get distinct candidate sets; one group shares one set."""
+    users, k = 64, 20
+    model = FixedScores(torch.zeros(users, N_ITEMS))
+    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                             users, N_ITEMS)
+
+    def distinct_items(group_users):
+        sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k, num_negatives=50,
+                                               group_users=group_users), empty, torch.ones(N_ITEMS))
+        neg = sampler.sample(model, torch.arange(users), torch.zeros(users, dtype=torch.long),
+                             torch.Generator().manual_seed(4))
+        return neg.items.unique().numel()
+
+    assert distinct_items(users) <= k
+    assert distinct_items(8) > 4 * k  # 8 groups of 20 candidates, nearly all drawn
+
+
 def test_inverse_cdf_rows_follow_their_weights_and_skip_zeros():
     probs = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.7, 0.0, 0.1, 0.2]])
     row = torch.tensor([0, 1, 1, 0]).repeat(5000)

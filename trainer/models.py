@@ -73,6 +73,12 @@ class FactorModel(nn.Module):
         """users [C], items [K] shared by all of them → scores [C, K], one GEMM."""
         return self.query(users) @ self.item_vectors(F.embedding(items, self.item_emb)).T
 
+    def score_groups(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users [G, g], items [G, K]: each group's users score its items → [G, g, K], one
+        batched GEMM."""
+        q = self.query(users.reshape(-1)).view(*users.shape, -1)
+        return torch.bmm(q, self.item_vectors(F.embedding(items, self.item_emb)).transpose(1, 2))
+
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.query(users) @ self.item_vectors(self.item_emb).T
 
