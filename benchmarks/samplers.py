@@ -47,7 +47,8 @@ _LATER_OPTIONS = {"loss": "bpr", "score": "dot", "loss_temperature": 1.0,
 _LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_candidates": 200,
                           "pool_size": 200, "warp_loss": "logistic", "pool_pick": "uniform",
                           "pool_pick_candidates": 4, "shared_candidates": False,
-                          "pool_distinct": False, "refreshes_per_epoch": 1}
+                          "pool_distinct": False, "refreshes_per_epoch": 1,
+                          "group_users": 64}
 
 
 def key(config: dict) -> str:
