@@ -72,7 +72,7 @@ CONTENDERS: dict[str, Contender] = {
     "bpr+adasir-b": Contender(
         {"sampler.name": "adasir-b"},
         [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 0.5]),
-         ("sampler.group_users", [64, 16]), ("sampler.num_candidates", [200, 100])],
+         ("sampler.group_users", [16, 64]), ("sampler.num_candidates", [200, 100])],
         "AdaSIR's resampling at every step for the batch's users (|K| candidates per group of "
         "users, one batched GEMM), no pools: the freshness of DNS, the weights of Eq. (1)"),
     "softmax+shared1000+cosine": Contender(
