@@ -88,16 +88,21 @@ class BatchSIRSampler(NegativeSampler):
         looking up all B·|K| candidates (at Gowalla size that look-up was half the sampler's
         time); only [B, n] draws are checked. What is still a positive after that becomes a
         uniform non-positive, which keeps the slot's log w (a rare, documented approximation)."""
+        bad = self.positives.contains(users, items)
         for _ in range(rounds):
-            bad = self.positives.contains(users, items)
             if not bool(bad.any()):
                 return items, slot
             r, c = bad.nonzero(as_tuple=True)
             fresh = _draw_slots(cdf, row.index_select(0, r), 1, generator).squeeze(1)
             slot = slot.index_put((r, c), fresh)
-            items = items.index_put((r, c), _pick(sets, set_of_pair.index_select(0, r),
-                                                  fresh[:, None]).squeeze(1))
-        return self._replace_positives(users, items, generator), slot
+            fresh_items = _pick(sets, set_of_pair.index_select(0, r), fresh[:, None]).squeeze(1)
+            items = items.index_put((r, c), fresh_items)
+            # Only the redrawn entries can have become (or stayed) positives.
+            bad = bad.index_put((r, c), self.positives.contains(users.index_select(0, r),
+                                                                fresh_items[:, None]).squeeze(1))
+        if bool(bad.any()):
+            items = self._replace_positives(users, items, generator, bad)
+        return items, slot
 
     def _score_groups(self, model, distinct, generator):
         """Each group's candidates [G, K] (uniform draws), each user's group [U_b] and
