@@ -71,16 +71,6 @@ class InteractionIndex:
         pos = torch.searchsorted(self.keys, query).clamp_(max=self.keys.numel() - 1)
         return (self.keys[pos] == query).view(shape)
 
-    def mask_groups(self, users: torch.Tensor, items: torch.Tensor,
-                    group: torch.Tensor) -> torch.Tensor:
-        """contains(users, items[group]) without materialising items[group]: users [U], items
-        [G, K] (each group's shared items), group [U] (each user's row of items) → bool [U, K]."""
-        if self._bits is None or self.keys.numel() == 0:
-            return self.contains(users, items.index_select(0, group))
-        word = _take(self._item_word, items).index_select(0, group)
-        bit = _take(self._item_bit, items).index_select(0, group)
-        return self._bit_lookup(users.long()[:, None], word, bit)
-
     def _bit_lookup(self, users, word, bit):
         """users broadcastable to word/bit (each entry's word index and bit in the bitset)."""
         flat = (users * self._bits.shape[1] + word)
