@@ -75,6 +75,10 @@ CONTENDERS: dict[str, Contender] = {
          ("sampler.group_users", [16, 64]), ("sampler.num_candidates", [200, 100])],
         "AdaSIR's resampling at every step for the batch's users (|K| candidates per group of "
         "users, one batched GEMM), no pools: the freshness of DNS, the weights of Eq. (1)"),
+    "bpr+adasir-b+ess": Contender(
+        {"sampler.name": "adasir-b"},
+        [("sampler.ess_target", [0.5, 0.2, 0.05]), ("l2", [0.01, 0.001])],
+        "adasir-b with adaptive hardness: τ steered every step to a target ESS of w"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],

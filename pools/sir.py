@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from pools.base import Negatives, NegativeSampler
+from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import TemperatureOptions
 from pools.registry import register
 
@@ -50,6 +50,16 @@ class BatchSIROptions(TemperatureOptions):
     negatives into the same 200 items and lost 0.03 validation NDCG@50 to DNS; 16 beat 64 on
     validation on ml-1m and the Gowalla-size set)."""
 
+    ess_target: float | None = Field(None, gt=0.0, lt=1.0)
+    """Adaptive hardness (issue 11): when set, τ is not fixed but steered after every step so
+    that the batch's mean effective sample size of w, (Σw)²/Σw² over the |K| candidates, is
+    this fraction of |K| (`temperature` is where τ starts). Score scales drift with training
+    and L2; a fixed ESS keeps the resampling equally selective throughout. τ is the sampler's
+    only state and is not checkpointed: a resumed run starts it again from `temperature`."""
+
+    ess_rate: float = Field(0.5, gt=0.0, le=10.0)
+    """How fast τ follows `ess_target`: τ ← τ · exp(rate · (target − ESS/|K|)) each step."""
+
     weighting: Literal["paper", "reference", "none"] = "paper"
     """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
     softmax(r + log w) (the authors' code), `none` a plain mean."""
@@ -57,7 +67,14 @@ class BatchSIROptions(TemperatureOptions):
 
 @register("adasir-b", "uniform", options=BatchSIROptions, order=8.5)
 class BatchSIRSampler(NegativeSampler):
-    """Stateless: every `sample` resamples from a fresh candidate set with the current model."""
+    """Every `sample` resamples from a fresh candidate set with the current model. The only
+    state is τ, and only with `ess_target` (then `sample` changes it: not a pure sample)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tau = self.config.temperature
+        self.capabilities = Capabilities(pure_sample=self.config.ess_target is None)
+        self.last_ess = None
 
     @torch.no_grad()
     def sample(self, model, users, pos_items, generator):
@@ -66,7 +83,9 @@ class BatchSIRSampler(NegativeSampler):
         # once per distinct user, then draw per pair from its user's row.
         distinct, row = torch.unique(users, return_inverse=True)
         sets, group, logits = self._score_groups(model, distinct, generator)  # [G, K], [U_b], [U_b, K]
-        log_w = torch.log_softmax(logits / cfg.temperature, dim=1)  # uniform Q: log Q constant
+        log_w = torch.log_softmax(logits / self.tau, dim=1)  # uniform Q: log Q is a constant
+        if cfg.ess_target is not None:
+            self._steer_tau(log_w)
         cdf = _row_cdf(log_w.exp())
         slot = _draw_slots(cdf, row, cfg.num_negatives, generator)  # [B, n]
         k = sets.shape[1]
@@ -80,6 +99,19 @@ class BatchSIRSampler(NegativeSampler):
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
         return Negatives(items, logit_offset=offset, log_proposal=log_q)
+
+    def _steer_tau(self, log_w: torch.Tensor) -> None:
+        """One controller step towards ESS/|K| = ess_target; ESS grows with τ."""
+        ess = float((-torch.logsumexp(2 * log_w, dim=1)).exp().mean()) / log_w.shape[1]
+        self.last_ess = ess
+        step = math.exp(self.config.ess_rate * (self.config.ess_target - ess))
+        self.tau = min(1e3, max(1e-3, self.tau * step))
+
+    def pool_diagnostics(self, model) -> dict[str, float]:
+        """ESS of the last step's w ÷ |K| and the τ in use (with `ess_target`)."""
+        if self.last_ess is None:
+            return {}
+        return {"ess_frac": self.last_ess, "tau": self.tau}
 
     def _reject_positives(self, users, items, slot, cdf, row, set_of_pair, sets, generator,
                           rounds: int = 3):

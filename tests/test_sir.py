@@ -101,3 +101,24 @@ def test_inverse_cdf_rows_follow_their_weights_and_skip_zeros():
         freq = counts / counts.sum()
         assert torch.allclose(freq, probs[r].double(), atol=0.01), (r, freq)
         assert (counts[probs[r] == 0] == 0).all()
+
+
+def test_ess_target_steers_tau_to_the_wanted_selectivity():
+    """With `ess_target`, τ moves until the ESS of w over the candidates is that fraction of
+    |K|: a sharper target ends at a lower τ, from the same start."""
+    users = 64
+    model = FixedScores(_table().expand(users, N_ITEMS) * 3)
+    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                             users, N_ITEMS)
+    batch = torch.arange(users)
+    reached = {}
+    for target in (0.05, 0.6):
+        sampler = build_sampler(sampler_config(name="adasir-b", ess_target=target, ess_rate=2.0),
+                                empty, torch.ones(N_ITEMS))
+        assert not sampler.capabilities.pure_sample
+        g = torch.Generator().manual_seed(5)
+        for _ in range(300):
+            sampler.sample(model, batch, torch.zeros_like(batch), g)
+        assert abs(sampler.last_ess - target) < 0.02 + 0.2 * target, (target, sampler.last_ess)
+        reached[target] = sampler.tau
+    assert reached[0.05] < reached[0.6]

@@ -27,7 +27,8 @@ DNS_CANDIDATES = 10
 def negative_diagnostics(engine, seed: int = 12345) -> dict[str, float]:
     sampler, model = engine.sampler, engine.model
     if not sampler.capabilities.pure_sample:
-        return {}
+        # Drawing would change the sampler: report only what it keeps (AdaSIR-B's steered τ).
+        return sampler.pool_diagnostics(model)
     gen = torch.Generator(engine.device).manual_seed(seed)
     n_pairs = engine.train_users.numel()
     idx = torch.randint(0, n_pairs, (min(SAMPLE_PAIRS, n_pairs),), device=engine.device,
