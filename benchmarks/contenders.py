@@ -79,6 +79,11 @@ CONTENDERS: dict[str, Contender] = {
         {"sampler.name": "adasir-b"},
         [("sampler.ess_target", [0.5, 0.2, 0.05]), ("l2", [0.01, 0.001])],
         "adasir-b with adaptive hardness: τ steered every step to a target ESS of w"),
+    "bpr+adasir-b+hard": Contender(
+        {"sampler.name": "adasir-b", "sampler.weighting": "none"},
+        [("sampler.temperature", [0.5, 0.25, 0.1]), ("l2", [0.01, 0.001])],
+        "adasir-b made harder (τ < 1) without Eq. (1)'s weights, which at τ < 1 favour the "
+        "pair's easier negatives (softmax(r − log w) = softmax((1 − 1/τ)·r))"),
     "softmax+shared1000+cosine": Contender(
         {"loss": "softmax", "score": "cosine", **_SHARED},
         [("loss_temperature", [0.2, 0.1, 0.3, 0.05, 0.5]), ("l2", [0.0, 0.001, 0.01])],
