@@ -57,7 +57,7 @@ class AOBPRSampler(NegativeSampler):
         items = self._draw(q, self.config.num_negatives, generator)
         if self.config.exclude_positives:
             # A drawn positive is redrawn from AOBPR's own distribution, not from uniform.
-            items, _ = self._redraw_positives(
+            items, _, _ = self._redraw_positives(
                 users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
         return Negatives(items)
 

@@ -199,21 +199,31 @@ class NegativeSampler:
             return (-torch.log(free))[:, None].expand(items.shape)
         return self.proposal.log_prob(items)
 
-    def _redraw_positives(self, users, items, draw, generator, rounds: int = 3):
+    def _redraw_positives(self, users, items, draw, generator, rounds: int = 3, carry=None):
         """Redraw train positives in items [B, m] from the sampler's own distribution.
 
         draw(rows [k], generator) → [k] fresh draws for the users at those batch rows. After
         `rounds` redraws (rejection sampling: exact for what it keeps) whatever is still a
-        positive is replaced by a uniform non-positive. Returns (items, own [B, m] bool: True
-        where the entry came from the sampler's own distribution)."""
-        for _ in range(rounds):
-            bad = self.positives.contains(users, items)
-            if not bool(bad.any()):
-                return items, torch.ones_like(bad)
-            rows, cols = bad.nonzero(as_tuple=True)
-            items = items.index_put((rows, cols), draw(rows, generator))
+        positive is replaced by a uniform non-positive. Only the redrawn entries are looked up
+        again. `carry` (like items, optional) moves with each entry — AdaSIR-B's slot among its
+        candidates —, and draw then returns (items [k], carry [k]).
+        Returns (items, own [B, m] bool: True where the entry came from the sampler's own
+        distribution, carry)."""
         bad = self.positives.contains(users, items)
-        return self._replace_positives(users, items, generator, bad), ~bad
+        for _ in range(rounds):
+            if not bool(bad.any()):
+                return items, torch.ones_like(bad), carry
+            rows, cols = bad.nonzero(as_tuple=True)
+            fresh = draw(rows, generator)
+            if carry is not None:
+                fresh, fresh_carry = fresh
+                carry = carry.index_put((rows, cols), fresh_carry)
+            items = items.index_put((rows, cols), fresh)
+            bad = bad.index_put((rows, cols), self.positives.contains(
+                users.index_select(0, rows), fresh[:, None]).squeeze(1))
+        if bool(bad.any()):
+            items = self._replace_positives(users, items, generator, bad)
+        return items, ~bad, carry
 
     def _replace_positives(self, users, items, generator, bad=None):
         """Swap any train positive left in items [B, m] for a uniform non-positive (exact)."""

@@ -80,7 +80,7 @@ class KernelSampler(NegativeSampler):
         if not self.config.exclude_positives:
             log_q = self.log_prob(q, items)
             return Negatives(items, logit_offset=-log_q, log_proposal=log_q)
-        items, own = self._redraw_positives(
+        items, own, _ = self._redraw_positives(
             users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
         # A kernel draw kept by rejection has probability q(i|u) / (1 − q(P_u|u)): the user's
         # constant cancels in the loss's softmax over the pair's negatives, so log q(i|u) serves.

@@ -92,8 +92,15 @@ class BatchSIRSampler(NegativeSampler):
         set_of_pair = group.index_select(0, row)
         items = _pick(sets, set_of_pair, slot)
         if cfg.exclude_positives:
-            items, slot = self._reject_positives(users, items, slot, cdf, row, set_of_pair, sets,
-                                                 generator)
+            # A drawn train item is redrawn from the same row: w over the non-positives, exactly
+            # (rejection), with only the [B, n] draws looked up, not all B·|K| candidates (at
+            # Gowalla size that look-up was half the sampler's time). A uniform fallback (still
+            # a positive after the redraws, rare) keeps its slot's log w: an approximation.
+            def redraw(rows, g):
+                fresh = _draw_slots(cdf, row.index_select(0, rows), 1, g)  # [k, 1]
+                return _pick(sets, set_of_pair.index_select(0, rows), fresh).squeeze(1), fresh.squeeze(1)
+
+            items, _, slot = self._redraw_positives(users, items, redraw, generator, carry=slot)
         log_w = _pick(log_w, row, slot)
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
@@ -112,29 +119,6 @@ class BatchSIRSampler(NegativeSampler):
         if self.last_ess is None:
             return {}
         return {"ess_frac": self.last_ess, "tau": self.tau}
-
-    def _reject_positives(self, users, items, slot, cdf, row, set_of_pair, sets, generator,
-                          rounds: int = 3):
-        """Redraw the draws that are the user's train items from the same row, `rounds` times:
-        what is kept is exactly w conditioned on the non-positives (rejection sampling), without
-        looking up all B·|K| candidates (at Gowalla size that look-up was half the sampler's
-        time); only [B, n] draws are checked. What is still a positive after that becomes a
-        uniform non-positive, which keeps the slot's log w (a rare, documented approximation)."""
-        bad = self.positives.contains(users, items)
-        for _ in range(rounds):
-            if not bool(bad.any()):
-                return items, slot
-            r, c = bad.nonzero(as_tuple=True)
-            fresh = _draw_slots(cdf, row.index_select(0, r), 1, generator).squeeze(1)
-            slot = slot.index_put((r, c), fresh)
-            fresh_items = _pick(sets, set_of_pair.index_select(0, r), fresh[:, None]).squeeze(1)
-            items = items.index_put((r, c), fresh_items)
-            # Only the redrawn entries can have become (or stayed) positives.
-            bad = bad.index_put((r, c), self.positives.contains(users.index_select(0, r),
-                                                                fresh_items[:, None]).squeeze(1))
-        if bool(bad.any()):
-            items = self._replace_positives(users, items, generator, bad)
-        return items, slot
 
     def _score_groups(self, model, distinct, generator):
         """Each group's candidates [G, K] (uniform draws), each user's group [U_b] and
