@@ -129,7 +129,8 @@ class BatchSIRSampler(NegativeSampler):
         # With replacement, as Algorithm 1 draws K_c: one randint for every group (a randperm of
         # the catalogue per group cost more than everything else at 36k items).
         sets = self.proposal.draw((groups, k), generator)
-        # Pad the last group with its own first user; the padded rows are cut off below.
+        # Pad the last group by repeating the last distinct user; the padded rows are cut off
+        # below.
         padded = torch.arange(groups * size, device=self.device).clamp_(max=distinct.numel() - 1)
         scores = model.score_groups(distinct[padded].view(groups, size), sets)
         group = torch.arange(distinct.numel(), device=self.device) // size

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from conftest import FixedScores
+from pydantic import ValidationError
 
 from pools import InteractionIndex, build_sampler, sampler_config
 from pools.sir import _draw_slots, _row_cdf
@@ -122,3 +123,11 @@ def test_ess_target_steers_tau_to_the_wanted_selectivity():
         assert abs(sampler.last_ess - target) < 0.02 + 0.2 * target, (target, sampler.last_ess)
         reached[target] = sampler.tau
     assert reached[0.05] < reached[0.6]
+
+
+@pytest.mark.parametrize("bad, says", [
+    ({"ess_target": 1.5}, "ess_target"), ({"group_users": 0}, "group_users"),
+    ({"num_candidates": 0}, "num_candidates"), ({"pool_size": 40}, "has none of these options")])
+def test_impossible_options_are_refused_with_the_field_named(bad, says):
+    with pytest.raises(ValidationError, match=says):
+        sampler_config(name="adasir-b", **bad)
