@@ -106,7 +106,7 @@ class GradientExchange:
     def rows(self, ids: torch.Tensor, grads: torch.Tensor, num_rows: int):
         """ids [k] (may repeat), grads [k, d] → (unique ids [m], the workers' mean gradient of
         those rows [m, d]): identical on every worker, for LazyRowAdam.update."""
-        if self.world == 1:
+        if self.world == 1:  # the ids as given, repeats and all: LazyRowAdam.update merges them
             return ids, grads
         unique, inverse = torch.unique(ids, return_inverse=True)
         local = torch.zeros(unique.numel(), grads.shape[1], dtype=grads.dtype, device=grads.device)
