@@ -226,8 +226,14 @@ class NegativeSampler:
         return items, ~bad, carry
 
     def _replace_positives(self, users, items, generator, bad=None):
-        """Swap any train positive left in items [B, m] for a uniform non-positive (exact)."""
+        """Swap any train positive left in items [B, m] for a uniform non-positive (exact).
+
+        Only the entries to replace are drawn: they are a few per batch, and drawing a whole
+        [B, m] complement sample for them took a third of adasir-b's sampling time on ml-1m."""
         if bad is None:
             bad = self.positives.contains(users, items)
-        fallback = self.positives.sample_complement(users, items.shape[1], generator)
-        return torch.where(bad, fallback, items)
+        rows, cols = bad.nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return items
+        fallback = self.positives.sample_complement(users.index_select(0, rows), 1, generator)
+        return items.index_put((rows, cols), fallback.squeeze(1))
