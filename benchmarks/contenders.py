@@ -105,14 +105,19 @@ CONTENDERS: dict[str, Contender] = {
         "sampled softmax over n negatives per pair from wide AdaSIR-U pools resampled at the "
         "cosine scale (log-proposal |K|·Q·w), cosine scores: the pools approximate the softmax "
         "the loss estimates, the proposal with the least variance"),
-    "softmax+adasir-b+cosine": Contender(
+    "softmax+adasir-b50+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b"},
-        [("sampler.temperature", [0.2, 0.5]), ("sampler.num_negatives", [50, 200]),
-         ("sampler.num_candidates", [200, 1000])],
-        "sampled softmax over n negatives per pair drawn fresh by adasir-b at the cosine scale "
-        "(log-proposal log(|K|/N) + log w): AdaSIR's resampling as the loss's proposal, with "
-        "none of the pools' staleness"),
+         "sampler.name": "adasir-b", "sampler.num_negatives": 50},
+        [("sampler.temperature", [0.2, 0.5])],
+        "sampled softmax over n = 50 negatives per pair drawn fresh by adasir-b at the cosine "
+        "scale (log-proposal log(|K|/N) + log w): AdaSIR's resampling as the loss's proposal, "
+        "with none of the pools' staleness"),
+    "softmax+adasir-b5+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5},
+        [("sampler.temperature", [0.2, 0.5]), ("sampler.num_candidates", [200, 1000])],
+        "softmax+adasir-b+cosine with BPR's n = 5 negatives per pair: a proposal close to the "
+        "loss's softmax needs few draws (each corrected logit r/T − log(n·Q) is then ≈ log Z/n)"),
     "softmax+adasir-u20+dot": Contender(
         {"loss": "softmax", "sampler.name": "adasir-u", "sampler.num_negatives": 20},
         [("l2", [0.01, 0.001]), ("sampler.temperature", [1.0, 2.0])],

@@ -10,7 +10,7 @@ resampling weights:
    distinct users of the batch (shared within the group);
 2. w(j|c) = softmax_j(r_cj/τ − log Q(j)) over them, with the current model: one batched GEMM
    [G, g, d] × [G, d, K] instead of gathering [B, K, d];
-3. n draws per pair from w, with replacement (inverse CDF: one cumsum and one searchsorted);
+3. n draws per pair from w, with replacement (a two-level inverse CDF, `_RowDraws`);
    a draw that is one of the user's train items is redrawn from the same row (rejection: exact
    for w conditioned on the non-positives), so only the [B, n] draws are looked up.
 
@@ -83,11 +83,13 @@ class BatchSIRSampler(NegativeSampler):
         # once per distinct user, then draw per pair from its user's row.
         distinct, row = torch.unique(users, return_inverse=True)
         sets, group, logits = self._score_groups(model, distinct, generator)  # [G, K], [U_b], [U_b, K]
-        log_w = torch.log_softmax(logits / self.tau, dim=1)  # uniform Q: log Q is a constant
         if cfg.ess_target is not None:
-            self._steer_tau(log_w)
-        cdf = _row_cdf(log_w.exp())
-        slot = _draw_slots(cdf, row, cfg.num_negatives, generator)  # [B, n]
+            self._steer_tau(torch.log_softmax(logits / self.tau, dim=1))
+        # w = softmax(r/τ) (uniform Q: log Q is a constant), kept unnormalised: only the drawn
+        # entries' log w is needed, from the logits and the row's normaliser.
+        top = logits.amax(dim=1, keepdim=True)
+        draws = _RowDraws(((logits - top) / self.tau).exp_())
+        slot = draws.draw(row, cfg.num_negatives, generator)  # [B, n]
         k = sets.shape[1]
         set_of_pair = group.index_select(0, row)
         items = _pick(sets, set_of_pair, slot)
@@ -97,11 +99,12 @@ class BatchSIRSampler(NegativeSampler):
             # Gowalla size that look-up was half the sampler's time). A uniform fallback (still
             # a positive after the redraws, rare) keeps its slot's log w: an approximation.
             def redraw(rows, g):
-                fresh = _draw_slots(cdf, row.index_select(0, rows), 1, g)  # [k, 1]
+                fresh = draws.draw(row.index_select(0, rows), 1, g)  # [k, 1]
                 return _pick(sets, set_of_pair.index_select(0, rows), fresh).squeeze(1), fresh.squeeze(1)
 
             items, _, slot = self._redraw_positives(users, items, redraw, generator, carry=slot)
-        log_w = _pick(log_w, row, slot)
+        log_w = ((_pick(logits, row, slot) - top.index_select(0, row)) / self.tau
+                 - draws.log_total.index_select(0, row)[:, None])
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
@@ -137,21 +140,37 @@ class BatchSIRSampler(NegativeSampler):
         return sets, group, scores.view(groups * size, k)[:distinct.numel()]
 
 
-def _row_cdf(probs: torch.Tensor) -> torch.Tensor:
-    """Cumulative weights of each row of probs [U, K], divided by the row's total so its last
-    step is exactly 1."""
-    cdf = probs.cumsum(dim=1)
-    return cdf.div_(cdf[:, -1:].clone())
+class _RowDraws:
+    """Draws with replacement from the rows of unnormalised weights [U, K], by a two-level
+    inverse CDF: a block of `block` columns ∝ its mass, then a column of it ∝ its weight.
 
+    The one-level search gathered each pair's whole CDF row, [B, K] floats per step (16 MB at
+    |K| = 1000), and cumulated all U·K weights; this gathers [B, K/block] block sums and the
+    [B·n, block] weights of the drawn blocks. Zero weights and zero blocks are never drawn.
+    """
 
-def _draw_slots(cdf: torch.Tensor, row: torch.Tensor, n: int,
-                generator: torch.Generator) -> torch.Tensor:
-    """n indices drawn with replacement from cdf[row[b]] for each b → [B, n] (inverse CDF: a
-    row gather and one batched searchsorted — cheaper than torch.multinomial for a few draws
-    from wide rows)."""
-    u = torch.rand(row.numel(), n, device=cdf.device, generator=generator)
-    at = torch.searchsorted(cdf.index_select(0, row), u, right=True)
-    return at.clamp_(max=cdf.shape[1] - 1)
+    def __init__(self, weights: torch.Tensor):
+        users, k = weights.shape
+        # A block size that divides K saves padding (a copy of the weights); else 32, padded.
+        self.block = next((b for b in range(16, 65) if k % b == 0), 32)
+        blocks = -(-k // self.block)
+        if blocks * self.block != k:
+            weights = torch.nn.functional.pad(weights, (0, blocks * self.block - k))
+        self.k, self.blocks = k, blocks
+        self.cells = weights.view(users * blocks, self.block)  # [U·nb, block]
+        self.block_cdf = self.cells.sum(dim=1).view(users, blocks).cumsum_(dim=1)  # [U, nb]
+        self.log_total = self.block_cdf[:, -1].log()  # [U]
+
+    def draw(self, row: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n column indices drawn from weights[row[b]] for each b → [B, n]."""
+        cdf = self.block_cdf.index_select(0, row)  # [B, nb]
+        u = torch.rand(row.numel(), n, device=cdf.device, generator=generator) * cdf[:, -1:]
+        blk = torch.searchsorted(cdf, u, right=True).clamp_(max=self.blocks - 1)  # [B, n]
+        cells = self.cells.index_select(0, (row[:, None] * self.blocks + blk).view(-1))
+        within = cells.cumsum_(dim=1)  # [B·n, block]
+        v = torch.rand(within.shape[0], 1, device=cdf.device, generator=generator) * within[:, -1:]
+        at = torch.searchsorted(within, v, right=True).clamp_(max=self.block - 1)
+        return (blk * self.block + at.view(blk.shape)).clamp_(max=self.k - 1)
 
 
 def _pick(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from conftest import FixedScores
 from pydantic import ValidationError
 
 from pools import InteractionIndex, build_sampler, sampler_config
-from pools.sir import _draw_slots, _row_cdf
+from pools.sir import _RowDraws
 
 N_ITEMS = 1000
 
@@ -96,12 +96,30 @@ def test_groups_draw_their_own_candidates():
 def test_inverse_cdf_rows_follow_their_weights_and_skip_zeros():
     probs = torch.tensor([[0.0, 0.5, 0.5, 0.0], [0.7, 0.0, 0.1, 0.2]])
     row = torch.tensor([0, 1, 1, 0]).repeat(5000)
-    slot = _draw_slots(_row_cdf(probs), row, 3, torch.Generator().manual_seed(0))
+    slot = _RowDraws(probs).draw(row, 3, torch.Generator().manual_seed(0))
     for r in (0, 1):
         counts = torch.bincount(slot[row == r].reshape(-1), minlength=4).double()
         freq = counts / counts.sum()
         assert torch.allclose(freq, probs[r].double(), atol=0.01), (r, freq)
         assert (counts[probs[r] == 0] == 0).all()
+
+
+def test_two_level_draws_follow_wide_rows_across_blocks():
+    """Rows wider than a block (101 columns: blocks of 32, the last one padded), unnormalised,
+    with zero weights and a whole zero block: block then column reproduces the row's weights."""
+    g = torch.Generator().manual_seed(1)
+    weights = torch.rand(3, 101, generator=g) * 5
+    weights[:, ::7] = 0.0
+    weights[1, 32:64] = 0.0  # a block with no mass
+    weights[2] = 0.0
+    weights[2, 100] = 2.0  # all mass in the padded last block
+    row = torch.arange(3).repeat(20000)
+    slot = _RowDraws(weights).draw(row, 5, g)
+    for r in range(3):
+        counts = torch.bincount(slot[row == r].reshape(-1), minlength=101).double()
+        freq, want = counts / counts.sum(), (weights[r] / weights[r].sum()).double()
+        assert (freq - want).abs().sum() / 2 < 0.02, (r, (freq - want).abs().sum() / 2)
+        assert (counts[weights[r] == 0] == 0).all()
 
 
 def test_ess_target_steers_tau_to_the_wanted_selectivity():

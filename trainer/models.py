@@ -77,7 +77,13 @@ class FactorModel(nn.Module):
         """users [G, g], items [G, K]: each group's users score its items → [G, g, K], one
         batched GEMM."""
         q = self.query(users.reshape(-1)).view(*users.shape, -1)
-        return torch.bmm(q, self.item_vectors(F.embedding(items, self.item_emb)).transpose(1, 2))
+        if self.cosine and items.numel() > self.num_items:
+            # Normalise the N table rows once rather than G·K gathered copies (ml-1m, |K| =
+            # 1000: 256k rows against 3,125).
+            v = F.embedding(items, self.item_vectors(self.item_emb))
+        else:
+            v = self.item_vectors(F.embedding(items, self.item_emb))
+        return torch.bmm(q, v.transpose(1, 2))
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.query(users) @ self.item_vectors(self.item_emb).T
