@@ -105,6 +105,11 @@ CONTENDERS: dict[str, Contender] = {
         "sampled softmax over n negatives per pair from wide AdaSIR-U pools resampled at the "
         "cosine scale (log-proposal |K|·Q·w), cosine scores: the pools approximate the softmax "
         "the loss estimates, the proposal with the least variance"),
+    "softmax+adasir-b5k200+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200},
+        [("sampler.temperature", [0.2, 0.5])],
+        "softmax+adasir-b5+cosine at adasir-b's default |K| = 200: the cheaper end"),
     "softmax+adasir-b50+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-b", "sampler.num_negatives": 50},
