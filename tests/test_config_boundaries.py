@@ -83,10 +83,13 @@ def test_the_recommended_preset_is_the_default_and_gives_way_to_what_the_user_na
     dns = config_from_args(parser.parse_args(["--sampler", "dns"]))
     assert (dns.sampler.name, dns.sampler.num_negatives, dns.loss, dns.score) == \
         ("dns", 5, "softmax", "cosine")
-    # Another loss drops the preset's loss part (score, temperature, L2 back to the paper's).
+    # Another loss drops the preset's loss part (score, temperatures, L2 back to the paper's):
+    # the sampler's τ = 0.2 was tuned for the softmax loss's T on cosine scores.
     bpr = config_from_args(parser.parse_args(["--loss", "bpr"]))
-    assert (bpr.score, bpr.loss_temperature, bpr.l2, bpr.sampler.num_negatives) == \
-        ("dot", 1.0, 0.001, 5)
+    assert (bpr.score, bpr.loss_temperature, bpr.l2, bpr.sampler.num_negatives,
+            bpr.sampler.temperature) == ("dot", 1.0, 0.001, 5, 1.0)
+    mine = config_from_args(parser.parse_args(["--loss", "bpr", "--temperature", "0.5"]))
+    assert mine.sampler.temperature == 0.5
     assert config_from_args(parser.parse_args(["--preset", "paper"])) == TrainConfig()
 
 
