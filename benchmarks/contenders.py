@@ -110,6 +110,11 @@ CONTENDERS: dict[str, Contender] = {
          "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200},
         [("sampler.temperature", [0.2, 0.5])],
         "softmax+adasir-b5+cosine at adasir-b's default |K| = 200: the cheaper end"),
+    "softmax+adasir-b5k100+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 100},
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5+cosine at |K| = 100 (τ as chosen at 200 and 1000): cheaper still"),
     "softmax+adasir-b50+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-b", "sampler.num_negatives": 50},
