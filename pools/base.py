@@ -229,7 +229,7 @@ class NegativeSampler:
         """Swap any train positive left in items [B, m] for a uniform non-positive (exact).
 
         Only the entries to replace are drawn: they are a few per batch, and drawing a whole
-        [B, m] complement sample for them took a third of adasir-b's sampling time on ml-1m."""
+        [B, m] complement sample for them was one of adasir-b's largest sampling costs."""
         if bad is None:
             bad = self.positives.contains(users, items)
         rows, cols = bad.nonzero(as_tuple=True)

@@ -14,7 +14,7 @@ from before the options a user gives.
 A preset is two parts, the loss and the sampler. Options a user gives override the preset's;
 naming another sampler drops the preset's sampler options, and naming another loss drops its
 loss options (score, temperatures, L2), so `--preset recommended --sampler dns` is DNS with its
-own defaults under the preset's loss, not DNS with 1,000 shared negatives.
+own defaults under the preset's loss, not DNS with the preset's |K| = 1,000 and τ = 0.2.
 """
 
 from __future__ import annotations
