@@ -110,6 +110,13 @@ CONTENDERS: dict[str, Contender] = {
          "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200},
         [("sampler.temperature", [0.2, 0.5])],
         "softmax+adasir-b5+cosine at adasir-b's default |K| = 200: the cheaper end"),
+    "softmax+adasir-b5k200g32+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200,
+         "sampler.group_users": 32},
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5k200+cosine with 32 users sharing a candidate set, not 16: half the "
+        "candidate rows to gather and score per step (τ as chosen at 16)"),
     "softmax+adasir-b5k100+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 100},

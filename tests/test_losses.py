@@ -83,6 +83,22 @@ def test_cosine_scores_do_not_see_vector_lengths(model_name):
     assert torch.allclose(neg_s, model.score_all(users)[:, items[0]], atol=1e-5)
 
 
+def test_unit_rows_have_the_gradient_of_f_normalize():
+    """The hand-written backward of the cosine normalisation (a zero row included)."""
+    from trainer.models import _unit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 4, dtype=torch.float64, generator=g)
+    x[0, 1] = 0.0
+    upstream = torch.randn(6, 3, 4, dtype=torch.float64, generator=g)
+    mine, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (_unit(mine) * upstream).sum().backward()
+    (torch.nn.functional.normalize(ref, dim=-1, eps=1e-12) * upstream).sum().backward()
+    assert torch.allclose(_unit(x), torch.nn.functional.normalize(x, dim=-1, eps=1e-12))
+    assert torch.allclose(mine.grad, ref.grad)
+    assert torch.autograd.gradcheck(_unit, (x[1:].clone().requires_grad_(),))
+
+
 def test_impossible_loss_and_sampler_combinations_are_refused():
     with pytest.raises(ValueError, match="shared_negatives"):
         sampler_config(name="dns", shared_negatives=True)
