@@ -3,9 +3,12 @@
     python benchmarks/contender_timing.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
 Each configuration is taken as tuned in Table 2's cache (OUT/table2-mf/runs.jsonl, read only)
-and timed here, one after another, beside uniform BPR: one warm-up epoch, then the mean of
---epochs epochs of sample + train seconds (evaluation not counted). Table 2's own seconds come
-from runs that shared the machine; these are the ones to compare.
+and timed here beside uniform BPR: every configuration gets one warm-up epoch, then --epochs
+rounds, each running one epoch of every configuration in turn; a row is the median over the
+rounds of sample and of train seconds (evaluation not counted). Interleaved rounds share the
+machine's drift evenly: timed one after another, the first configuration's epochs once ran
+slower than the same training work later in the process, which moved every ratio. Table 2's
+own seconds come from runs that shared the machine; these are the ones to compare.
 """
 
 from __future__ import annotations
@@ -26,12 +29,19 @@ from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
 
 
-def epoch_seconds(data, settings: dict, common: dict, epochs: int) -> tuple[float, float]:
-    engine = Engine(make_config(common | {"epochs": epochs + 1}, settings), data)
-    engine.train_epoch()  # warm-up
-    records = [engine.train_epoch() for _ in range(epochs)]
-    return (statistics.mean(r["sample_s"] for r in records),
-            statistics.mean(r["train_s"] for r in records))
+def epoch_seconds(data, rows: list[tuple[str, dict]], common: dict,
+                  rounds: int) -> list[tuple[float, float]]:
+    """(median sample s, median train s) per row, from interleaved rounds of one epoch each."""
+    engines = [Engine(make_config(common | {"epochs": rounds + 1}, settings), data)
+               for _, settings in rows]
+    for engine in engines:
+        engine.train_epoch()  # warm-up
+    records = [[] for _ in engines]
+    for _ in range(rounds):
+        for engine, kept in zip(engines, records):
+            kept.append(engine.train_epoch())
+    return [(statistics.median(r["sample_s"] for r in kept),
+             statistics.median(r["train_s"] for r in kept)) for kept in records]
 
 
 def main() -> int:
@@ -53,12 +63,12 @@ def main() -> int:
         _, chosen, _ = tune_contender(cache, name, CONTENDERS[name], common, [0, 1], args.max_grid)
         rows.append((name, chosen))
     body = [f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
-            f"{args.epochs} epochs after one warm-up, one configuration at a time.", "",
+            f"median of {args.epochs} interleaved rounds of one epoch each, after one warm-up "
+            "epoch each.", "",
             "| configuration | sample s/epoch | train s/epoch | epoch ÷ uniform BPR |", "|---|---|---|---|"]
-    base = None
-    for name, settings in rows:
-        sample, train = epoch_seconds(data, settings, common, args.epochs)
-        base = base or sample + train
+    timed = epoch_seconds(data, rows, common, args.epochs)
+    base = sum(timed[0])
+    for (name, _), (sample, train) in zip(rows, timed):
         body.append(f"| {name} | {sample:.2f} | {train:.2f} | {(sample + train) / base:.2f} |")
     write_report(args.out, "contender_timing", "Seconds per epoch, quiet machine", command_line(), body)
     return 0
