@@ -20,12 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-from contenders import CONTENDERS, make_config, tune_contender  # noqa: E402
+from contenders import CONTENDERS, TABLE2_MF, cached_mf_setup, make_config, tune_contender  # noqa: E402
 from report_utils import command_line, write_report  # noqa: E402
-from samplers import RunCache  # noqa: E402
 
-from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
 
 
@@ -53,10 +50,8 @@ def main() -> int:
     ap.add_argument("--max-grid", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = PreparedData.load(args.data)
-    cache = RunCache(data, os.path.join(args.out, "table2-mf"), summary_only=True)
-    common = {"model": "mf", "epochs": 20, "eval_every": 20, "lr": 0.01, "batch_size": 4096}
+    data, cache = cached_mf_setup(args.data, args.out, args.threads)
+    common = TABLE2_MF
     rows = [("uniform BPR (adasir's baseline)", {"sampler.name": "uniform", "l2": 0.001})]
     rows += [("adasir-u (the paper)", {"sampler.name": "adasir-u", "l2": 0.01})]
     for name in args.contenders.split(","):

@@ -9,12 +9,15 @@ sampler fields. Runs share Table 2's cache (OUT/table2-<model>/runs.jsonl).
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass, field
 
+import torch
 from samplers import RunCache, mean_std
 
 from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,18 @@ CONTENDERS: dict[str, Contender] = {
         "sampled softmax over 20 negatives per pair from AdaSIR-U's pools (log-proposal "
         "|K|·Q·w), dot scores"),
 }
+
+
+# Table 2's MF protocol, which the quiet-machine benchmarks read tuned settings for.
+TABLE2_MF = {"model": "mf", "epochs": 20, "eval_every": 20, "lr": 0.01, "batch_size": 4096}
+
+
+def cached_mf_setup(data_path: str, out: str, threads: int) -> tuple[PreparedData, RunCache]:
+    """For the quiet-machine benchmarks: torch threads set, the data, and Table 2's MF run
+    cache under OUT (read only: a configuration it does not hold raises Unfinished)."""
+    torch.set_num_threads(threads)
+    data = PreparedData.load(data_path)
+    return data, RunCache(data, os.path.join(out, "table2-mf"), summary_only=True)
 
 
 def make_config(common: dict, settings: dict) -> TrainConfig:

@@ -19,12 +19,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from contenders import CONTENDERS, make_config, tune_contender  # noqa: E402
+from contenders import CONTENDERS, TABLE2_MF, cached_mf_setup, make_config, tune_contender  # noqa: E402
 from report_utils import command_line, write_report  # noqa: E402
-from samplers import RunCache  # noqa: E402
 from torch.profiler import profile  # noqa: E402
 
-from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
 
 
@@ -67,10 +65,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=15, help="operators listed")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = PreparedData.load(args.data)
-    cache = RunCache(data, os.path.join(args.out, "table2-mf"), summary_only=True)
-    common = {"model": "mf", "epochs": 20, "eval_every": 20, "lr": 0.01, "batch_size": 4096}
+    data, cache = cached_mf_setup(args.data, args.out, args.threads)
+    common = TABLE2_MF
     _, chosen, _ = tune_contender(cache, args.contender, CONTENDERS[args.contender], common, [0])
     engine = Engine(make_config(common | {"epochs": args.warmup + 1}, chosen), data)
     for _ in range(args.warmup):
