@@ -45,3 +45,32 @@ def test_report_runs_end_to_end(report, tiny_data, tmp_path):
         # uniform does not, and DNS (a max, not a softmax) overshoots it.
         assert rows["softmax"] < 0.5 * rows["uniform"] and rows["adasir-u"] < 0.6 * rows["uniform"]
         assert rows["dns"] > rows["uniform"]
+
+
+def _run_script(name, tiny_data, out, *args):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"),
+                           "--data", tiny_data, "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_quiet_machine_scripts_read_table2s_cache(tiny_data, tmp_path):
+    """contender_timing and sampler_profile time what Table 2 tuned (they train nothing new
+    for the choice) and write their tables."""
+    out = tmp_path / "report"
+    # Table 2's own protocol (20 epochs, batch 4096), which these scripts read the cache under.
+    _run_script("table2", tiny_data, out, "--models", "mf", "--samplers", "uniform",
+                "--l2-grid", "0.001", "--tau-grid", "", "--seeds", "0,1", "--contenders", "bpr+dns")
+    _run_script("contender_timing", tiny_data, out, "--contenders", "bpr+dns", "--epochs", "2",
+                "--threads", "1")
+    md = (out / "contender_timing.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "configuration" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| uniform BPR (adasir's baseline)",
+                                                "| adasir-u (the paper)", "| bpr+dns"]
+    assert rows[0].endswith("| 1.00 |") and "interleaved rounds" in md
+    _run_script("sampler_profile", tiny_data, out, "--contender", "bpr+dns", "--warmup", "1",
+                "--threads", "1")
+    md = (out / "sampler_profile-bpr+dns.md").read_text()
+    assert "First draws that were the user's own train items" in md and "aten::" in md
