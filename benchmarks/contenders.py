@@ -128,6 +128,20 @@ CONTENDERS: dict[str, Contender] = {
         "softmax+adasir-b5k200+cosine without redrawing the user's own train items (at ml-1m "
         "they are a quarter of the first draws, and redrawing them is most of the sampling's "
         "extra cost): the full softmax counts them in its normaliser too"),
+    "softmax+adasir-b5k200+mask+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200,
+         "sampler.positive_draws": "mask"},
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5k200+cosine with drawn train items masked out of the loss instead of "
+        "redrawn: no redraw rounds, and the unbiased estimate of the normaliser over the "
+        "non-positives"),
+    "softmax+adasir-b5+mask+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 1000,
+         "sampler.positive_draws": "mask"},
+        [("sampler.temperature", [0.2])],
+        "the default (|K| = 1000) with drawn train items masked out of the loss, not redrawn"),
     "softmax+adasir-b5k100+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 100},

@@ -49,7 +49,8 @@ _LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_ca
                           "pool_pick_candidates": 4, "shared_candidates": False,
                           "pool_distinct": False, "refreshes_per_epoch": 1,
                           "group_users": 16, "ess_target": None, "ess_rate": 0.5,
-                          "weighting": "paper", "exclude_positives": True}
+                          "weighting": "paper", "exclude_positives": True,
+                          "positive_draws": "redraw"}
 
 
 def key(config: dict) -> str:

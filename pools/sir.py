@@ -60,6 +60,17 @@ class BatchSIROptions(TemperatureOptions):
     ess_rate: float = Field(0.5, gt=0.0, le=10.0)
     """How fast τ follows `ess_target`: τ ← τ · exp(rate · (target − ESS/|K|)) each step."""
 
+    positive_draws: Literal["redraw", "mask"] = "redraw"
+    """What happens to a draw that is one of the user's train items (with `exclude_positives`).
+    `redraw`: drawn again from the same row, up to 3 rounds (rejection: the kept draws follow w
+    over the non-positives), then a uniform non-positive. `mask`: kept in place and marked
+    `Negatives.invalid`, so the loss leaves it out and the pair has fewer than n negatives; no
+    redraw rounds, one look-up. Under the sampled softmax, `mask` is the unbiased estimate of
+    the normaliser over the non-positives: (1/n)·Σ over the kept draws of e^{r/T}/Q, with Q
+    the probability of the draw itself; `redraw` keeps that Q while the kept draws come from w
+    renormalised over the non-positives, which inflates the estimate by 1 / (1 − P), P the
+    row's mass of w on train items (tests/test_sir.py measures both)."""
+
     weighting: Literal["paper", "reference", "none"] = "paper"
     """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
     softmax(r + log w) (the authors' code), `none` a plain mean."""
@@ -93,7 +104,10 @@ class BatchSIRSampler(NegativeSampler):
         k = sets.shape[1]
         set_of_pair = group.index_select(0, row)
         items = _pick(sets, set_of_pair, slot)
-        if cfg.exclude_positives:
+        invalid = None
+        if cfg.exclude_positives and cfg.positive_draws == "mask":
+            invalid = self.positives.contains(users, items)
+        elif cfg.exclude_positives:
             # A drawn train item is redrawn from the same row: w over the non-positives, exactly
             # (rejection), with only the [B, n] draws looked up, not all B·|K| candidates (at
             # Gowalla size that look-up was half the sampler's time). A uniform fallback (still
@@ -108,7 +122,7 @@ class BatchSIRSampler(NegativeSampler):
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
-        return Negatives(items, logit_offset=offset, log_proposal=log_q)
+        return Negatives(items, logit_offset=offset, log_proposal=log_q, invalid=invalid)
 
     def _steer_tau(self, log_w: torch.Tensor) -> None:
         """One controller step towards ESS/|K| = ess_target; ESS grows with τ."""

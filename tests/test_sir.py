@@ -75,6 +75,33 @@ def test_weights_are_eq_1s_and_the_proposal_is_k_q_w():
     assert (log_w <= 0).all() and (log_w > math.log(1e-12)).all()
 
 
+@pytest.mark.parametrize("mode", ["mask", "redraw"])
+def test_masked_positives_give_the_softmax_normaliser_over_the_non_positives(mode):
+    """(1/n)·Σ e^{r_j}/Q(j) over a pair's kept draws estimates Σ over non-positives of e^{r}:
+    without bias when train items are masked, inflated by 1/(1 − P) when they are redrawn (P:
+    the row's mass of w on train items, here ≈ 0.46: the 30 best-scored items)."""
+    users, table = 64, _table()
+    best = table.topk(30).indices
+    positives = InteractionIndex(torch.arange(users).repeat_interleave(30), best.repeat(users),
+                                 users, N_ITEMS)
+    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=200, num_negatives=8,
+                                           positive_draws=mode), positives, torch.ones(N_ITEMS))
+    model, g, batch = FixedScores(table.expand(users, N_ITEMS)), torch.Generator().manual_seed(1), torch.arange(users)
+    estimates = []
+    for _ in range(100):
+        neg = sampler.sample(model, batch, torch.zeros_like(batch), g)
+        terms = (table[neg.items].double() - neg.log_proposal.double()).exp()
+        if mode == "mask":
+            assert torch.equal(neg.invalid, positives.contains(batch, neg.items))
+            terms = terms.masked_fill(neg.invalid, 0.0)
+        else:
+            assert neg.invalid is None and not positives.contains(batch, neg.items).any()
+        estimates.append(terms.sum(dim=1) / neg.items.shape[1])
+    truth = float(table.double().exp().sum() - table[best].double().exp().sum())
+    ratio = float(torch.cat(estimates).mean()) / truth
+    assert ratio == pytest.approx(1.0, abs=0.03) if mode == "mask" else ratio > 1.5, ratio
+
+
 def test_groups_draw_their_own_candidates():
     """Groups of `group_users` users get distinct candidate sets; one group shares one set."""
     users, k = 64, 20
