@@ -136,6 +136,13 @@ CONTENDERS: dict[str, Contender] = {
         "softmax+adasir-b5k200+cosine with drawn train items masked out of the loss instead of "
         "redrawn: no redraw rounds, and the unbiased estimate of the normaliser over the "
         "non-positives"),
+    "softmax+adasir-b5k250+mask+cosine": Contender(
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 250,
+         "sampler.positive_draws": "mask"},
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5k200+mask+cosine with |K| = 250: some of the time masking saves "
+        "spent on candidates"),
     "softmax+adasir-b5+mask+cosine": Contender(
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
          "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 1000,
