@@ -262,6 +262,9 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
                os.path.join(out, f"rank{rank}.pt"))
     dist.barrier()  # no rank tears down its connections while another is still receiving
     dist.destroy_process_group()
+    # Saved: leave without the interpreter's teardown, where Gloo's threads occasionally abort
+    # (SIGABRT after the work is done; seen here once, and in test_exchange before).
+    os._exit(0)
 
 
 @pytest.mark.slow
