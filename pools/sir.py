@@ -25,7 +25,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import TemperatureOptions
@@ -74,6 +74,13 @@ class BatchSIROptions(TemperatureOptions):
     weighting: Literal["paper", "reference", "none"] = "paper"
     """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
     softmax(r + log w) (the authors' code), `none` a plain mean."""
+
+    @model_validator(mode="after")
+    def _mask_needs_exclusion(self):
+        if self.positive_draws == "mask" and not self.exclude_positives:
+            raise ValueError("positive_draws='mask' leaves the user's train items out of the "
+                             "loss, but --keep-positives keeps them in: drop one of the two")
+        return self
 
 
 @register("adasir-b", "uniform", options=BatchSIROptions, order=8.5)

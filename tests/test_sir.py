@@ -172,7 +172,8 @@ def test_ess_target_steers_tau_to_the_wanted_selectivity():
 
 @pytest.mark.parametrize("bad, says", [
     ({"ess_target": 1.5}, "ess_target"), ({"group_users": 0}, "group_users"),
-    ({"num_candidates": 0}, "num_candidates"), ({"pool_size": 40}, "has none of these options")])
+    ({"num_candidates": 0}, "num_candidates"), ({"pool_size": 40}, "has none of these options"),
+    ({"positive_draws": "mask", "exclude_positives": False}, "drop one of the two")])
 def test_impossible_options_are_refused_with_the_field_named(bad, says):
     with pytest.raises(ValidationError, match=says):
         sampler_config(name="adasir-b", **bad)
