@@ -29,6 +29,14 @@ class Contender:
     about: str = ""
 
 
+def _softmax_adasir_b5(**sampler) -> dict:
+    """The default's loss (softmax, cosine, T = 0.2, no L2) over `adasir-b` draws, 5 per pair
+    unless `num_negatives` says otherwise, with these sampler options."""
+    return {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
+            "sampler.name": "adasir-b", "sampler.num_negatives": 5} | {
+        f"sampler.{name}": value for name, value in sampler.items()}
+
+
 # n = 1000 shared negatives is a third of ml-1m's catalogue and 2.5% of Gowalla's.
 _SHARED = {"sampler.name": "uniform", "sampler.num_negatives": 1000, "sampler.shared_negatives": True}
 
@@ -109,61 +117,47 @@ CONTENDERS: dict[str, Contender] = {
         "cosine scale (log-proposal |K|·Q·w), cosine scores: the pools approximate the softmax "
         "the loss estimates, the proposal with the least variance"),
     "softmax+adasir-b5k200+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200},
+        _softmax_adasir_b5(num_candidates=200),
         [("sampler.temperature", [0.2, 0.5])],
         "softmax+adasir-b5+cosine at adasir-b's default |K| = 200: the cheaper end"),
     "softmax+adasir-b5k200g32+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200,
-         "sampler.group_users": 32},
+        _softmax_adasir_b5(num_candidates=200, group_users=32),
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5k200+cosine with 32 users sharing a candidate set, not 16: half the "
         "candidate rows to gather and score per step (τ as chosen at 16)"),
     "softmax+adasir-b5k200+keep+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200,
-         "sampler.exclude_positives": False},
+        _softmax_adasir_b5(num_candidates=200, exclude_positives=False),
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5k200+cosine without redrawing the user's own train items (at ml-1m "
         "they are a quarter of the first draws, and redrawing them is most of the sampling's "
         "extra cost): the full softmax counts them in its normaliser too"),
     "softmax+adasir-b5k200+mask+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 200,
-         "sampler.positive_draws": "mask"},
+        _softmax_adasir_b5(num_candidates=200, positive_draws="mask"),
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5k200+cosine with drawn train items masked out of the loss instead of "
         "redrawn: no redraw rounds, and the unbiased estimate of the normaliser over the "
         "non-positives"),
     "softmax+adasir-b5k250+mask+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 250,
-         "sampler.positive_draws": "mask"},
+        _softmax_adasir_b5(num_candidates=250, positive_draws="mask"),
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5k200+mask+cosine with |K| = 250: some of the time masking saves "
         "spent on candidates"),
     "softmax+adasir-b5+mask+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 1000,
-         "sampler.positive_draws": "mask"},
+        _softmax_adasir_b5(num_candidates=1000, positive_draws="mask"),
         [("sampler.temperature", [0.2])],
         "the default (|K| = 1000) with drawn train items masked out of the loss, not redrawn"),
     "softmax+adasir-b5k100+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5, "sampler.num_candidates": 100},
+        _softmax_adasir_b5(num_candidates=100),
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5+cosine at |K| = 100 (τ as chosen at 200 and 1000): cheaper still"),
     "softmax+adasir-b50+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 50},
+        _softmax_adasir_b5(num_negatives=50),
         [("sampler.temperature", [0.2, 0.5])],
         "sampled softmax over n = 50 negatives per pair drawn fresh by adasir-b at the cosine "
         "scale (log-proposal log(|K|/N) + log w): AdaSIR's resampling as the loss's proposal, "
         "with none of the pools' staleness"),
     "softmax+adasir-b5+cosine": Contender(
-        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.2,
-         "sampler.name": "adasir-b", "sampler.num_negatives": 5},
+        _softmax_adasir_b5(),
         [("sampler.temperature", [0.2, 0.5]), ("sampler.num_candidates", [200, 1000])],
         "softmax+adasir-b+cosine with BPR's n = 5 negatives per pair: a proposal close to the "
         "loss's softmax needs few draws (each corrected logit r/T − log(n·Q) is then ≈ log Z/n)"),
