@@ -40,12 +40,6 @@ class _FirstDrawCounter:
         return found
 
 
-def epoch_batches(engine: Engine) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    order, size = engine._epoch_order(), engine.config.batch_size
-    return [(engine.train_users[order[s * size:(s + 1) * size]],
-             engine.train_items[order[s * size:(s + 1) * size]]) for s in range(engine.steps_per_epoch)]
-
-
 def draw_epoch(engine: Engine, batches, counter: _FirstDrawCounter | None = None) -> float:
     """Seconds to draw every batch's negatives once with the current model."""
     start = time.perf_counter()
@@ -71,7 +65,7 @@ def main() -> int:
     engine = Engine(make_config(common | {"epochs": args.warmup + 1}, chosen), data)
     for _ in range(args.warmup):
         engine.train_epoch()
-    batches = epoch_batches(engine)
+    batches = list(engine.epoch_batches())
     counter = _FirstDrawCounter(engine.sampler.positives)
     engine.sampler.positives.contains = counter
     with torch.no_grad():

@@ -11,7 +11,7 @@ import math
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -195,12 +195,8 @@ class Engine:
         self._check_finite(0.0)  # a NaN model would otherwise fail inside the pool refresh
         with self.timer.phase("sample"):
             self.sampler.refresh(model, self.generator)
-        order = self._epoch_order()
         total = torch.zeros((), device=self.device)
-        B = cfg.batch_size
-        for step in range(self.steps_per_epoch):
-            idx = order[step * B:(step + 1) * B]
-            users, pos = self.train_users[idx], self.train_items[idx]
+        for step, (users, pos) in enumerate(self.epoch_batches()):
             with self.timer.phase("sample"):
                 if step and self.sampler.refresh_due(step, self.steps_per_epoch):
                     self.sampler.refresh(model, self.generator)
@@ -218,6 +214,14 @@ class Engine:
         if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
             record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
         return record
+
+    def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches in order, (users [B], pos [B]) each; the pair order is drawn
+        (from the engine's generator) when the first batch is asked for."""
+        order, size = self._epoch_order(), self.config.batch_size
+        for step in range(self.steps_per_epoch):
+            idx = order[step * size:(step + 1) * size]
+            yield self.train_users[idx], self.train_items[idx]
 
     def _epoch_order(self) -> torch.Tensor:
         """Pair indices for this epoch's steps: a permutation, cycled to fill steps × batch.
