@@ -142,6 +142,16 @@ CONTENDERS: dict[str, Contender] = {
         [("sampler.temperature", [0.2])],
         "softmax+adasir-b5k200+mask+cosine with |K| = 250: some of the time masking saves "
         "spent on candidates"),
+    "softmax+adasir-b5k200+drop+cosine": Contender(
+        _softmax_adasir_b5(num_candidates=200, positive_draws="drop"),
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5k200+mask+cosine with the normaliser averaged over the kept draws "
+        "(log(kept/n) added to their log-proposal): redraw's estimate in expectation, at "
+        "mask's cost"),
+    "softmax+adasir-b5k250+drop+cosine": Contender(
+        _softmax_adasir_b5(num_candidates=250, positive_draws="drop"),
+        [("sampler.temperature", [0.2])],
+        "softmax+adasir-b5k200+drop+cosine with |K| = 250"),
     "softmax+adasir-b5+mask+cosine": Contender(
         _softmax_adasir_b5(num_candidates=1000, positive_draws="mask"),
         [("sampler.temperature", [0.2])],

@@ -60,7 +60,7 @@ class BatchSIROptions(TemperatureOptions):
     ess_rate: float = Field(0.5, gt=0.0, le=10.0)
     """How fast τ follows `ess_target`: τ ← τ · exp(rate · (target − ESS/|K|)) each step."""
 
-    positive_draws: Literal["redraw", "mask"] = "redraw"
+    positive_draws: Literal["redraw", "mask", "drop"] = "redraw"
     """What happens to a draw that is one of the user's train items (with `exclude_positives`).
     `redraw`: drawn again from the same row, up to 3 rounds (rejection: the kept draws follow w
     over the non-positives), then a uniform non-positive. `mask`: kept in place and marked
@@ -69,7 +69,12 @@ class BatchSIROptions(TemperatureOptions):
     the normaliser over the non-positives: (1/n)·Σ over the kept draws of e^{r/T}/Q, with Q
     the probability of the draw itself; `redraw` keeps that Q while the kept draws come from w
     renormalised over the non-positives, which inflates the estimate by 1 / (1 − P), P the
-    row's mass of w on train items (tests/test_sir.py measures both)."""
+    row's mass of w on train items (tests/test_sir.py measures both). `drop`: masked as with
+    `mask`, but the pair's kept draws stand for its sample: their log-proposal gains
+    log(kept / n), so the estimate is (1/kept)·Σ over the kept draws. Given `kept`, those draws
+    follow w over the non-positives, so its mean (given kept ≥ 1) is redraw's, 1 / (1 − P) times
+    the normaliser, at mask's cost; a pair with no draw kept has only its positive. Only the sampled softmax
+    reads the log-proposal: under `bpr` and `contrastive`, `drop` is `mask`."""
 
     weighting: Literal["paper", "reference", "none"] = "paper"
     """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
@@ -77,9 +82,10 @@ class BatchSIROptions(TemperatureOptions):
 
     @model_validator(mode="after")
     def _mask_needs_exclusion(self):
-        if self.positive_draws == "mask" and not self.exclude_positives:
-            raise ValueError("positive_draws='mask' leaves the user's train items out of the "
-                             "loss, but --keep-positives keeps them in: drop one of the two")
+        if self.positive_draws != "redraw" and not self.exclude_positives:
+            raise ValueError(f"positive_draws={self.positive_draws!r} leaves the user's train "
+                             "items out of the loss, but --keep-positives keeps them in: drop "
+                             "one of the two")
         return self
 
 
@@ -112,7 +118,7 @@ class BatchSIRSampler(NegativeSampler):
         set_of_pair = group.index_select(0, row)
         items = _pick(sets, set_of_pair, slot)
         invalid = None
-        if cfg.exclude_positives and cfg.positive_draws == "mask":
+        if cfg.exclude_positives and cfg.positive_draws != "redraw":
             invalid = self.positives.contains(users, items)
         elif cfg.exclude_positives:
             # A drawn train item is redrawn from the same row: w over the non-positives, exactly
@@ -129,6 +135,9 @@ class BatchSIRSampler(NegativeSampler):
         offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
+        if invalid is not None and cfg.positive_draws == "drop":
+            kept = cfg.num_negatives - invalid.sum(dim=1, keepdim=True)
+            log_q = log_q + (kept.clamp(min=1) / cfg.num_negatives).log()
         return Negatives(items, logit_offset=offset, log_proposal=log_q, invalid=invalid)
 
     def _steer_tau(self, log_w: torch.Tensor) -> None:

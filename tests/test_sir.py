@@ -11,6 +11,7 @@ from conftest import FixedScores
 from pydantic import ValidationError
 
 from pools import InteractionIndex, build_sampler, sampler_config
+from pools.base import NegativeSampler
 from pools.sir import _RowDraws
 
 N_ITEMS = 1000
@@ -75,11 +76,10 @@ def test_weights_are_eq_1s_and_the_proposal_is_k_q_w():
     assert (log_w <= 0).all() and (log_w > math.log(1e-12)).all()
 
 
-@pytest.mark.parametrize("mode", ["mask", "redraw"])
-def test_masked_positives_give_the_softmax_normaliser_over_the_non_positives(mode):
-    """(1/n)·Σ e^{r_j}/Q(j) over a pair's kept draws estimates Σ over non-positives of e^{r}:
-    without bias when train items are masked, inflated by 1/(1 − P) when they are redrawn (P:
-    the row's mass of w on train items, here ≈ 0.46: the 30 best-scored items)."""
+def _normaliser_ratio(mode: str) -> float:
+    """The mean of (1/n)·Σ e^{r_j}/Q(j) over a pair's kept draws (n = 8), ÷ the sum of e^{r}
+    over the non-positives, when each user's train items are the 30 best-scored items (their
+    mass P of w is ≈ 0.46)."""
     users, table = 64, _table()
     best = table.topk(30).indices
     positives = InteractionIndex(torch.arange(users).repeat_interleave(30), best.repeat(users),
@@ -91,15 +91,33 @@ def test_masked_positives_give_the_softmax_normaliser_over_the_non_positives(mod
     for _ in range(100):
         neg = sampler.sample(model, batch, torch.zeros_like(batch), g)
         terms = (table[neg.items].double() - neg.log_proposal.double()).exp()
-        if mode == "mask":
+        if mode == "redraw":
+            assert neg.invalid is None and not positives.contains(batch, neg.items).any()
+        else:
             assert torch.equal(neg.invalid, positives.contains(batch, neg.items))
             terms = terms.masked_fill(neg.invalid, 0.0)
-        else:
-            assert neg.invalid is None and not positives.contains(batch, neg.items).any()
         estimates.append(terms.sum(dim=1) / neg.items.shape[1])
     truth = float(table.double().exp().sum() - table[best].double().exp().sum())
-    ratio = float(torch.cat(estimates).mean()) / truth
-    assert ratio == pytest.approx(1.0, abs=0.03) if mode == "mask" else ratio > 1.5, ratio
+    return float(torch.cat(estimates).mean()) / truth
+
+
+def test_masked_positives_give_the_softmax_normaliser_over_the_non_positives():
+    """Masked train items: (1/n)·Σ over the kept draws is the unbiased estimate; redrawn ones
+    inflate it by 1/(1 − P), P the row's mass of w on train items."""
+    assert _normaliser_ratio("mask") == pytest.approx(1.0, abs=0.03)
+    assert _normaliser_ratio("redraw") > 1.5
+
+
+def test_dropped_positives_estimate_what_redrawing_to_the_end_does(monkeypatch):
+    """`drop` averages over the kept draws only: the mean of redraw's estimate, 1/(1 − P) times
+    the normaliser, with no redraw rounds. The reference redraws until no train item is left
+    (60 rounds instead of 3, so no draw falls back to a uniform non-positive)."""
+    dropped = _normaliser_ratio("drop")
+    redraw = NegativeSampler._redraw_positives
+    monkeypatch.setattr(NegativeSampler, "_redraw_positives",
+                        lambda self, *a, **kw: redraw(self, *a, rounds=60, **kw))
+    redrawn = _normaliser_ratio("redraw")
+    assert dropped > 1.5 and dropped == pytest.approx(redrawn, rel=0.08), (dropped, redrawn)
 
 
 def test_groups_draw_their_own_candidates():
@@ -173,7 +191,9 @@ def test_ess_target_steers_tau_to_the_wanted_selectivity():
 @pytest.mark.parametrize("bad, says", [
     ({"ess_target": 1.5}, "ess_target"), ({"group_users": 0}, "group_users"),
     ({"num_candidates": 0}, "num_candidates"), ({"pool_size": 40}, "has none of these options"),
-    ({"positive_draws": "mask", "exclude_positives": False}, "drop one of the two")])
+    ({"positive_draws": "mask", "exclude_positives": False}, "drop one of the two"),
+    ({"positive_draws": "drop", "exclude_positives": False}, "drop one of the two"),
+    ({"positive_draws": "skip"}, "positive_draws")])
 def test_impossible_options_are_refused_with_the_field_named(bad, says):
     with pytest.raises(ValidationError, match=says):
         sampler_config(name="adasir-b", **bad)
