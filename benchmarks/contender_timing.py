@@ -49,6 +49,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-grid", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--report", default="contender_timing",
+                    help="the report's file name under OUT, without .md")
     args = ap.parse_args()
     data, cache = cached_mf_setup(args.data, args.out, args.threads)
     common = TABLE2_MF
@@ -65,7 +67,7 @@ def main() -> int:
     base = sum(timed[0])
     for (name, _), (sample, train) in zip(rows, timed):
         body.append(f"| {name} | {sample:.2f} | {train:.2f} | {(sample + train) / base:.2f} |")
-    write_report(args.out, "contender_timing", "Seconds per epoch, quiet machine", command_line(), body)
+    write_report(args.out, args.report, "Seconds per epoch, quiet machine", command_line(), body)
     return 0
 
 

@@ -64,8 +64,8 @@ def test_quiet_machine_scripts_read_table2s_cache(tiny_data, tmp_path):
     _run_script("table2", tiny_data, out, "--models", "mf", "--samplers", "uniform",
                 "--l2-grid", "0.001", "--tau-grid", "", "--seeds", "0,1", "--contenders", "bpr+dns")
     _run_script("contender_timing", tiny_data, out, "--contenders", "bpr+dns", "--epochs", "2",
-                "--threads", "1")
-    md = (out / "contender_timing.md").read_text()
+                "--threads", "1", "--report", "timing-dns")
+    md = (out / "timing-dns.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "configuration" not in line]
     assert [r.split(" | ")[0] for r in rows] == ["| uniform BPR (adasir's baseline)",
                                                 "| adasir-u (the paper)", "| bpr+dns"]
