@@ -179,7 +179,7 @@ CONTENDERS: dict[str, Contender] = {
 }
 
 
-LR_GRID = [0.01, 0.005, 0.02]
+LR_GRID = [0.01, 0.005, 0.02, 0.04]
 """Learning rates tried by the `+lr` contenders, after their own search (0.01, Table 2's lr,
 first: its runs are cached)."""
 
