@@ -41,6 +41,8 @@ def _softmax_adasir_b5(**sampler) -> dict:
 _SHARED = {"sampler.name": "uniform", "sampler.num_negatives": 1000, "sampler.shared_negatives": True}
 
 CONTENDERS: dict[str, Contender] = {
+    "bpr+uniform": Contender({"sampler.name": "uniform"}, [("l2", [0.01, 0.001, 0.1, 0.0001])],
+                             "Table 2's uniform BPR (AdaSIR's baseline), L2 searched as there"),
     "bpr+dns": Contender({"sampler.name": "dns"}, [("l2", [0.01, 0.001, 0.1])],
                          "Table 2's leader: BPR with DNS negatives"),
     "bpr+adasir-u+max": Contender(
@@ -183,7 +185,7 @@ LR_GRID = [0.01, 0.005, 0.02, 0.04]
 """Learning rates tried by the `+lr` contenders, after their own search (0.01, Table 2's lr,
 first: its runs are cached)."""
 
-for _name in ("bpr+dns", "softmax+adasir-b5+cosine", "softmax+adasir-b5k200+cosine",
+for _name in ("bpr+uniform", "bpr+dns", "softmax+adasir-b5+cosine", "softmax+adasir-b5k200+cosine",
               "softmax+adasir-b5k250+mask+cosine", "softmax+adasir-b5k200+mask+cosine"):
     _base = CONTENDERS[_name]
     CONTENDERS[f"{_name}+lr"] = Contender(
