@@ -181,11 +181,10 @@ CONTENDERS: dict[str, Contender] = {
 }
 
 
-LR_GRID = [0.01, 0.005, 0.0025, 0.02, 0.04]
+LR_GRID = [0.01, 0.005, 0.0025, 0.00125, 0.02, 0.04]
 """Learning rates tried by the `+lr` contenders, after their own search (0.01, Table 2's lr,
-first: its runs are cached), then the lower rates, then the higher: with --max-grid 3 (the
-Gowalla-size protocol) the search is 0.01, 0.005, 0.0025, since 0.02 lost there for every
-contender and 0.005 won."""
+first: its runs are cached), then the lower rates, then the higher. At Gowalla size the +lr
+contenders run with --max-grid 4 (0.01 down to 0.00125): 0.02 lost there for every contender."""
 
 for _name in ("bpr+uniform", "bpr+dns", "softmax+adasir-b5+cosine", "softmax+adasir-b5k200+cosine",
               "softmax+adasir-b5k250+mask+cosine", "softmax+adasir-b5k200+mask+cosine"):
