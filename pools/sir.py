@@ -72,9 +72,10 @@ class BatchSIROptions(TemperatureOptions):
     row's mass of w on train items (tests/test_sir.py measures both). `drop`: masked as with
     `mask`, but the pair's kept draws stand for its sample: their log-proposal gains
     log(kept / n), so the estimate is (1/kept)·Σ over the kept draws. Given `kept`, those draws
-    follow w over the non-positives, so its mean (given kept ≥ 1) is redraw's, 1 / (1 − P) times
-    the normaliser, at mask's cost; a pair with no draw kept has only its positive. Only the sampled softmax
-    reads the log-proposal: under `bpr` and `contrastive`, `drop` is `mask`."""
+    follow w over the non-positives, so its mean (given kept ≥ 1) is redraw's, 1 / (1 − P)
+    times the normaliser, at mask's cost; a pair with no draw kept has only its positive. Only
+    the sampled softmax reads the log-proposal: under `bpr` and `contrastive`, `drop` is
+    `mask`."""
 
     weighting: Literal["paper", "reference", "none"] = "paper"
     """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
