@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 
@@ -48,7 +49,7 @@ def save_figure(fig, out: str, name: str) -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join(sys.argv)
+    return "python " + shlex.join(sys.argv)
 
 
 def now() -> str:

@@ -20,6 +20,9 @@ REPORTS = {
     "convergence": ["--samplers", "uniform,adasir-u", "--epochs", "3"],
     "ablation": ["--epochs", "2", "--seeds", "0", "--batch-size", "1024"],
     "irgan_diagnostic": ["--epochs", "2", "--batch-size", "1024"],
+    "reference_models": ["--ease-lambdas", "10,100", "--ials-alpha0", "0.1", "--ials-lambda",
+                         "0.01,0.1", "--iterations", "2", "--eval-every", "1", "--seeds", "0,1",
+                         "--threads", "1"],
 }
 
 

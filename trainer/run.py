@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                    help="the starting point: 'recommended' (sampled softmax over 1000 shared "
-                    "uniform negatives, cosine, T 0.2: what won on validation) or 'paper' "
+                    help="the starting point: 'recommended' (sampled softmax over 5 negatives a "
+                    "pair drawn by adasir-b from 1000 candidates, cosine, T 0.2: what won on "
+                    "validation) or 'paper' "
                     "(AdaSIR-U with BPR, the paper's protocol); trainer/presets.py")
     ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
                     "('{...}'); flags override it, and it overrides the preset")
