@@ -30,6 +30,7 @@ import itertools
 import os
 import sys
 import time
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,7 +62,18 @@ class FixedScores:
         return self.P[users] if self.Q is None else self.P[users] @ self.Q.T
 
     def score_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.P[users][:, items] if self.Q is None else self.P[users] @ self.Q[items].T
+        if self.Q is None:  # only the [B, block] entries, not the users' whole rows
+            return self.P[users[:, None], items[None, :]]
+        return self.P[users] @ self.Q[items].T
+
+
+class IALSRun(NamedTuple):
+    """One iALS fit, at its best iteration on validation."""
+
+    valid: float
+    iteration: int
+    test: dict[str, float]
+    seconds: float
 
 
 def train_matrix(data: PreparedData) -> torch.Tensor:
@@ -117,9 +129,9 @@ class Evaluator:
         return self.engine.evaluate(split)
 
 
-def run_ials(data, evaluate, dim, alpha0, lam, iterations, eval_every, seed):
-    """Fits iALS; (best valid NDCG@50, its iteration, its test metrics, fit seconds to there).
-    Test is scored once, for the best iteration's factors (at Gowalla size an evaluation costs
+def run_ials(data, evaluate, dim, alpha0, lam, iterations, eval_every, seed) -> IALSRun:
+    """Fits iALS; its best validation NDCG@50, that iteration, its test metrics and the fit
+    seconds to there. Test is scored once, for the best iteration's factors (at Gowalla size an evaluation costs
     more than an iteration)."""
     tr = data.splits["train"]
     u = torch.as_tensor(tr.users, dtype=torch.long)
@@ -138,7 +150,7 @@ def run_ials(data, evaluate, dim, alpha0, lam, iterations, eval_every, seed):
             valid = evaluate(model, "valid")["ndcg@50"]
             if valid > best[0]:
                 best, best_model = (valid, it, fit_seconds), model
-    return best[0], best[1], evaluate(best_model, "test"), best[2]
+    return IALSRun(best[0], best[1], evaluate(best_model, "test"), best[2])
 
 
 def tune_ease(data, evaluate, lambdas):
@@ -157,8 +169,9 @@ def tune_ease(data, evaluate, lambdas):
 
 
 def popularity(data, evaluate):
-    counts = train_matrix(data).sum(0, keepdim=True).expand(data.num_users, -1).contiguous()
-    model = FixedScores(counts)
+    """r(u, i) = train count of i, as rank-1 factors (no [M, N] copy of the counts)."""
+    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32)[:, None]
+    model = FixedScores(torch.ones(data.num_users, 1), counts)
     return evaluate(model, "valid")["ndcg@50"], evaluate(model, "test")
 
 
@@ -168,24 +181,24 @@ def _mean_sd(values):
 
 def ials_section(data, evaluate, args):
     """Grid on seed 0, then the chosen (α₀, λ) on every seed: report lines and plot points."""
-    grid = []
+    grid: list[tuple[float, float, IALSRun]] = []
     for alpha0, lam in itertools.product(args.ials_alpha0, args.ials_lambda):
-        valid, it, test, sec = run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations,
-                                        args.eval_every, args.seeds[0])
-        grid.append((valid, alpha0, lam, it, test, sec))
-        print(f"ials α0={alpha0} λ={lam}: valid {valid:.4f} at {it}", flush=True)
-    chosen = max(grid, key=lambda row: row[0])
-    _, alpha0, lam, _, _, _ = chosen
-    runs = [(chosen[0], chosen[3], chosen[4], chosen[5])]  # seeds[0] is the grid's run
+        run = run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every,
+                       args.seeds[0])
+        grid.append((alpha0, lam, run))
+        print(f"ials α0={alpha0} λ={lam}: valid {run.valid:.4f} at {run.iteration}", flush=True)
+    alpha0, lam, chosen = max(grid, key=lambda row: row[2].valid)
+    runs = [chosen]  # seeds[0] is the grid's run
     runs += [run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every, s)
              for s in args.seeds[1:]]
     lines = ["| α₀ | λ | valid NDCG@50 (seed 0) | best iteration |", "|---|---|---|---|"]
-    lines += [f"| {a} | {lam_} | {v:.4f} | {it} |" for v, a, lam_, it, _, _ in grid]
-    row = (f"| iALS, d = {args.dim} (α₀ {alpha0}, λ {lam}; iterations {[r[1] for r in runs]}) | "
-           f"{_mean_sd([r[0] for r in runs])} | {_mean_sd([r[2]['ndcg@50'] for r in runs])} | "
-           f"{_mean_sd([r[2]['recall@50'] for r in runs])} | {np.median([r[3] for r in runs]):.1f} |")
-    point = (f"iALS d={args.dim}", float(np.mean([r[2]["ndcg@50"] for r in runs])),
-             float(np.median([r[3] for r in runs])))
+    lines += [f"| {a} | {lam_} | {r.valid:.4f} | {r.iteration} |" for a, lam_, r in grid]
+    test = [r.test["ndcg@50"] for r in runs]
+    row = (f"| iALS, d = {args.dim} (α₀ {alpha0}, λ {lam}; iterations {[r.iteration for r in runs]}) | "
+           f"{_mean_sd([r.valid for r in runs])} | {_mean_sd(test)} | "
+           f"{_mean_sd([r.test['recall@50'] for r in runs])} | "
+           f"{np.median([r.seconds for r in runs]):.1f} |")
+    point = (f"iALS d={args.dim}", float(np.mean(test)), float(np.median([r.seconds for r in runs])))
     return lines, row, point
 
 
@@ -201,11 +214,13 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=24)
     ap.add_argument("--eval-every", type=int, default=4)
-    ap.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=[0, 1, 2])
+    ap.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",") if v], default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--report", default="reference_models",
                     help="the report's name under OUT (NAME.md, NAME.png)")
     args = ap.parse_args()
+    if not (args.ials_alpha0 and args.ials_lambda and args.seeds):
+        ap.error("--ials-alpha0, --ials-lambda and --seeds each need at least one value")
     torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
     evaluate = Evaluator(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import torch
@@ -54,3 +55,23 @@ def test_ials_half_steps_are_exact_minimisers_and_never_raise_the_loss():
         losses.append(float(loss.detach()))
     assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
     assert losses[-1] < losses[0]
+
+
+def test_fixed_scores_blocks_match_the_full_rows():
+    """The evaluator's item blocks see the same scores as score_all, dense or factored."""
+    from reference_models import FixedScores
+
+    g = torch.Generator().manual_seed(2)
+    p, q = torch.randn(5, 3, generator=g), torch.randn(9, 3, generator=g)
+    users, items = torch.tensor([4, 0, 2]), torch.arange(3, 7)
+    for model in (FixedScores(p, q), FixedScores(p @ q.T)):
+        torch.testing.assert_close(model.score_shared(users, items), model.score_all(users)[:, items])
+
+
+def test_an_empty_grid_is_a_one_line_error():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reference_models.py"),
+                           "--data", "nowhere", "--out", "nowhere", "--ials-lambda", ""],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "--ials-alpha0, --ials-lambda and --seeds each need at least one value")
