@@ -42,6 +42,7 @@ from report_utils import command_line, save_figure, write_report  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.dataset import PreparedData  # noqa: E402
 from trainer.engine import Engine  # noqa: E402
+from trainer.formats import DataError  # noqa: E402
 
 
 class FixedScores:
@@ -222,7 +223,10 @@ def main() -> int:
     if not (args.ials_alpha0 and args.ials_lambda and args.seeds):
         ap.error("--ials-alpha0, --ials-lambda and --seeds each need at least one value")
     torch.set_num_threads(args.threads)
-    data = PreparedData.load(args.data)
+    try:
+        data = PreparedData.load(args.data)
+    except DataError as exc:
+        ap.error(str(exc))
     evaluate = Evaluator(data)
     pop_valid, pop_test = popularity(data, evaluate)
     ease = tune_ease(data, evaluate, args.ease_lambdas)

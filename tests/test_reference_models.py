@@ -68,10 +68,20 @@ def test_fixed_scores_blocks_match_the_full_rows():
         torch.testing.assert_close(model.score_shared(users, items), model.score_all(users)[:, items])
 
 
-def test_an_empty_grid_is_a_one_line_error():
+def _script_error(tmp_path, *args) -> str:
+    """The last stderr line of a run that must fail with argparse's exit status 2."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reference_models.py"),
-                           "--data", "nowhere", "--out", "nowhere", "--ials-lambda", ""],
+                           "--out", str(tmp_path / "out"), *args],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].endswith(
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_an_empty_grid_is_a_one_line_error(tmp_path):
+    assert _script_error(tmp_path, "--data", "nowhere", "--ials-lambda", "").endswith(
         "--ials-alpha0, --ials-lambda and --seeds each need at least one value")
+
+
+def test_a_directory_that_is_not_a_prepared_dataset_is_a_one_line_error(tmp_path):
+    assert "not a prepared dataset" in _script_error(tmp_path, "--data", str(tmp_path))
