@@ -128,3 +128,28 @@ def test_written_out_softmax_gradient_matches_autograd():
     theirs = torch.autograd.grad(reference, (pos, neg_s))
     for a, b in zip(mine, theirs, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_bilateral_softmax_loss_matches_autograd_reference():
+    """BSL's hand-written gradient equals autograd through logsumexp; invalid negatives and a
+    pair with none valid are left out of the negative side."""
+    from trainer.loss import bilateral_softmax_loss
+
+    g = torch.Generator().manual_seed(3)
+    pos = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    neg_s = torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    invalid = torch.zeros(4, 6, dtype=torch.bool)
+    invalid[0, :2] = True
+    invalid[3] = True  # no valid negative
+    loss = bilateral_softmax_loss(pos, neg_s, Negatives(neg_s.detach().long(), invalid=invalid),
+                                  temperature=0.1, positive_temperature=0.12)
+    loss.backward()
+    ref_pos, ref_neg = pos.detach().clone().requires_grad_(), neg_s.detach().clone().requires_grad_()
+    logits = (ref_neg / 0.1).masked_fill(invalid, float("-inf"))
+    count = (~invalid).sum(1).clamp(min=1)
+    side = torch.logsumexp(logits, 1) - torch.log(count.double())
+    side = torch.where(torch.isfinite(side), side, torch.zeros_like(side))
+    ref = (side - ref_pos / 0.12).mean()
+    ref.backward()
+    assert torch.allclose(loss, ref)
+    assert torch.allclose(pos.grad, ref_pos.grad) and torch.allclose(neg_s.grad, ref_neg.grad)

@@ -44,6 +44,11 @@ class ConsoleProgress(Callback):
 
     def on_epoch_end(self, engine, records, test):
         self.log(format_epoch(records[-1], engine.config.epochs))
+        choice = records[-1].get("early_stopping") if test else None
+        if choice and choice["best_epoch"] is not None:
+            stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""
+            self.log(f"{stopped}best validation {choice['metric']} {choice['best_valid']:.4f} at "
+                     f"epoch {choice['best_epoch']}: its parameters are tested and saved")
 
 
 class RunMetrics:
@@ -57,6 +62,8 @@ class RunMetrics:
         metrics = {**self.header, "epochs": records, **self.extra()}
         if test:
             metrics["test"] = test
+            if "early_stopping" in records[-1]:
+                metrics["early_stopping"] = records[-1]["early_stopping"]
         return metrics
 
 

@@ -38,6 +38,7 @@ class TrainConfig(BaseModel):
     loss: LossName = "bpr"
     """`bpr`: the paper's weighted pairwise loss, Eq. (1)/(3). `softmax`: sampled softmax over
     the positive and its negatives, corrected by the sampler's log-proposal (trainer/loss.py).
+    `bsl`: the bilateral softmax loss, −r⁺/T⁺ + log mean_j e^{r⁻_j/T} (trainer/loss.py).
     `contrastive`: CCL (SimpleX), max(0, 1 − r⁺) + w·mean max(0, r⁻ − m); use with cosine."""
 
     score: Literal["dot", "cosine"] = "dot"
@@ -47,6 +48,10 @@ class TrainConfig(BaseModel):
     loss_temperature: float = Field(1.0, gt=0.0, le=1e4)
     """T: scores are divided by T in the `softmax` and `bpr` losses (T = 1 is the paper's BPR).
     With cosine scores in [−1, 1] a small T (0.05–0.2) is what makes the loss sharp."""
+
+    positive_temperature: float | None = Field(None, gt=0.0, le=1e4)
+    """T⁺ of the `bsl` loss: the positive side's temperature (None: T, the plain sampled
+    softmax without the positive in its normaliser; BSL's authors use about 1.2·T)."""
 
     contrastive_margin: float = Field(0.5, ge=-1.0, le=1.0)
     """m of the contrastive loss: a negative's cosine below m costs nothing."""
@@ -62,11 +67,28 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(4096, ge=1)
     """Positive pairs per step (paper: 4096)."""
 
+    pair_sampling: Literal["pairs", "users"] = "pairs"
+    """How an epoch's training pairs are drawn. `pairs`: a permutation of the train pairs (each
+    once). `users`: as many draws of a user chosen uniformly, then one of their train items
+    (LightGCN's sampler): light users weigh as much as heavy ones, as in per-user metrics."""
+
     epochs: int = Field(200, ge=1)
     """Training epochs (paper: 200)."""
 
     eval_every: int = Field(10, ge=1)
     """Validation every this many epochs (and after the last)."""
+
+    early_stopping_patience: int = Field(0, ge=0, le=10_000)
+    """Stop after this many validations without a new best `early_stopping_metric` (0: train
+    every epoch); `epochs` is then the cap. The checkpoint and the test metrics are the best
+    validated epoch's (metrics.json: `early_stopping.best_epoch`)."""
+
+    lr_decay_on_plateau: float = Field(1.0, gt=0.0, le=1.0)
+    """After a validation without a new best `early_stopping_metric`, multiply the learning
+    rate by this (1: a constant rate)."""
+
+    early_stopping_metric: str = "recall@20"
+    """The validation metric early stopping watches: ndcg@k or recall@k, k in `topk`."""
 
     eval_users: int | None = Field(None, ge=0)
     """Users ranked at each evaluation. None: every user, unless users × items is over 2·10¹⁰
@@ -115,6 +137,14 @@ class TrainConfig(BaseModel):
             if getattr(self, option) != type(self).model_fields[option].default:
                 raise ValueError(f"{option} is not read by loss={self.loss!r}; drop it or "
                                  f"choose a loss that reads it")
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_metric_known(self):
+        known = [f"{m}@{k}" for m in ("ndcg", "recall") for k in self.topk]
+        if self.early_stopping_metric not in known:
+            raise ValueError(f"early_stopping_metric {self.early_stopping_metric!r} is not "
+                             f"computed; choose one of {', '.join(known)} (topk sets the k)")
         return self
 
     @field_validator("topk")

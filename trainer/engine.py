@@ -24,6 +24,7 @@ from trainer.callbacks import Callback
 from trainer.config import TrainConfig, check_against_data
 from trainer.dataset import PreparedData
 from trainer.diagnostics import negative_diagnostics
+from trainer.early_stopping import BestEpoch
 from trainer.errors import TrainingFailed, UsageError
 from trainer.evaluate import ci95, eval_sample_size, ranking_sums, sample_users
 from trainer.loss import batch_loss, l2_penalty
@@ -83,6 +84,7 @@ class Optimizer:
 
     def __init__(self, model, config: TrainConfig, exchange=None):
         self.model, self.config, self.exchange = model, config, exchange
+        self.lr = config.lr
         self.sparse = config.optimizer == "sparse-adam"
         if self.sparse:
             self.rows = {"user_emb": LazyRowAdam(model.user_emb, config.lr),
@@ -117,6 +119,16 @@ class Optimizer:
             self._row_step(users, p.grad, torch.cat([pos, negatives.items.reshape(-1)]),
                            torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]))
         return loss.detach()
+
+    def scale_lr(self, factor: float) -> float:
+        """Multiply every learning rate by `factor` (plateau decay); returns the new rate."""
+        for opt in self.rows.values() if self.sparse else ():
+            opt.lr *= factor
+        if self.dense is not None:
+            for group in self.dense.param_groups:
+                group["lr"] *= factor
+        self.lr = self.lr * factor
+        return self.lr
 
     def _row_step(self, users, user_grads, items, item_grads) -> None:
         """Lazy Adam on the touched rows; under data parallelism the item rows are the
@@ -184,6 +196,7 @@ class Engine:
         self.epoch = 0
         self.timer = PhaseTimer(dev)
         self.eval_subset = self._eval_subset(config, data, shard)
+        self.eval_population = 0  # users with an item in the split last evaluated, all workers
 
     # -- one epoch -----------------------------------------------------------------------
 
@@ -231,10 +244,24 @@ class Engine:
         the slowest shard cycles through its permutation again. Nothing is dropped."""
         n = self.train_users.numel()
         need = self.steps_per_epoch * self.config.batch_size
+        if self.config.pair_sampling == "users":
+            return self._user_uniform_pairs(need)
         perm = torch.randperm(n, device=self.device, generator=self.generator)
         if need > n:
             perm = perm.repeat(math.ceil(need / n))
         return perm[:need]
+
+    def _user_uniform_pairs(self, need: int) -> torch.Tensor:
+        """`need` pair indices drawn as LightGCN's sampler does: a user uniformly among the
+        users with train items, then one of that user's train items uniformly (with
+        replacement), so every user weighs the same in the epoch whatever their degree."""
+        index, gen = self.positives, self.generator
+        active = torch.nonzero(index.degree > 0).squeeze(1)
+        pick = torch.randint(active.numel(), (need,), device=self.device, generator=gen)
+        users = active[pick]
+        within = (torch.rand(need, device=self.device, generator=gen)
+                  * index.degree[users]).long()
+        return index.offsets[users] + torch.minimum(within, index.degree[users] - 1)
 
     def _check_finite(self, loss: float) -> None:
         if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -284,6 +311,7 @@ class Engine:
                               + [n, eligible], dtype=torch.float64, device=self.device)
         totals = self.replicas.sum_(totals).tolist()
         count, population = int(totals[-2]), int(totals[-1])
+        self.eval_population = population  # 0: the split is empty on every worker
         means = {k: (totals[i] / count if count else 0.0) for i, k in enumerate(names)}
         if self.eval_subset is None:
             return means, None
@@ -330,15 +358,19 @@ class Engine:
 
     def fit(self, callbacks: Sequence[Callback] = (), history: list[dict] | None = None) -> dict:
         """The one epoch loop, in-process and on every Ray worker alike: train an epoch,
-        validate every `eval_every` epochs, test after the last; what happens around it
-        (progress, metrics files, checkpoints, Ray reports) is `callbacks` (trainer/callbacks.py).
+        validate every `eval_every` epochs, stop early when validation has not improved for
+        `early_stopping_patience` validations (the best epoch's parameters are then restored),
+        and test once at the end; what happens around it (progress, metrics files,
+        checkpoints, Ray reports) is `callbacks` (trainer/callbacks.py).
         history: the records of epochs already trained (a resumed run).
-        Returns {"epochs": records, "test": test metrics}."""
+        Returns {"epochs": records, "test": test metrics, "early_stopping": the choice}."""
         records = list(history or [])
+        cfg = self.config
+        best = BestEpoch(cfg.early_stopping_metric, cfg.early_stopping_patience)
         for cb in callbacks:
             cb.on_fit_start(self)
         test: dict = {}
-        while self.epoch < self.config.epochs:
+        while not test and self.epoch < cfg.epochs:
             record = self.train_epoch()
             for cb in callbacks:
                 cb.on_epoch_trained(self, record)
@@ -347,15 +379,35 @@ class Engine:
                 record["valid"], sample = self.evaluate_sample("valid")
                 if sample:
                     record["valid_sample"] = sample
-            if self.epoch == self.config.epochs:
-                test, sample = self.evaluate_sample("test")
-                if sample:
-                    record["test_sample"] = sample
+                if self.eval_population:  # no validation split: nothing to stop on
+                    self._after_validation(best, record)
+            if self.epoch == cfg.epochs or best.should_stop:
+                test = self._final_test(best, record)
             record["eval_s"] = time.perf_counter() - t0
             records.append(record)
             for cb in callbacks:
                 cb.on_epoch_end(self, records, test or None)
-        result = {"epochs": records, "test": test or self.evaluate("test")}
+        result = {"epochs": records, "test": test or self.evaluate("test"),
+                  "early_stopping": best.summary()}
         for cb in callbacks:
             cb.on_fit_end(self, result)
         return result
+
+    def _after_validation(self, best: BestEpoch, record: dict) -> None:
+        """Track the best epoch; a validation without a new best decays the learning rate by
+        `lr_decay_on_plateau` (the same decision on every rank: the metrics are global)."""
+        best.update(self.model, self.epoch, record["valid"])
+        factor = self.config.lr_decay_on_plateau
+        if best.since_best and factor < 1.0:
+            record["lr"] = self.optimizer.scale_lr(factor)
+
+    def _final_test(self, best: BestEpoch, record: dict) -> dict:
+        """Restore the best validated epoch's parameters (where it is not this one), then the
+        test metrics; `record` notes which epoch's parameters were tested."""
+        if best.restore(self.model, self.epoch):
+            record["restored_epoch"] = best.best_epoch
+        record["early_stopping"] = best.summary()
+        test, sample = self.evaluate_sample("test")
+        if sample:
+            record["test_sample"] = sample
+        return test

@@ -1,4 +1,5 @@
-"""The training losses: pairwise BPR (the paper's Eq. (1)/(3)), sampled softmax, contrastive.
+"""The training losses: pairwise BPR (the paper's Eq. (1)/(3)), sampled softmax, bilateral
+softmax (BSL), contrastive.
 
 Every loss takes pos_scores [B], neg_scores [B, n] and the sampler's `Negatives`, and returns
 the batch mean of a per-pair loss multiplied by `negatives.pos_weight` (AdaSIR-W's J(rank),
@@ -156,6 +157,53 @@ def contrastive_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negativ
     return _weighted_mean(F.relu(1.0 - pos_scores) + negative_weight * neg_term, negatives)
 
 
+class _NegativeLogMeanExp(torch.autograd.Function):
+    """log mean_j e^{r_j/T} over a pair's valid negatives (0 for a pair with none), its
+    gradient written out: ∂/∂r_j = softmax_j / T. One [B, n] buffer, as _SampledSoftmax."""
+
+    @staticmethod
+    def forward(ctx, neg_scores, invalid, temperature):
+        probs = neg_scores.detach() / temperature
+        count = torch.full_like(probs[:, 0], float(probs.shape[1]))
+        if invalid is not None:
+            probs.masked_fill_(invalid, float("-inf"))
+            count = (~invalid).sum(dim=1).to(probs.dtype)
+        top = probs.amax(dim=1)
+        empty = ~torch.isfinite(top)  # every negative invalid
+        top = top.masked_fill(empty, 0.0)
+        probs.sub_(top[:, None]).exp_()
+        total = probs.sum(dim=1)
+        probs.div_(total.clamp(min=1e-30)[:, None])
+        ctx.save_for_backward(probs)
+        ctx.temperature = temperature
+        out = top + torch.log(total.clamp(min=1e-30)) - torch.log(count.clamp(min=1.0))
+        return out.masked_fill(empty, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (probs,) = ctx.saved_tensors
+        return probs * (grad / ctx.temperature)[:, None], None, None
+
+
+def bilateral_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
+                           negatives: Negatives, temperature: float,
+                           positive_temperature: float | None) -> torch.Tensor:
+    """Bilateral softmax loss (BSL, Wu et al. '23): mean over pairs of
+
+        −r_ci/T⁺ + log mean_j e^{r_cj/T}
+
+    pos_scores [B], neg_scores [B, n] → scalar. The negatives' log-mean-exp at T is a
+    distributionally robust (worst-case) estimate of the negative side; T⁺ is a second
+    temperature on the positive side (T⁺ = T, the default, is the sampled softmax with the
+    positive left out of the normaliser). T⁺ > T weighs the negative side more, so the loss
+    stops pushing scores of positives that already lead their negatives. Invalid negatives are
+    left out of the mean; the log-proposal is not read (uniform draws: a constant shift).
+    """
+    neg_side = _NegativeLogMeanExp.apply(neg_scores, negatives.invalid, temperature)
+    t_pos = positive_temperature or temperature
+    return _weighted_mean(neg_side - pos_scores / t_pos, negatives)
+
+
 @register_loss("bpr", options=("loss_temperature",), weights_negatives=True)
 def _bpr(config, pos_scores, neg_scores, negatives, num_items):
     return pairwise_loss(pos_scores, neg_scores, negatives, config.loss_temperature)
@@ -171,6 +219,12 @@ def _softmax(config, pos_scores, neg_scores, negatives, num_items):
 def _contrastive(config, pos_scores, neg_scores, negatives, num_items):
     return contrastive_loss(pos_scores, neg_scores, negatives, config.contrastive_margin,
                             config.contrastive_weight)
+
+
+@register_loss("bsl", options=("loss_temperature", "positive_temperature"))
+def _bsl(config, pos_scores, neg_scores, negatives, num_items):
+    return bilateral_softmax_loss(pos_scores, neg_scores, negatives, config.loss_temperature,
+                                  config.positive_temperature)
 
 
 def batch_loss(config, pos_scores: torch.Tensor, neg_scores: torch.Tensor,

@@ -1,0 +1,98 @@
+"""Early stopping: the best validated epoch's tables are tested and saved, in-process and under
+Ray Train with the same decision on every rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+from trainer.checkpoint import load_checkpoint
+from trainer.config import TrainConfig
+from trainer.dataset import PreparedData
+from trainer.early_stopping import BestEpoch
+from trainer.run import train_in_process
+
+# A learning rate far too high for dot-product BPR without L2: validation peaks within a few
+# epochs and then falls as the model overfits, so the run stops well before its cap.
+OVERFIT = {"lr": 0.3, "l2": 0.0, "batch_size": 1024, "epochs": 40, "eval_every": 1,
+           "early_stopping_patience": 3, "sampler": {"name": "uniform"}}
+
+
+def _state(path: str) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state"]
+
+
+def test_best_epoch_tracker_counts_validations_without_a_new_best():
+    model = torch.nn.Linear(2, 1)
+    best = BestEpoch("recall@20", patience=2)
+    for epoch, value in enumerate([0.1, 0.3, 0.3, 0.2], start=1):
+        best.update(model, epoch, {"recall@20": value})
+    assert (best.best_epoch, best.best_value, best.should_stop) == (2, 0.3, True)
+    assert not BestEpoch("recall@20", patience=0).should_stop  # 0 never stops
+
+
+@pytest.mark.slow
+def test_a_run_that_peaks_early_saves_that_epochs_tables(tiny_data, tmp_path):
+    data = PreparedData.load(tiny_data)
+    metrics = train_in_process(TrainConfig(**OVERFIT), data, str(tmp_path / "early"))
+    choice = metrics["early_stopping"]
+    best, trained = choice["best_epoch"], len(metrics["epochs"])
+    assert trained == best + 3 < OVERFIT["epochs"], (best, trained)
+    valid = [e["valid"]["recall@20"] for e in metrics["epochs"]]
+    assert choice["best_valid"] == max(valid) == valid[best - 1]
+    # The same run stopped by hand at the best epoch: its checkpoint is the early-stopped one.
+    plain = {**OVERFIT, "epochs": best, "early_stopping_patience": 0}
+    again = train_in_process(TrainConfig(**plain), data, str(tmp_path / "plain"))
+    early, at_best = _state(str(tmp_path / "early" / "checkpoint")), _state(
+        str(tmp_path / "plain" / "checkpoint"))
+    assert early.keys() == at_best.keys()
+    assert all(torch.equal(early[k], at_best[k]) for k in early)
+    assert metrics["test"] == again["test"]  # tested on the best epoch's tables
+    on_disk = json.loads((tmp_path / "early" / "metrics.json").read_text())
+    assert on_disk["early_stopping"]["best_epoch"] == best
+    assert on_disk["epochs"][-1]["restored_epoch"] == best
+
+
+def test_no_validation_split_never_stops(tmp_path):
+    from trainer.prepare import PrepareOptions, prepare
+
+    out = str(tmp_path / "novalid")
+    prepare(out, PrepareOptions(seed=0, valid_ratio=0.0), synthetic="users=200,items=100,seed=2")
+    cfg = TrainConfig(**{**OVERFIT, "epochs": 6, "early_stopping_patience": 1})
+    metrics = train_in_process(cfg, PreparedData.load(out), str(tmp_path / "run"))
+    assert len(metrics["epochs"]) == 6 and metrics["early_stopping"]["best_epoch"] is None
+
+
+def test_an_unknown_stopping_metric_is_refused():
+    with pytest.raises(ValueError, match="early_stopping_metric 'recall@7' is not computed"):
+        TrainConfig(early_stopping_metric="recall@7")
+    TrainConfig(early_stopping_metric="ndcg@7", topk=(7,))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_workers_stop_at_the_in_process_epoch(tiny_data, tmp_path):
+    """Two Ray workers see the same (summed) validation metrics, so both stop at one epoch,
+    without a hung report; on this overfitting run it is the in-process run's epoch."""
+    config = json.dumps(OVERFIT)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "trainer", "run.py"), "--data", tiny_data,
+             "--out", str(out), "--config", config, "--workers", str(workers)],
+            capture_output=True, text=True, env=env, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[workers] = json.loads((out / "metrics.json").read_text())
+    stops = {w: (m["early_stopping"]["best_epoch"], len(m["epochs"])) for w, m in runs.items()}
+    assert stops[2] == stops[0] and stops[0][1] < OVERFIT["epochs"], stops
+    ckpt = load_checkpoint(str(tmp_path / "w2" / "checkpoint"))
+    assert ckpt["metrics"]["early_stopping"]["best_epoch"] == stops[2][0]
