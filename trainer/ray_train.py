@@ -216,7 +216,7 @@ class RayReporter(Callback):
         # report carries the latest validation metrics (schedulers such as ASHA need them each
         # time); test metrics appear only in the final one.
         if "valid" in record or due:
-            last_valid = next((r["valid"] for r in reversed(records) if "valid" in r), {})
+            last_valid = _reported_valid(records, test)
             report = {"epoch": engine.epoch, "loss": record["loss"],
                       **{f"valid_{k}": v for k, v in last_valid.items()},
                       **{f"test_{k}": v for k, v in (test or {}).items()}}
@@ -224,6 +224,17 @@ class RayReporter(Callback):
             ray.train.report(report, checkpoint=checkpoint)
         if checkpoint_dir:
             shutil.rmtree(os.path.dirname(checkpoint_dir), ignore_errors=True)
+
+
+def _reported_valid(records: list[dict], test: dict | None) -> dict:
+    """The validation metrics a report carries: the latest, except in the final report of a
+    run whose tested tables are an earlier epoch's (early stopping), which carries that
+    epoch's, so Tune ranks a trial by the model it saved."""
+    best = (records[-1].get("early_stopping") or {}).get("best_epoch") if test else None
+    for r in reversed(records):
+        if "valid" in r and (best is None or r["epoch"] == best):
+            return r["valid"]
+    return {}
 
 
 def _write_checkpoint(engine, data, config, metrics, plan, rank) -> str:

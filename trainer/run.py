@@ -150,6 +150,31 @@ def train_in_process(config: TrainConfig, data: PreparedData, out: str,
     return metrics(result["epochs"], result["test"])
 
 
+# What --resume may change: the epoch cap, where it runs and what is measured along the way;
+# anything else would silently train a different run on top of the checkpoint's.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "eval_every", "eval_users", "topk",
+                               "diagnostics", "early_stopping_patience",
+                               "early_stopping_metric"})
+
+
+def check_resume_config(out: str, config: TrainConfig) -> None:
+    """Refuse --resume with options other than the checkpoint's, naming the fields."""
+    path = os.path.join(out, "checkpoint", "config.json")
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable checkpoint is refused by the load itself, with its reason
+    mine = config.model_dump(mode="json")
+    differ = sorted(k for k in set(saved) | set(mine)
+                    if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {mine.get(k)!r}" for k in differ)
+        raise RunDirError(f"--resume continues the same run, but these options differ from "
+                          f"its checkpoint's ({shown}); only --epochs and what is measured may "
+                          f"change. Drop them, or start a new --out")
+
+
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     if args.workers == 0:
         return train_in_process(config, data, work, args.checkpoint_every,
@@ -181,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
             check_ray_request(config, data, args.workers, args.gpu)
         rundir = RunDir(out, overwrite=args.overwrite, resume=args.resume)
+        if args.resume:  # before run.json is touched
+            check_resume_config(out, config)
         print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
               f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
         rundir.start()
