@@ -36,8 +36,6 @@ RUN = os.path.join(ROOT, "trainer", "run.py")
 # d = 64, early stopping on validation Recall@20 every 5 epochs, 3 validations of patience.
 COMMON = {"dim": 64, "eval_every": 5, "early_stopping_patience": 3,
           "early_stopping_metric": "recall@20"}
-SHARED_1000 = {"sampler.name": "uniform", "sampler.shared_negatives": True,
-               "sampler.num_negatives": 1000}
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,8 @@ class Contender:
     search: list[tuple[str, list]] = field(default_factory=list)
     """(field, values) chosen in this order on validation; the first value is the start."""
     about: str = ""
+    seeds: tuple[int, ...] | None = None
+    """The seeds of the chosen setting (None: --seeds)."""
     common: bool = True
     """Whether COMMON (d = 64, early stopping every 5 epochs) applies; the default command
     sets only the dimension and keeps the preset's own stopping."""
@@ -57,37 +57,31 @@ CONTENDERS: dict[str, Contender] = {
     "default": Contender(
         "recommended", {}, [], "the product's default command: `--dim 64`, nothing else",
         common=False),
+    "softmax+shared1000": Contender(
+        "recommended", {"loss": "softmax", "score": "cosine", "l2": 0.0,
+                        "loss_temperature": 0.1}, [],
+        "the default's sampler, batch and schedule under the sampled softmax (log-Q "
+        "corrected, the positive in the normaliser) at T = 0.1", common=False, seeds=(0,)),
     "bpr+uniform": Contender(
-        "paper", {"sampler.name": "uniform", "epochs": 150, "batch_size": 4096},
-        [("lr", [0.005, 0.001]), ("l2", [0.001, 0.0001, 0.01])],
-        "BPR-MF: one uniform negative a pair, dot scores"),
+        "paper", {"sampler.name": "uniform", "epochs": 150, "l2": 0.0001},
+        [("lr", [0.005, 0.001])],
+        "BPR-MF: one uniform negative a pair, dot scores, lr chosen on validation"),
     "previous-default": Contender(
         "paper", {"loss": "softmax", "score": "cosine", "loss_temperature": 0.2, "l2": 0.0,
                   "lr": 0.01, "epochs": 60, "sampler.name": "adasir-b",
                   "sampler.num_negatives": 5, "sampler.num_candidates": 1000,
                   "sampler.temperature": 0.2}, [],
-        "the `recommended` preset before early stopping (softmax over 5 adasir-b negatives, "
-        "cosine, T 0.2), capped at 60 epochs"),
-    "softmax+shared1000": Contender(
-        "paper", {"loss": "softmax", "score": "cosine", "l2": 0.0, "lr": 0.01,
-                  "epochs": 100, **SHARED_1000},
-        [("loss_temperature", [0.1, 0.07, 0.14])],
-        "sampled softmax over 1,000 shared uniform negatives (log-Q corrected), cosine"),
-    "bsl+shared1000": Contender(
-        "paper", {"loss": "bsl", "score": "cosine", "l2": 0.0, "lr": 0.01,
-                  "epochs": 100, **SHARED_1000},
-        [("loss_temperature", [0.08, 0.1]), ("positive_temperature", [None, 1.22])],
-        "bilateral softmax loss over 1,000 shared uniform negatives, cosine; "
-        "positive_temperature as a multiple of T"),
+        "the `recommended` preset before this one (softmax over 5 adasir-b negatives, "
+        "cosine, T 0.2, lr 0.01), with early stopping, at most 60 epochs", seeds=(0,)),
 }
 
 PUBLISHED = [  # (model, Recall@20, NDCG@20, source) on this exact split; chosen on test
-    ("MF-BPR (BARS)", 0.1627, 0.1378, "reczoo/BARS matching/cf/MF-BPR gowalla_m1"),
-    ("MF-CCL (BARS)", 0.1837, 0.1493, "reczoo/BARS matching/cf/MF-CCL gowalla_m1"),
-    ("LightGCN", 0.1830, 0.1554, "He et al., SIGIR '20, Table 3"),
-    ("UltraGCN", 0.1862, 0.1580, "Mao et al., CIKM '21, Table 3"),
-    ("SimpleX", 0.1872, 0.1557, "reczoo/BARS matching/cf/SimpleX gowalla_m1"),
-    ("MF + BSL", 0.1882, 0.1584, "junkangwu/BSL, BEST/gowalla_..._mf_frame_t1_0.08_t2_1.22"),
+    ("MF-BPR (BARS, 300 negatives)", 0.1627, 0.1378, "BARS benchmark logs (reczoo/BARS)"),
+    ("MF-CCL (BARS, 800 negatives)", 0.1837, 0.1493, "BARS benchmark logs (reczoo/BARS)"),
+    ("LightGCN (3 layers)", 0.1830, 0.1554, "the LightGCN paper (He et al., SIGIR '20)"),
+    ("UltraGCN", 0.1862, 0.1580, "the UltraGCN paper (Mao et al., CIKM '21)"),
+    ("SimpleX (2,000 negatives)", 0.1872, 0.1557, "BARS benchmark logs (reczoo/BARS)"),
+    ("MF + BSL (800 negatives, T 0.08)", 0.1882, 0.1584, "its authors' logs (junkangwu/BSL)"),
 ]
 
 
@@ -188,7 +182,7 @@ def measure(runs: Runs, name: str, contender: Contender, seeds: list[int], extra
         return None
     settings, tried = chosen
     finals = [runs.get(contender.preset, settings_config(contender, settings, s, extra))
-              for s in seeds]
+              for s in (contender.seeds or seeds)]
     if any(f is None for f in finals):
         return None
     return {"name": name, "settings": settings, "finals": finals, "tried": tried}

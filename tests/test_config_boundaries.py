@@ -67,28 +67,29 @@ def test_an_option_the_sampler_does_not_take_is_refused_not_ignored():
     # Without --sampler the preset's sampler takes the options: the paper's is AdaSIR-U ...
     assert config_from_args(parser.parse_args(["--preset", "paper", "--pool-size", "40"])
                             ).sampler.pool_size == 40
-    # ... and the recommended one's is adasir-b, which has no pools.
-    with pytest.raises(ValueError, match="pool_size: sampler 'adasir-b' has none"):
+    # ... and the recommended one's is uniform, which has no pools.
+    with pytest.raises(ValueError, match="pool_size: sampler 'uniform' has none"):
         config_from_args(parser.parse_args(["--pool-size", "40"]))
 
 
 def test_the_recommended_preset_is_the_default_and_gives_way_to_what_the_user_names():
     parser = build_parser()
     cfg = config_from_args(parser.parse_args([]))
-    assert (cfg.loss, cfg.score, cfg.loss_temperature, cfg.l2, cfg.lr, cfg.epochs) == \
-        ("softmax", "cosine", 0.2, 0.0, 0.01, 20)
-    assert (cfg.sampler.name, cfg.sampler.num_negatives, cfg.sampler.num_candidates,
-            cfg.sampler.temperature) == ("adasir-b", 5, 1000, 0.2)
+    assert (cfg.loss, cfg.score, cfg.loss_temperature, cfg.positive_temperature, cfg.l2,
+            cfg.lr, cfg.epochs, cfg.early_stopping_patience) == \
+        ("bsl", "cosine", 0.08, 0.0976, 0.0, 0.01, 100, 3)
+    assert (cfg.sampler.name, cfg.sampler.num_negatives, cfg.sampler.shared_negatives) == \
+        ("uniform", 1000, True)
     # Another sampler drops the preset's sampler options; the loss part stays.
     dns = config_from_args(parser.parse_args(["--sampler", "dns"]))
     assert (dns.sampler.name, dns.sampler.num_negatives, dns.loss, dns.score) == \
-        ("dns", 5, "softmax", "cosine")
-    # Another loss drops the preset's loss part (score, temperatures, L2 back to the paper's):
-    # the sampler's τ = 0.2 was tuned for the softmax loss's T on cosine scores.
+        ("dns", 5, "bsl", "cosine")
+    # Another loss drops the preset's loss part (score, temperatures, L2 back to the paper's).
     bpr = config_from_args(parser.parse_args(["--loss", "bpr"]))
-    assert (bpr.score, bpr.loss_temperature, bpr.l2, bpr.sampler.num_negatives,
-            bpr.sampler.temperature) == ("dot", 1.0, 0.001, 5, 1.0)
-    mine = config_from_args(parser.parse_args(["--loss", "bpr", "--temperature", "0.5"]))
+    assert (bpr.score, bpr.loss_temperature, bpr.positive_temperature, bpr.l2) == \
+        ("dot", 1.0, None, 0.001)
+    mine = config_from_args(parser.parse_args(["--loss", "bpr", "--sampler", "adasir-b",
+                                               "--temperature", "0.5"]))
     assert mine.sampler.temperature == 0.5
     assert config_from_args(parser.parse_args(["--preset", "paper"])) == TrainConfig()
 
@@ -102,11 +103,11 @@ def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_
     data = PreparedData.load(tiny_data)
     parser = build_parser()
     args = parser.parse_args([])
-    assert fit_to_data(config_from_args(args), data.num_items, given_options(args)) == \
-        config_from_args(args)  # 5 negatives fit 400 items
-    fitted = fit_to_data(config_from_args(args), 4, given_options(args))  # a 4-item catalogue
-    assert fitted.sampler.num_negatives == 3
-    check_against_data(fitted, data.num_users, 4)
+    assert fit_to_data(config_from_args(args), 5000, given_options(args)) == \
+        config_from_args(args)  # 1000 negatives fit 5000 items
+    fitted = fit_to_data(config_from_args(args), data.num_items, given_options(args))
+    assert fitted.sampler.num_negatives == data.num_items - 1  # every other item
+    check_against_data(fitted, data.num_users, data.num_items)
     args = parser.parse_args(["--negatives", "1000"])
     kept = fit_to_data(config_from_args(args), data.num_items, given_options(args))
     with pytest.raises(ValueError, match="--negatives 1000"):

@@ -266,6 +266,34 @@ def test_a_killed_overwrite_leaves_the_old_run_whole(tiny_data, tmp_path):
     assert json.loads((staging[0] / "run.json").read_text())["state"] == "running"
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_says_stopped_and_resumes(tiny_data, tmp_path, signame):
+    """SIGTERM (what DELETE /jobs sends) is handled as Ctrl-C: run.json says `stopped`, not
+    `running` with a dead pid, and the last checkpoint continues with --resume."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, RUN, "--data", tiny_data, "--out", str(out), "--batch-size", "1024",
+            "--checkpoint-every", "1", "--eval-every", "100"]
+    proc = subprocess.Popen([*args, "--epochs", "2000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint" / "model.pt").exists():
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, signame))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "run: stopped" in err and "Traceback" not in err, err
+    assert json.loads((out / "run.json").read_text())["state"] == "stopped"
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
+    epoch = load_checkpoint(str(out / "checkpoint"))["epoch"]
+    resumed = subprocess.run([*args, "--epochs", str(epoch + 1), "--resume"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "run.json").read_text())["state"] == "complete"
+
+
 @pytest.mark.parametrize("damage,message", [
     ("truncate-users", "users.parquet: damaged"),
     ("empty-items", "items.parquet: 0 rows"),

@@ -84,8 +84,8 @@ def test_loss_options_and_weighting_follow_the_declaration(name):
         with pytest.raises(ValueError, match="has its own"):
             TrainConfig(loss=name, **reference)
     for option in sorted(loss_options()):
-        changed = {"loss_temperature": 0.3, "contrastive_margin": 0.1,
-                   "contrastive_weight": 2.0}[option]
+        changed = {"loss_temperature": 0.3, "positive_temperature": 0.2,
+                   "contrastive_margin": 0.1, "contrastive_weight": 2.0}[option]
         if option in spec.options:
             assert getattr(TrainConfig(loss=name, **{option: changed}), option) == changed
         else:

@@ -1,21 +1,19 @@
 """Named starting points for a TrainConfig: what `trainer/run.py`, POST /jobs and Tune start
 from before the options a user gives.
 
-- `recommended` (the default at those boundaries): the configuration that won on validation
-  on ml-1m (MF and GMF) and the Gowalla-size set — sampled softmax over n = 5 negatives per
-  pair drawn by `adasir-b` (AdaSIR's resampling at every step, |K| = 1,000 candidates, τ = 0.2)
-  with their log-proposal correction, cosine scores, T = 0.2, no L2, lr 0.01, 20 epochs
-  (README, top and "Losses and scores"). On validation it beat the softmax over 1,000 shared
-  uniform negatives (the previous default) on all three, and DNS on GMF and the Gowalla-size
-  set; it tied DNS on ml-1m MF. Its lr is 0.01 because no one rate won on all three (its
-  validation peaked at 0.02 on ml-1m MF, 0.01 with GMF, 0.005 at Gowalla size).
+- `recommended` (the default at those boundaries): what won on validation on the public
+  Gowalla split and ml-1m (benchmarks/README.md) — the bilateral softmax loss (BSL) over
+  1,000 uniform negatives shared by each batch of 1,024 pairs, cosine scores, T = 0.08 on the
+  negatives and T⁺ = 1.22·T on the positives, no L2, lazy (sparse) Adam at lr 0.01 halved
+  after each validation without a new best, validation Recall@20 every 3 epochs, stopping
+  after 3 without a new best (100 epochs at most); the best epoch's tables are kept.
 - `paper`: TrainConfig's own defaults, the paper's protocol (AdaSIR-U, BPR, lr 0.001, 200
   epochs): the reproduction.
 
 A preset is two parts, the loss and the sampler. Options a user gives override the preset's;
 naming another sampler drops the preset's sampler options, and naming another loss drops its
 loss options (score, temperatures, L2), so `--preset recommended --sampler dns` is DNS with its
-own defaults under the preset's loss, not DNS with the preset's |K| = 1,000 and τ = 0.2.
+own defaults under the preset's loss, not DNS with the preset's 1,000 shared negatives.
 """
 
 from __future__ import annotations
@@ -29,10 +27,12 @@ DEFAULT_PRESET: PresetName = "recommended"
 PRESETS: dict[str, dict] = {
     "paper": {},
     "recommended": {
-        "lr": 0.01, "epochs": 20, "l2": 0.0,
-        "loss": "softmax", "score": "cosine", "loss_temperature": 0.2,
-        "sampler": {"name": "adasir-b", "num_negatives": 5, "num_candidates": 1000,
-                    "temperature": 0.2},
+        "loss": "bsl", "score": "cosine", "loss_temperature": 0.08,
+        "positive_temperature": 0.0976, "l2": 0.0,
+        "lr": 0.01, "batch_size": 1024, "optimizer": "sparse-adam",
+        "epochs": 100, "eval_every": 3, "early_stopping_patience": 3,
+        "lr_decay_on_plateau": 0.5,
+        "sampler": {"name": "uniform", "shared_negatives": True, "num_negatives": 1000},
     },
 }
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -53,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                    help="the starting point: 'recommended' (sampled softmax over 5 negatives a "
-                    "pair drawn by adasir-b from 1000 candidates, cosine, T 0.2: what won on "
-                    "validation) or 'paper' "
+                    help="the starting point: 'recommended' (the bilateral softmax loss "
+                    "over 1000 shared uniform negatives, cosine, early stopping on validation "
+                    "Recall@20: what won on validation) or 'paper' "
                     "(AdaSIR-U with BPR, the paper's protocol); trainer/presets.py")
     ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
                     "('{...}'); flags override it, and it overrides the preset")
@@ -187,6 +188,10 @@ def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
                           resume=args.resume, item_exchange=args.item_exchange)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -211,8 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
               f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
         rundir.start()
+        signal.signal(signal.SIGTERM, _interrupt)  # a stopped job (DELETE /jobs), as Ctrl-C
         try:
             metrics = _train(args, config, data, rundir.work)
+        except KeyboardInterrupt:
+            rundir.stop()
+            print(f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
+                  file=sys.stderr)
+            return 130
         except BaseException as exc:
             rundir.fail(f"{type(exc).__name__}: {exc}")
             raise

@@ -90,6 +90,13 @@ class RunDir:
         if self.staging:
             replace_directory(self.work, self.out)
 
+    def stop(self) -> None:
+        """Interrupted (SIGINT or SIGTERM): `stopped`; the last checkpoint stays for --resume."""
+        if self.staging:  # the old run in OUT stays as it was
+            shutil.rmtree(self.work, ignore_errors=True)
+            return
+        self._write("stopped")
+
     def fail(self, error: str) -> None:
         if self.staging:  # the old run in OUT stays as it was
             shutil.rmtree(self.work, ignore_errors=True)
