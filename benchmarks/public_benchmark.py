@@ -62,10 +62,16 @@ CONTENDERS: dict[str, Contender] = {
                         "loss_temperature": 0.1}, [],
         "the default's sampler, batch and schedule under the sampled softmax (log-Q "
         "corrected, the positive in the normaliser) at T = 0.1", common=False, seeds=(0,)),
+    "bsl+adasir-b": Contender(
+        "recommended", {"sampler.name": "adasir-b", "sampler.num_negatives": 50,
+                        "sampler.num_candidates": 1000, "sampler.temperature": 0.08}, [],
+        "the default's loss and schedule over 50 negatives a pair resampled by AdaSIR-B "
+        "(1,000 uniform candidates per group of 16 users, τ = T) instead of 1,000 shared "
+        "uniform ones", common=False, seeds=(0,)),
     "bpr+uniform": Contender(
         "paper", {"sampler.name": "uniform", "epochs": 150, "l2": 0.0001},
-        [("lr", [0.005, 0.001])],
-        "BPR-MF: one uniform negative a pair, dot scores, lr chosen on validation"),
+        [("lr", [0.005, 0.001]), ("l2", [0.0001, 0.001, 0.01])],
+        "BPR-MF: one uniform negative a pair, dot scores, lr then L2 chosen on validation"),
     "previous-default": Contender(
         "paper", {"loss": "softmax", "score": "cosine", "loss_temperature": 0.2, "l2": 0.0,
                   "lr": 0.01, "epochs": 60, "sampler.name": "adasir-b",

@@ -221,8 +221,8 @@ def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
     assert (out / "metrics.json").read_bytes() == before  # nothing touched
     # --resume with another loss or sampler would train a different run on top: refused.
     other = _run("--data", tiny_data, "--out", str(out), "--epochs", "5", "--loss", "bpr",
-                 "--sampler", "uniform", "--resume", "--batch-size", "1024", "--lr", "0.01")
-    assert other.returncode == 2 and "loss: checkpoint 'softmax', now 'bpr'" in other.stderr
+                 "--sampler", "dns", "--resume", "--batch-size", "1024", "--lr", "0.01")
+    assert other.returncode == 2 and "loss: checkpoint 'bsl', now 'bpr'" in other.stderr
     assert "sampler: checkpoint" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     assert (out / "metrics.json").read_bytes() == before
     assert json.loads((out / "run.json").read_text())["state"] == "complete"
