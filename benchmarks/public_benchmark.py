@@ -70,8 +70,9 @@ CONTENDERS: dict[str, Contender] = {
         "uniform ones", common=False, seeds=(0,)),
     "bpr+uniform": Contender(
         "paper", {"sampler.name": "uniform", "epochs": 150, "l2": 0.0001},
-        [("lr", [0.005, 0.001]), ("l2", [0.0001, 0.001, 0.01])],
-        "BPR-MF: one uniform negative a pair, dot scores, lr then L2 chosen on validation"),
+        [("lr", [0.005, 0.001]), ("l2", [0.0001, 0.001])],
+        "BPR-MF: one uniform negative a pair, dot scores, lr then L2 chosen on validation",
+        seeds=(0,)),
     "previous-default": Contender(
         "paper", {"loss": "softmax", "score": "cosine", "loss_temperature": 0.2, "l2": 0.0,
                   "lr": 0.01, "epochs": 60, "sampler.name": "adasir-b",

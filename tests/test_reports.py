@@ -77,3 +77,29 @@ def test_quiet_machine_scripts_read_table2s_cache(tiny_data, tmp_path):
                 "--threads", "1")
     md = (out / "sampler_profile-bpr+dns.md").read_text()
     assert "First draws that were the user's own train items" in md and "aten::" in md
+
+
+@pytest.mark.slow
+def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_path):
+    """The public benchmark trains through trainer/run.py, caches each run, and a second call
+    trains nothing; implicit's reference models are scored by the engine's evaluator."""
+    out = tmp_path / "report"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bench = [sys.executable, os.path.join(ROOT, "benchmarks", "public_benchmark.py"),
+             "--data", tiny_data, "--out", str(out), "--contenders", "default", "--seeds", "0,1"]
+    proc = subprocess.run(bench, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = (out / "runs.jsonl").read_text().splitlines()
+    assert len(runs) == 2
+    md = (out / "report.md").read_text()
+    assert "| default | – | 2 |" in md and "Not yet measured" not in md
+    assert (out / "recall20_vs_seconds.png").read_bytes()[:4] == b"\x89PNG"
+    again = subprocess.run([*bench, "--report-only"], capture_output=True, text=True,
+                           timeout=120, env=env)
+    assert again.returncode == 0 and (out / "runs.jsonl").read_text().splitlines() == runs
+    ref = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "implicit_reference.py"),
+                          "--data", tiny_data, "--out", str(out), "--models", "als",
+                          "--seeds", "0", "--threads", "1"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert "| implicit ALS, d = 64 |" in (out / "implicit_reference.md").read_text()

@@ -77,5 +77,11 @@ def test_tiny_search_runs_two_trials_and_registers_the_best(tiny_data, tmp_path)
     assert "| l2 |" in (out / "results.md").read_text()
     ckpt = load_checkpoint(str(out / "best" / "checkpoint"))
     assert ckpt["config"]["train"]["l2"] == best["train_config"]["l2"]
+    # Early stopping runs inside the trial: the saved tables are its best validated epoch's,
+    # and the trial reports that epoch's validation metric.
+    choice = ckpt["metrics"]["early_stopping"]
+    assert 1 <= choice["best_epoch"] <= 3 and choice["patience"] == 1
+    by_epoch = {e["epoch"]: e["valid"]["ndcg@50"] for e in ckpt["metrics"]["epochs"]}
+    assert best["trial"]["valid_ndcg@50"] == by_epoch[choice["best_epoch"]]
     from service.model_store import ModelRegistry
     assert "tune/tiny/best" in ModelRegistry(str(tmp_path / "models")).scan()
