@@ -68,7 +68,7 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             model = build_model(train["model"], len(ckpt["user_ids"]), len(ckpt["item_ids"]),
                                 train["dim"], 0, score=train["score"])
             model.load_state_dict(ckpt["state"])
-            assert train["score"] == "cosine" and train["loss"] == "softmax"
+            assert train["score"] == "cosine" and train["loss"] == "bsl"
             queries, vectors = model.serving_vectors()
             scores = (vectors @ queries[user_index]).detach()
             scores[list(seen)] = -float("inf")
