@@ -221,7 +221,7 @@ def table(rows: list[dict], published: bool) -> list[str]:
     return lines
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot(rows: list[dict], path: str, threads: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +233,8 @@ def plot(rows: list[dict], path: str) -> None:
         per_epoch = f["seconds"] / max(1, f["epochs"])
         xs = [epoch * per_epoch for epoch, _, _ in f["curve"]]
         ax.plot(xs, [r for _, r, _ in f["curve"]], marker=".", label=row["name"])
-    ax.set_xlabel("wall seconds (training + validation, seed 0)")
+    ax.set_xlabel(f"seconds of training + validation (seed 0, {threads} thread(s) a run; runs "
+                  "may have shared the cores)")
     ax.set_ylabel("validation Recall@20")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n, r in zip(names, results, strict=True) if r is None]
     plot_path = os.path.join(args.out, "recall20_vs_seconds.png")
     if rows:
-        plot(rows, plot_path)
+        plot(rows, plot_path, args.threads)
     body = ["# Public benchmark: " + os.path.basename(os.path.abspath(args.data)), "",
             "```bash", "python " + shlex.join(["benchmarks/public_benchmark.py", *sys.argv[1:]]),
             "```", "", *table(rows, args.published), ""]
