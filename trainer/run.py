@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
               f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
         rundir.start()
-        signal.signal(signal.SIGTERM, _interrupt)  # a stopped job (DELETE /jobs), as Ctrl-C
+        # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as
+        # a shell that starts the run in the background leaves it ignored.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _interrupt)
         try:
             metrics = _train(args, config, data, rundir.work)
         except KeyboardInterrupt:
