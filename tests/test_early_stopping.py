@@ -99,3 +99,19 @@ def test_ray_workers_agree_on_the_stopping_epoch(tiny_data, tmp_path):
     ckpt = load_checkpoint(str(out / "checkpoint"))
     assert ckpt["metrics"]["early_stopping"]["best_epoch"] == best
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every rank's rows made it in
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sparse-adam"])
+def test_a_decayed_learning_rate_survives_a_resume(tiny_data, optimizer):
+    from trainer.engine import Engine
+
+    data = PreparedData.load(tiny_data)
+    cfg = TrainConfig(optimizer=optimizer, lr=0.01, sampler={"name": "uniform"})
+    first = Engine(cfg, data)
+    assert first.optimizer.scale_lr(0.5) == 0.005
+    again = Engine(cfg, data)
+    again.load_state(first.state())
+    rates = [g["lr"] for g in again.optimizer.dense.param_groups] if again.optimizer.dense \
+        else []
+    rates += [o.lr for o in getattr(again.optimizer, "rows", {}).values()]
+    assert again.optimizer.lr == 0.005 and rates and set(rates) == {0.005}

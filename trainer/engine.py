@@ -122,13 +122,16 @@ class Optimizer:
 
     def scale_lr(self, factor: float) -> float:
         """Multiply every learning rate by `factor` (plateau decay); returns the new rate."""
+        self._set_lr(self.lr * factor)
+        return self.lr
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = lr
         for opt in self.rows.values() if self.sparse else ():
-            opt.lr *= factor
+            opt.lr = lr
         if self.dense is not None:
             for group in self.dense.param_groups:
-                group["lr"] *= factor
-        self.lr = self.lr * factor
-        return self.lr
+                group["lr"] = lr
 
     def _row_step(self, users, user_grads, items, item_grads) -> None:
         """Lazy Adam on the touched rows; under data parallelism the item rows are the
@@ -140,7 +143,8 @@ class Optimizer:
         self.rows["item_emb"].update(items, item_grads)
 
     def state_dict(self) -> dict:
-        state = {"dense": self.dense.state_dict() if self.dense is not None else None}
+        state = {"dense": self.dense.state_dict() if self.dense is not None else None,
+                 "lr": self.lr}
         if self.sparse:
             state["rows"] = {k: v.state_dict() for k, v in self.rows.items()}
         return state
@@ -151,6 +155,7 @@ class Optimizer:
         if self.sparse:
             for k, v in self.rows.items():
                 v.load_state_dict(state["rows"][k])
+        self._set_lr(float(state.get("lr", self.lr)))  # a decayed rate continues decayed
 
 
 class Engine:
@@ -370,7 +375,8 @@ class Engine:
         for cb in callbacks:
             cb.on_fit_start(self)
         test: dict = {}
-        while not test and self.epoch < cfg.epochs:
+        done = False
+        while not done and self.epoch < cfg.epochs:
             record = self.train_epoch()
             for cb in callbacks:
                 cb.on_epoch_trained(self, record)
@@ -381,7 +387,8 @@ class Engine:
                     record["valid_sample"] = sample
                 if self.eval_population:  # no validation split: nothing to stop on
                     self._after_validation(best, record)
-            if self.epoch == cfg.epochs or best.should_stop:
+            done = self.epoch == cfg.epochs or best.should_stop
+            if done:
                 test = self._final_test(best, record)
             record["eval_s"] = time.perf_counter() - t0
             records.append(record)
