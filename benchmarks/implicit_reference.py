@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
+from report_utils import command_line, mean_sd, write_report
 
 from trainer.config import TrainConfig
 from trainer.dataset import PreparedData
@@ -107,12 +107,6 @@ def tune(kind, x, evaluate, dim, threads):
     return options, [(dict(k), v, s) for k, (v, s) in tried.items()]
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         options, rows = tune(kind, x, evaluate, args.dim, args.threads)
         finals = [fit(kind, x, options, options["iterations"], s, args.threads) for s in seeds]
         tests = [evaluate(m, "test") for m, _ in finals]
-        cols = [_mean_sd([t[k] for t in tests]) for k in
+        cols = [mean_sd([t[k] for t in tests]) for k in
                 ("recall@20", "ndcg@20", "recall@50", "ndcg@50")]
         shown = {k: v for k, v in options.items() if k != "dim"}
         table.append(f"| implicit {kind.upper()}, d = {args.dim} | {shown} | {len(seeds)} | "
@@ -145,13 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                   "| options | valid Recall@20 | fit seconds |", "|---|---|---|"]
         grids += [f"| {({k: v for k, v in o.items() if k != 'dim'})} | {v:.4f} | {s:.1f} |"
                   for o, v, s in rows]
-    command = "python " + shlex.join(["benchmarks/implicit_reference.py", *sys.argv[1:]])
-    body = [f"# implicit's ALS and BPR on {os.path.basename(os.path.abspath(args.data))}", "",
-            "```bash", command, "```", "", *table, *grids, ""]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "implicit_reference.md"), "w") as fh:
-        fh.write("\n".join(body))
-    print("\n".join(body))
+    write_report(args.out, "implicit_reference", "implicit's ALS and BPR on "
+                 + os.path.basename(os.path.abspath(args.data)), command_line(), table + grids)
     return 0
 
 

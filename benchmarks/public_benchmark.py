@@ -30,6 +30,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from report_utils import command_line, mean_sd, save_figure, write_report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "trainer", "run.py")
 
@@ -195,19 +197,13 @@ def measure(runs: Runs, name: str, contender: Contender, seeds: list[int], extra
     return {"name": name, "settings": settings, "finals": finals, "tried": tried}
 
 
-def _mean_sd(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-
-
 def table(rows: list[dict], published: bool) -> list[str]:
     lines = ["| configuration | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "
              "test Recall@50 | test NDCG@50 | best epoch | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         f = row["finals"]
-        col = {k: _mean_sd([r["test"][k] for r in f])
+        col = {k: mean_sd([r["test"][k] for r in f])
                for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")}
         lines.append(
             f"| {row['name']} | {json.dumps(row['settings']) if row['settings'] else '–'} | "
@@ -221,11 +217,8 @@ def table(rows: list[dict], published: bool) -> list[str]:
     return lines
 
 
-def plot(rows: list[dict], path: str, threads: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(rows: list[dict], out: str, name: str, threads: int) -> str:
+    import matplotlib.pyplot as plt  # after report_utils has chosen the file-only backend
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
@@ -238,8 +231,7 @@ def plot(rows: list[dict], path: str, threads: int) -> None:
     ax.set_ylabel("validation Recall@20")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return save_figure(fig, out, name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,19 +258,16 @@ def main(argv: list[str] | None = None) -> int:
         results = list(pool.map(lambda n: measure(runs, n, CONTENDERS[n], seeds, {}), names))
     rows = [r for r in results if r is not None]
     missing = [n for n, r in zip(names, results, strict=True) if r is None]
-    plot_path = os.path.join(args.out, "recall20_vs_seconds.png")
+    plot_name = "recall20_vs_seconds"
     if rows:
-        plot(rows, plot_path, args.threads)
-    body = ["# Public benchmark: " + os.path.basename(os.path.abspath(args.data)), "",
-            "```bash", "python " + shlex.join(["benchmarks/public_benchmark.py", *sys.argv[1:]]),
-            "```", "", *table(rows, args.published), ""]
+        plot(rows, args.out, plot_name, args.threads)
+    body = table(rows, args.published) + [""]
     if missing:
         body += [f"Not yet measured: {', '.join(missing)}.", ""]
     body += ["Contenders:", ""] + [f"- `{n}`: {CONTENDERS[n].about}" for n in names]
-    body += ["", f"![validation Recall@20 against seconds]({os.path.basename(plot_path)})", ""]
-    with open(os.path.join(args.out, "report.md"), "w") as fh:
-        fh.write("\n".join(body))
-    print("\n".join(body))
+    body += ["", f"![validation Recall@20 against seconds]({plot_name}.png)"]
+    write_report(args.out, "report", "Public benchmark: "
+                 + os.path.basename(os.path.abspath(args.data)), command_line(), body)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import statistics
 import sys
 import time
 
@@ -48,8 +49,23 @@ def save_figure(fig, out: str, name: str) -> str:
     return path
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def command_line() -> str:
-    return "python " + shlex.join(sys.argv)
+    """The command that ran this script, the script named from the project root (so a report
+    does not carry the path of the machine it ran on)."""
+    script = os.path.abspath(sys.argv[0])
+    if script.startswith(ROOT + os.sep):
+        script = os.path.relpath(script, ROOT)
+    return "python " + shlex.join([script, *sys.argv[1:]])
+
+
+def mean_sd(values: list[float]) -> str:
+    """"mean ± sample standard deviation" to 4 decimals; one value alone as it is."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def now() -> str:

@@ -91,6 +91,20 @@ def pairwise_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives:
     return _weighted_mean((negative_weights(neg_scores, negatives) * per_neg).sum(dim=1), negatives)
 
 
+def _softmax_rows_(logits: torch.Tensor, extra: torch.Tensor | None = None):
+    """In place: logits [B, n] (−inf for entries left out) become their softmax over the row,
+    together with `extra` [B] (one more logit per row, kept outside the buffer) where given.
+    Returns (log Σ e^{logit} [B], the extra entry's probability [B] or None). A row with no
+    finite entry gets probabilities 0 and log Σ = −inf."""
+    top = logits.amax(dim=1) if extra is None else torch.maximum(logits.amax(dim=1), extra)
+    top = top.masked_fill(~torch.isfinite(top), 0.0)
+    logits.sub_(top[:, None]).exp_()
+    extra_mass = None if extra is None else torch.exp(extra - top)
+    total = logits.sum(dim=1) if extra is None else logits.sum(dim=1) + extra_mass
+    logits.div_(total.clamp(min=1e-30)[:, None])
+    return top + torch.log(total), None if extra is None else extra_mass / total
+
+
 class _SampledSoftmax(torch.autograd.Function):
     """Per-pair loss log(e^{p} + Σ_j e^{l_j}) − p with p = r⁺/T and l = r⁻/T − shift (invalid
     entries −inf), its gradient written out: ∂/∂r⁻ = softmax_j / T, ∂/∂r⁺ = (softmax_pos − 1)/T.
@@ -103,14 +117,10 @@ class _SampledSoftmax(torch.autograd.Function):
         probs.sub_(shift)
         if invalid is not None:
             probs.masked_fill_(invalid, float("-inf"))
-        top = torch.maximum(probs.amax(dim=1), pos)
-        probs.sub_(top[:, None]).exp_()
-        pos_mass = torch.exp(pos - top)
-        total = probs.sum(dim=1) + pos_mass
-        probs.div_(total[:, None])
-        ctx.save_for_backward(probs, pos_mass / total)
+        log_total, pos_prob = _softmax_rows_(probs, pos)
+        ctx.save_for_backward(probs, pos_prob)
         ctx.temperature = temperature
-        return top + torch.log(total) - pos
+        return log_total - pos
 
     @staticmethod
     def backward(ctx, grad):
@@ -168,16 +178,11 @@ class _NegativeLogMeanExp(torch.autograd.Function):
         if invalid is not None:
             probs.masked_fill_(invalid, float("-inf"))
             count = (~invalid).sum(dim=1).to(probs.dtype)
-        top = probs.amax(dim=1)
-        empty = ~torch.isfinite(top)  # every negative invalid
-        top = top.masked_fill(empty, 0.0)
-        probs.sub_(top[:, None]).exp_()
-        total = probs.sum(dim=1)
-        probs.div_(total.clamp(min=1e-30)[:, None])
+        log_total, _ = _softmax_rows_(probs)
         ctx.save_for_backward(probs)
         ctx.temperature = temperature
-        out = top + torch.log(total.clamp(min=1e-30)) - torch.log(count.clamp(min=1.0))
-        return out.masked_fill(empty, 0.0)
+        out = log_total - torch.log(count.clamp(min=1.0))
+        return out.masked_fill(~torch.isfinite(out), 0.0)  # a pair with no valid negative
 
     @staticmethod
     def backward(ctx, grad):

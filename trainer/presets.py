@@ -37,8 +37,8 @@ PRESETS: dict[str, dict] = {
 }
 
 # The preset's loss part: dropped when the user names another loss.
-_LOSS_PART = ("loss", "score", "loss_temperature", "positive_temperature", "l2", "contrastive_margin",
-              "contrastive_weight")
+_LOSS_PART = ("loss", "score", "loss_temperature", "positive_temperature", "l2",
+              "contrastive_margin", "contrastive_weight")
 # The sampler's τ was tuned to equal the loss's T on cosine scores (the proposal is then the
 # softmax the loss estimates); under another loss it goes back to the sampler's default.
 _LOSS_PART_OF_SAMPLER = ("temperature",)

@@ -92,13 +92,13 @@ class RunDir:
 
     def stop(self) -> None:
         """Interrupted (SIGINT or SIGTERM): `stopped`; the last checkpoint stays for --resume."""
-        if self.staging:  # the old run in OUT stays as it was
-            shutil.rmtree(self.work, ignore_errors=True)
-            return
-        self._write("stopped")
+        self._end("stopped")
 
     def fail(self, error: str) -> None:
+        self._end("failed", error=error)
+
+    def _end(self, state: str, **extra) -> None:
         if self.staging:  # the old run in OUT stays as it was
             shutil.rmtree(self.work, ignore_errors=True)
             return
-        self._write("failed", error=error)
+        self._write(state, **extra)
