@@ -1,7 +1,7 @@
 """AdaSIR's options measured: the Eq. (1) weighting (paper r − log w, the authors' code's
 r + log w, or none) × excluding the user's train positives from the pools (on/off).
 
-    python benchmarks/ablation.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.ablation --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
-from report_utils import command_line, save_figure, training_curve, write_report  # noqa: E402
-from samplers import mean_std  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, training_curve, write_report
+from benchmarks.samplers import mean_std
+from trainer.core.config import TrainConfig
+from trainer.data.dataset import PreparedData
 
 
 def main() -> int:

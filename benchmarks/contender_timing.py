@@ -1,6 +1,6 @@
 """Seconds per epoch of the loss × sampler × score configurations, on a quiet machine.
 
-    python benchmarks/contender_timing.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.contender_timing --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
 Each configuration is taken as tuned in Table 2's cache (OUT/table2-mf/runs.jsonl, read only)
 and timed here beside uniform BPR: every configuration gets one warm-up epoch, then --epochs
@@ -18,12 +18,15 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from contenders import CONTENDERS, TABLE2_MF, cached_mf_setup, make_config, tune_contender  # noqa: E402
-from report_utils import command_line, write_report  # noqa: E402
-
-from trainer.engine import Engine  # noqa: E402
+from benchmarks.contenders import (
+    CONTENDERS,
+    TABLE2_MF,
+    cached_mf_setup,
+    make_config,
+    tune_contender,
+)
+from benchmarks.report_utils import command_line, write_report
+from trainer.core.engine import Engine
 
 
 def epoch_seconds(data, rows: list[tuple[str, dict]], common: dict,

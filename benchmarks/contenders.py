@@ -14,10 +14,10 @@ import statistics
 from dataclasses import dataclass, field
 
 import torch
-from samplers import RunCache, mean_std
 
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
+from benchmarks.samplers import RunCache, mean_std
+from trainer.core.config import TrainConfig
+from trainer.data.dataset import PreparedData
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Convergence: validation NDCG@50 against training seconds, per sampler — time to quality.
 
-    python benchmarks/convergence.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.convergence --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
 Seconds are sampling + training (evaluation excluded). "Time to uniform's best" is when a
 sampler's validation NDCG@50 first reaches the best value uniform reaches in the run.
@@ -9,16 +9,13 @@ sampler's validation NDCG@50 first reaches the best value uniform reaches in the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
-from report_utils import command_line, save_figure, training_curve, write_report  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, training_curve, write_report
+from trainer.core.config import TrainConfig
+from trainer.data.dataset import PreparedData
 
 
 def main() -> int:

@@ -1,8 +1,8 @@
 """Seconds per training epoch on Gowalla-size synthetic data (30k users, 41k items, ~822k train
 pairs, batch 4096, d = 32, n = 5), in-process, per sampler.
 
-    python benchmarks/epoch_time.py --device cpu --threads 2 --out benchmarks/results/epoch_time_cpu.md
-    python benchmarks/epoch_time.py --device cuda --out benchmarks/results/epoch_time_cuda.md
+    python -m benchmarks.epoch_time --device cpu --threads 2 --out benchmarks/results/epoch_time_cpu.md
+    python -m benchmarks.epoch_time --device cuda --out benchmarks/results/epoch_time_cuda.md
 
 The first epoch (warm-up, first pool fill) is not counted; the mean of the next --epochs is.
 """
@@ -15,14 +15,12 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
-from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
+from trainer.data.prepare import PrepareOptions, prepare
 
 GOWALLA_LIKE = "users=29858,items=40988,mean=38,minimum=10,alpha=0.5,zipf=0.6,seed=0"
 

@@ -1,6 +1,6 @@
 """implicit's ALS and BPR on the same split, tuned on validation, scored by the engine's evaluator.
 
-    python benchmarks/implicit_reference.py --data runs/data/gowalla-lightgcn \\
+    python -m benchmarks.implicit_reference --data runs/data/gowalla-lightgcn \\
         --out benchmarks/reports/gowalla-lightgcn
 
 What a user who runs `implicit` today gets, fitted outside the product as reference_models.py
@@ -22,11 +22,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
-from report_utils import command_line, mean_sd, write_report
 
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
+from benchmarks.report_utils import command_line, mean_sd, write_report
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 
 class Factors:

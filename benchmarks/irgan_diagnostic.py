@@ -1,7 +1,7 @@
 """IRGAN's generator over training: validation NDCG@50 of the recommender next to the entropy of
 the generator's distribution, to show when (and whether) the generator collapses.
 
-    python benchmarks/irgan_diagnostic.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m \\
+    python -m benchmarks.irgan_diagnostic --data runs/data/ml-1m --out benchmarks/reports/ml-1m \\
         --epochs 8 --l2 0.01
 
 The entropy and top-10 mass are means over every 60th user of softmax(G's scores) with the
@@ -15,15 +15,13 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
+import torch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, write_report
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """Why AdaSIR loses to DNS: per-epoch diagnostics of each sampler's negatives.
 
-    python benchmarks/pool_diagnostics.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.pool_diagnostics --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
-Trains each configuration with `diagnostics=True` (trainer/diagnostics.py) and tabulates, at
+Trains each configuration with `diagnostics=True` (trainer/core/diagnostics.py) and tabulates, at
 the end of every epoch: mean scores of the positives, of the sampler's negatives, of fresh
 uniform non-positives and of DNS picks; the false-negative rate (negatives that are held-out
 positives) against its chance level; and AdaSIR's pool statistics — distinct entries ÷ |R|,
@@ -16,14 +16,12 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, write_report
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 CONFIGS = {
     "adasir-u": {"name": "adasir-u"},

@@ -1,6 +1,6 @@
 """Fig. 4: pool size |K| = |R| against test NDCG@50, Recall@50 and epoch time.
 
-    python benchmarks/pool_sweep.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.pool_sweep --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
-from report_utils import command_line, save_figure, training_curve, write_report  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, training_curve, write_report
+from trainer.core.config import TrainConfig
+from trainer.data.dataset import PreparedData
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """The public benchmark: the LightGCN protocol on gowalla-lightgcn (and the same table on ml-1m).
 
-    python benchmarks/public_benchmark.py --data runs/data/gowalla-lightgcn \\
+    python -m benchmarks.public_benchmark --data runs/data/gowalla-lightgcn \\
         --out benchmarks/reports/gowalla-lightgcn --jobs 2
 
 Protocol: the given test split kept, 10% of train held out for validation (prepare's
@@ -30,7 +30,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from report_utils import command_line, mean_sd, save_figure, write_report
+from benchmarks.report_utils import command_line, mean_sd, save_figure, write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "trainer", "run.py")

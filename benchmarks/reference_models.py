@@ -1,6 +1,6 @@
 """Reference models outside the product, on the same split and evaluator as Table 2.
 
-    python benchmarks/reference_models.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.reference_models --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
 How far is the 0.37 aim (issue 11) from what strong models reach on this split, and where does
 the product's trainer stand against the closed-form trainers its users already run?
@@ -32,17 +32,15 @@ import sys
 import time
 from typing import NamedTuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
-from trainer.formats import DataError  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, write_report
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
+from trainer.data.formats import DataError
 
 
 class FixedScores:

@@ -8,16 +8,14 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from trainer.callbacks import CurveRecorder  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
+from trainer.core.callbacks import CurveRecorder
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
 
 
 def training_curve(data, cfg: TrainConfig) -> dict:
@@ -53,11 +51,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command_line() -> str:
-    """The command that ran this script, the script named from the project root (so a report
-    does not carry the path of the machine it ran on)."""
+    """The command that ran this script, as `python -m benchmarks.NAME ...` from the project
+    root (so a report does not carry the path of the machine it ran on)."""
     script = os.path.abspath(sys.argv[0])
-    if script.startswith(ROOT + os.sep):
-        script = os.path.relpath(script, ROOT)
+    if script.startswith(ROOT + os.sep) and script.endswith(".py"):
+        module = os.path.relpath(script, ROOT)[:-3].replace(os.sep, ".")
+        return "python " + shlex.join(["-m", module, *sys.argv[1:]])
     return "python " + shlex.join([script, *sys.argv[1:]])
 
 

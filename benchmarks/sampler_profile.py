@@ -1,7 +1,7 @@
 """Where a sampler's time goes: the operators of its `sample` calls over one epoch, on a quiet
 machine, and how many of its first draws were the user's own train items (then redrawn).
 
-    python benchmarks/sampler_profile.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m \
+    python -m benchmarks.sampler_profile --data runs/data/ml-1m --out benchmarks/reports/ml-1m \
         --contender softmax+adasir-b5k200+cosine
 
 The configuration is taken as tuned in Table 2's cache (OUT/table2-mf/runs.jsonl, read only).
@@ -16,14 +16,18 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from torch.profiler import profile
 
-import torch  # noqa: E402
-from contenders import CONTENDERS, TABLE2_MF, cached_mf_setup, make_config, tune_contender  # noqa: E402
-from report_utils import command_line, write_report  # noqa: E402
-from torch.profiler import profile  # noqa: E402
-
-from trainer.engine import Engine  # noqa: E402
+from benchmarks.contenders import (
+    CONTENDERS,
+    TABLE2_MF,
+    cached_mf_setup,
+    make_config,
+    tune_contender,
+)
+from benchmarks.report_utils import command_line, write_report
+from trainer.core.engine import Engine
 
 
 class _FirstDrawCounter:

@@ -1,6 +1,6 @@
 """Every sampler on one dataset: tune L2 (and τ for AdaSIR) on validation, then test over seeds.
 
-    python benchmarks/samplers.py --data runs/data/ml-1m --epochs 20 --lr 0.01 \\
+    python -m benchmarks.samplers --data runs/data/ml-1m --epochs 20 --lr 0.01 \\
         --out benchmarks/results/ml-1m
 
 Protocol: for each sampler, train with seed 0 for every L2 in --l2-grid and pick the best
@@ -20,14 +20,12 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from pools import SAMPLER_NAMES, capabilities_of  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
+from pools import SAMPLER_NAMES, capabilities_of
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 
 def run_once(data, cfg: TrainConfig) -> dict:

@@ -7,7 +7,7 @@ touched rows when fewer bytes). Reported per worker: bytes put into collectives 
 the touched-rows bound B/W·(1+n)·(4d + 8), seconds per step, peak RSS, and the sharded
 checkpoint's write and restore (own shard only) times.
 
-    python benchmarks/scale.py --items 10000,100000,1000000 --users 20000 --out benchmarks/reports/scale
+    python -m benchmarks.scale --items 10000,100000,1000000 --users 20000 --out benchmarks/reports/scale
 """
 
 from __future__ import annotations
@@ -20,28 +20,31 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.multiprocessing as mp
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-
-from service.devserver import free_port  # noqa: E402
-from trainer.checkpoint import load_checkpoint, save_checkpoint, shard_table, write_user_shard  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData, count_train, dataset_size  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
-from trainer.exchange import GradientExchange  # noqa: E402
-from trainer.prepare import PrepareOptions, prepare  # noqa: E402
-from trainer.sharding import plan_shards  # noqa: E402
+from service.devserver import free_port
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData, count_train, dataset_size
+from trainer.data.prepare import PrepareOptions, prepare
+from trainer.distributed.exchange import GradientExchange
+from trainer.distributed.sharding import plan_shards
+from trainer.outputs.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    shard_table,
+    write_user_shard,
+)
 
 
 def _worker(rank, world, port, data_path, mode, steps, result_dir):
     import torch.distributed as dist
 
-    from trainer.ray_train import CollectiveReplicas
+    from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -161,7 +164,7 @@ def main() -> None:
     with open(os.path.join(args.out, "scale.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
     lines = ["# Scale: item exchange, memory and sharded checkpoints", "", "```bash",
-             "python benchmarks/scale.py " + " ".join(sys.argv[1:]), "```", "",
+             "python -m benchmarks.scale " + " ".join(sys.argv[1:]), "```", "",
              f"{args.world} Gloo processes on one 2-core machine (what a Ray worker runs, minus "
              f"Ray), MF d = 32, uniform BPR n = 5, batch 4096, lazy row-wise Adam, "
              f"{args.steps} steps per row; worst worker shown.", "",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two Ray nodes on this machine (1 CPU each), one worker on each: the exchange crosses nodes.
-# Needs the dataset benchmarks/scale.py makes: python benchmarks/scale.py --items 1000000 --users 200000 --out benchmarks/reports/scale-200k-users
+# Needs the dataset benchmarks/scale.py makes: python -m benchmarks.scale --items 1000000 --users 200000 --out benchmarks/reports/scale-200k-users
 set -u
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One epoch on a Ray cluster of N = 1, 2, 4 nodes started on this machine (`ray start`, 1 CPU
 # each, one worker per node), item exchange auto, then a table of what metrics.json recorded.
-# Needs: python benchmarks/scale.py --items 1000000 --users 200000 --out benchmarks/reports/scale-200k-users
+# Needs: python -m benchmarks.scale --items 1000000 --users 200000 --out benchmarks/reports/scale-200k-users
 set -u
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0

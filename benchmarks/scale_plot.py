@@ -2,7 +2,7 @@
 the item exchange per step, and seconds per step, against the catalogue size, dense beside
 touched rows (auto).
 
-    python benchmarks/scale_plot.py --out benchmarks/reports/scale/scale.png
+    python -m benchmarks.scale_plot --out benchmarks/reports/scale/scale.png
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,7 @@
 """Load test of POST /recommend on a Gowalla-size model, loopback only, bounded in count and time.
 
     apt-get install -y wrk
-    python benchmarks/serve_load.py --max-seconds 15 --concurrency 16 --out benchmarks/results/serve_load.md
+    python -m benchmarks.serve_load --max-seconds 15 --concurrency 16 --out benchmarks/results/serve_load.md
 
 Builds an MF checkpoint of 29,858 users × 40,988 items, d = 32 (random weights, real train
 pairs of the Gowalla-size synthetic set, so `exclude_seen` masks real histories), starts one
@@ -22,17 +22,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import httpx
+import numpy as np
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from service.devserver import local_server  # noqa: E402
-from trainer.checkpoint import save_checkpoint  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.models import build_model  # noqa: E402
-from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+from service.devserver import local_server
+from trainer.core.config import TrainConfig
+from trainer.core.models import build_model
+from trainer.data.dataset import PreparedData
+from trainer.data.prepare import PrepareOptions, prepare
+from trainer.outputs.checkpoint import save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOWALLA_LIKE = "users=29858,items=40988,mean=38,minimum=10,alpha=0.5,zipf=0.6,seed=0"

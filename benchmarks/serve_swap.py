@@ -1,6 +1,6 @@
 """Requests against a model while it is re-saved: dropped, misrouted, and how /healthz fares.
 
-    python benchmarks/serve_swap.py --out benchmarks/results
+    python -m benchmarks.serve_swap --out benchmarks/results
 
 Loopback only, bounded in count and time. Trains two models of a small synthetic set with
 `trainer/run.py`, starts uvicorn, then at once:
@@ -29,12 +29,11 @@ import time
 
 import httpx
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from service.devserver import local_server
+from trainer.data.prepare import PrepareOptions, prepare
+from trainer.outputs.checkpoint import load_checkpoint
 
-from service.devserver import local_server  # noqa: E402
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RUN = os.path.join(ROOT, "trainer", "run.py")
 

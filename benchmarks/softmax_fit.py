@@ -1,6 +1,6 @@
 """Fig. 2: how close each sampler's draws come to the softmax of a fixed trained model.
 
-    python benchmarks/softmax_fit.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+    python -m benchmarks.softmax_fit --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
 Trains MF with uniform negatives (--epochs, or loads --checkpoint), picks --users users, and
 for each draws --draws × 10 negatives per sampler. A pooled sampler gets a fresh pool for
@@ -14,22 +14,19 @@ draws are their proposals (their loss re-weights them).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-
-from pools import InteractionIndex, build_sampler, sampler_config  # noqa: E402
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
-from trainer.models import build_model  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, write_report
+from pools import InteractionIndex, build_sampler, sampler_config
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.core.models import build_model
+from trainer.data.dataset import PreparedData
+from trainer.outputs.checkpoint import load_checkpoint
 
 DEFAULT = "uniform,popularity,dns,pris-u,pris-p,kernel,aobpr,adasir-u,adasir-p,softmax"
 

@@ -1,7 +1,7 @@
 """Table 2: every sampler × model — test NDCG@50 / Recall@50, mean ± std over seeds, L2 (and τ
 for AdaSIR) chosen on validation.
 
-    python benchmarks/table2.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m --models mf
+    python -m benchmarks.table2 --data runs/data/ml-1m --out benchmarks/reports/ml-1m --models mf
 
 Runs are cached in OUT/table2-<model>/runs.jsonl (the protocol of benchmarks/samplers.py), so
 an interrupted report resumes and --summary-only re-plots what is there.
@@ -14,15 +14,13 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
 
-import matplotlib.pyplot as plt  # noqa: E402
-from contenders import CONTENDERS, contender_table, tune_contender  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-from samplers import ROW_NOTES, RunCache, Unfinished, run_protocol, summary_table  # noqa: E402
-
-from pools import SAMPLER_NAMES  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
+from benchmarks.contenders import CONTENDERS, contender_table, tune_contender
+from benchmarks.report_utils import command_line, save_figure, write_report
+from benchmarks.samplers import ROW_NOTES, RunCache, Unfinished, run_protocol, summary_table
+from pools import SAMPLER_NAMES
+from trainer.data.dataset import PreparedData
 
 
 def main() -> int:

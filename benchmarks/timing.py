@@ -1,6 +1,6 @@
 """Table 3 / Fig. 1: seconds per epoch spent sampling vs training, per sampler.
 
-    python benchmarks/timing.py --data runs/data/ml-1m --out benchmarks/reports/ml-1m --epochs 2
+    python -m benchmarks.timing --data runs/data/ml-1m --out benchmarks/reports/ml-1m --epochs 2
 
 Sampling = pool refresh + drawing negatives (scoring candidates included); training =
 forward, backward and the optimizer. One warm-up epoch is not counted.
@@ -13,16 +13,14 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import matplotlib.pyplot as plt
+import torch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from report_utils import command_line, save_figure, write_report  # noqa: E402
-
-from pools import SAMPLER_NAMES  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
-from trainer.dataset import PreparedData  # noqa: E402
-from trainer.engine import Engine  # noqa: E402
+from benchmarks.report_utils import command_line, save_figure, write_report
+from pools import SAMPLER_NAMES
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 
 def main() -> int:

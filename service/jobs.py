@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trainer.config import TrainConfig
-from trainer.presets import DEFAULT_PRESET, PresetName, resolve
+from trainer.core.config import TrainConfig
+from trainer.core.presets import DEFAULT_PRESET, PresetName, resolve
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 

@@ -20,12 +20,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from pools.interactions import InteractionIndex
-from trainer.checkpoint import CheckpointError, load_checkpoint
-from trainer.models import build_model
+from trainer.api import Model
+from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger("adasir.service")
 
@@ -36,27 +32,13 @@ class UnknownModel(KeyError):
 
 @dataclass
 class LoadedModel:
+    """A model as the registry caches it: the Python API's Model, which checkpoint file
+    version it came from (model.pt's mtime) and what GET /models says of it."""
+
     model_id: str
     mtime: float
-    queries: torch.Tensor  # [U, d]: the vector each user's scores are dotted with
-    items: torch.Tensor  # [N, d]
-    user_index: dict[str, int]
-    item_ids: list[str]
-    seen: InteractionIndex
-    popular: torch.Tensor  # item indices by train count, descending
-    item_counts: torch.Tensor  # [N] train interactions per item
+    model: Model
     info: dict
-
-    def recommend(self, users: list[int], k: int, exclude_seen: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """users (indices) → (scores [B, k'], item indices [B, k']); k' = min(k, items)."""
-        u = torch.as_tensor(users, dtype=torch.long)
-        with torch.no_grad():
-            scores = self.queries.index_select(0, u) @ self.items.T
-            if exclude_seen:
-                rows, cols = self.seen.rows_of(u)
-                scores[rows, cols] = -torch.inf
-            top = scores.topk(min(k, scores.shape[1]), dim=1)
-        return top.values, top.indices
 
 
 def load_model(checkpoint_dir: str, model_id: str | None = None) -> LoadedModel:
@@ -67,23 +49,12 @@ def load_model(checkpoint_dir: str, model_id: str | None = None) -> LoadedModel:
 
 def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
     blob = load_checkpoint(path)
-    score = (blob.get("config") or {}).get("train", {}).get("score", "dot")
     try:
-        model = build_model(blob["model"], blob["num_users"], blob["num_items"], blob["dim"],
-                            seed=0, score=score)
-        model.load_state_dict(blob["state"])
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: model state does not fit ({exc})") from None
-    queries, items = model.serving_vectors()  # cosine models rank by cosine here too
-    if not (torch.isfinite(queries).all() and torch.isfinite(items).all()):
-        raise CheckpointError(f"{path}: checkpoint holds non-finite parameters")
-    seen = InteractionIndex(torch.as_tensor(blob["seen_users"]), torch.as_tensor(blob["seen_items"]),
-                            blob["num_users"], blob["num_items"])
-    counts = torch.as_tensor(blob["item_counts"]).double()
-    popular = torch.argsort(-counts, stable=True)
-    return LoadedModel(model_id, mtime, queries, items,
-                       {uid: i for i, uid in enumerate(blob["user_ids"])}, blob["item_ids"],
-                       seen, popular, counts, describe(model_id, blob["config"], blob["metrics"], blob))
+        model = Model(blob)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return LoadedModel(model_id, mtime, model,
+                       describe(model_id, blob["config"], blob["metrics"], blob))
 
 
 def describe(model_id: str, config: dict, metrics: dict, blob: dict | None = None) -> dict:
@@ -213,9 +184,3 @@ def _mtime(checkpoint_dir: str) -> float | None:
         return os.path.getmtime(os.path.join(checkpoint_dir, "model.pt"))
     except OSError:
         return None
-
-
-def popularity_fallback(model: LoadedModel, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For a user the model does not know: the most popular items, scored by train count."""
-    idx = model.popular[:k]
-    return model.item_counts[idx].numpy(), idx.numpy()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from trainer.data.prepare import PrepareOptions, prepare
 
-from trainer.prepare import PrepareOptions, prepare  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 

@@ -44,7 +44,7 @@ def test_warp_rank_and_weight():
 def test_warp_hinge_is_lightfm_form():
     """LightFM's WARP: weight log(max(1, ⌊(N−1)/V⌋)) on max(0, margin − r_i + r_j)."""
     from pools.base import Negatives
-    from trainer.loss import pairwise_loss
+    from trainer.core.loss import pairwise_loss
 
     n_items, reps = 101, 2000
     table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.checkpoint import (
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
+from trainer.distributed.sharding import plan_shards
+from trainer.outputs.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
@@ -17,10 +21,6 @@ from trainer.checkpoint import (
     shard_table,
     write_user_shard,
 )
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
-from trainer.sharding import plan_shards
 
 
 @pytest.fixture()

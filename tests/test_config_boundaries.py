@@ -10,9 +10,9 @@ import pytest
 from pools import SAMPLER_NAMES
 from pools.registry import capabilities_of, options_of
 from service.jobs import JobRequest
-from trainer.config import TrainConfig
-from trainer.flags import to_flags
-from trainer.run import build_parser, config_from_args
+from trainer.cli.flags import to_flags
+from trainer.cli.train import build_parser, config_from_args
+from trainer.core.config import TrainConfig
 
 
 def _config(name: str) -> TrainConfig:
@@ -95,10 +95,10 @@ def test_the_recommended_preset_is_the_default_and_gives_way_to_what_the_user_na
 
 
 def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_not(tiny_data):
-    from trainer.config import check_against_data
-    from trainer.dataset import PreparedData
-    from trainer.presets import fit_to_data
-    from trainer.run import given_options
+    from trainer.cli.train import given_options
+    from trainer.core.config import check_against_data
+    from trainer.core.presets import fit_to_data
+    from trainer.data.dataset import PreparedData
 
     data = PreparedData.load(tiny_data)
     parser = build_parser()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from trainer.run import build_parser
+from trainer.cli.train import build_parser
 
 DEPLOY = os.path.join(ROOT, "deploy")
 

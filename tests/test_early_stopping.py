@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import ROOT
 
-from trainer.checkpoint import load_checkpoint
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.early_stopping import BestEpoch
-from trainer.run import train_in_process
+from trainer.core.config import TrainConfig
+from trainer.core.early_stopping import BestEpoch
+from trainer.core.training import train_in_process
+from trainer.data.dataset import PreparedData
+from trainer.outputs.checkpoint import load_checkpoint
 
 # A learning rate far too high for dot-product BPR without L2: validation peaks within a few
 # epochs and then falls as the model overfits, so the run stops well before its cap.
@@ -60,7 +60,7 @@ def test_a_run_that_peaks_early_saves_that_epochs_tables(tiny_data, tmp_path):
 
 
 def test_no_validation_split_never_stops(tmp_path):
-    from trainer.prepare import PrepareOptions, prepare
+    from trainer.data.prepare import PrepareOptions, prepare
 
     out = str(tmp_path / "novalid")
     prepare(out, PrepareOptions(seed=0, valid_ratio=0.0), synthetic="users=200,items=100,seed=2")
@@ -103,7 +103,7 @@ def test_ray_workers_agree_on_the_stopping_epoch(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sparse-adam"])
 def test_a_decayed_learning_rate_survives_a_resume(tiny_data, optimizer):
-    from trainer.engine import Engine
+    from trainer.core.engine import Engine
 
     data = PreparedData.load(tiny_data)
     cfg = TrainConfig(optimizer=optimizer, lr=0.01, sampler={"name": "uniform"})

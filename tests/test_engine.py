@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import ROOT
 
-from trainer.checkpoint import CheckpointError, load_checkpoint
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import DivergenceError, Engine
-from trainer.prepare import PrepareOptions, prepare
+from trainer.core.config import TrainConfig
+from trainer.core.engine import DivergenceError, Engine
+from trainer.data.dataset import PreparedData
+from trainer.data.prepare import PrepareOptions, prepare
+from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
 
 RUN = os.path.join(ROOT, "trainer", "run.py")
 # A large catalogue, no popularity bias and a sharp latent signal: uniform negatives are
@@ -60,7 +60,7 @@ def test_run_adasir_beats_uniform_end_to_end(hard_data, tmp_path):
 
 
 def test_checkpoint_scores_match_the_engine(tiny_data, tmp_path):
-    from trainer.run import train_in_process
+    from trainer.core.training import train_in_process
 
     data = PreparedData.load(tiny_data)
     cfg = TrainConfig(model="gmf", epochs=2, eval_every=1, lr=0.01, batch_size=512)
@@ -128,7 +128,7 @@ def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
 
 
 def test_sampler_options_reach_the_config():
-    from trainer.run import build_parser, config_from_args
+    from trainer.cli.train import build_parser, config_from_args
 
     args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "srns_alpha=2.5",
                                       "--sampler-opt", "temperature=3", "--negatives", "3"])
@@ -153,7 +153,7 @@ def test_readme_python_api_example_runs(tiny_data, monkeypatch):
 
 
 def test_lazy_row_adam_matches_torch_sparse_adam():
-    from trainer.row_adam import LazyRowAdam
+    from trainer.core.row_adam import LazyRowAdam
 
     g = torch.Generator().manual_seed(0)
     init = torch.randn(50, 4, generator=g)
@@ -347,7 +347,7 @@ def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
 
 
 def test_an_unloadable_checkpoint_never_replaces_a_good_one(tiny_data, tmp_path):
-    from trainer.checkpoint import save_checkpoint
+    from trainer.outputs.checkpoint import save_checkpoint
 
     data = PreparedData.load(tiny_data)
     engine = Engine(TrainConfig(epochs=1, batch_size=1024), data)

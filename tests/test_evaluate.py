@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from pools.interactions import InteractionIndex
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
-from trainer.evaluate import ci95, eval_sample_size, sample_users, top_k
-from trainer.models import build_model
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.core.evaluate import ci95, eval_sample_size, sample_users
+from trainer.core.models import build_model
+from trainer.core.topk import top_k
+from trainer.data.dataset import PreparedData
 
 
 @pytest.mark.parametrize("score", ["dot", "cosine"])

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from service.devserver import free_port
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
-from trainer.exchange import GradientExchange
-from trainer.sharding import plan_shards
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
+from trainer.distributed.exchange import GradientExchange
+from trainer.distributed.sharding import plan_shards
 
 WORLD, BATCH, STEPS = 3, 96, 12
 
@@ -21,7 +21,7 @@ WORLD, BATCH, STEPS = 3, 96, 12
 def _worker(rank: int, data_path: str, port: int, mode: str, optimizer: str, model: str, out: str):
     import torch.distributed as dist
 
-    from trainer.ray_train import CollectiveReplicas
+    from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pools import SAMPLER_NAMES
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

@@ -9,8 +9,8 @@ import torch
 from conftest import FixedScores
 
 from pools import InteractionIndex, Negatives
-from trainer.evaluate import evaluate
-from trainer.loss import negative_weights, pairwise_loss
+from trainer.core.evaluate import evaluate
+from trainer.core.loss import negative_weights, pairwise_loss
 
 
 def _softplus(x):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pools import InteractionIndex, Negatives, build_sampler, sampler_config
-from trainer.config import TrainConfig
-from trainer.loss import contrastive_loss, sampled_softmax_loss
-from trainer.models import build_model
+from trainer.core.config import TrainConfig
+from trainer.core.loss import contrastive_loss, sampled_softmax_loss
+from trainer.core.models import build_model
 
 
 def test_sampled_softmax_with_every_other_item_is_the_full_softmax():
@@ -85,7 +85,7 @@ def test_cosine_scores_do_not_see_vector_lengths(model_name):
 
 def test_unit_rows_have_the_gradient_of_f_normalize():
     """The hand-written backward of the cosine normalisation (a zero row included)."""
-    from trainer.models import _unit
+    from trainer.core.models import _unit
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, 4, dtype=torch.float64, generator=g)
@@ -133,7 +133,7 @@ def test_written_out_softmax_gradient_matches_autograd():
 def test_bilateral_softmax_loss_matches_autograd_reference():
     """BSL's hand-written gradient equals autograd through logsumexp; invalid negatives and a
     pair with none valid are left out of the negative side."""
-    from trainer.loss import bilateral_softmax_loss
+    from trainer.core.loss import bilateral_softmax_loss
 
     g = torch.Generator().manual_seed(3)
     pos = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)

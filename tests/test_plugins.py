@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pools import Negatives
-from trainer.config import TrainConfig
-from trainer.loss import LOSSES, batch_loss, loss_options
-from trainer.models import MODELS, build_model
+from trainer.core.config import TrainConfig
+from trainer.core.loss import LOSSES, batch_loss, loss_options
+from trainer.core.models import MODELS, build_model
 
 
 @pytest.mark.parametrize("score", ["dot", "cosine"])

@@ -16,9 +16,9 @@ import scipy.io
 import scipy.sparse
 from conftest import ROOT, SHARED_DATA
 
-from trainer.dataset import PreparedData
-from trainer.formats import DataError, read_interactions
-from trainer.prepare import PrepareOptions, prepare
+from trainer.data.dataset import PreparedData
+from trainer.data.formats import DataError, read_interactions
+from trainer.data.prepare import PrepareOptions, prepare
 
 ROWS = [(f"u{u}", f"movie {i}, part {i % 3}", float(1 + (u + i) % 5))
         for u in range(12) for i in range(9) if (u * 7 + i) % 4 != 0]

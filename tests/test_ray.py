@@ -16,10 +16,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.engine import Engine
-from trainer.sharding import plan_shards
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData
+from trainer.distributed.sharding import plan_shards
 
 RUN = os.path.join(ROOT, "trainer", "run.py")
 
@@ -86,7 +86,7 @@ def test_bad_ray_requests_fail_before_workers_start(tiny_data, tmp_path):
 @pytest.fixture(scope="module")
 def odd_data(tmp_path_factory) -> str:
     """601 users: three workers get unequal shards (201/200/200)."""
-    from trainer.prepare import PrepareOptions, prepare
+    from trainer.data.prepare import PrepareOptions, prepare
 
     out = str(tmp_path_factory.mktemp("data") / "odd")
     prepare(out, PrepareOptions(seed=0), synthetic="users=601,items=400,mean=25,seed=1")
@@ -112,7 +112,7 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     m0 = json.loads((tmp_path / "w0" / "metrics.json").read_text())
     assert m3["workers"] == 3 and len(m3["epochs"]) == 15 and "valid" in m3["epochs"][4]
     # Every worker starts from the one-process item table, bit for bit ...
-    from trainer.models import build_model, item_digest
+    from trainer.core.models import build_model, item_digest
     one_process = item_digest(build_model("mf", data.num_users, data.num_items, 32, 0))
     assert m3["item_start_sha256"] == [one_process] * 3
     # ... and the workers' copies stay identical after every epoch.
@@ -127,7 +127,7 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     # over seeds 0-4 this run's N = 3 minus N = 1 test NDCG@50 was +0.0002, +0.0012, −0.0012,
     # +0.0034, +0.0055 (README, "Same answer").
     assert abs(m3["test"]["ndcg@50"] - m0["test"]["ndcg@50"]) < 0.01, (m3["test"], m0["test"])
-    from trainer.checkpoint import load_checkpoint
+    from trainer.outputs.checkpoint import load_checkpoint
     ckpt = load_checkpoint(str(tmp_path / "w3" / "checkpoint"))
     assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == 15
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every shard made it in
@@ -169,7 +169,7 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 13))
     assert "test" in metrics
     assert int((out / "workers" / "rank-1.pid").read_text()) != killed  # a new worker
-    from trainer.checkpoint import load_checkpoint
+    from trainer.outputs.checkpoint import load_checkpoint
     assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 12
 
 
@@ -233,8 +233,8 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     """One of `world` Gloo processes running what a Ray worker runs, minus Ray."""
     import torch.distributed as dist
 
-    from trainer.exchange import GradientExchange
-    from trainer.ray_train import CollectiveReplicas
+    from trainer.distributed.exchange import GradientExchange
+    from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
@@ -292,12 +292,12 @@ def test_replicated_sampler_state_and_batch_statistics_are_global(odd_data, tmp_
 
 
 def test_a_shard_engine_restores_its_rows_of_a_checkpoint(tiny_data, tmp_path):
-    from trainer.run import train_in_process
+    from trainer.core.training import train_in_process
 
     data = PreparedData.load(tiny_data)
     cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
     train_in_process(cfg, data, str(tmp_path / "run"), log=lambda s: None)
-    from trainer.checkpoint import load_checkpoint
+    from trainer.outputs.checkpoint import load_checkpoint
 
     blob = load_checkpoint(str(tmp_path / "run" / "checkpoint"))
     shard = np.arange(201, 401)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import torch
 from conftest import ROOT
 
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-
-from reference_models import ease_weights, ials_half_step, ials_loss  # noqa: E402
+from benchmarks.reference_models import ease_weights, ials_half_step, ials_loss
 
 
 def _tiny_matrix(seed: int = 0, users: int = 12, items: int = 7) -> torch.Tensor:
@@ -59,7 +56,7 @@ def test_ials_half_steps_are_exact_minimisers_and_never_raise_the_loss():
 
 def test_fixed_scores_blocks_match_the_full_rows():
     """The evaluator's item blocks see the same scores as score_all, dense or factored."""
-    from reference_models import FixedScores
+    from benchmarks.reference_models import FixedScores
 
     g = torch.Generator().manual_seed(2)
     p, q = torch.randn(5, 3, generator=g), torch.randn(9, 3, generator=g)
@@ -70,9 +67,9 @@ def test_fixed_scores_blocks_match_the_full_rows():
 
 def _script_error(tmp_path, *args) -> str:
     """The last stderr line of a run that must fail with argparse's exit status 2."""
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "reference_models.py"),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.reference_models",
                            "--out", str(tmp_path / "out"), *args],
-                          capture_output=True, text=True, timeout=60)
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
     return proc.stderr.strip().splitlines()[-1]

@@ -30,9 +30,9 @@ REPORTS = {
 @pytest.mark.parametrize("report", sorted(REPORTS))
 def test_report_runs_end_to_end(report, tiny_data, tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{report}.py"),
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{report}",
                            "--data", tiny_data, "--out", str(out), *REPORTS[report]],
-                          capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (out / f"{report}.md").read_text()
@@ -51,9 +51,9 @@ def test_report_runs_end_to_end(report, tiny_data, tmp_path):
 
 
 def _run_script(name, tiny_data, out, *args):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"),
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}",
                            "--data", tiny_data, "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -85,9 +85,9 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
     trains nothing; implicit's reference models are scored by the engine's evaluator."""
     out = tmp_path / "report"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    bench = [sys.executable, os.path.join(ROOT, "benchmarks", "public_benchmark.py"),
+    bench = [sys.executable, "-m", "benchmarks.public_benchmark",
              "--data", tiny_data, "--out", str(out), "--contenders", "default", "--seeds", "0,1"]
-    proc = subprocess.run(bench, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(bench, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = (out / "runs.jsonl").read_text().splitlines()
     assert len(runs) == 2
@@ -97,9 +97,9 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
     again = subprocess.run([*bench, "--report-only"], capture_output=True, text=True,
                            timeout=120, env=env)
     assert again.returncode == 0 and (out / "runs.jsonl").read_text().splitlines() == runs
-    ref = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "implicit_reference.py"),
+    ref = subprocess.run([sys.executable, "-m", "benchmarks.implicit_reference",
                           "--data", tiny_data, "--out", str(out), "--models", "als",
                           "--seeds", "0", "--threads", "1"],
-                         capture_output=True, text=True, timeout=600, env=env)
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "| implicit ALS, d = 64 |" in (out / "implicit_reference.md").read_text()

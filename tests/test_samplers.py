@@ -31,7 +31,7 @@ class FactorScores(FixedScores):
     """A real MF model that also exposes its table of scores (some samplers need factors)."""
 
     def __init__(self, num_users, num_items, seed=1):
-        from trainer.models import build_model
+        from trainer.core.models import build_model
 
         self.mf = build_model("mf", num_users, num_items, 8, seed)
         with torch.no_grad():
@@ -282,9 +282,9 @@ def test_distinct_pools_never_repeat_and_lean_to_high_scores():
 
 
 def test_pools_refresh_as_often_as_asked(tiny_data):
-    from trainer.config import TrainConfig
-    from trainer.dataset import PreparedData
-    from trainer.engine import Engine
+    from trainer.core.config import TrainConfig
+    from trainer.core.engine import Engine
+    from trainer.data.dataset import PreparedData
 
     data = PreparedData.load(tiny_data)
     engine = Engine(TrainConfig(batch_size=256, sampler={"name": "adasir-u",

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from trainer.checkpoint import load_checkpoint
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData
-from trainer.run import train_in_process
+from trainer.core.config import TrainConfig
+from trainer.core.training import train_in_process
+from trainer.data.dataset import PreparedData
+from trainer.outputs.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from service.devserver import free_port, local_server
-from trainer.checkpoint import load_checkpoint
-from trainer.models import build_model
+from trainer.core.models import build_model
+from trainer.outputs.checkpoint import load_checkpoint
 
 
 @pytest.mark.ray

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.config import TrainConfig
-from trainer.dataset import PreparedData, count_train, dataset_size
-from trainer.engine import Engine
-from trainer.sharding import plan_shards
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.data.dataset import PreparedData, count_train, dataset_size
+from trainer.distributed.sharding import plan_shards
 
 
 def test_a_shard_load_holds_only_its_users_and_the_global_counts(tiny_data):

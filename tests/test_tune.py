@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from trainer.checkpoint import load_checkpoint
-from trainer.tune import load_spec
+from trainer.distributed.tune import load_spec
+from trainer.outputs.checkpoint import load_checkpoint
 
 TUNE = os.path.join(ROOT, "trainer", "tune.py")
 

@@ -30,6 +30,6 @@ def one_line(exc: BaseException) -> str:
 def is_usage_error(exc: BaseException) -> bool:
     """What the CLIs report as one line with exit 2 (pydantic's ValidationError is a
     ValueError; so are DataError, RunDirError and CheckpointError's siblings)."""
-    from trainer.checkpoint import CheckpointError
+    from trainer.outputs.checkpoint import CheckpointError
 
     return isinstance(exc, (ValueError, TrainingFailed, CheckpointError))

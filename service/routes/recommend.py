@@ -13,14 +13,14 @@ from fastapi.responses import Response
 
 from service import deps
 from service.model_store import UnknownModel
-from service.recommender import UnknownUsers
 from service.schemas import (
     BatchRecommendRequest,
     BatchRecommendResponse,
     RecommendRequest,
     RecommendResponse,
 )
-from trainer.checkpoint import CheckpointError
+from trainer.api import UnknownIds
+from trainer.outputs.checkpoint import CheckpointError
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(deps.recommend_guard)])
 
@@ -29,7 +29,7 @@ def _recommend(rec, cfg, model: str, users: list[str], k: int, exclude_seen: boo
                fallback: str) -> tuple[str, list[dict]]:
     try:
         return rec.recommend(model, users, k, exclude_seen, fallback)
-    except (UnknownModel, UnknownUsers) as exc:
+    except (UnknownModel, UnknownIds) as exc:
         raise HTTPException(404, exc.args[0]) from None
     except CheckpointError as exc:  # the model's own fault; the message names no paths
         reason = str(exc).replace(cfg.model_root, "<model root>")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pyarrow as pa
 
-from trainer.formats import DataError, RawInteractions
+from trainer.data.formats import DataError, RawInteractions
 
 # Bounds on what one machine generates (the interactions are held in memory while written):
 # 10^7 users or items, 2·10^8 interactions (~5 GB of int64 pairs at the peak).

@@ -43,16 +43,16 @@ def recommend(argv: list[str]) -> int:
     ap.add_argument("--include-seen", action="store_true", help="do not mask train/valid items")
     ap.add_argument("--fallback", choices=["none", "popularity"], default="none")
     args = ap.parse_args(argv)
-    from service.model_store import load_model
-    from service.recommender import answer
+    from trainer.api import Model
 
     path = args.model
     if os.path.isfile(os.path.join(path, "checkpoint", "model.pt")):
         path = os.path.join(path, "checkpoint")
     if args.k < 1:
         raise ValueError("-k must be ≥ 1")
-    model = load_model(path)
-    for result in answer(model, args.user, args.k, not args.include_seen, args.fallback):
+    model = Model.load(path)
+    for result in model.answer(args.user, args.k, exclude_seen=not args.include_seen,
+                               fallback=args.fallback):
         print(json.dumps(result))
     return 0
 
@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "prepare":
-        from trainer.prepare import main as run
+        from trainer.data.prepare import main as run
     elif command == "train":
-        from trainer.run import main as run
+        from trainer.cli.train import main as run
     elif command == "tune":
-        from trainer.tune import main as run
+        from trainer.distributed.tune import main as run
     elif command in ("serve", "recommend"):
         run = serve if command == "serve" else recommend
     else:

@@ -10,7 +10,7 @@ calls `ray.train.report` at the same epochs (validation, checkpoint, last). Vali
 ranks its own users against all items and the metric sums are all-reduced.
 
 Checkpoints (every --checkpoint-every epochs and at the end) are the one format of
-trainer/checkpoint.py: rank 0 gathers the user shards and writes the full model. On a worker
+trainer/outputs/checkpoint.py: rank 0 gathers the user shards and writes the full model. On a worker
 failure Ray Train restarts the group from the latest checkpoint (FailureConfig.max_failures);
 pools are rebuilt and the Adam moments start afresh.
 """
@@ -28,23 +28,23 @@ import uuid
 import torch
 
 from pools.replicas import Replicas
-from trainer.atomic import replace_directory
-from trainer.callbacks import Callback, ConsoleProgress, MetricsFile, RunMetrics
-from trainer.checkpoint import (
+from trainer.core.callbacks import Callback, ConsoleProgress, MetricsFile, RunMetrics
+from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.engine import Engine
+from trainer.core.logs import progress_logger
+from trainer.core.models import item_digest
+from trainer.data.dataset import PreparedData, count_train, dataset_size
+from trainer.distributed.exchange import GradientExchange
+from trainer.distributed.sharding import plan_shards
+from trainer.errors import TrainingFailed
+from trainer.outputs.atomic import replace_directory
+from trainer.outputs.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     shard_table,
     write_json_atomic,
     write_user_shard,
 )
-from trainer.config import TrainConfig, check_against_data
-from trainer.dataset import PreparedData, count_train, dataset_size
-from trainer.engine import Engine
-from trainer.errors import TrainingFailed
-from trainer.exchange import GradientExchange
-from trainer.logs import progress_logger
-from trainer.models import item_digest
-from trainer.sharding import plan_shards
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -238,7 +238,7 @@ def _reported_valid(records: list[dict], test: dict | None) -> dict:
 
 
 def _write_checkpoint(engine, data, config, metrics, plan, rank) -> str:
-    """This rank's part of a sharded checkpoint (trainer/checkpoint.py): its user rows, and on
+    """This rank's part of a sharded checkpoint (trainer/outputs/checkpoint.py): its user rows, and on
     rank 0 the item side, id maps and metrics. Ray merges the ranks' directories; no rank
     holds another's rows."""
     world = len(plan.shards)

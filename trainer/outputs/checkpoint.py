@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainer.atomic import replace_directory
+from trainer.outputs.atomic import replace_directory
 
 CHECKPOINT_VERSION = 2  # 2 added sharded user tables; 1 is read as it was
 FILES = ("model.pt", "seen.parquet", "users.parquet", "items.parquet", "config.json",

@@ -20,16 +20,16 @@ import torch.nn.functional as F
 
 from pools.registry import build_sampler
 from pools.replicas import Replicas
-from trainer.callbacks import Callback
-from trainer.config import TrainConfig, check_against_data
-from trainer.dataset import PreparedData
-from trainer.diagnostics import negative_diagnostics
-from trainer.early_stopping import BestEpoch
+from trainer.core.callbacks import Callback
+from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.diagnostics import negative_diagnostics
+from trainer.core.early_stopping import BestEpoch
+from trainer.core.evaluate import ci95, eval_sample_size, ranking_sums, sample_users
+from trainer.core.loss import batch_loss, l2_penalty
+from trainer.core.models import build_model
+from trainer.core.row_adam import LazyRowAdam
+from trainer.data.dataset import PreparedData
 from trainer.errors import TrainingFailed, UsageError
-from trainer.evaluate import ci95, eval_sample_size, ranking_sums, sample_users
-from trainer.loss import batch_loss, l2_penalty
-from trainer.models import build_model
-from trainer.row_adam import LazyRowAdam
 
 
 class DivergenceError(TrainingFailed):
@@ -164,7 +164,7 @@ class Engine:
     steps_per_epoch: fixed step count (Ray: the same on every worker so collectives line up;
         a smaller shard cycles through its pairs again). None = ceil(pairs / batch).
     exchange: how data-parallel workers average item-side gradients after every backward
-        (trainer/exchange.py: dense all-reduce or sparse all-gather of touched rows); None in
+        (trainer/distributed/exchange.py: dense all-reduce or sparse all-gather of touched rows); None in
         one process.
     replicas: how workers keep replicated sampler state and global-batch statistics identical
         (Ray: collectives); None in one process.
@@ -349,7 +349,7 @@ class Engine:
         self.epoch = int(state["epoch"])
 
     def restore(self, checkpoint: dict) -> list[dict]:
-        """Continue from a loaded checkpoint (trainer.checkpoint.load_checkpoint): this engine's
+        """Continue from a loaded checkpoint (trainer.outputs.checkpoint.load_checkpoint): this engine's
         rows of the user table (its shard's, under Ray), the item side, the epoch, and the
         optimizer's moments where a whole-model engine saved them. Returns the epoch records
         the checkpoint covers."""
@@ -366,7 +366,7 @@ class Engine:
         validate every `eval_every` epochs, stop early when validation has not improved for
         `early_stopping_patience` validations (the best epoch's parameters are then restored),
         and test once at the end; what happens around it (progress, metrics files,
-        checkpoints, Ray reports) is `callbacks` (trainer/callbacks.py).
+        checkpoints, Ray reports) is `callbacks` (trainer/core/callbacks.py).
         history: the records of epochs already trained (a resumed run).
         Returns {"epochs": records, "test": test metrics, "early_stopping": the choice}."""
         records = list(history or [])

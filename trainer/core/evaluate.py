@@ -3,7 +3,7 @@
 Every item is ranked for every evaluated user; memory stays bounded at any catalogue size
 because users go in chunks and items in blocks (a running top-k). Above FULL_RANKING_LIMIT
 user × item scores, a seeded sample of users is evaluated by default and reported with its
-95% confidence interval (`eval_users`, trainer/config.py).
+95% confidence interval (`eval_users`, trainer/core/config.py).
 """
 
 from __future__ import annotations
@@ -14,46 +14,12 @@ import numpy as np
 import torch
 
 from pools.interactions import InteractionIndex
-
-ITEM_BLOCK = 1 << 16
-"""Items scored at once by `top_k`; a larger catalogue is streamed in blocks of this size."""
+from trainer.core.topk import ITEM_BLOCK, top_k
 
 FULL_RANKING_LIMIT = 2 * 10**10
 """users × items above which `eval_users=None` samples DEFAULT_EVAL_USERS users."""
 
 DEFAULT_EVAL_USERS = 10_000
-
-
-@torch.no_grad()
-def top_k(model, users: torch.Tensor, k: int, masked: list[InteractionIndex] = (),
-          item_block: int = ITEM_BLOCK):
-    """The k best items for each user, items in any `masked` index excluded.
-
-    users [B] → (values, indices) [B, min(k, num_items)], best first; a masked item that still
-    appears (a user who has seen nearly everything) has value −inf. Items are scored in blocks
-    of `item_block` ([B, block] scores at a time) and merged into a running top-k.
-    """
-    n_items = model.num_items
-    k = min(k, n_items)
-    masks = [index.rows_of(users) for index in masked]
-    best_v = best_i = None
-    for start in range(0, n_items, item_block):
-        stop = min(start + item_block, n_items)
-        if stop - start == n_items:
-            scores = model.score_all(users).float()
-        else:
-            scores = model.score_shared(users, torch.arange(start, stop, device=users.device)).float()
-        for rows, cols in masks:
-            inside = (cols >= start) & (cols < stop)
-            scores[rows[inside], cols[inside] - start] = -math.inf
-        v, i = scores.topk(min(k, stop - start), dim=1)
-        i = i + start
-        if best_v is not None:
-            v = torch.cat([best_v, v], 1)
-            v, pick = v.topk(min(k, v.shape[1]), dim=1)
-            i = torch.cat([best_i, i], 1).gather(1, pick)
-        best_v, best_i = v, i
-    return torch.return_types.topk((best_v, best_i))
 
 
 def sample_users(num_users: int, n: int, seed: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import typing
 from typing import Literal
 
 from pools.registry import options_of, registered
-from trainer.config import TrainConfig
+from trainer.core.config import TrainConfig
 
 # flag → field path (the sampler's fields live under "sampler.").
 ALIASES = {"negatives": "sampler.num_negatives", "candidates": "sampler.num_candidates"}

@@ -3,7 +3,7 @@
 A callback sees the engine before the first epoch, each epoch's record right after training
 (before validation: Ray reduces the workers' statistics there), the records after each
 epoch's evaluation (with the test metrics after the last), and the result. The in-process run
-(trainer/run.py), each Ray worker (trainer/ray_train.py) and the benchmarks compose these.
+(trainer/run.py), each Ray worker (trainer/distributed/ray_train.py) and the benchmarks compose these.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class MetricsFile(Callback):
         self.path, self.metrics = os.path.join(out, "metrics.json"), metrics
 
     def on_epoch_end(self, engine, records, test):
-        from trainer.checkpoint import write_json_atomic
+        from trainer.outputs.checkpoint import write_json_atomic
 
         if os.path.isdir(os.path.dirname(self.path)):
             write_json_atomic(self.path, self.metrics(records, test))

@@ -17,9 +17,9 @@ import socket
 import tempfile
 import time
 
-from trainer.atomic import replace_directory
-from trainer.checkpoint import write_json_atomic
 from trainer.errors import UsageError
+from trainer.outputs.atomic import replace_directory
+from trainer.outputs.checkpoint import write_json_atomic
 
 STATE_FILE = "run.json"
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import torch
 
 from pools.interactions import InteractionIndex
-from trainer.formats import DataError
-from trainer.prepare import FORMAT_VERSION, SPLITS, file_sha256
+from trainer.data.formats import DataError
+from trainer.data.prepare import FORMAT_VERSION, SPLITS, file_sha256
 
 REQUIRED_FILES = ("manifest.json", "users.parquet", "items.parquet") + tuple(
     f"{s}.parquet" for s in SPLITS)

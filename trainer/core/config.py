@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from pools.config import DEFAULT_SAMPLER, SamplerOptions
 from pools.registry import sampler_config, sampler_config_type
-from trainer.loss import LOSSES, loss_options
-from trainer.models import MODELS
+from trainer.core.loss import LOSSES, loss_options
+from trainer.core.models import MODELS
 
 # The choices come from the registries (a model, loss or sampler registers itself).
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
@@ -37,8 +37,8 @@ class TrainConfig(BaseModel):
 
     loss: LossName = "bpr"
     """`bpr`: the paper's weighted pairwise loss, Eq. (1)/(3). `softmax`: sampled softmax over
-    the positive and its negatives, corrected by the sampler's log-proposal (trainer/loss.py).
-    `bsl`: the bilateral softmax loss, −r⁺/T⁺ + log mean_j e^{r⁻_j/T} (trainer/loss.py).
+    the positive and its negatives, corrected by the sampler's log-proposal (trainer/core/loss.py).
+    `bsl`: the bilateral softmax loss, −r⁺/T⁺ + log mean_j e^{r⁻_j/T} (trainer/core/loss.py).
     `contrastive`: CCL (SimpleX), max(0, 1 − r⁺) + w·mean max(0, r⁻ − m); use with cosine."""
 
     score: Literal["dot", "cosine"] = "dot"
@@ -107,7 +107,7 @@ class TrainConfig(BaseModel):
 
     diagnostics: bool = False
     """Record per epoch how hard, how stale and how often falsely negative the sampler's
-    negatives are (trainer/diagnostics.py) under each epoch's `negatives` in metrics.json."""
+    negatives are (trainer/core/diagnostics.py) under each epoch's `negatives` in metrics.json."""
 
     sampler: SamplerConfig = sampler_config()
     """Negative sampling options (without a `name`: the paper's adasir-u)."""

@@ -135,7 +135,7 @@ class FactorModel(nn.Module):
 
 
 # name → model class, filled by @register_model: a new model is its class here or in a module
-# imported before trainer.config (which builds TrainConfig.model's choices from this).
+# imported before trainer.core.config (which builds TrainConfig.model's choices from this).
 MODELS: dict[str, type[FactorModel]] = {}
 
 

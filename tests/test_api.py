@@ -1,0 +1,118 @@
+"""The Python API (trainer/api.py): fit from every kind of input, and queries that keep their
+promises — seen items, exclusions and allow-lists, the item itself in similar_items, ids in
+and out, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from trainer import Model, TrainConfig, UnknownIds, fit
+from trainer.data.dataset import PreparedData
+
+
+def _frame(seed: int = 0, users: int = 120, items: int = 80, pairs: int = 2400) -> pd.DataFrame:
+    """Users who like items of their own block: a signal a few epochs learn."""
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, users, pairs)
+    i = (u * 2 + rng.integers(0, 12, pairs)) % items
+    df = pd.DataFrame({"user": [f"u{x}" for x in u], "item": [f"i{x}" for x in i]})
+    return df.drop_duplicates().reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return fit(_frame(), dim=8, epochs=4, eval_every=2)
+
+
+def test_fit_takes_a_dataframe_and_keeps_its_ids(model):
+    df = _frame()
+    assert model.num_users == df.user.nunique() and model.num_items == df.item.nunique()
+    assert set(model.user_ids) == set(df.user) and set(model.item_ids) == set(df.item)
+    assert model.metrics["epochs"] and model.config["dim"] == 8
+
+
+def test_fit_takes_a_sparse_matrix_and_a_prepared_directory(tiny_data):
+    m = sp.random(40, 30, density=0.3, format="csr", random_state=np.random.default_rng(1))
+    from_matrix = fit(m, dim=4, epochs=1)
+    assert from_matrix.num_users <= 40 and all(i.isdigit() for i in from_matrix.item_ids)
+    from_dir = fit(tiny_data, TrainConfig(dim=4, epochs=1), preset="paper")
+    data = PreparedData.load(tiny_data)
+    assert (from_dir.num_users, from_dir.num_items) == (data.num_users, data.num_items)
+    assert from_dir.config["loss"] == "bpr"  # the paper preset, not the recommended one
+
+
+def test_fit_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="user and item"):
+        fit(pd.DataFrame({"who": ["a"], "what": ["b"]}))
+    with pytest.raises(ValueError, match="DataFrame or a scipy sparse matrix"):
+        fit([("a", "b")])
+
+
+def test_recommend_leaves_out_seen_items_and_filters(model):
+    df = _frame()
+    user = df.user.iloc[0]
+    seen = set(df[df.user == user].item)
+    recs = model.recommend(user, k=10)
+    items = [i for i, _ in recs]
+    assert len(items) == 10 and not seen & set(items)
+    assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+    banned = items[:3]
+    filtered = [i for i, _ in model.recommend(user, k=10, filter_items=banned)]
+    assert not set(banned) & set(filtered) and filtered[:7] == items[3:10]
+    allow = items[5:8] + ["not-an-item"]
+    assert [i for i, _ in model.recommend(user, k=10, candidates=allow)] == items[5:8]
+    with_seen = [i for i, _ in model.recommend(user, k=model.num_items, exclude_seen=False)]
+    assert seen <= set(with_seen)
+
+
+def test_recommend_for_several_users_matches_one_by_one(model):
+    users = model.user_ids[:5]
+    together = model.recommend(users, k=4)
+    for user, recs in zip(users, together):
+        alone = model.recommend(user, k=4)
+        assert [i for i, _ in recs] == [i for i, _ in alone]
+        assert [s for _, s in recs] == pytest.approx([s for _, s in alone], abs=1e-6)
+
+
+def test_unknown_ids_are_named(model):
+    with pytest.raises(UnknownIds, match="nobody"):
+        model.recommend(["u1", "nobody"])
+    with pytest.raises(UnknownIds, match="nothing"):
+        model.similar_items("nothing")
+    with pytest.raises(UnknownIds):
+        model.recommend_history(["nothing", "at-all"])
+
+
+def test_similar_items_are_the_nearest_by_cosine_without_the_item(model):
+    item = model.item_ids[3]
+    similar = model.similar_items(item, k=5)
+    assert item not in [i for i, _ in similar]
+    v = torch.nn.functional.normalize(model.items, dim=1)
+    cos = v @ v[3]
+    cos[3] = -2
+    expected = [model.item_ids[j] for j in cos.topk(5).indices.tolist()]
+    assert [i for i, _ in similar] == expected
+
+
+def test_fold_in_ranks_a_users_own_block_first(model):
+    """A new user with the items of one block gets items of that block, not seen ones."""
+    df = _frame()
+    user = df.user.iloc[0]
+    history = list(df[df.user == user].item)
+    recs = model.recommend_history(history, k=5)
+    assert not set(history) & {i for i, _ in recs}
+    trained = {i for i, _ in model.recommend(user, k=10)}
+    assert len(trained & {i for i, _ in recs}) >= 2
+    q = model.fold_in(history)
+    assert q.shape == (model.items.shape[1],) and torch.isfinite(q).all()
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+    path = model.save(tmp_path / "m")
+    again = Model.load(path)
+    assert again.recommend(model.user_ids[:3], k=5) == model.recommend(model.user_ids[:3], k=5)
+    assert Model.load(tmp_path / "m" / "checkpoint").item_ids == model.item_ids

@@ -1,0 +1,348 @@
+"""The Python API: train from a DataFrame, a sparse matrix or a prepared dataset, then query
+the model with external ids. Everything else in `trainer` is internal.
+
+    from trainer import fit, Model
+    model = fit(df, dim=64)                        # df: columns user, item[, rating]
+    model.recommend("u1", k=10)                    # [(item id, score), ...], best first
+    model.recommend(["u1", "u2"], k=10, filter_items=["i9"])
+    model.recommend_history(["i1", "i7"], k=10)    # a user the model never saw (fold-in)
+    model.similar_items("i1", k=5)
+    model.save("models/my-model")                  # what `adasir serve` reads
+    model = Model.load("models/my-model")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from pools.interactions import InteractionIndex
+from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.fold_in import fold_in
+from trainer.core.models import build_model
+from trainer.core.presets import DEFAULT_PRESET, fit_to_data, resolve
+from trainer.core.topk import VectorScorer, top_k
+from trainer.core.training import train_in_process
+from trainer.data.dataset import PreparedData
+from trainer.data.formats import DataError, RawInteractions
+from trainer.data.prepare import (
+    FORMAT_VERSION,
+    PrepareOptions,
+    prepare_arrays,
+    write_prepared,
+)
+from trainer.errors import UsageError
+from trainer.outputs.atomic import replace_directory
+from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
+
+Recommendations = list[tuple[str, float]]
+
+
+class UnknownIds(UsageError, LookupError):
+    """Ids the model does not know; `ids` lists them."""
+
+    def __init__(self, kind: str, ids: Sequence[str], model: str | None = None):
+        self.kind, self.ids = kind, list(ids)
+        where = f" for model {model!r}" if model else ""
+        super().__init__(f"unknown {kind}(s){where}: {self.ids[:20]}")
+
+
+class Model:
+    """A trained recommender: query and item vectors whose dot products are its scores, the
+    external ids, and the items each known user has seen (train and validation)."""
+
+    def __init__(self, blob: dict, keep_alive: object | None = None):
+        self._blob, self._keep_alive = blob, keep_alive
+        train = (blob.get("config") or {}).get("train", {})
+        self.config: dict = train
+        self.metrics: dict = blob.get("metrics") or {}
+        model = build_model(blob["model"], blob["num_users"], blob["num_items"], blob["dim"],
+                            seed=0, score=train.get("score", "dot"))
+        try:
+            model.load_state_dict(blob["state"])
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"model state does not fit its checkpoint ({exc})") from None
+        self.queries, self.items = model.serving_vectors()
+        if not (torch.isfinite(self.queries).all() and torch.isfinite(self.items).all()):
+            raise CheckpointError("checkpoint holds non-finite parameters")
+        self.cosine = train.get("score") == "cosine"
+        self.user_ids: list[str] = list(blob["user_ids"])
+        self.item_ids: list[str] = list(blob["item_ids"])
+        self.user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self.item_index = {v: i for i, v in enumerate(self.item_ids)}
+        self.seen = InteractionIndex(torch.as_tensor(blob["seen_users"]).long(),
+                                     torch.as_tensor(blob["seen_items"]).long(),
+                                     blob["num_users"], blob["num_items"])
+        self.item_counts = torch.as_tensor(blob["item_counts"]).double()
+        self._scorer = VectorScorer(self.queries, self.items)
+        self._unit_items = F.normalize(self.items, dim=1)
+
+    # -- files -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Model:
+        """A run directory (holding checkpoint/) or a checkpoint directory."""
+        path = os.fspath(path)
+        inner = os.path.join(path, "checkpoint")
+        if os.path.isfile(os.path.join(inner, "model.pt")):
+            path = inner
+        return cls(load_checkpoint(path))
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write this model as a run directory (PATH/checkpoint/, the format `adasir serve`
+        and `Model.load` read), replacing one that is there only once the new one is whole."""
+        path = os.path.abspath(os.fspath(path))
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+        try:
+            shutil.copytree(self._blob["path"], os.path.join(tmp, "checkpoint"))
+            os.chmod(tmp, 0o755)
+            replace_directory(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def recommend(self, users: str | Sequence[str], k: int = 10, *, exclude_seen: bool = True,
+                  filter_items: Iterable[str] | None = None,
+                  candidates: Iterable[str] | None = None):
+        """The k best items for a user id (→ [(item, score), ...]) or a list of user ids (→ one
+        such list per user). exclude_seen leaves out the user's train and validation items;
+        filter_items are never recommended; candidates, if given, are the only items that may
+        be. Raises UnknownIds for users the model does not know."""
+        one = isinstance(users, str)
+        wanted = [users] if one else list(users)
+        unknown = [u for u in wanted if u not in self.user_index]
+        if unknown:
+            raise UnknownIds("user", unknown)
+        rows = [self.user_index[u] for u in wanted]
+        scores, items = self.rank_users(rows, k, exclude_seen,
+                                        self.allowed_items(filter_items, candidates))
+        out = self._named(scores, items)
+        return out[0] if one else out
+
+    def recommend_history(self, items: Sequence[str], k: int = 10, *,
+                          exclude_history: bool = True,
+                          filter_items: Iterable[str] | None = None,
+                          candidates: Iterable[str] | None = None) -> Recommendations:
+        """The k best items for a user the model never saw, from their item history (fold-in,
+        trainer/core/fold_in.py). Unknown history items are ignored; none known raises."""
+        known = [self.item_index[i] for i in items if i in self.item_index]
+        if not known:
+            raise UnknownIds("item", list(items))
+        query = self.fold_in_indices([known])
+        scorer = VectorScorer(query, self.items)
+        masked = [_history_index(known, self.num_items)] if exclude_history else []
+        scores, found = _rank(scorer, [0], k, masked, self.allowed_items(filter_items, candidates))
+        return self._named(scores, found)[0]
+
+    def fold_in(self, items: Sequence[str]) -> torch.Tensor:
+        """The query vector [d] of a user with this item history (unknown items ignored)."""
+        known = [self.item_index[i] for i in items if i in self.item_index]
+        if not known:
+            raise UnknownIds("item", list(items))
+        return self.fold_in_indices([known])[0]
+
+    def fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
+        """Query vectors [B, d] for histories of item indices."""
+        temperature = float(self.config.get("loss_temperature", 1.0))
+        return fold_in(self.items, [torch.as_tensor(h, dtype=torch.long) for h in histories],
+                       cosine=self.cosine, loss=self.config.get("loss", "bpr"),
+                       temperature=temperature, l2=float(self.config.get("l2", 0.0)))
+
+    def similar_items(self, items: str | Sequence[str], k: int = 10, *,
+                      filter_items: Iterable[str] | None = None,
+                      candidates: Iterable[str] | None = None):
+        """The k items most similar to an item (cosine of item vectors; the item itself left
+        out) → [(item, similarity), ...], or one such list per item of a list."""
+        one = isinstance(items, str)
+        wanted = [items] if one else list(items)
+        unknown = [i for i in wanted if i not in self.item_index]
+        if unknown:
+            raise UnknownIds("item", unknown)
+        rows = [self.item_index[i] for i in wanted]
+        scorer = VectorScorer(self._unit_items, self._unit_items)
+        itself = InteractionIndex(torch.as_tensor(rows), torch.as_tensor(rows), self.num_items,
+                                  self.num_items)
+        scores, found = _rank(scorer, rows, k, [itself],
+                              self.allowed_items(filter_items, candidates))
+        out = self._named(scores, found)
+        return out[0] if one else out
+
+    def answer(self, users: Sequence[str], k: int = 10, *, exclude_seen: bool = True,
+               fallback: str = "none", filter_items: Iterable[str] | None = None,
+               candidates: Iterable[str] | None = None) -> list[dict]:
+        """Each user's top k as JSON-ready {"user", "fallback", "items": [{"item", "score"}]}
+        (what `adasir recommend` prints and POST /recommend answers). A user the model does
+        not know gets the most popular items (score: the item's train interaction count) with
+        fallback="popularity" when `fallback` is "popularity", else raises UnknownIds."""
+        known = [u for u in users if u in self.user_index]
+        unknown = [u for u in users if u not in self.user_index]
+        if unknown and fallback == "none":
+            raise UnknownIds("user", unknown)
+        allowed = self.allowed_items(filter_items, candidates)
+        results: dict[str, dict] = {}
+        if known:
+            scores, items = self.rank_users([self.user_index[u] for u in known], k, exclude_seen,
+                                            allowed)
+            for user, recs in zip(known, self._named(scores, items)):
+                results[user] = {"user": user, "fallback": None, "items": _as_dicts(recs)}
+        if unknown:
+            popular = _as_dicts(self.popular_items(k, allowed))
+            for user in unknown:
+                results[user] = {"user": user, "fallback": "popularity", "items": popular}
+        return [results[u] for u in users]
+
+    def popular_items(self, k: int = 10, allowed: torch.Tensor | None = None) -> Recommendations:
+        """The k items with the most train interactions → [(item, count), ...]."""
+        counts = self.item_counts if allowed is None else self.item_counts.masked_fill(
+            ~allowed, -float("inf"))
+        top = counts.topk(min(k, self.num_items))
+        return [(self.item_ids[i], s) for s, i in zip(top.values.tolist(), top.indices.tolist())
+                if s > float("-inf")]
+
+    # -- index-level (the service ranks through these) -------------------------------------
+
+    def allowed_items(self, filter_items: Iterable[str] | None,
+                      candidates: Iterable[str] | None) -> torch.Tensor | None:
+        """[N] bool of the items that may be returned, or None for all. Unknown ids in either
+        list are ignored; candidates of which none is known allow nothing."""
+        if filter_items is None and candidates is None:
+            return None
+        if candidates is None:
+            allowed = torch.ones(self.num_items, dtype=torch.bool)
+        else:
+            allowed = torch.zeros(self.num_items, dtype=torch.bool)
+            allowed[[self.item_index[i] for i in candidates if i in self.item_index]] = True
+        if filter_items is not None:
+            allowed[[self.item_index[i] for i in filter_items if i in self.item_index]] = False
+        return allowed
+
+    def rank_users(self, rows: list[int], k: int, exclude_seen: bool,
+                   allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Known users (indices) → (scores [B, k'], item indices [B, k']); −inf marks a slot
+        with no eligible item left."""
+        return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
+
+    def _named(self, scores: torch.Tensor, items: torch.Tensor) -> list[Recommendations]:
+        out = []
+        for s_row, i_row in zip(scores.tolist(), items.tolist()):
+            out.append([(self.item_ids[i], s) for s, i in zip(s_row, i_row) if s > float("-inf")])
+        return out
+
+
+def _as_dicts(recs: Recommendations) -> list[dict]:
+    return [{"item": item, "score": float(score)} for item, score in recs]
+
+
+def _history_index(items: list[int], num_items: int) -> InteractionIndex:
+    """One folded-in user (row 0) who has seen `items`."""
+    t = torch.as_tensor(items, dtype=torch.long)
+    return InteractionIndex(torch.zeros_like(t), t, 1, num_items)
+
+
+def _rank(scorer, rows: list[int], k: int, masked: list, allowed: torch.Tensor | None):
+    if k < 1:
+        raise UsageError("k must be ≥ 1")
+    return top_k(scorer, torch.as_tensor(rows, dtype=torch.long), k, masked, allowed=allowed)
+
+
+# -- fit -------------------------------------------------------------------------------------
+
+
+def fit(data, config: TrainConfig | dict | None = None, *, preset: str = DEFAULT_PRESET,
+        out: str | os.PathLike | None = None, valid_ratio: float = 0.1, seed: int = 0,
+        log=None, **options) -> Model:
+    """Train a model in this process and return it.
+
+    data: a prepared dataset directory (`adasir prepare`), a pandas DataFrame with columns
+    user and item (and rating, kept as information), or a scipy sparse matrix of users × items
+    (ids are then the row and column numbers as strings). A DataFrame or matrix is prepared
+    with `valid_ratio` of each user's items held out for early stopping and no test split.
+    config: TrainConfig fields (a dict or a TrainConfig) over `preset`; `options` are more
+    fields (dim=64, epochs=20, ...). out: the run directory to write (metrics.json and
+    checkpoint/); by default a temporary one that lives as long as the model.
+    log: a callable that takes each progress line (default: silent).
+    """
+    given = dict(config.model_dump() if isinstance(config, TrainConfig) else config or {})
+    given.update(options)
+    keep_alive = None
+    if out is None:
+        keep_alive = tempfile.TemporaryDirectory(prefix="adasir-fit-")
+        out = keep_alive.name
+    out = os.path.abspath(os.fspath(out))
+    with _prepared(data, valid_ratio, seed) as data_dir:
+        prepared = PreparedData.load(data_dir)
+        cfg = TrainConfig(**resolve(preset, given))
+        cfg = fit_to_data(cfg, prepared.num_items, given, log)
+        check_against_data(cfg, prepared.num_users, prepared.num_items)
+        train_in_process(cfg, prepared, out, log=log or (lambda line: None))
+    return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
+
+
+class _prepared:
+    """A context giving a prepared dataset directory for `data`: the directory itself, or a
+    temporary one prepared from an in-memory table (removed on exit)."""
+
+    def __init__(self, data, valid_ratio: float, seed: int):
+        self.data, self.options = data, PrepareOptions(kcore=0, test_ratio=0.0,
+                                                       valid_ratio=valid_ratio, seed=seed)
+        self.tmp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> str:
+        if isinstance(self.data, (str, os.PathLike)):
+            return os.fspath(self.data)
+        raw = _raw_interactions(self.data)
+        self.tmp = tempfile.TemporaryDirectory(prefix="adasir-data-")
+        out = os.path.join(self.tmp.name, "data")
+        result = prepare_arrays(raw, self.options, "in-memory data")
+        manifest = {"format_version": FORMAT_VERSION, "source": {"in_memory": type(self.data).__name__},
+                    "options": vars(self.options), "counts": result["counts"],
+                    "split": "random per user"}
+        write_prepared(out, result, manifest)
+        return out
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+def _raw_interactions(data) -> RawInteractions:
+    """A DataFrame (user, item[, rating]) or a scipy sparse users × items matrix as string-id
+    interactions."""
+    if hasattr(data, "tocoo"):
+        coo = data.tocoo()
+        keep = coo.data != 0
+        return RawInteractions(pa.array(coo.row[keep].astype(str)), pa.array(coo.col[keep].astype(str)),
+                               coo.data[keep].astype(np.float64))
+    if hasattr(data, "columns"):
+        missing = [c for c in ("user", "item") if c not in data.columns]
+        if missing:
+            raise DataError(f"the DataFrame has no column(s) {missing}; it needs user and item "
+                            f"(and optionally rating); it has {list(data.columns)[:10]}")
+        if data[["user", "item"]].isna().to_numpy().any():
+            raise DataError("the DataFrame's user or item column has missing values")
+        ratings = (data["rating"].to_numpy(dtype=np.float64) if "rating" in data.columns
+                   else None)
+        return RawInteractions(pa.array(data["user"].astype(str).to_numpy()),
+                               pa.array(data["item"].astype(str).to_numpy()), ratings)
+    raise UsageError(f"fit(data=...) takes a prepared dataset directory, a pandas DataFrame or "
+                     f"a scipy sparse matrix, not {type(data).__name__}")

@@ -1,0 +1,210 @@
+"""Train a recommender with a negative sampler; write OUT/metrics.json and OUT/checkpoint/.
+
+    python trainer/run.py                       # embedded default: synthetic data
+    python trainer/run.py --data data/ml-1m --model mf --sampler adasir-u --epochs 200 \\
+        --device cpu --seed 0 --out runs/ml1m-adasir --workers 0
+
+--workers 0 trains in this process; --workers N ≥ 1 trains under Ray Train with users sharded
+across N workers, on the cluster this job was submitted to (`ray job submit -- python
+trainer/run.py ...`), on --ray-address, or on a local Ray it starts when none is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from trainer.cli.flags import add_config_flags, config_overrides
+from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.logs import progress_logger
+from trainer.core.presets import DEFAULT_PRESET, PRESETS, fit_to_data, resolve
+from trainer.core.training import train_in_process
+from trainer.data.dataset import PreparedData
+from trainer.errors import is_usage_error, one_line
+from trainer.outputs.rundir import RunDir, RunDirError
+
+# Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
+# so the samplers' differences show (README: "Which sampler wins").
+DEFAULT_SYNTHETIC = "users=3000,items=4000,dim=16,mean=30,alpha=0,zipf=0.5,signal=6,seed=0"
+
+
+def default_data_dir() -> str:
+    """The embedded default dataset, generated on first use into ./runs/data/."""
+    from trainer.data.prepare import PrepareOptions, prepare
+
+    path = os.path.abspath(os.path.join("runs", "data", "synthetic-default"))
+    if not os.path.isfile(os.path.join(path, "manifest.json")):
+        prepare(path, PrepareOptions(), synthetic=DEFAULT_SYNTHETIC, overwrite=True)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
+    ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                    help="the starting point: 'recommended' (the bilateral softmax loss "
+                    "over 1000 shared uniform negatives, cosine, early stopping on validation "
+                    "Recall@20: what won on validation) or 'paper' "
+                    "(AdaSIR-U with BPR, the paper's protocol); trainer/core/presets.py")
+    ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
+                    "('{...}'); flags override it, and it overrides the preset")
+    add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
+    ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="any sampler option (pools/<module>.py), e.g. srns_alpha=2 or "
+                         "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out (the old run stays whole until this one completes)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out from its checkpoint")
+    ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
+    ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
+    ap.add_argument("--item-exchange", choices=["auto", "dense", "sparse"], default="auto",
+                    help="Ray: how workers average item gradients — all-reduce the table (dense), "
+                    "all-gather the touched rows (sparse), or per step the fewer bytes (auto)")
+    ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
+    ap.add_argument("--ray-address", help="Ray: cluster address (default: $RAY_ADDRESS or a local Ray)")
+    ap.add_argument("--storage-path", help="Ray: where checkpoints persist (shared storage on a "
+                    "multi-node cluster; default OUT/ray)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="also checkpoint every N epochs (0: only at the end)")
+    return ap
+
+
+def config_from_args(args, given: dict | None = None) -> TrainConfig:
+    """Flags over an optional JSON config over the preset; validated by pydantic. `given`:
+    given_options(args), when the caller already has it."""
+    return TrainConfig(**resolve(args.preset, given_options(args) if given is None else given))
+
+
+def given_options(args) -> dict:
+    """What the user set: the --config JSON, then --sampler-opt, then the flags (nested)."""
+    base: dict = {}
+    if args.config and args.config.lstrip().startswith("{"):  # inline JSON (POST /jobs)
+        base = json.loads(args.config)
+    elif args.config:
+        with open(args.config) as fh:
+            base = json.load(fh)
+    given = config_overrides(args)
+    sampler = dict(base.pop("sampler", {}))
+    sampler.update(_sampler_options(args.sampler_opt))
+    sampler.update(given.pop("sampler", {}))
+    base.update(given)
+    return {**base, "sampler": sampler} if sampler else base
+
+
+def _sampler_options(pairs: list[str]) -> dict:
+    """KEY=VALUE strings → a dict; pydantic then rejects unknown keys and bad values."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--sampler-opt expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value  # a bare word such as weighting=paper
+    return options
+
+
+# What --resume may change: the epoch cap, where it runs and what is measured along the way;
+# anything else would silently train a different run on top of the checkpoint's.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "eval_every", "eval_users", "topk",
+                               "diagnostics", "early_stopping_patience",
+                               "early_stopping_metric"})
+
+
+def check_resume_config(out: str, config: TrainConfig) -> None:
+    """Refuse --resume with options other than the checkpoint's, naming the fields."""
+    path = os.path.join(out, "checkpoint", "config.json")
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable checkpoint is refused by the load itself, with its reason
+    mine = config.model_dump(mode="json")
+    differ = sorted(k for k in set(saved) | set(mine)
+                    if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {mine.get(k)!r}" for k in differ)
+        raise RunDirError(f"--resume continues the same run, but these options differ from "
+                          f"its checkpoint's ({shown}); only --epochs and what is measured may "
+                          f"change. Drop them, or start a new --out")
+
+
+def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
+    if args.workers == 0:
+        return train_in_process(config, data, work, args.checkpoint_every,
+                                log=progress_logger().info, resume=args.resume)
+    from trainer.distributed.ray_train import train_with_ray
+
+    return train_with_ray(config, data, work, workers=args.workers, gpu=args.gpu,
+                          max_failures=args.max_failures, checkpoint_every=args.checkpoint_every,
+                          address=args.ray_address, storage_path=args.storage_path,
+                          resume=args.resume, item_exchange=args.item_exchange)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        given = given_options(args)
+        config = config_from_args(args, given)
+        if args.workers < 0:
+            raise ValueError("--workers must be ≥ 0")
+        data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
+        out = os.path.abspath(args.out or os.path.join(
+            "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        config = fit_to_data(config, data.num_items, given, progress_logger().info)
+        check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
+        if args.workers > 0:
+            from trainer.distributed.ray_train import check_ray_request
+
+            check_ray_request(config, data, args.workers, args.gpu)
+        rundir = RunDir(out, overwrite=args.overwrite, resume=args.resume)
+        if args.resume:  # before run.json is touched
+            check_resume_config(out, config)
+        print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
+              f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
+        rundir.start()
+        # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as
+        # a shell that starts the run in the background leaves it ignored.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _interrupt)
+        try:
+            metrics = _train(args, config, data, rundir.work)
+        except KeyboardInterrupt:
+            rundir.stop()
+            print(f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
+                  file=sys.stderr)
+            return 130
+        except BaseException as exc:
+            rundir.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        rundir.complete()
+    except Exception as exc:  # usage errors: one clear line; bugs keep their traceback
+        if not is_usage_error(exc):
+            raise
+        kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
+        print(f"run: error: {kind}{one_line(exc)}", file=sys.stderr)
+        return 2
+    test = metrics["test"]
+    print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)
+    print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'checkpoint')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

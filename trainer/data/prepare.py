@@ -1,0 +1,253 @@
+"""Prepare interactions for training: filter, k-core, split, write Parquet + id maps + manifest.
+
+    python trainer/prepare.py --input ml-1m.inter.gz --out data/ml-1m --min-rating 4
+    python trainer/prepare.py --synthetic users=3000,items=2000 --out data/synth
+
+Output directory (written to a temporary sibling, then renamed, so a failure leaves nothing):
+    train.parquet, valid.parquet, test.parquet  columns user, item (int32 indices), sorted
+    users.parquet, items.parquet                columns index (int32), id (string)
+    manifest.json                               counts, options, seed, source checksum
+Same input, options and seed ⇒ byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from trainer.data.formats import DataError, RawInteractions, read_interactions
+from trainer.data.synthetic import SyntheticSpec, generate
+from trainer.errors import one_line
+from trainer.outputs.atomic import replace_directory
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    min_rating: float | None = None
+    """Keep interactions with rating ≥ this (needs a rating column); None keeps all."""
+    kcore: int = 5
+    """Drop users and items with fewer interactions, repeated until nothing changes (paper: 5)."""
+    test_ratio: float = 0.2
+    """Share of each user's items held out for test (paper: 20%)."""
+    valid_ratio: float = 0.1
+    """Share of each user's remaining train items held out for validation (paper: 10%)."""
+    seed: int = 0
+    """Seed of the random split."""
+
+    def check(self) -> None:
+        if not 0.0 <= self.test_ratio < 1.0 or not 0.0 <= self.valid_ratio < 1.0:
+            raise DataError("--test-ratio and --valid-ratio must be in [0, 1)")
+        if self.kcore < 0:
+            raise DataError("--kcore must be ≥ 0")
+
+
+def _encode(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """String ids → (int64 codes into the sorted unique ids, sorted unique ids)."""
+    unique = pc.unique(values)
+    unique = unique.take(pc.sort_indices(unique))
+    return pc.index_in(values, value_set=unique).to_numpy().astype(np.int64), unique
+
+
+def _kcore(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """Mask of pairs surviving iterated k-core filtering (fixed point)."""
+    keep = np.ones(users.size, dtype=bool)
+    if k <= 1:
+        return keep
+    while True:
+        u_deg = np.bincount(users[keep], minlength=users.max() + 1)
+        i_deg = np.bincount(items[keep], minlength=items.max() + 1)
+        new = keep & (u_deg[users] >= k) & (i_deg[items] >= k)
+        if new.sum() == keep.sum():
+            return new
+        keep = new
+
+
+def _split(users: np.ndarray, num_users: int, opts: PrepareOptions, rng) -> np.ndarray:
+    """Per-user random split: 0 = train, 1 = valid, 2 = test. users must be sorted."""
+    deg = np.bincount(users, minlength=num_users)
+    n_test = np.floor(opts.test_ratio * deg + 0.5).astype(np.int64)
+    n_test = np.where(deg >= 2, np.clip(n_test, 1 if opts.test_ratio > 0 else 0, deg - 1), 0)
+    n_valid = np.floor(opts.valid_ratio * (deg - n_test) + 0.5).astype(np.int64)
+    n_valid = np.minimum(n_valid, np.maximum(deg - n_test - 1, 0))
+    order = np.lexsort((rng.random(users.size), users))  # random order within each user
+    start = np.concatenate([[0], np.cumsum(deg)[:-1]])
+    position = np.empty(users.size, dtype=np.int64)
+    position[order] = np.arange(users.size) - start[users[order]]
+    part = np.zeros(users.size, dtype=np.int8)
+    part[position < n_test[users] + n_valid[users]] = 1
+    part[position < n_test[users]] = 2
+    return part
+
+
+def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
+                   given_test: RawInteractions | None = None) -> dict:
+    """Filter, index, split. Returns tables and manifest fields; writes nothing."""
+    opts.check()
+    n_raw = len(raw.users)
+    users_s, items_s, ratings = raw.users, raw.items, raw.ratings
+    if opts.min_rating is not None:
+        if ratings is None:
+            raise DataError(f"{source}: --min-rating given but the input has no rating column")
+        keep = ratings >= opts.min_rating
+        users_s, items_s = users_s.filter(pa.array(keep)), items_s.filter(pa.array(keep))
+    n_rated = len(users_s)
+    u, user_ids = _encode(users_s)
+    i, item_ids = _encode(items_s)
+    if u.size == 0:
+        raise DataError(f"{source}: nothing left after the rating filter (--min-rating {opts.min_rating})")
+    pairs = np.unique(u * len(item_ids) + i)  # deduplicated and sorted by (user, item)
+    u, i = pairs // len(item_ids), pairs % len(item_ids)
+    keep = _kcore(u, i, opts.kcore)
+    u, i = u[keep], i[keep]
+    if u.size == 0:
+        raise DataError(f"{source}: nothing left after {opts.kcore}-core filtering")
+    # Re-index the survivors; sorted ids stay sorted, so indices follow the ids' order.
+    kept_users, u = np.unique(u, return_inverse=True)
+    kept_items, i = np.unique(i, return_inverse=True)
+    user_ids, item_ids = user_ids.take(pa.array(kept_users)), item_ids.take(pa.array(kept_items))
+    rng = np.random.default_rng(opts.seed)
+    dropped_test = 0
+    if given_test is None:
+        part = _split(u, len(user_ids), opts, rng)
+    else:
+        test_u = pc.index_in(given_test.users, value_set=user_ids).to_numpy(zero_copy_only=False)
+        test_i = pc.index_in(given_test.items, value_set=item_ids).to_numpy(zero_copy_only=False)
+        known = ~(np.isnan(test_u.astype(float)) | np.isnan(test_i.astype(float)))
+        dropped_test = int((~known).sum())
+        test_pairs = np.unique(test_u[known].astype(np.int64) * len(item_ids)
+                               + test_i[known].astype(np.int64))
+        no_test = PrepareOptions(**{**asdict(opts), "test_ratio": 0.0})
+        part = _split(u, len(user_ids), no_test, rng)
+        train_keys = u * len(item_ids) + i
+        test_pairs = np.setdiff1d(test_pairs, train_keys)
+        u = np.concatenate([u, test_pairs // len(item_ids)])
+        i = np.concatenate([i, test_pairs % len(item_ids)])
+        part = np.concatenate([part, np.full(test_pairs.size, 2, dtype=np.int8)])
+    tables = {}
+    for code, name in enumerate(SPLITS):
+        sel = part == code
+        order = np.lexsort((i[sel], u[sel]))
+        tables[name] = pa.table({"user": pa.array(u[sel][order].astype(np.int32)),
+                                 "item": pa.array(i[sel][order].astype(np.int32))})
+    counts = {"raw_rows": n_raw, "after_rating_filter": n_rated, "after_kcore": int(u.size),
+              "users": len(user_ids), "items": len(item_ids),
+              **{name: tables[name].num_rows for name in SPLITS},
+              "given_test_pairs_dropped": dropped_test}
+    return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False) -> dict:
+    """Write into a temporary sibling directory, then rename over `out`. Returns the manifest
+    as written (with each file's rows and SHA-256)."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(f"{out}: exists and is not a directory")
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise DataError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+    os.chmod(tmp, 0o755)
+    try:
+        for name, table in result["tables"].items():
+            pq.write_table(table, os.path.join(tmp, f"{name}.parquet"))
+        for name, ids in (("users", result["user_ids"]), ("items", result["item_ids"])):
+            pq.write_table(pa.table({"index": pa.array(np.arange(len(ids), dtype=np.int32)),
+                                     "id": ids.cast(pa.string())}),
+                           os.path.join(tmp, f"{name}.parquet"))
+        # Rows and SHA-256 of every table: PreparedData.load checks them before training.
+        manifest = {**manifest, "files": {
+            name: {"rows": pq.read_metadata(os.path.join(tmp, name)).num_rows,
+                   "sha256": file_sha256(os.path.join(tmp, name))}
+            for name in sorted(f for f in os.listdir(tmp) if f.endswith(".parquet"))}}
+        with open(os.path.join(tmp, "manifest.json"), "w") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        replace_directory(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: str = "auto",
+            test_path: str | None = None, synthetic: str | None = None,
+            overwrite: bool = False) -> dict:
+    """Read, prepare and write one dataset. Returns the manifest."""
+    if (input_path is None) == (synthetic is None):
+        raise DataError("give exactly one of --input or --synthetic")
+    if synthetic is not None:
+        spec = SyntheticSpec.parse(synthetic)
+        raw, source = generate(spec), {"synthetic": spec.describe()}
+        given_test = None
+    else:
+        raw = read_interactions(input_path, fmt)
+        given_test = read_interactions(test_path, "lightgcn" if fmt == "lightgcn" else "auto") \
+            if test_path else None
+        source = {"path": os.path.basename(input_path), "sha256": file_sha256(input_path)}
+        if test_path:
+            source["test_path"] = os.path.basename(test_path)
+            source["test_sha256"] = file_sha256(test_path)
+    result = prepare_arrays(raw, opts, input_path or "synthetic", given_test)
+    manifest = {"format_version": FORMAT_VERSION, "source": source, "options": asdict(opts),
+                "counts": result["counts"], "split": "given test file" if given_test else "random per user"}
+    return write_prepared(out, result, manifest, overwrite)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="interactions file (.inter[.gz], .csv, .tsv, .parquet, .txt, .mat)")
+    src.add_argument("--synthetic", help="generate data instead: users=U,items=I,dim=D,mean=M,seed=S,...")
+    ap.add_argument("--test-input", help="LightGCN-style test file kept as the test split")
+    ap.add_argument("--format", default="auto",
+                    choices=["auto", "inter", "csv", "tsv", "parquet", "lightgcn", "mat"])
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--min-rating", type=float, default=None)
+    ap.add_argument("--kcore", type=int, default=5)
+    ap.add_argument("--test-ratio", type=float, default=0.2)
+    ap.add_argument("--valid-ratio", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    args = ap.parse_args(argv)
+    opts = PrepareOptions(args.min_rating, args.kcore, args.test_ratio, args.valid_ratio, args.seed)
+    try:
+        manifest = prepare(args.out, opts, args.input, args.format, args.test_input,
+                           args.synthetic, args.overwrite)
+    except DataError as exc:
+        print(f"prepare: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(json.dumps(manifest["counts"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What a run writes: checkpoints, the run directory and its state, atomic replacement."""
