@@ -57,8 +57,11 @@ class Contender:
 
 CONTENDERS: dict[str, Contender] = {
     "default": Contender(
-        "recommended", {}, [], "the product's default command: `--dim 64`, nothing else",
-        common=False),
+        "recommended", {}, [], "the product's default command: `--dim 64`, nothing else "
+        "(early stopping on validation, then a refit on train + validation)", common=False),
+    "default-no-refit": Contender(
+        "recommended", {"refit": False}, [], "the default command with `--no-refit`: the best "
+        "validated epoch's model, trained on 90% of train", common=False),
     "softmax+shared1000": Contender(
         "recommended", {"loss": "softmax", "score": "cosine", "l2": 0.0,
                         "loss_temperature": 0.1}, [],
@@ -158,14 +161,24 @@ class Runs:
                 raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-2000:]}")
             with open(os.path.join(out, "metrics.json")) as fh:
                 metrics = json.load(fh)
-        epochs = metrics["epochs"]
-        return {"test": metrics["test"], "best_epoch": metrics["early_stopping"]["best_epoch"],
-                "best_valid": metrics["early_stopping"]["best_valid"], "epochs": len(epochs),
-                "curve": [(e["epoch"], e["valid"]["recall@20"], e["valid"]["ndcg@20"])
-                          for e in epochs if "valid" in e],
-                "seconds": sum(e["sample_s"] + e["train_s"] + e.get("eval_s", 0.0)
-                               for e in epochs),
-                "epoch_s": [e["sample_s"] + e["train_s"] for e in epochs]}
+        return record_from_metrics(metrics)
+
+
+def record_from_metrics(metrics: dict) -> dict:
+    """What runs.jsonl keeps of a run's metrics.json."""
+    epochs = metrics["epochs"]
+    refit = metrics.get("refit", {}).get("records", [])
+    record = {"test": metrics["test"], "best_epoch": metrics["early_stopping"]["best_epoch"],
+              "best_valid": metrics["early_stopping"]["best_valid"], "epochs": len(epochs),
+              "curve": [(e["epoch"], e["valid"]["recall@20"], e["valid"]["ndcg@20"])
+                        for e in epochs if "valid" in e],
+              "seconds": sum(e["sample_s"] + e["train_s"] + e.get("eval_s", 0.0)
+                             for e in epochs + refit),
+              "epoch_s": [e["sample_s"] + e["train_s"] for e in epochs]}
+    if refit:  # trained again on train + validation: the test metrics are the refit's
+        record["refit_epochs"] = len(refit)
+        record["test_before_refit"] = metrics["before_refit"]["test"]
+    return record
 
 
 def choose(runs: Runs, contender: Contender, extra: dict) -> tuple[dict, list[dict]] | None:

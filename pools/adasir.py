@@ -9,14 +9,14 @@ import torch
 from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
-from pools.config import ChunkedRefreshOptions, TemperatureOptions
+from pools.config import ChunkedRefreshOptions, ResampledOptions, weighting_offset
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
 
 
-class AdaSIROptions(TemperatureOptions, ChunkedRefreshOptions):
+class AdaSIROptions(ResampledOptions, ChunkedRefreshOptions):
     """AdaSIR's pools (Algorithm 1) and the options that make them fresher, wider or more
-    diverse (issue 11: `--diagnostics` measures each)."""
+    diverse (`--diagnostics` measures each)."""
 
     name: Literal["adasir-u", "adasir-p", "adasir-w"]
     """`adasir-u`/`adasir-p`: pools by importance resampling from a uniform / popularity
@@ -32,9 +32,6 @@ class AdaSIROptions(TemperatureOptions, ChunkedRefreshOptions):
     """Algorithm 1, line 10: the new pool is |R| entries drawn uniformly from the old pool ∪ the
     freshly resampled one. Off: every refresh replaces the pool."""
 
-    weighting: Literal["paper", "reference", "none"] = "paper"
-    """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
-    softmax(r + log w) (what the authors' code does), `none` a plain mean."""
 
     rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
     """AdaSIR-W: `batch-mean` divides J(rank) by its global batch mean, so the loss keeps the
@@ -172,7 +169,7 @@ class AdaSIRSampler(NegativeSampler):
         slot = self._pick_slots(model, users, generator)
         items = self.pool_items[users[:, None], slot].long()
         log_w = self.pool_log_w[users[:, None], slot]
-        offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
+        offset = weighting_offset(log_w, cfg.weighting)
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
         # A pool entry is item j with probability ≈ |K|·Q(j)·w(j|c): j is among the |K|
         # candidates with probability ≈ |K|·Q(j), and then resampled with weight w(j|c).

@@ -9,6 +9,9 @@ groups several samplers use (pools, temperature) live here so their docstrings a
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -43,6 +46,10 @@ class SamplerOptions(BaseModel):
                      "takes": ", ".join(cls.model_fields)})
         return data
 
+    def check_against_catalogue(self, num_items: int) -> None:
+        """Refuse (ValueError naming the option) what only the catalogue's size rules out;
+        called before training starts. Most samplers have nothing to check."""
+
     @model_validator(mode="after")
     def _keep_positives_supported(self):
         from pools.registry import capabilities_of  # the registry imports this module
@@ -59,6 +66,19 @@ class TemperatureOptions(SamplerOptions):
     temperature: float = Field(1.0, gt=0.0, le=1e4)
     """τ in the sampler's softmax over scores, ∝ exp(r/τ − log Q). τ = 1 is the paper; larger τ
     gives softer, less 'hard' negatives."""
+
+
+class ResampledOptions(TemperatureOptions):
+    """Samplers that resample negatives ∝ w and hand the loss their log-weights."""
+
+    weighting: Literal["paper", "reference", "none"] = "paper"
+    """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
+    softmax(r + log w) (what the authors' code does), `none` a plain mean."""
+
+
+def weighting_offset(log_w: torch.Tensor, weighting: str) -> torch.Tensor | None:
+    """The logit offset Eq. (1) adds for resampling weights log w, under `weighting`."""
+    return {"paper": -log_w, "reference": log_w, "none": None}[weighting]
 
 
 class ChunkedRefreshOptions(SamplerOptions):

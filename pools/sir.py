@@ -1,7 +1,7 @@
 """AdaSIR-B: AdaSIR's importance resampling done for every batch, with no pools.
 
-The pool diagnostics (README, "Why AdaSIR loses to DNS") say AdaSIR's pools lose to DNS on
-freshness: one refresh an epoch leaves them ~200 steps behind the model, and refreshing them
+AdaSIR's pools go stale: the pool diagnostics (benchmarks/README.md, "Why AdaSIR loses to DNS")
+show that one refresh an epoch leaves them ~200 steps behind the model, and refreshing them
 more often costs a pass over every user each time. This sampler does steps 1-3 of Algorithm 1
 for the batch's pairs only, at every step, and draws the n negatives straight from the
 resampling weights:
@@ -28,11 +28,11 @@ import torch
 from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
-from pools.config import TemperatureOptions
+from pools.config import ResampledOptions, weighting_offset
 from pools.registry import register
 
 
-class BatchSIROptions(TemperatureOptions):
+class BatchSIROptions(ResampledOptions):
     """Importance resampling per batch from candidates the batch shares."""
 
     name: Literal["adasir-b"]
@@ -51,7 +51,7 @@ class BatchSIROptions(TemperatureOptions):
     validation on ml-1m and the Gowalla-size set)."""
 
     ess_target: float | None = Field(None, gt=0.0, lt=1.0)
-    """Adaptive hardness (issue 11): when set, τ is not fixed but steered after every step so
+    """Adaptive hardness: when set, τ is not fixed but steered after every step so
     that the batch's mean effective sample size of w, (Σw)²/Σw² over the |K| candidates, is
     this fraction of |K| (`temperature` is where τ starts). Score scales drift with training
     and L2; a fixed ESS keeps the resampling equally selective throughout. τ is the sampler's
@@ -77,9 +77,6 @@ class BatchSIROptions(TemperatureOptions):
     the sampled softmax reads the log-proposal: under `bpr` and `contrastive`, `drop` is
     `mask`."""
 
-    weighting: Literal["paper", "reference", "none"] = "paper"
-    """Eq. (1) weights over a pair's n negatives: `paper` softmax(r − log w), `reference`
-    softmax(r + log w) (the authors' code), `none` a plain mean."""
 
     @model_validator(mode="after")
     def _mask_needs_exclusion(self):
@@ -133,7 +130,7 @@ class BatchSIRSampler(NegativeSampler):
             items, _, slot = self._redraw_positives(users, items, redraw, generator, carry=slot)
         log_w = ((_pick(logits, row, slot) - top.index_select(0, row)) / self.tau
                  - draws.log_total.index_select(0, row)[:, None])
-        offset = {"paper": -log_w, "reference": log_w, "none": None}[cfg.weighting]
+        offset = weighting_offset(log_w, cfg.weighting)
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
         if invalid is not None and cfg.positive_draws == "drop":

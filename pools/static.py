@@ -41,6 +41,12 @@ class DNSOptions(SamplerOptions):
     dns_candidates: int = Field(10, ge=1, le=10_000)
     """m: uniform candidates per negative, the best-scored of which is kept."""
 
+    def check_against_catalogue(self, num_items: int) -> None:
+        if self.dns_candidates * self.num_negatives > 100 * num_items:
+            raise ValueError(f"dns_candidates × negatives = "
+                             f"{self.dns_candidates * self.num_negatives} draws per pair is "
+                             f"over 100× the {num_items} items; lower them")
+
 
 class SoftmaxOptions(TemperatureOptions):
     """The exact softmax(r/τ) over every item, O(items) per user."""

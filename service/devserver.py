@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from trainer.project import PROJECT_ROOT
 
 
 def free_port() -> int:
@@ -27,7 +26,7 @@ def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:app", "--host",
                                "127.0.0.1", "--port", str(port), *uvicorn_args],
-                              cwd=ROOT, env=env, **popen)
+                              cwd=PROJECT_ROOT, env=env, **popen)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s

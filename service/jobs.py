@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import uuid
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from service.names import is_safe_name
 from trainer.core.config import TrainConfig
-from trainer.core.presets import DEFAULT_PRESET, PresetName, resolve
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+from trainer.core.presets import DEFAULT_PRESET, PresetName, build_config
 
 
 class DatasetError(ValueError):
@@ -24,7 +22,7 @@ class DatasetError(ValueError):
 def resolve_dataset(data_root: str, name: str) -> str:
     """The dataset's directory, confined to the data root: no absolute paths, no `..`, no
     symlink that leads outside, and it must be a prepared dataset."""
-    if not _NAME.match(name) or ".." in name.split("/"):
+    if not is_safe_name(name):
         raise DatasetError(f"dataset {name!r}: use a name relative to the data root "
                            "(letters, digits, . _ - and /; no '..', no absolute path)")
     root = os.path.realpath(data_root)
@@ -41,7 +39,7 @@ class JobRequest(BaseModel):
     sets over it — the same schema as `trainer/run.py --preset/--config` and Tune's configs.
     Unknown fields are rejected at every level, when the job is submitted."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     dataset: str = Field(..., min_length=1, max_length=200)
     """Prepared dataset, relative to the data root."""
@@ -69,7 +67,7 @@ class JobRequest(BaseModel):
 
     def config(self) -> TrainConfig:
         """The TrainConfig the job trains with (before it is fitted to the dataset's size)."""
-        return TrainConfig(**resolve(self.preset, self.train))
+        return build_config(self.preset, self.train)
 
     def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
         args = ["python", script, "--data", data_dir, "--out", out_dir,
@@ -118,12 +116,17 @@ class JobService:
         return job_id
 
     def _info(self, job_id: str):
+        """The job's info; a job this service did not submit is unknown, as in the listing
+        (it is neither shown nor stopped)."""
         try:
-            return self.client.get_job_info(job_id)
+            info = self.client.get_job_info(job_id)
         except RuntimeError as exc:  # the client's way of saying 404
             if "does not exist" in str(exc) or "404" in str(exc):
                 raise UnknownJob(job_id) from None
             raise
+        if (info.metadata or {}).get("adasir") != "1":
+            raise UnknownJob(job_id)
+        return info
 
     def summary(self, info) -> dict:
         job_id = info.submission_id

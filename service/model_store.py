@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from service.names import is_safe_name
 from trainer.api import Model
 from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
 
@@ -71,9 +71,6 @@ def describe(model_id: str, config: dict, metrics: dict, blob: dict | None = Non
     return info
 
 
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
-
-
 class ModelRegistry:
     def __init__(self, root: str, cache_size: int = 4, scan_interval: float = 1.0):
         self.root = os.path.abspath(root)
@@ -115,7 +112,7 @@ class ModelRegistry:
             if self._latest is None:
                 raise UnknownModel("no trained models yet")
             model_id = self._latest
-        elif not _MODEL_ID.match(model_id) or ".." in model_id.split("/"):
+        elif not is_safe_name(model_id):
             raise UnknownModel(f"unknown model {model_id!r}")
         path = os.path.join(self.root, *model_id.split("/"), "checkpoint")
         if not os.path.isfile(os.path.join(path, "model.pt")):

@@ -7,7 +7,7 @@ import os
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from trainer.project import PROJECT_ROOT
 
 
 class Settings(BaseSettings):
@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     """ADASIR_PROTECT_RECOMMEND=1: /recommend and /models need the token too."""
     model_cache: int = Field(4, ge=1, le=1000)
     """ADASIR_MODEL_CACHE: models kept loaded at once (least recently used is dropped)."""
-    job_working_dir: str | None = _PROJECT
+    job_working_dir: str | None = PROJECT_ROOT
     """ADASIR_JOB_WORKING_DIR: uploaded as the job's working_dir (default: this project);
     'none' when the cluster's image already has the project installed."""
     job_script: str = "trainer/run.py"

@@ -122,3 +122,57 @@ def test_a_job_starts_from_the_recommended_preset_like_the_command_line():
     assert args.preset == "recommended" and config_from_args(args) == job.config()
     with pytest.raises(ValueError, match="preset"):
         JobRequest(dataset="d", preset="fastest")
+
+
+def _refused(capsys, tmp_path, *argv) -> str:
+    """run.py's main on the tiny dataset: exit 2, one line on stderr, nothing written."""
+    from trainer.cli.train import main
+
+    out = tmp_path / "out"
+    code = main(["--out", str(out), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not out.exists()
+    return err[0]
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[1]", "expected a JSON object"), (" [1]", "expected a JSON object"),
+    ('"text"', "expected a JSON object"), ("nowhere.json", "neither a JSON file"),
+    ('{"sampler": null}', "sampler must be an object"),
+    ('{"dim": true}', "dim"), ('{"diagnostics": "yes"}', "diagnostics"),
+    ('{"epochs": "1"}', "epochs"), ('{"lr": "0.1"}', "lr"),
+])
+def test_a_config_option_is_json_of_the_right_types_or_refused(config, message, tiny_data,
+                                                                  tmp_path, capsys):
+    assert message in _refused(capsys, tmp_path, "--data", tiny_data, "--config", config)
+
+
+def test_other_impossible_options_are_one_line_each(tiny_data, tmp_path, capsys):
+    (tmp_path / "confdir").mkdir()
+    assert "is a directory" in _refused(capsys, tmp_path, "--data", tiny_data, "--config",
+                                        str(tmp_path / "confdir"))
+    assert "num_negatives" in _refused(capsys, tmp_path, "--data", tiny_data, "--sampler",
+                                       "uniform", "--sampler-opt", "num_negatives=true")
+    assert "--threads" in _refused(capsys, tmp_path, "--data", tiny_data, "--threads", "-1")
+    assert "batch_size" in _refused(capsys, tmp_path, "--data", tiny_data, "--batch-size",
+                                    str(10**12))
+
+
+@pytest.mark.parametrize("manifest", ["null", '{"counts": [1, 2]}', '{"counts": {"users": "3"}}'])
+def test_a_damaged_manifest_is_one_line(manifest, tiny_data, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "manifest.json").write_text(manifest)
+    assert "manifest.json: not a manifest" in _refused(capsys, tmp_path, "--data", str(data))
+
+
+@pytest.mark.parametrize("field, value", [("gpu", "yes"), ("workers", "2"), ("workers", True),
+                                          ("checkpoint_every", 1.5)])
+def test_a_job_request_takes_no_coerced_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        JobRequest(**{"dataset": "tiny", field: value})
+    with pytest.raises(ValueError, match="epochs"):
+        JobRequest(dataset="tiny", train={"epochs": "3"})

@@ -115,3 +115,42 @@ def test_a_decayed_learning_rate_survives_a_resume(tiny_data, optimizer):
         else []
     rates += [o.lr for o in getattr(again.optimizer, "rows", {}).values()]
     assert again.optimizer.lr == 0.005 and rates and set(rates) == {0.005}
+
+
+def test_a_refit_is_the_best_epoch_retrained_on_train_and_validation(tiny_data, tmp_path):
+    """refit=True: after the validated run, a fresh model trained on train + validation for
+    the best epoch's count with the same lr schedule is what is tested and checkpointed —
+    tensor for tensor the model trained by hand that way."""
+    from trainer.core.engine import Engine
+    from trainer.core.training import LrSchedule
+
+    data = PreparedData.load(tiny_data)
+    # lr 0.3: validation dips at epoch 5 (the lr halves) and peaks at 6.
+    cfg = {**OVERFIT, "lr": 0.3, "lr_decay_on_plateau": 0.5, "epochs": 15,
+           "early_stopping_patience": 4}
+    metrics = train_in_process(TrainConfig(**cfg, refit=True), data, str(tmp_path / "refit"))
+    best = metrics["early_stopping"]["best_epoch"]
+    decays = {r["epoch"]: r["lr"] for r in metrics["epochs"] if "lr" in r and r["epoch"] < best}
+    assert metrics["refit"]["epochs"] == best and metrics["refit"]["lr_after_epoch"] == decays
+    assert decays, "the schedule to replay should hold a decay"
+    assert len(metrics["refit"]["records"]) == best
+    assert metrics["before_refit"]["test"] != metrics["test"]
+    by_hand = Engine(TrainConfig(**{**cfg, "epochs": best, "eval_every": best,
+                                    "early_stopping_patience": 0}),
+                     data.with_validation_in_train())
+    by_hand.fit([LrSchedule(decays)])
+    saved = load_checkpoint(str(tmp_path / "refit" / "checkpoint"))
+    assert all(torch.equal(saved["state"][k], v) for k, v in by_hand.model.state_dict().items())
+    assert saved["config"]["train"]["refit"] is True and saved["epoch"] == best
+    on_disk = json.loads((tmp_path / "refit" / "metrics.json").read_text())
+    assert on_disk["test"] == metrics["test"] and "before_refit" in on_disk
+
+
+def test_without_a_validation_split_there_is_nothing_to_refit(tmp_path):
+    from trainer.data.prepare import PrepareOptions, prepare
+
+    out = str(tmp_path / "novalid")
+    prepare(out, PrepareOptions(seed=0, valid_ratio=0.0), synthetic="users=200,items=100,seed=2")
+    cfg = TrainConfig(**{**OVERFIT, "epochs": 3}, refit=True)
+    metrics = train_in_process(cfg, PreparedData.load(out), str(tmp_path / "run"))
+    assert "refit" not in metrics and len(metrics["epochs"]) == 3

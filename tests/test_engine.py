@@ -141,17 +141,6 @@ def test_sampler_options_reach_the_config():
 
 
 
-def test_readme_python_api_example_runs(tiny_data, monkeypatch):
-    """The README's Python API example, executed as written (on small data)."""
-    text = open(os.path.join(ROOT, "README.md")).read()
-    start = text.index("```python", text.index("## Python API")) + len("```python")
-    code = text[start:text.index("```", start)]
-    monkeypatch.chdir(os.path.dirname(tiny_data))
-    namespace = {"__name__": "readme"}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert len(namespace["top"]) == 10
-
-
 def test_lazy_row_adam_matches_torch_sparse_adam():
     from trainer.core.row_adam import LazyRowAdam
 

@@ -158,6 +158,42 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["options"]["seed"] == 5
 
 
+def test_overwrite_never_deletes_the_input_or_a_directory_that_is_not_a_dataset(tmp_path):
+    """`--out d --input d/in.inter --overwrite` would have replaced d, input and sibling
+    datasets with it; it is refused, and so is any non-dataset directory."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _write_inter(str(d / "in.inter"))
+    prepare(str(d / "other"), NO_CORE, str(d / "in.inter"))
+    for out in (d, d / "other" / ".."):
+        with pytest.raises(DataError, match="holds the input"):
+            prepare(str(out), NO_CORE, str(d / "in.inter"), overwrite=True)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        prepare(str(notes), NO_CORE, str(d / "in.inter"), overwrite=True)
+    assert (d / "in.inter").is_file() and (d / "other" / "manifest.json").is_file()
+    assert (notes / "todo.txt").read_text() == "keep me"
+
+
+def test_two_prepares_racing_for_one_new_out_leave_one_winner(tmp_path):
+    """Two `adasir prepare` runs to the same new --out at once: one writes it, the other is
+    refused with exit 2; never both 0 with one output silently replacing the other."""
+    path = tmp_path / "x.inter"
+    _write_inter(str(path), rows=ROWS * 1)
+    for trial in range(6):
+        out = tmp_path / f"out{trial}"
+        procs = [subprocess.Popen([sys.executable, "-m", "trainer.cli", "prepare", "--input",
+                                   str(path), "--kcore", "0", "--seed", str(seed), "--out", str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for seed in (1, 2)]
+        codes = [p.wait(timeout=120) for p in procs]
+        assert sorted(codes) == [0, 2], codes
+        winner = codes.index(0) + 1
+        assert json.loads((out / "manifest.json").read_text())["options"]["seed"] == winner
+
+
 def test_same_seed_gives_byte_identical_output(tmp_path):
     path = tmp_path / "x.inter"
     _write_inter(str(path))
@@ -245,3 +281,27 @@ def test_synthetic_size_is_bounded(tmp_path):
         prepare(str(tmp_path / "o"), PrepareOptions(), synthetic="users=100000000")
     with pytest.raises(DataError, match="interactions is over the limit"):
         prepare(str(tmp_path / "o"), PrepareOptions(), synthetic="users=5000000,mean=100")
+
+
+@pytest.mark.parametrize("line", [b"u2,i2,\x1b[31mfive\n", b"u2,\x1b]0;owned\x07,five\x00\n"])
+def test_errors_that_quote_input_escape_control_characters(tmp_path, line):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"user,item,rating\nu1,i1,5\n" + line)
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "prepare", "--input", str(bad),
+                           "--out", str(tmp_path / "out")], capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not any(c < 0x20 and c != 0x0A or c == 0x7F for c in proc.stderr), proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_ids_longer_than_the_service_takes_are_refused_where_data_enters(tmp_path):
+    from trainer.data.formats import MAX_ID_CHARS
+
+    rows = [(f"u{u}", f"i{i}", 1.0) for u in range(5) for i in range(4)]
+    rows.append(("u" * (MAX_ID_CHARS + 1), "i1", 1.0))
+    path = tmp_path / "long.inter"
+    _write_inter(str(path), rows=rows)
+    with pytest.raises(DataError, match=f"user id has {MAX_ID_CHARS + 1} characters"):
+        prepare(str(tmp_path / "out"), NO_CORE, str(path))
+    assert not (tmp_path / "out").exists()

@@ -53,7 +53,8 @@ def test_recommend_matches_direct_scoring_and_excludes_seen(roots):
     expected = [ckpt["item_ids"][i] for i in torch.topk(scores, 20).indices.tolist()]
     assert items == expected
     assert [x["score"] for x in body["items"]] == pytest.approx(torch.topk(scores, 20).values.tolist(), rel=1e-5)
-    with_seen = client.post("/recommend", json={"model": "run-a", "user": user, "k": 1000, "exclude_seen": False})
+    with_seen = client.post("/recommend", json={"model": "run-a", "user": user,
+                                                "k": len(ckpt["item_ids"]), "exclude_seen": False})
     assert len(with_seen.json()["items"]) == len(ckpt["item_ids"])
 
 
@@ -71,8 +72,13 @@ def test_batch_latest_fallback_and_unknowns(roots):
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
     r = client.post("/recommend", json={"model": "run-a", "user": "nobody", "fallback": "popularity", "k": 4})
     assert r.status_code == 200 and r.json()["fallback"] == "popularity" and len(r.json()["items"]) == 4
-    r = client.post("/recommend/batch", json={"model": "run-a", "users": [a, "ghost"]})
-    assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    # One unknown user does not sink the batch: it is marked, the others are answered.
+    r = client.post("/recommend/batch", json={"model": "run-a", "users": [a, "ghost"], "k": 3})
+    assert r.status_code == 200, r.text
+    known, ghost = r.json()["results"]
+    assert len(known["items"]) == 3 and known.get("error") is None
+    assert ghost == {"user": "ghost", "fallback": None, "items": [], "fold_in": None,
+                     "error": "unknown user"}
     assert client.post("/recommend", json={"model": "nope", "user": a}).status_code == 404
 
 
@@ -238,3 +244,45 @@ def test_the_cached_model_answers_while_its_checkpoint_is_replaced(roots, tmp_pa
     (ckpt / "model.pt").write_bytes((ckpt / "model.pt").read_bytes()[:100])  # newer, broken
     os.utime(ckpt / "model.pt", (os.path.getmtime(ckpt / "model.pt") + 5,) * 2)
     assert client.post("/recommend", json={"model": "run-a", "user": user}).json() == first
+
+
+def test_fold_in_similar_items_and_filters(roots):
+    """A history instead of a user id (fold-in), with unknown items reported; /similar; and
+    exclude_items / candidates honoured exactly on every call."""
+    client = _client(roots)
+    ckpt = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))
+    items = ckpt["item_ids"]
+    history = [items[3], items[9], "not-an-item"]
+    r = client.post("/recommend", json={"model": "run-a", "items": history, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user"] is None and body["fold_in"] == {"items_used": 2,
+                                                        "unknown_items": ["not-an-item"]}
+    got = [x["item"] for x in body["items"]]
+    assert len(got) == 5 and not set(history) & set(got)
+    r = client.post("/recommend", json={"model": "run-a", "items": ["nope", "nada"]})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    user = ckpt["user_ids"][7]
+    plain = [x["item"] for x in client.post("/recommend", json={
+        "model": "run-a", "user": user, "k": 10}).json()["items"]]
+    banned = plain[:4]
+    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 6,
+                                        "exclude_items": banned})
+    assert [x["item"] for x in r.json()["items"]] == plain[4:10]
+    allow = plain[2:5]
+    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 3, "candidates": allow})
+    assert [x["item"] for x in r.json()["items"]] == allow
+    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 4, "candidates": allow})
+    assert r.status_code == 422 and "leave 3 items" in r.json()["detail"]
+    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 1000})
+    assert r.status_code == 422 and "over the model's" in r.json()["detail"]
+    r = client.post("/similar", json={"model": "run-a", "items": [items[3], items[4]], "k": 4,
+                                      "exclude_items": [items[5]]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first["item"] == items[3] and len(first["items"]) == 4
+    assert items[3] not in [x["item"] for x in first["items"]]
+    assert items[5] not in [x["item"] for x in first["items"] + second["items"]]
+    assert client.post("/similar", json={"model": "run-a", "items": ["zz"]}).status_code == 404
+    r = client.post("/recommend", json={"model": "run-a"})
+    assert r.status_code == 422

@@ -54,6 +54,16 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             assert any("epoch 3/3" in line for line in info["log_tail"])
             assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
             assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
+            # A job someone else submitted to the cluster is neither shown nor stopped.
+            foreign = subprocess.run([ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                                      "--no-wait", "--submission-id", "foreign-job", "--", "sleep", "60"],
+                                     capture_output=True, text=True, env=env, timeout=120)
+            assert foreign.returncode == 0, foreign.stderr
+            assert http.get("/jobs/foreign-job", headers=auth).status_code == 404
+            assert http.delete("/jobs/foreign-job", headers=auth).status_code == 404
+            status = subprocess.run([ray_bin, "job", "status", "--address", f"http://127.0.0.1:{dash}",
+                                     "foreign-job"], capture_output=True, text=True, env=env, timeout=120)
+            assert "STOPPED" not in status.stdout, status.stdout
 
             ckpt = load_checkpoint(str(model_root / "jobs" / job / "checkpoint"))
             user_index = 11

@@ -27,7 +27,7 @@ from pools.interactions import InteractionIndex
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
-from trainer.core.presets import DEFAULT_PRESET, fit_to_data, resolve
+from trainer.core.presets import DEFAULT_PRESET, build_config, fit_to_data
 from trainer.core.topk import VectorScorer, top_k
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
@@ -129,7 +129,7 @@ class Model:
         filter_items are never recommended; candidates, if given, are the only items that may
         be. Raises UnknownIds for users the model does not know."""
         one = isinstance(users, str)
-        wanted = [users] if one else list(users)
+        wanted = _as_list(users)
         unknown = [u for u in wanted if u not in self.user_index]
         if unknown:
             raise UnknownIds("user", unknown)
@@ -148,10 +148,15 @@ class Model:
         known = [self.item_index[i] for i in items if i in self.item_index]
         if not known:
             raise UnknownIds("item", list(items))
-        query = self.fold_in_indices([known])
-        scorer = VectorScorer(query, self.items)
-        masked = [_history_index(known, self.num_items)] if exclude_history else []
-        scores, found = _rank(scorer, [0], k, masked, self.allowed_items(filter_items, candidates))
+        return self._rank_history(known, k, exclude_history,
+                                  self.allowed_items(filter_items, candidates))
+
+    def _rank_history(self, history: list[int], k: int, exclude: bool,
+                      allowed: torch.Tensor | None) -> Recommendations:
+        """Top k for a query folded in from item indices."""
+        scorer = VectorScorer(self.fold_in_indices([history]), self.items)
+        masked = [_history_index(history, self.num_items)] if exclude else []
+        scores, found = _rank(scorer, [0], k, masked, allowed)
         return self._named(scores, found)[0]
 
     def fold_in(self, items: Sequence[str]) -> torch.Tensor:
@@ -174,7 +179,7 @@ class Model:
         """The k items most similar to an item (cosine of item vectors; the item itself left
         out) → [(item, similarity), ...], or one such list per item of a list."""
         one = isinstance(items, str)
-        wanted = [items] if one else list(items)
+        wanted = _as_list(items)
         unknown = [i for i in wanted if i not in self.item_index]
         if unknown:
             raise UnknownIds("item", unknown)
@@ -189,14 +194,15 @@ class Model:
 
     def answer(self, users: Sequence[str], k: int = 10, *, exclude_seen: bool = True,
                fallback: str = "none", filter_items: Iterable[str] | None = None,
-               candidates: Iterable[str] | None = None) -> list[dict]:
+               candidates: Iterable[str] | None = None, mark_unknown: bool = False) -> list[dict]:
         """Each user's top k as JSON-ready {"user", "fallback", "items": [{"item", "score"}]}
         (what `adasir recommend` prints and POST /recommend answers). A user the model does
         not know gets the most popular items (score: the item's train interaction count) with
-        fallback="popularity" when `fallback` is "popularity", else raises UnknownIds."""
+        fallback="popularity" when `fallback` is "popularity"; else, with `mark_unknown`, no
+        items and an "error", and otherwise UnknownIds is raised."""
         known = [u for u in users if u in self.user_index]
         unknown = [u for u in users if u not in self.user_index]
-        if unknown and fallback == "none":
+        if unknown and fallback == "none" and not mark_unknown:
             raise UnknownIds("user", unknown)
         allowed = self.allowed_items(filter_items, candidates)
         results: dict[str, dict] = {}
@@ -205,11 +211,32 @@ class Model:
                                             allowed)
             for user, recs in zip(known, self._named(scores, items)):
                 results[user] = {"user": user, "fallback": None, "items": _as_dicts(recs)}
-        if unknown:
+        if unknown and fallback == "popularity":
             popular = _as_dicts(self.popular_items(k, allowed))
             for user in unknown:
                 results[user] = {"user": user, "fallback": "popularity", "items": popular}
+        for user in unknown if fallback == "none" else ():
+            results[user] = {"user": user, "fallback": None, "items": [],
+                             "error": "unknown user"}
         return [results[u] for u in users]
+
+    def answer_history(self, items: Sequence[str], k: int = 10, *, user: str | None = None,
+                       exclude_seen: bool = True, filter_items: Iterable[str] | None = None,
+                       candidates: Iterable[str] | None = None) -> dict:
+        """The top k for a query fitted to an item history (fold-in), JSON-ready as `answer`'s,
+        with "fold_in": {"items_used", "unknown_items"}. A known `user`'s own train and
+        validation items join the history. Raises UnknownIds when no history item is known."""
+        known = list(dict.fromkeys(self.item_index[i] for i in items if i in self.item_index))
+        unknown = [i for i in items if i not in self.item_index]
+        if user is not None and user in self.user_index:
+            _, own = self.seen.rows_of(torch.as_tensor([self.user_index[user]]))
+            known = list(dict.fromkeys(known + own.tolist()))
+        if not known:
+            raise UnknownIds("item", unknown)
+        recs = self._rank_history(known, k, exclude_seen,
+                                  self.allowed_items(filter_items, candidates))
+        return {"user": user, "fallback": None, "items": _as_dicts(recs),
+                "fold_in": {"items_used": len(known), "unknown_items": unknown}}
 
     def popular_items(self, k: int = 10, allowed: torch.Tensor | None = None) -> Recommendations:
         """The k items with the most train interactions → [(item, count), ...]."""
@@ -247,6 +274,10 @@ class Model:
         for s_row, i_row in zip(scores.tolist(), items.tolist()):
             out.append([(self.item_ids[i], s) for s, i in zip(s_row, i_row) if s > float("-inf")])
         return out
+
+
+def _as_list(ids: str | Sequence[str]) -> list[str]:
+    return [ids] if isinstance(ids, str) else list(ids)
 
 
 def _as_dicts(recs: Recommendations) -> list[dict]:
@@ -291,7 +322,7 @@ def fit(data, config: TrainConfig | dict | None = None, *, preset: str = DEFAULT
     out = os.path.abspath(os.fspath(out))
     with _prepared(data, valid_ratio, seed) as data_dir:
         prepared = PreparedData.load(data_dir)
-        cfg = TrainConfig(**resolve(preset, given))
+        cfg = build_config(preset, given)
         cfg = fit_to_data(cfg, prepared.num_items, given, log)
         check_against_data(cfg, prepared.num_users, prepared.num_items)
         train_in_process(cfg, prepared, out, log=log or (lambda line: None))

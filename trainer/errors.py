@@ -18,18 +18,22 @@ def one_line(exc: BaseException) -> str:
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
-        return " ".join(str(exc).split("\n"))
+        return printable(" ".join(str(exc).split("\n")))
     parts = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+    return printable("; ".join(parts))
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (ESC as \\x1b, NUL as \\x00): an error that
+    quotes input never drives the terminal it is printed on."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def is_usage_error(exc: BaseException) -> bool:
     """What the CLIs report as one line with exit 2 (pydantic's ValidationError is a
-    ValueError; so are DataError, RunDirError and CheckpointError's siblings)."""
-    from trainer.outputs.checkpoint import CheckpointError
-
-    return isinstance(exc, (ValueError, TrainingFailed, CheckpointError))
+    ValueError; so are DataError, RunDirError and CheckpointError)."""
+    return isinstance(exc, (ValueError, TrainingFailed))

@@ -1,23 +1,24 @@
-"""POST /recommend and /recommend/batch.
+"""POST /recommend, /recommend/batch and /similar.
 
 Plain `def` handlers: FastAPI runs them in its thread pool, so loading a model (torch.load)
 and scoring never hold the event loop that answers /healthz and other models' requests.
-Responses are serialised with orjson straight to bytes.
+Responses are validated against their response models.
 """
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import Response
 
 from service import deps
 from service.model_store import UnknownModel
+from service.recommender import FilterTooNarrow
 from service.schemas import (
     BatchRecommendRequest,
     BatchRecommendResponse,
     RecommendRequest,
     RecommendResponse,
+    SimilarRequest,
+    SimilarResponse,
 )
 from trainer.api import UnknownIds
 from trainer.outputs.checkpoint import CheckpointError
@@ -25,12 +26,14 @@ from trainer.outputs.checkpoint import CheckpointError
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(deps.recommend_guard)])
 
 
-def _recommend(rec, cfg, model: str, users: list[str], k: int, exclude_seen: bool,
-               fallback: str) -> tuple[str, list[dict]]:
+def _answer(cfg, model: str, call, *args, **kwargs):
+    """Run a Recommender call; what the client got wrong is a one-line 4xx naming no path."""
     try:
-        return rec.recommend(model, users, k, exclude_seen, fallback)
+        return call(model, *args, **kwargs)
     except (UnknownModel, UnknownIds) as exc:
         raise HTTPException(404, exc.args[0]) from None
+    except FilterTooNarrow as exc:
+        raise HTTPException(422, str(exc)) from None
     except CheckpointError as exc:  # the model's own fault; the message names no paths
         reason = str(exc).replace(cfg.model_root, "<model root>")
         raise HTTPException(503, f"model {model!r} is unavailable: {reason}") from None
@@ -38,18 +41,39 @@ def _recommend(rec, cfg, model: str, users: list[str], k: int, exclude_seen: boo
 
 @router.post("/recommend", response_model=RecommendResponse)
 def recommend(req: RecommendRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)):
-    model_id, results = _recommend(rec, cfg, req.model, [req.user], req.k, req.exclude_seen,
-                                   req.fallback)
-    return Response(orjson.dumps({"model": model_id, **results[0]}), media_type="application/json")
+    """The top k items for one user of a model, best first, with their scores. With `items`,
+    the user's query is fitted to that history first (fold-in): for users who signed up after
+    training. `exclude_items` and `candidates` filter every answer exactly."""
+    filters = {"exclude_items": req.exclude_items, "candidates": req.candidates}
+    if req.items is not None:
+        model_id, result = _answer(cfg, req.model, rec.recommend_history, req.items, req.k,
+                                   req.user, req.exclude_seen, **filters)
+        return {"model": model_id, **result}
+    model_id, results = _answer(cfg, req.model, rec.recommend, [req.user], req.k,
+                                req.exclude_seen, req.fallback, **filters)
+    return {"model": model_id, **results[0]}
 
 
 @router.post("/recommend/batch", response_model=BatchRecommendResponse)
 def recommend_batch(req: BatchRecommendRequest, rec=Depends(deps.recommender),
                     cfg=Depends(deps.settings)):
+    """The top k items for each of up to 1,000 users, in the order asked (users × k is
+    bounded by ADASIR_MAX_BATCH_ITEMS). A user the model does not know is answered with no
+    items and an `error` (or the popular items, with the popularity fallback); the others
+    are answered all the same."""
     if len(req.users) * req.k > cfg.max_batch_items:
         raise HTTPException(422, f"users × k = {len(req.users) * req.k} is over "
                                  f"{cfg.max_batch_items}: split the batch or lower k")
-    model_id, results = _recommend(rec, cfg, req.model, req.users, req.k, req.exclude_seen,
-                                   req.fallback)
-    return Response(orjson.dumps({"model": model_id, "results": results}),
-                    media_type="application/json")
+    model_id, results = _answer(cfg, req.model, rec.recommend, req.users, req.k,
+                                req.exclude_seen, req.fallback, exclude_items=req.exclude_items,
+                                candidates=req.candidates, mark_unknown=True)
+    return {"model": model_id, "results": results}
+
+
+@router.post("/similar", response_model=SimilarResponse)
+def similar(req: SimilarRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)):
+    """For each item, the k most similar items ("more like this"): the cosine of the model's
+    item vectors, the item itself left out, filters applied."""
+    model_id, results = _answer(cfg, req.model, rec.similar, req.items, req.k,
+                                exclude_items=req.exclude_items, candidates=req.candidates)
+    return {"model": model_id, "results": results}

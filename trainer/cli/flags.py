@@ -4,7 +4,7 @@ field has one.
 Each field `some_field` becomes `--some-field` (booleans `--some-field/--no-some-field`,
 Literal fields with their choices), its docstring the help. A sampler field shared by several
 options classes is one flag; one the chosen sampler does not take is refused by validation.
-ALIASES keeps the short names the README and the paper use; NEGATIONS the two historical
+ALIASES keeps the short names the docs and the paper use; NEGATIONS the two historical
 switches. Parsing gives a nested dict that pydantic then validates, the same dict `--config`,
 POST /jobs and Tune's `fixed` hold.
 """

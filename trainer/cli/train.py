@@ -23,14 +23,14 @@ import torch
 from trainer.cli.flags import add_config_flags, config_overrides
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
-from trainer.core.presets import DEFAULT_PRESET, PRESETS, fit_to_data, resolve
+from trainer.core.presets import DEFAULT_PRESET, PRESETS, build_config, fit_to_data
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.errors import is_usage_error, one_line
 from trainer.outputs.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
-# so the samplers' differences show (README: "Which sampler wins").
+# so the samplers' differences show (benchmarks/README.md, "Which sampler wins").
 DEFAULT_SYNTHETIC = "users=3000,items=4000,dim=16,mean=30,alpha=0,zipf=0.5,signal=6,seed=0"
 
 
@@ -81,23 +81,45 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args, given: dict | None = None) -> TrainConfig:
     """Flags over an optional JSON config over the preset; validated by pydantic. `given`:
     given_options(args), when the caller already has it."""
-    return TrainConfig(**resolve(args.preset, given_options(args) if given is None else given))
+    return build_config(args.preset, given_options(args) if given is None else given)
 
 
 def given_options(args) -> dict:
     """What the user set: the --config JSON, then --sampler-opt, then the flags (nested)."""
-    base: dict = {}
-    if args.config and args.config.lstrip().startswith("{"):  # inline JSON (POST /jobs)
-        base = json.loads(args.config)
-    elif args.config:
-        with open(args.config) as fh:
-            base = json.load(fh)
+    base = read_config_option(args.config) if args.config else {}
     given = config_overrides(args)
-    sampler = dict(base.pop("sampler", {}))
-    sampler.update(_sampler_options(args.sampler_opt))
-    sampler.update(given.pop("sampler", {}))
+    sampler = base.pop("sampler", {})
+    if not isinstance(sampler, dict):
+        raise ValueError(f"--config: sampler must be an object of sampler options, not "
+                         f"{json.dumps(sampler)}")
+    sampler = {**sampler, **_sampler_options(args.sampler_opt), **given.pop("sampler", {})}
     base.update(given)
     return {**base, "sampler": sampler} if sampler else base
+
+
+def read_config_option(text: str) -> dict:
+    """--config: a JSON file's path, or inline JSON (what POST /jobs passes); an object of
+    TrainConfig fields either way."""
+    if os.path.isdir(text):
+        raise ValueError(f"--config {text}: is a directory, not a JSON file")
+    if os.path.isfile(text):
+        try:
+            with open(text, encoding="utf-8") as fh:
+                value = json.load(fh)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--config {text}: cannot read it ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config {text}: not JSON ({exc})") from None
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError(f"--config: {text[:60]!r} is neither a JSON file nor inline "
+                             "JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--config: expected a JSON object of options, got "
+                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+    return value
 
 
 def _sampler_options(pairs: list[str]) -> dict:
@@ -118,7 +140,7 @@ def _sampler_options(pairs: list[str]) -> dict:
 # anything else would silently train a different run on top of the checkpoint's.
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "eval_every", "eval_users", "topk",
                                "diagnostics", "early_stopping_patience",
-                               "early_stopping_metric"})
+                               "early_stopping_metric", "refit"})
 
 
 def check_resume_config(out: str, config: TrainConfig) -> None:
@@ -139,6 +161,22 @@ def check_resume_config(out: str, config: TrainConfig) -> None:
                           f"change. Drop them, or start a new --out")
 
 
+def describe_run(config: TrainConfig, data: PreparedData, out: str, workers: int) -> str:
+    """The run's first line: what it trains, on what, where, and where it writes."""
+    s = config.sampler
+    negatives = (f"{s.num_negatives} shared {s.name} negatives a batch"
+                 if getattr(s, "shared_negatives", False) else f"{s.name} negatives")
+    where = f"Ray Train, {workers} workers" if workers else "in this process"
+    valid = data.splits["valid"].users.size
+    stopping = (f"early stopping on valid {config.early_stopping_metric}"
+                + (", then a refit on train + valid" if config.refit else "")
+                if valid and config.early_stopping_patience else f"{config.epochs} epochs")
+    return (f"training {config.model.upper()} (d = {config.dim}, {config.score} scores), "
+            f"{config.loss} loss over {negatives}, {stopping}, {where}; data "
+            f"{os.path.basename(data.path)}: {data.num_users} users, {data.num_items} items, "
+            f"{data.splits['train'].users.size} train and {valid} valid pairs; writing {out}")
+
+
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     if args.workers == 0:
         return train_in_process(config, data, work, args.checkpoint_every,
@@ -157,9 +195,12 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        if args.threads < 0:
+            raise ValueError(f"--threads {args.threads}: give a count ≥ 1, or 0 for torch's "
+                             "default")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         given = given_options(args)
         config = config_from_args(args, given)
         if args.workers < 0:
@@ -176,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         rundir = RunDir(out, overwrite=args.overwrite, resume=args.resume)
         if args.resume:  # before run.json is touched
             check_resume_config(out, config)
-        print(f"data {data.path}: {data.num_users} users, {data.num_items} items, "
-              f"{len(data.splits['train'].users)} train pairs; out {out}", flush=True)
+        print(describe_run(config, data, out, args.workers), flush=True)
         rundir.start()
         # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as
         # a shell that starts the run in the background leaves it ignored.

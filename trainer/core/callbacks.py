@@ -47,8 +47,10 @@ class ConsoleProgress(Callback):
         choice = records[-1].get("early_stopping") if test else None
         if choice and choice["best_epoch"] is not None:
             stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""
+            kept = ("tested; a refit follows" if engine.config.refit
+                    else "tested and saved")
             self.log(f"{stopped}best validation {choice['metric']} {choice['best_valid']:.4f} at "
-                     f"epoch {choice['best_epoch']}: its parameters are tested and saved")
+                     f"epoch {choice['best_epoch']}: its parameters are {kept}")
 
 
 class RunMetrics:

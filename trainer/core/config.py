@@ -64,7 +64,7 @@ class TrainConfig(BaseModel):
     lazy Adam on the embedding tables — only the rows a batch touches are updated (their
     moments too) — plus dense Adam on the rest (GMF's h). Much faster when tables are large."""
 
-    batch_size: int = Field(4096, ge=1)
+    batch_size: int = Field(4096, ge=1, le=1 << 22)
     """Positive pairs per step (paper: 4096)."""
 
     pair_sampling: Literal["pairs", "users"] = "pairs"
@@ -89,6 +89,12 @@ class TrainConfig(BaseModel):
 
     early_stopping_metric: str = "recall@20"
     """The validation metric early stopping watches: ndcg@k or recall@k, k in `topk`."""
+
+    refit: bool = False
+    """Once early stopping has chosen the best epoch on validation, train a fresh model on
+    train + validation for that many epochs with the same learning-rate schedule, and keep it
+    (the held-out pairs are data too). In-process runs only; Ray runs keep the best validated
+    epoch. metrics.json: `refit`, and `before_refit` with the validated model's test metrics."""
 
     eval_users: int | None = Field(None, ge=0)
     """Users ranked at each evaluation. None: every user, unless users × items is over 2·10¹⁰
@@ -162,6 +168,4 @@ def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> N
     if s.num_negatives >= num_items:
         raise ValueError(f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "
                          f"a pair has at most {num_items - 1} other items to draw from")
-    if s.name == "dns" and s.dns_candidates * s.num_negatives > 100 * num_items:
-        raise ValueError(f"dns_candidates × negatives = {s.dns_candidates * s.num_negatives} "
-                         f"draws per pair is over 100× the {num_items} items; lower them")
+    s.check_against_catalogue(num_items)

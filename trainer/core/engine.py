@@ -122,10 +122,10 @@ class Optimizer:
 
     def scale_lr(self, factor: float) -> float:
         """Multiply every learning rate by `factor` (plateau decay); returns the new rate."""
-        self._set_lr(self.lr * factor)
+        self.set_lr(self.lr * factor)
         return self.lr
 
-    def _set_lr(self, lr: float) -> None:
+    def set_lr(self, lr: float) -> None:
         self.lr = lr
         for opt in self.rows.values() if self.sparse else ():
             opt.lr = lr
@@ -155,7 +155,7 @@ class Optimizer:
         if self.sparse:
             for k, v in self.rows.items():
                 v.load_state_dict(state["rows"][k])
-        self._set_lr(float(state.get("lr", self.lr)))  # a decayed rate continues decayed
+        self.set_lr(float(state.get("lr", self.lr)))  # a decayed rate continues decayed
 
 
 class Engine:
@@ -382,10 +382,11 @@ class Engine:
                 cb.on_epoch_trained(self, record)
             t0 = time.perf_counter()
             if self.is_eval_epoch():
-                record["valid"], sample = self.evaluate_sample("valid")
-                if sample:
-                    record["valid_sample"] = sample
-                if self.eval_population:  # no validation split: nothing to stop on
+                valid, sample = self.evaluate_sample("valid")
+                if self.eval_population:  # no validation split: nothing to record or stop on
+                    record["valid"] = valid
+                    if sample:
+                        record["valid_sample"] = sample
                     self._after_validation(best, record)
             done = self.epoch == cfg.epochs or best.should_stop
             if done:

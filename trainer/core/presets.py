@@ -6,7 +6,8 @@ from before the options a user gives.
   1,000 uniform negatives shared by each batch of 1,024 pairs, cosine scores, T = 0.08 on the
   negatives and T⁺ = 1.22·T on the positives, no L2, lazy (sparse) Adam at lr 0.01 halved
   after each validation without a new best, validation Recall@20 every 3 epochs, stopping
-  after 3 without a new best (100 epochs at most); the best epoch's tables are kept.
+  after 3 without a new best (100 epochs at most); then a fresh model is trained on train +
+  validation for the best epoch's count with the same lr schedule (`refit`).
 - `paper`: TrainConfig's own defaults, the paper's protocol (AdaSIR-U, BPR, lr 0.001, 200
   epochs): the reproduction.
 
@@ -31,7 +32,7 @@ PRESETS: dict[str, dict] = {
         "positive_temperature": 0.0976, "l2": 0.0,
         "lr": 0.01, "batch_size": 1024, "optimizer": "sparse-adam",
         "epochs": 100, "eval_every": 3, "early_stopping_patience": 3,
-        "lr_decay_on_plateau": 0.5,
+        "lr_decay_on_plateau": 0.5, "refit": True,
         "sampler": {"name": "uniform", "shared_negatives": True, "num_negatives": 1000},
     },
 }
@@ -62,6 +63,21 @@ def resolve(preset: str, given: dict) -> dict:
     if sampler:
         out["sampler"] = sampler
     return out
+
+
+def build_config(preset: str, given: dict):
+    """The TrainConfig of `preset` overridden by `given`, validated strictly as JSON: what a
+    user sends (a --config file, POST /jobs, a Tune spec, keyword options) is never coerced —
+    `"epochs": "1"`, `"dim": true` and `"diagnostics": "yes"` are refused, naming the field."""
+    import json
+
+    from trainer.core.config import TrainConfig
+
+    try:
+        text = json.dumps(resolve(preset, given))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"options must be JSON values ({exc})") from None
+    return TrainConfig.model_validate_json(text, strict=True)
 
 
 def fit_to_data(config, num_items: int, given: dict, log=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -41,6 +42,16 @@ def _verify_files(path: str, manifest: dict) -> None:
                             "manifest's; prepare the dataset again")
 
 
+def _check_manifest_shape(path: str, manifest) -> None:
+    """A manifest is an object whose counts are non-negative integers per table."""
+    counts = manifest.get("counts") if isinstance(manifest, dict) else None
+    needed = ("users", "items", *SPLITS)
+    if not isinstance(counts, dict) or not all(
+            type(counts.get(k)) is int and counts[k] >= 0 for k in needed):
+        raise DataError(f"{path}/manifest.json: not a manifest (it needs an object with "
+                        f"integer counts of {', '.join(needed)}); prepare the dataset again")
+
+
 @dataclass
 class Split:
     users: np.ndarray  # int64 [nnz]
@@ -78,9 +89,12 @@ def dataset_size(path: str) -> tuple[int, int]:
     """(users, items) from the manifest, without reading the tables."""
     try:
         with open(os.path.join(os.path.abspath(path), "manifest.json")) as fh:
-            counts = json.load(fh)["counts"]
-        return int(counts["users"]), int(counts["items"])
+            manifest = json.load(fh)
+        _check_manifest_shape(path, manifest)
+        return int(manifest["counts"]["users"]), int(manifest["counts"]["items"])
     except (OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: not a prepared dataset ({exc})") from None
 
 
@@ -118,6 +132,7 @@ class PreparedData:
         try:
             with open(os.path.join(path, "manifest.json")) as fh:
                 manifest = json.load(fh)
+            _check_manifest_shape(path, manifest)
             if manifest.get("format_version") != FORMAT_VERSION:
                 raise DataError(f"{path}: prepared with format {manifest.get('format_version')}, "
                                 f"this version reads {FORMAT_VERSION}; prepare it again")
@@ -142,6 +157,15 @@ class PreparedData:
         if splits["train"].users.size == 0 and users is None:
             raise DataError(f"{path}: the train split is empty")
         return data
+
+    def with_validation_in_train(self) -> PreparedData:
+        """The same dataset with the validation pairs moved into train (a refit's data; all
+        users' pairs loaded, not a shard's)."""
+        train, valid = self.splits["train"], self.splits["valid"]
+        merged = Split(np.concatenate([train.users, valid.users]),
+                       np.concatenate([train.items, valid.items]))
+        empty = Split(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return dataclasses.replace(self, splits={**self.splits, "train": merged, "valid": empty})
 
     def item_counts(self) -> np.ndarray:
         """Train interactions per item, [num_items] (the whole train split's, also when only a

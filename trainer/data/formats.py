@@ -28,6 +28,10 @@ USER_COLUMNS = ("user", "user_id", "userid", "uid")
 ITEM_COLUMNS = ("item", "item_id", "itemid", "iid", "movie_id", "movieid")
 RATING_COLUMNS = ("rating", "score", "value")
 
+MAX_ID_CHARS = 1000
+"""The longest user or item id, in characters: prepare refuses longer ones, and the service's
+requests take no longer ones."""
+
 
 class DataError(UsageError):
     """Input that cannot be prepared; the message names the file and where."""

@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trainer.data.formats import DataError, RawInteractions, read_interactions
+from trainer.data.formats import MAX_ID_CHARS, DataError, RawInteractions, read_interactions
 from trainer.data.synthetic import SyntheticSpec, generate
 from trainer.errors import one_line
-from trainer.outputs.atomic import replace_directory
+from trainer.outputs.atomic import place_directory, replace_directory
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -93,6 +93,18 @@ def _split(users: np.ndarray, num_users: int, opts: PrepareOptions, rng) -> np.n
     return part
 
 
+def _check_id_lengths(source: str, ids: pa.Array, kind: str) -> None:
+    """Ids longer than the service accepts would be trained on and never served."""
+    if len(ids) == 0:
+        return
+    lengths = pc.utf8_length(ids.cast(pa.string()))
+    longest = pc.max(lengths).as_py()
+    if longest > MAX_ID_CHARS:
+        at = pc.index(lengths, longest).as_py()
+        raise DataError(f"{source}: a {kind} id has {longest} characters (the limit is "
+                        f"{MAX_ID_CHARS}): {str(ids[at].as_py())[:40]!r}...")
+
+
 def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
                    given_test: RawInteractions | None = None) -> dict:
     """Filter, index, split. Returns tables and manifest fields; writes nothing."""
@@ -107,6 +119,8 @@ def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
     n_rated = len(users_s)
     u, user_ids = _encode(users_s)
     i, item_ids = _encode(items_s)
+    _check_id_lengths(source, user_ids, "user")
+    _check_id_lengths(source, item_ids, "item")
     if u.size == 0:
         raise DataError(f"{source}: nothing left after the rating filter (--min-rating {opts.min_rating})")
     pairs = np.unique(u * len(item_ids) + i)  # deduplicated and sorted by (user, item)
@@ -158,14 +172,32 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False) -> dict:
-    """Write into a temporary sibling directory, then rename over `out`. Returns the manifest
-    as written (with each file's rows and SHA-256)."""
-    out = os.path.abspath(out)
+def check_out(out: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse an --out that is a file, holds something without --overwrite, or that
+    --overwrite would wrongly delete: a directory that is not a prepared dataset, or one that
+    is or holds an input file."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"{out}: exists and is not a directory")
-    if os.path.exists(out) and os.listdir(out) and not overwrite:
+    if not os.path.exists(out) or not os.listdir(out):
+        return
+    if not overwrite:
         raise DataError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    real = os.path.realpath(out)
+    for path in inputs:
+        if os.path.commonpath([real, os.path.realpath(path)]) == real:
+            raise DataError(f"{out}: holds the input {os.path.basename(path)}; --overwrite "
+                            "would delete it. Write the dataset somewhere else")
+    if not os.path.isfile(os.path.join(out, "manifest.json")):
+        raise DataError(f"{out}: is not a prepared dataset; --overwrite only replaces one")
+
+
+def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False,
+                   inputs: tuple[str, ...] = ()) -> dict:
+    """Write into a temporary sibling directory, then rename over `out` (without
+    `overwrite`, only if nothing has appeared there meanwhile). Returns the manifest as
+    written (with each file's rows and SHA-256)."""
+    out = os.path.abspath(out)
+    check_out(out, overwrite, inputs)
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -188,7 +220,14 @@ def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = Fal
         with open(os.path.join(tmp, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.write("\n")
-        replace_directory(tmp, out)
+        if overwrite:
+            replace_directory(tmp, out)
+        else:
+            place_directory(tmp, out)
+    except FileExistsError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{out}: another run wrote it first; pass --overwrite to replace "
+                        "it") from None
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
@@ -204,6 +243,8 @@ def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: 
     """Read, prepare and write one dataset. Returns the manifest."""
     if (input_path is None) == (synthetic is None):
         raise DataError("give exactly one of --input or --synthetic")
+    inputs = tuple(p for p in (input_path, test_path) if p)
+    check_out(os.path.abspath(out), overwrite, inputs)  # before the input is read
     if synthetic is not None:
         spec = SyntheticSpec.parse(synthetic)
         raw, source = generate(spec), {"synthetic": spec.describe()}
@@ -219,7 +260,7 @@ def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: 
     result = prepare_arrays(raw, opts, input_path or "synthetic", given_test)
     manifest = {"format_version": FORMAT_VERSION, "source": source, "options": asdict(opts),
                 "counts": result["counts"], "split": "given test file" if given_test else "random per user"}
-    return write_prepared(out, result, manifest, overwrite)
+    return write_prepared(out, result, manifest, overwrite, inputs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ apply the same averaged gradient. Two ways to get it:
 `auto` chooses per step from those two byte counts; k_max is agreed first with a one-integer
 all-reduce, so every worker takes the same branch. Both give every worker the same bits (each
 sums the same gathered rows in the same order), so replicas stay identical. TorchRec's sharded
-tables (all-to-all to row owners) were the other candidate: see README, "From laptop to
-cluster", for why this project uses torch.distributed collectives.
+tables (all-to-all to row owners) were the other candidate: docs/deployment.md says why this
+project uses torch.distributed collectives.
 """
 
 from __future__ import annotations

@@ -3,24 +3,24 @@
 Each worker (a Ray actor) runs the same `Engine` as the in-process path on its own shard of
 users: their train pairs, embeddings and sample pools live on that worker (its GPU with
 --gpu) and its pools are refreshed at the start of every epoch, all workers in parallel.
-Item-side parameters are replicated; after every backward pass their gradients are
-all-reduced (averaged). User embeddings never cross the network, so the bytes exchanged per
-step depend on the items, not on the users. Every worker runs the same number of steps and
-calls `ray.train.report` at the same epochs (validation, checkpoint, last). Validation and test are sharded too: each worker
-ranks its own users against all items and the metric sums are all-reduced.
+Item-side parameters are replicated; after every backward pass their gradients are averaged
+across workers (trainer/distributed/exchange.py: the dense table or only the touched rows).
+User embeddings never cross the network, so the bytes exchanged per step depend on the items,
+not on the users. Every worker runs the same number of steps and calls `ray.train.report` at
+the same epochs (validation, checkpoint, last). Validation and test are sharded too: each
+worker ranks its own users against all items and the metric sums are all-reduced.
 
 Checkpoints (every --checkpoint-every epochs and at the end) are the one format of
-trainer/outputs/checkpoint.py: rank 0 gathers the user shards and writes the full model. On a worker
-failure Ray Train restarts the group from the latest checkpoint (FailureConfig.max_failures);
-pools are rebuilt and the Adam moments start afresh.
+trainer/outputs/checkpoint.py with a sharded user table: every worker writes its own shard
+file and rank 0 writes the item side and the id maps. On a worker failure Ray Train restarts
+the group from the latest checkpoint (FailureConfig.max_failures); pools are rebuilt and the
+Adam moments start afresh.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -45,8 +45,7 @@ from trainer.outputs.checkpoint import (
     write_json_atomic,
     write_user_shard,
 )
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from trainer.project import PROJECT_ROOT
 
 
 class CollectiveReplicas(Replicas):
@@ -291,6 +290,10 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     from ray.train.torch import TorchTrainer
 
     check_ray_request(config, data, workers, gpu)
+    if config.refit:
+        progress_logger().info("refit: in-process runs only for now; this Ray run keeps the "
+                               "best validated epoch's model")
+        config = config.model_copy(update={"refit": False})
     connect(address, workers)
     resources = ray.cluster_resources()
     if gpu and resources.get("GPU", 0) < workers:
@@ -328,6 +331,8 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     os.rmdir(tmp)
     metrics = blob["metrics"]
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-    print(json.dumps({"allreduce_bytes_per_step": metrics.get("allreduce_bytes_per_step"),
-                      "ddp_bytes_per_step": metrics.get("ddp_bytes_per_step")}), file=sys.stderr)
+    sent, ddp = metrics.get("allreduce_bytes_per_step"), metrics.get("ddp_bytes_per_step")
+    if sent is not None and ddp is not None:
+        progress_logger().info(f"item exchange: {sent:,} bytes a step per worker ({ddp:,} for "
+                               f"DDP's all-reduce of every parameter)")
     return metrics

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pools.config import DEFAULT_SAMPLER
 from pools.registry import options_of, registered
 from trainer.core.config import TrainConfig
-from trainer.core.presets import DEFAULT_PRESET, PresetName, resolve
+from trainer.core.presets import DEFAULT_PRESET, PresetName, build_config
 from trainer.data.dataset import PreparedData
 from trainer.data.formats import DataError
 from trainer.errors import one_line
@@ -146,7 +146,7 @@ class TuneSpec(BaseModel):
             takes = options_of(name).model_fields
             searched = {k.split(".", 1)[1] for k in merged if k.startswith("sampler.")}
             sampler = {k: v for k, v in sampler.items() if k in takes or k in searched}
-        return TrainConfig(**resolve(self.preset, {**flat, "sampler": sampler} if sampler else flat))
+        return build_config(self.preset, {**flat, "sampler": sampler} if sampler else flat)
 
     def check(self) -> None:
         """Every fixed option and every candidate value must form a valid TrainConfig."""

@@ -10,24 +10,53 @@ renames with a short gap.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import shutil
 import tempfile
 
 _AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 
 
-def _exchange(a: str, b: str) -> bool:
-    """Atomically swap two existing paths; False where the platform cannot."""
+def _renameat2(a: str, b: str, flags: int) -> int | None:
+    """renameat2(2): 0 on success, the errno on failure, None where the platform lacks it."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
-        return False
+        return None
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                           ctypes.c_uint]
-    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
+        return 0
+    err = ctypes.get_errno()
+    return None if err in (errno.ENOSYS, errno.EINVAL) else err
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two existing paths; False where the platform cannot."""
+    return _renameat2(a, b, _RENAME_EXCHANGE) == 0
+
+
+def place_directory(new: str, dst: str) -> None:
+    """Move the complete directory `new` to `dst` only if nothing is there yet (an empty
+    directory counts as nothing); otherwise FileExistsError, and `new` is left in place. Two
+    writers racing for the same `dst`: one wins, the other is refused (one atomic
+    renameat2(RENAME_NOREPLACE) on Linux)."""
+    if os.path.isdir(dst) and not os.path.islink(dst) and not os.listdir(dst):
+        try:
+            os.rmdir(dst)
+        except OSError:
+            pass  # filled meanwhile: refused below
+    result = _renameat2(new, dst, _RENAME_NOREPLACE)
+    if result is None:  # no renameat2: a check, then a rename (a short window remains)
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "exists", dst)
+        os.rename(new, dst)
+    elif result:
+        raise FileExistsError(result, os.strerror(result), dst)
 
 
 def replace_directory(new: str, dst: str) -> None:

@@ -1,0 +1,132 @@
+"""The README's quickstart and Python API example run as written, and every command in docs/
+is one the tools accept (its flags parse; its module exists)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def code_blocks(path: str, lang: str) -> list[str]:
+    text = open(path, encoding="utf-8").read()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def readme_block(title: str, lang: str) -> str:
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    return re.findall(rf"```{lang}\n(.*?)```", _section(text, title), flags=re.S)[0]
+
+
+def test_the_readme_fits_one_screen_and_opens_with_the_two_commands():
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert len(text.splitlines()) <= 150
+    first_two = code_blocks(os.path.join(ROOT, "README.md"), "bash")[:2]
+    assert "python trainer/run.py" in first_two[0] and "python -m pytest -q" in first_two[1]
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    assert first_two[1].strip() in ci  # .ci/run runs exactly the README's test command
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_quickstart_runs_as_written(tmp_path):
+    """The quickstart block in a fresh directory, with a real Ray, a real uvicorn and curl."""
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    script = "set -euo pipefail\n" + readme_block("Quickstart", "bash")
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    assert '"fallback":null' in out.replace(" ", "") and '"item":"i' in out.replace(" ", "")
+    assert '"id":"adasir-' in out.replace(" ", "")  # the job was accepted
+    assert (tmp_path / "runs" / "models" / "demo" / "checkpoint" / "model.pt").is_file()
+
+
+def test_the_readme_python_api_block_runs_on_the_quickstarts_data(tmp_path):
+    """The README's Python API block as written, after the quickstart's `adasir prepare`."""
+    first = readme_block("Quickstart", "bash").splitlines()[0]
+    assert first.startswith("adasir prepare ")
+    prep = subprocess.run([sys.executable, "-m", "trainer.cli", *shlex.split(first)[1:]],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    api = subprocess.run([sys.executable, "-c", readme_block("Python API", "python")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert api.returncode == 0, api.stderr[-3000:]
+    assert (tmp_path / "runs" / "models" / "demo-api" / "checkpoint" / "model.pt").is_file()
+
+
+def test_the_api_guides_example_runs():
+    block = code_blocks(os.path.join(ROOT, "docs", "python-api.md"), "python")[0]
+    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("[(") == 3
+
+
+def _doc_commands() -> list[list[str]]:
+    """Every shell command in docs/ and README.md bash blocks, continuation lines joined."""
+    commands = []
+    for path in [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md"),
+                 *glob.glob(os.path.join(ROOT, "docs", "*.md"))]:
+        for block in code_blocks(path, "bash"):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                for part in re.split(r"\s*(?:&&|;|\|)\s*", line):
+                    if part:
+                        commands.append(shlex.split(part.rstrip("&").strip()))
+    return commands
+
+
+def _strip_env(argv: list[str]) -> list[str]:
+    while argv and re.match(r"^[A-Z_]+=", argv[0]):
+        argv = argv[1:]
+    return argv
+
+
+def test_every_documented_command_is_accepted():
+    """`adasir train|prepare|tune|recommend|serve`, `python trainer/*.py` and `python -m
+    benchmarks.X` lines parse with the current flags; benchmark modules exist."""
+    from trainer.cli.train import build_parser
+
+    checked = 0
+    for argv in map(_strip_env, _doc_commands()):
+        if argv[:2] in (["adasir", "train"], ["python", "trainer/run.py"]):
+            args = build_parser().parse_args(argv[2:])
+            assert args is not None
+            checked += 1
+        elif argv[:2] in (["adasir", "prepare"], ["python", "trainer/prepare.py"]):
+            help_out = subprocess.run([sys.executable, "-m", "trainer.cli", "prepare", "--help"],
+                                      capture_output=True, text=True, timeout=60).stdout
+            for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
+                assert flag in help_out, (flag, argv)
+            checked += 1
+        elif argv[:2] == ["python", "-m"] and argv[2].startswith("benchmarks."):
+            assert os.path.isfile(os.path.join(ROOT, *argv[2].split(".")) + ".py"), argv
+            checked += 1
+        elif argv[:2] in (["adasir", "tune"], ["python", "trainer/tune.py"]):
+            assert os.path.isfile(os.path.join(ROOT, argv[2])), argv
+            checked += 1
+    assert checked >= 15
