@@ -21,7 +21,9 @@ from trainer.data.dataset import PreparedData
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", default="ablation", help="report file name (one per dataset)")
@@ -34,19 +36,39 @@ def main() -> int:
     args = ap.parse_args()
     data = PreparedData.load(args.data)
     seeds = [int(s) for s in args.seeds.split(",")]
-    body = [f"Data `{os.path.basename(data.path)}`; {args.sampler}, {args.epochs} epochs, lr {args.lr}, "
-            f"L2 {args.l2}, batch {args.batch_size}; test metrics, mean ± std over seeds {args.seeds}.", "",
-            "| weighting | exclude positives | test NDCG@50 | test Recall@50 |", "|---|---|---|---|"]
+    body = [
+        f"Data `{os.path.basename(data.path)}`; {args.sampler}, {args.epochs} epochs, lr {args.lr}, "
+        f"L2 {args.l2}, batch {args.batch_size}; test metrics, mean ± std over seeds {args.seeds}.",
+        "",
+        "| weighting | exclude positives | test NDCG@50 | test Recall@50 |",
+        "|---|---|---|---|",
+    ]
     labels, means, stds = [], [], []
     for weighting, exclude in itertools.product(("paper", "reference", "none"), (True, False)):
-        runs = [training_curve(data, TrainConfig(
-            epochs=args.epochs, eval_every=args.epochs, lr=args.lr, l2=args.l2, seed=s,
-            batch_size=args.batch_size,
-            sampler={"name": args.sampler, "weighting": weighting, "exclude_positives": exclude}))
-            for s in seeds]
+        runs = [
+            training_curve(
+                data,
+                TrainConfig(
+                    epochs=args.epochs,
+                    eval_every=args.epochs,
+                    lr=args.lr,
+                    l2=args.l2,
+                    seed=s,
+                    batch_size=args.batch_size,
+                    sampler={
+                        "name": args.sampler,
+                        "weighting": weighting,
+                        "exclude_positives": exclude,
+                    },
+                ),
+            )
+            for s in seeds
+        ]
         ndcg = [r["test"]["ndcg@50"] for r in runs]
         recall = [r["test"]["recall@50"] for r in runs]
-        body.append(f"| {weighting} | {'on' if exclude else 'off'} | {mean_std(ndcg)} | {mean_std(recall)} |")
+        body.append(
+            f"| {weighting} | {'on' if exclude else 'off'} | {mean_std(ndcg)} | {mean_std(recall)} |"
+        )
         labels.append(f"{weighting}\n{'excl' if exclude else 'keep'}")
         means.append(statistics.mean(ndcg))
         stds.append(statistics.stdev(ndcg) if len(ndcg) > 1 else 0.0)
@@ -57,8 +79,13 @@ def main() -> int:
     ax.set_ylabel("test NDCG@50")
     save_figure(fig, args.out, args.name)
     body += ["", f"![ablation]({args.name}.png)"]
-    write_report(args.out, args.name, f"{args.sampler}: Eq. (1) weighting × excluding train positives",
-                 command_line(), body)
+    write_report(
+        args.out,
+        args.name,
+        f"{args.sampler}: Eq. (1) weighting × excluding train positives",
+        command_line(),
+        body,
+    )
     return 0
 
 

@@ -29,31 +29,41 @@ from benchmarks.report_utils import command_line, write_report
 from trainer.core.engine import Engine
 
 
-def epoch_seconds(data, rows: list[tuple[str, dict]], common: dict,
-                  rounds: int) -> list[tuple[float, float]]:
+def epoch_seconds(
+    data, rows: list[tuple[str, dict]], common: dict, rounds: int
+) -> list[tuple[float, float]]:
     """(median sample s, median train s) per row, from interleaved rounds of one epoch each."""
-    engines = [Engine(make_config(common | {"epochs": rounds + 1}, settings), data)
-               for _, settings in rows]
+    engines = [
+        Engine(make_config(common | {"epochs": rounds + 1}, settings), data) for _, settings in rows
+    ]
     for engine in engines:
         engine.train_epoch()  # warm-up
     records = [[] for _ in engines]
     for _ in range(rounds):
         for engine, kept in zip(engines, records):
             kept.append(engine.train_epoch())
-    return [(statistics.median(r["sample_s"] for r in kept),
-             statistics.median(r["train_s"] for r in kept)) for kept in records]
+    return [
+        (
+            statistics.median(r["sample_s"] for r in kept),
+            statistics.median(r["train_s"] for r in kept),
+        )
+        for kept in records
+    ]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--contenders", default="bpr+dns,bpr+adasir-u+fresh,softmax+shared1000+cosine")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-grid", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--report", default="contender_timing",
-                    help="the report's file name under OUT, without .md")
+    ap.add_argument(
+        "--report", default="contender_timing", help="the report's file name under OUT, without .md"
+    )
     args = ap.parse_args()
     data, cache = cached_mf_setup(args.data, args.out, args.threads)
     common = TABLE2_MF
@@ -62,10 +72,14 @@ def main() -> int:
     for name in args.contenders.split(","):
         _, chosen, _ = tune_contender(cache, name, CONTENDERS[name], common, [0, 1], args.max_grid)
         rows.append((name, chosen))
-    body = [f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
-            f"median of {args.epochs} interleaved rounds of one epoch each, after one warm-up "
-            "epoch each.", "",
-            "| configuration | sample s/epoch | train s/epoch | epoch ÷ uniform BPR |", "|---|---|---|---|"]
+    body = [
+        f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
+        f"median of {args.epochs} interleaved rounds of one epoch each, after one warm-up "
+        "epoch each.",
+        "",
+        "| configuration | sample s/epoch | train s/epoch | epoch ÷ uniform BPR |",
+        "|---|---|---|---|",
+    ]
     timed = epoch_seconds(data, rows, common, args.epochs)
     base = sum(timed[0])
     for (name, _), (sample, train) in zip(rows, timed):

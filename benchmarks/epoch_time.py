@@ -26,14 +26,19 @@ GOWALLA_LIKE = "users=29858,items=40988,mean=38,minimum=10,alpha=0.5,zipf=0.6,se
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", default="runs/data/gowalla-like")
     ap.add_argument("--samplers", default="uniform,adasir-u,adasir-p,adasir-w,dns,pris-p")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--optimizers", default="adam",
-                    help="comma list of adam, sparse-adam: each sampler is timed with each")
+    ap.add_argument(
+        "--optimizers",
+        default="adam",
+        help="comma list of adam, sparse-adam: each sampler is timed with each",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.threads:
@@ -44,14 +49,23 @@ def main() -> int:
         print(f"generated {args.data} in {time.perf_counter() - t0:.0f}s", flush=True)
     data = PreparedData.load(args.data)
     n_train = len(data.splits["train"].users)
-    lines = [f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; batch 4096, "
-             f"d=32, n=5, |K|=|R|=200; device {args.device}, torch threads {torch.get_num_threads()}; "
-             f"mean of {args.epochs} epochs after one warm-up epoch.", "",
-             "| sampler | optimizer | sample s/epoch | train s/epoch | epoch s |", "|---|---|---|---|---|"]
+    lines = [
+        f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; batch 4096, "
+        f"d=32, n=5, |K|=|R|=200; device {args.device}, torch threads {torch.get_num_threads()}; "
+        f"mean of {args.epochs} epochs after one warm-up epoch.",
+        "",
+        "| sampler | optimizer | sample s/epoch | train s/epoch | epoch s |",
+        "|---|---|---|---|---|",
+    ]
     for optimizer in args.optimizers.split(","):
         for name in args.samplers.split(","):
-            cfg = TrainConfig(epochs=args.epochs + 1, lr=0.01, device=args.device,
-                              optimizer=optimizer, sampler={"name": name})
+            cfg = TrainConfig(
+                epochs=args.epochs + 1,
+                lr=0.01,
+                device=args.device,
+                optimizer=optimizer,
+                sampler={"name": name},
+            )
             engine = Engine(cfg, data)
             engine.train_epoch()  # warm-up
             recs = [engine.train_epoch() for _ in range(args.epochs)]

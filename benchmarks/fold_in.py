@@ -29,8 +29,9 @@ from trainer.core.topk import VectorScorer
 from trainer.data.dataset import PreparedData
 
 
-def _metrics(queries: torch.Tensor, items: torch.Tensor, targets: InteractionIndex,
-             masked: InteractionIndex) -> dict[str, float]:
+def _metrics(
+    queries: torch.Tensor, items: torch.Tensor, targets: InteractionIndex, masked: InteractionIndex
+) -> dict[str, float]:
     sums, n = ranking_sums(VectorScorer(queries, items), targets, [masked], (20,))
     return {k: v / n for k, v in sums.items()}
 
@@ -43,8 +44,9 @@ def compare(model: Model, data: PreparedData, users: int, seed: int) -> dict:
     sample = eligible[torch.randperm(eligible.numel(), generator=g)[:users]].sort().values
     histories = [seen.rows_of(u.view(1))[1].tolist() for u in sample]
     t0 = time.perf_counter()
-    folded = torch.cat([model.fold_in_indices(histories[i:i + 256])
-                        for i in range(0, len(histories), 256)])
+    folded = torch.cat(
+        [model.fold_in_indices(histories[i : i + 256]) for i in range(0, len(histories), 256)]
+    )
     fold_s = time.perf_counter() - t0
     local = torch.arange(sample.numel())
 
@@ -55,8 +57,7 @@ def compare(model: Model, data: PreparedData, users: int, seed: int) -> dict:
     targets, masked = restrict(test), restrict(seen)
     trained = _metrics(model.queries[sample], model.items, targets, masked)
     fold = _metrics(folded, model.items, targets, masked)
-    return {"users": int(sample.numel()), "trained": trained, "fold_in": fold,
-            "fold_s": fold_s}
+    return {"users": int(sample.numel()), "trained": trained, "fold_in": fold, "fold_s": fold_s}
 
 
 def latency(model: Model, requests: int, seed: int) -> list[float]:
@@ -75,8 +76,9 @@ def latency(model: Model, requests: int, seed: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", required=True, help="a run directory trained on --data")
     ap.add_argument("--data", required=True, help="the prepared dataset it was trained on")
     ap.add_argument("--out", required=True)
@@ -91,19 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     ms = sorted(latency(model, args.requests, args.seed))
     p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
     t, f = result["trained"], result["fold_in"]
-    body = [f"{result['users']} users with test items (seed {args.seed}), {model.num_items:,} "
-            f"items, d = {model.items.shape[1]}, loss {model.config.get('loss')}; "
-            f"{args.threads} thread(s).", "",
-            "| queries | test NDCG@20 | test Recall@20 |", "|---|---|---|",
-            f"| trained user vectors | {t['ndcg@20']:.4f} | {t['recall@20']:.4f} |",
-            f"| folded in from train + validation items | {f['ndcg@20']:.4f} | "
-            f"{f['recall@20']:.4f} |",
-            f"| fold-in / trained | {f['ndcg@20'] / t['ndcg@20']:.3f} | "
-            f"{f['recall@20'] / t['recall@20']:.3f} |", "",
-            f"`answer_history` (fold-in + top-20), {len(ms)} requests in this process: "
-            f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms."]
-    write_report(args.out, "fold_in", "Fold-in: new users from their item history",
-                 command_line(), body)
+    body = [
+        f"{result['users']} users with test items (seed {args.seed}), {model.num_items:,} "
+        f"items, d = {model.items.shape[1]}, loss {model.config.get('loss')}; "
+        f"{args.threads} thread(s).",
+        "",
+        "| queries | test NDCG@20 | test Recall@20 |",
+        "|---|---|---|",
+        f"| trained user vectors | {t['ndcg@20']:.4f} | {t['recall@20']:.4f} |",
+        f"| folded in from train + validation items | {f['ndcg@20']:.4f} | {f['recall@20']:.4f} |",
+        f"| fold-in / trained | {f['ndcg@20'] / t['ndcg@20']:.3f} | "
+        f"{f['recall@20'] / t['recall@20']:.3f} |",
+        "",
+        f"`answer_history` (fold-in + top-20), {len(ms)} requests in this process: "
+        f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms.",
+    ]
+    write_report(
+        args.out, "fold_in", "Fold-in: new users from their item history", command_line(), body
+    )
     return 0
 
 

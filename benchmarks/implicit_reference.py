@@ -59,21 +59,32 @@ def evaluator(data: PreparedData):
     return evaluate
 
 
-def fit(kind: str, x: sp.csr_matrix, options: dict, iterations: int, seed: int,
-        threads: int) -> tuple[Factors, float]:
+def fit(
+    kind: str, x: sp.csr_matrix, options: dict, iterations: int, seed: int, threads: int
+) -> tuple[Factors, float]:
     """One fit of implicit's `kind` ("als" or "bpr"); returns (factors, fit seconds)."""
     from implicit.cpu.als import AlternatingLeastSquares
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
     if kind == "als":
-        model = AlternatingLeastSquares(factors=options["dim"], regularization=options["lambda"],
-                                        alpha=options["alpha"], iterations=iterations,
-                                        random_state=seed, num_threads=threads)
+        model = AlternatingLeastSquares(
+            factors=options["dim"],
+            regularization=options["lambda"],
+            alpha=options["alpha"],
+            iterations=iterations,
+            random_state=seed,
+            num_threads=threads,
+        )
     else:
-        model = BayesianPersonalizedRanking(factors=options["dim"], learning_rate=options["lr"],
-                                            regularization=options["lambda"],
-                                            iterations=iterations, random_state=seed,
-                                            num_threads=threads, verify_negative_samples=True)
+        model = BayesianPersonalizedRanking(
+            factors=options["dim"],
+            learning_rate=options["lr"],
+            regularization=options["lambda"],
+            iterations=iterations,
+            random_state=seed,
+            num_threads=threads,
+            verify_negative_samples=True,
+        )
     start = time.perf_counter()
     model.fit(x, show_progress=False)
     seconds = time.perf_counter() - start
@@ -81,10 +92,16 @@ def fit(kind: str, x: sp.csr_matrix, options: dict, iterations: int, seed: int,
 
 
 GRIDS = {
-    "als": [("alpha", [10.0, 1.0, 3.0, 30.0, 100.0]), ("lambda", [0.1, 0.01, 1.0, 10.0]),
-            ("iterations", [15, 5, 30, 60])],
-    "bpr": [("lr", [0.01, 0.003, 0.03, 0.1]), ("lambda", [0.01, 0.001, 0.1]),
-            ("iterations", [100, 50, 200, 400])],
+    "als": [
+        ("alpha", [10.0, 1.0, 3.0, 30.0, 100.0]),
+        ("lambda", [0.1, 0.01, 1.0, 10.0]),
+        ("iterations", [15, 5, 30, 60]),
+    ],
+    "bpr": [
+        ("lr", [0.01, 0.003, 0.03, 0.1]),
+        ("lambda", [0.01, 0.001, 0.1]),
+        ("iterations", [100, 50, 200, 400]),
+    ],
 }
 
 
@@ -100,16 +117,19 @@ def tune(kind, x, evaluate, dim, threads):
             if key not in tried:
                 model, seconds = fit(kind, x, cand, cand["iterations"], 0, threads)
                 tried[key] = (evaluate(model, "valid")["recall@20"], seconds)
-                print(f"{kind} {cand}: valid recall@20 {tried[key][0]:.4f} ({seconds:.1f} s)",
-                      flush=True)
+                print(
+                    f"{kind} {cand}: valid recall@20 {tried[key][0]:.4f} ({seconds:.1f} s)",
+                    flush=True,
+                )
             scored.append((tried[key][0], value))
         options[name] = max(scored, key=lambda s: s[0])[1]
     return options, [(dict(k), v, s) for k, (v, s) in tried.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--dim", type=int, default=64)
@@ -119,28 +139,48 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     data = PreparedData.load(args.data)
     tr = data.splits["train"]
-    x = sp.csr_matrix((np.ones(len(tr.users), dtype=np.float32), (tr.users, tr.items)),
-                      shape=(data.num_users, data.num_items))
+    x = sp.csr_matrix(
+        (np.ones(len(tr.users), dtype=np.float32), (tr.users, tr.items)),
+        shape=(data.num_users, data.num_items),
+    )
     evaluate = evaluator(data)
     seeds = [int(s) for s in args.seeds.split(",")]
-    table = ["| model | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "
-             "test Recall@50 | test NDCG@50 | fit seconds |", "|---|---|---|---|---|---|---|---|"]
+    table = [
+        "| model | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "
+        "test Recall@50 | test NDCG@50 | fit seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     grids = []
     for kind in args.models.split(","):
         options, rows = tune(kind, x, evaluate, args.dim, args.threads)
         finals = [fit(kind, x, options, options["iterations"], s, args.threads) for s in seeds]
         tests = [evaluate(m, "test") for m, _ in finals]
-        cols = [mean_sd([t[k] for t in tests]) for k in
-                ("recall@20", "ndcg@20", "recall@50", "ndcg@50")]
+        cols = [
+            mean_sd([t[k] for t in tests]) for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+        ]
         shown = {k: v for k, v in options.items() if k != "dim"}
-        table.append(f"| implicit {kind.upper()}, d = {args.dim} | {shown} | {len(seeds)} | "
-                     f"{' | '.join(cols)} | {statistics.median(s for _, s in finals):.1f} |")
-        grids += ["", f"{kind.upper()} on validation (seed 0):", "",
-                  "| options | valid Recall@20 | fit seconds |", "|---|---|---|"]
-        grids += [f"| {({k: v for k, v in o.items() if k != 'dim'})} | {v:.4f} | {s:.1f} |"
-                  for o, v, s in rows]
-    write_report(args.out, "implicit_reference", "implicit's ALS and BPR on "
-                 + os.path.basename(os.path.abspath(args.data)), command_line(), table + grids)
+        table.append(
+            f"| implicit {kind.upper()}, d = {args.dim} | {shown} | {len(seeds)} | "
+            f"{' | '.join(cols)} | {statistics.median(s for _, s in finals):.1f} |"
+        )
+        grids += [
+            "",
+            f"{kind.upper()} on validation (seed 0):",
+            "",
+            "| options | valid Recall@20 | fit seconds |",
+            "|---|---|---|",
+        ]
+        grids += [
+            f"| { ({k: v for k, v in o.items() if k != 'dim'}) } | {v:.4f} | {s:.1f} |"
+            for o, v, s in rows
+        ]
+    write_report(
+        args.out,
+        "implicit_reference",
+        "implicit's ALS and BPR on " + os.path.basename(os.path.abspath(args.data)),
+        command_line(),
+        table + grids,
+    )
     return 0
 
 

@@ -35,7 +35,9 @@ def generator_spread(sampler, every: int = 60) -> tuple[float, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=8)
@@ -48,9 +50,18 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
-    engine = Engine(TrainConfig(epochs=args.epochs, eval_every=1, lr=args.lr, l2=args.l2,
-                                batch_size=args.batch_size, seed=args.seed,
-                                sampler={"name": "irgan"}), data)
+    engine = Engine(
+        TrainConfig(
+            epochs=args.epochs,
+            eval_every=1,
+            lr=args.lr,
+            l2=args.l2,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            sampler={"name": "irgan"},
+        ),
+        data,
+    )
     rows = []
     for _ in range(args.epochs):
         engine.train_epoch()
@@ -68,13 +79,19 @@ def main() -> int:
     fig.legend(loc="lower left")
     ax.set_title("IRGAN: recommender quality vs generator entropy")
     save_figure(fig, args.out, "irgan_diagnostic")
-    body = [f"Data `{os.path.basename(data.path)}`, MF, lr {args.lr}, L2 {args.l2}, batch "
-            f"{args.batch_size}, seed {args.seed}. Uniform draws have entropy log N = "
-            f"{uniform_entropy:.2f}.", "",
-            "| epoch | valid NDCG@50 | G entropy | G top-10 mass |", "|---|---|---|---|"]
+    body = [
+        f"Data `{os.path.basename(data.path)}`, MF, lr {args.lr}, L2 {args.l2}, batch "
+        f"{args.batch_size}, seed {args.seed}. Uniform draws have entropy log N = "
+        f"{uniform_entropy:.2f}.",
+        "",
+        "| epoch | valid NDCG@50 | G entropy | G top-10 mass |",
+        "|---|---|---|---|",
+    ]
     body += [f"| {e} | {n:.4f} | {h:.2f} | {t:.3f} |" for e, n, h, t in rows]
     body += ["", "![IRGAN diagnostic](irgan_diagnostic.png)"]
-    write_report(args.out, "irgan_diagnostic", "IRGAN: does the generator collapse?", command_line(), body)
+    write_report(
+        args.out, "irgan_diagnostic", "IRGAN: does the generator collapse?", command_line(), body
+    )
     return 0
 
 

@@ -29,18 +29,36 @@ CONFIGS = {
     "adasir-u+max4": {"name": "adasir-u", "pool_pick": "max", "pool_pick_candidates": 4},
     "adasir-u τ=0.25": {"name": "adasir-u", "temperature": 0.25},
 }
-COLUMNS = ["pos_score", "neg_score", "uniform_score", "dns_score", "false_negative_rate",
-           "uniform_false_negative_rate", "pool_distinct_frac", "ess_frac", "staleness"]
+COLUMNS = [
+    "pos_score",
+    "neg_score",
+    "uniform_score",
+    "dns_score",
+    "false_negative_rate",
+    "uniform_false_negative_rate",
+    "pool_distinct_frac",
+    "ess_frac",
+    "staleness",
+]
 
 
 def run(data, sampler: dict, args) -> dict:
-    cfg = TrainConfig(epochs=args.epochs, eval_every=args.epochs, lr=args.lr, l2=args.l2,
-                      seed=0, diagnostics=True, sampler=sampler)
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        eval_every=args.epochs,
+        lr=args.lr,
+        l2=args.l2,
+        seed=0,
+        diagnostics=True,
+        sampler=sampler,
+    )
     return Engine(cfg, data).fit()
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=20)
@@ -49,26 +67,39 @@ def main() -> int:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     args = ap.parse_args()
     data = PreparedData.load(args.data)
-    body = [f"`{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items. "
-            f"MF, {args.epochs} epochs, lr {args.lr}, L2 {args.l2}, seed 0, |K| = |R| = 200, n = 5. "
-            "Measured at the end of each epoch on 2,048 train pairs (a fixed sample); scores are "
-            "the current model's. Staleness is an entry's score at its resampling minus its "
-            "score now, so the end of an epoch is the pools' stalest point."]
+    body = [
+        f"`{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items. "
+        f"MF, {args.epochs} epochs, lr {args.lr}, L2 {args.l2}, seed 0, |K| = |R| = 200, n = 5. "
+        "Measured at the end of each epoch on 2,048 train pairs (a fixed sample); scores are "
+        "the current model's. Staleness is an entry's score at its resampling minus its "
+        "score now, so the end of an epoch is the pools' stalest point."
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     results = {}
     for name in args.configs.split(","):
         result = run(data, CONFIGS[name], args)
         results[name] = result
         epochs = [e for e in result["epochs"] if e.get("negatives")]
-        body += ["", f"## {name}: test NDCG@50 {result['test']['ndcg@50']:.4f}", "",
-                 "| epoch | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+        body += [
+            "",
+            f"## {name}: test NDCG@50 {result['test']['ndcg@50']:.4f}",
+            "",
+            "| epoch | " + " | ".join(COLUMNS) + " |",
+            "|---" * (len(COLUMNS) + 1) + "|",
+        ]
         for e in epochs:
             d = e["negatives"]
-            body.append(f"| {e['epoch']} | " + " | ".join(
-                f"{d[c]:.3f}" if c in d else "–" for c in COLUMNS) + " |")
+            body.append(
+                f"| {e['epoch']} | "
+                + " | ".join(f"{d[c]:.3f}" if c in d else "–" for c in COLUMNS)
+                + " |"
+            )
         x = [e["epoch"] for e in epochs]
-        axes[0].plot(x, [e["negatives"]["neg_score"] - e["negatives"]["uniform_score"] for e in epochs],
-                     label=name)
+        axes[0].plot(
+            x,
+            [e["negatives"]["neg_score"] - e["negatives"]["uniform_score"] for e in epochs],
+            label=name,
+        )
         axes[1].plot(x, [e["negatives"]["false_negative_rate"] for e in epochs], label=name)
         if "staleness" in epochs[0]["negatives"]:
             axes[2].plot(x, [e["negatives"]["staleness"] for e in epochs], label=name)
@@ -83,8 +114,13 @@ def main() -> int:
     with open(os.path.join(args.out, f"{name}.json"), "w") as fh:
         json.dump(results, fh)
     body += ["", f"![diagnostics]({name}.png)"]
-    write_report(args.out, name, "Why AdaSIR loses: what its negatives look like, epoch by epoch",
-                 command_line(), body)
+    write_report(
+        args.out,
+        name,
+        "Why AdaSIR loses: what its negatives look like, epoch by epoch",
+        command_line(),
+        body,
+    )
     return 0
 
 

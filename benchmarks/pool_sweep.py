@@ -1,6 +1,6 @@
 """Fig. 4: pool size |K| = |R| against test NDCG@50, Recall@50 and epoch time.
 
-    python -m benchmarks.pool_sweep --data runs/data/ml-1m --out benchmarks/reports/ml-1m
+python -m benchmarks.pool_sweep --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from trainer.data.dataset import PreparedData
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--samplers", default="adasir-u,adasir-p,adasir-w")
@@ -29,9 +31,14 @@ def main() -> int:
     ap.add_argument("--l2", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--cap", action="append", default=[], metavar="SAMPLER=SIZE",
-                    help="largest size to run for a sampler (AdaSIR-W's rank estimate costs "
-                         "O(|K|) per pair); repeatable")
+    ap.add_argument(
+        "--cap",
+        action="append",
+        default=[],
+        metavar="SAMPLER=SIZE",
+        help="largest size to run for a sampler (AdaSIR-W's rank estimate costs "
+        "O(|K|) per pair); repeatable",
+    )
     args = ap.parse_args()
     caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
     data = PreparedData.load(args.data)
@@ -47,30 +54,52 @@ def main() -> int:
             if size > caps.get(name, size):
                 continue
             if (name, size) not in cache:
-                cfg = TrainConfig(epochs=args.epochs, eval_every=args.epochs, lr=args.lr, l2=args.l2,
-                                  seed=args.seed, device=args.device,
-                                  sampler={"name": name, "num_candidates": size, "pool_size": size})
+                cfg = TrainConfig(
+                    epochs=args.epochs,
+                    eval_every=args.epochs,
+                    lr=args.lr,
+                    l2=args.l2,
+                    seed=args.seed,
+                    device=args.device,
+                    sampler={"name": name, "num_candidates": size, "pool_size": size},
+                )
                 run = training_curve(data, cfg)
-                rec = {"sampler": name, "size": size, "test": run["test"],
-                       "epoch_s": statistics.mean(e["sample_s"] + e["train_s"] for e in run["epochs"])}
+                rec = {
+                    "sampler": name,
+                    "size": size,
+                    "test": run["test"],
+                    "epoch_s": statistics.mean(e["sample_s"] + e["train_s"] for e in run["epochs"]),
+                }
                 with open(cache_path, "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
                 cache[(name, size)] = rec
                 print(name, size, rec["test"]["ndcg@50"], f"{rec['epoch_s']:.2f}s", flush=True)
             results[(name, size)] = cache[(name, size)]
     capped = "; ".join(f"{k} only up to {v}" for k, v in caps.items())
-    body = [f"{args.epochs} epochs, lr {args.lr}, L2 {args.l2}, seed {args.seed}, |K| = |R|"
-            f"{'; ' + capped if capped else ''}.", "",
-            "| sampler | size | test NDCG@50 | test Recall@50 | s/epoch |", "|---|---|---|---|---|"]
+    body = [
+        f"{args.epochs} epochs, lr {args.lr}, L2 {args.l2}, seed {args.seed}, |K| = |R|"
+        f"{'; ' + capped if capped else ''}.",
+        "",
+        "| sampler | size | test NDCG@50 | test Recall@50 | s/epoch |",
+        "|---|---|---|---|---|",
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name in args.samplers.split(","):
         recs = [results[(name, s)] for s in sizes if (name, s) in results]
         ran = [r["size"] for r in recs]
-        body += [f"| {name} | {r['size']} | {r['test']['ndcg@50']:.4f} | {r['test']['recall@50']:.4f} | "
-                 f"{r['epoch_s']:.2f} |" for r in recs]
-        for ax, values in zip(axes, ([r["test"]["ndcg@50"] for r in recs],
-                                     [r["test"]["recall@50"] for r in recs],
-                                     [r["epoch_s"] for r in recs])):
+        body += [
+            f"| {name} | {r['size']} | {r['test']['ndcg@50']:.4f} | {r['test']['recall@50']:.4f} | "
+            f"{r['epoch_s']:.2f} |"
+            for r in recs
+        ]
+        for ax, values in zip(
+            axes,
+            (
+                [r["test"]["ndcg@50"] for r in recs],
+                [r["test"]["recall@50"] for r in recs],
+                [r["epoch_s"] for r in recs],
+            ),
+        ):
             ax.plot(ran, values, marker="o", label=name)
     for ax, label in zip(axes, ("test NDCG@50", "test Recall@50", "seconds per epoch")):
         ax.set_xscale("log")

@@ -36,8 +36,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "trainer", "run.py")
 
 # d = 64, early stopping on validation Recall@20 every 5 epochs, 3 validations of patience.
-COMMON = {"dim": 64, "eval_every": 5, "early_stopping_patience": 3,
-          "early_stopping_metric": "recall@20"}
+COMMON = {
+    "dim": 64,
+    "eval_every": 5,
+    "early_stopping_patience": 3,
+    "early_stopping_metric": "recall@20",
+}
 
 
 @dataclass(frozen=True)
@@ -57,34 +61,71 @@ class Contender:
 
 CONTENDERS: dict[str, Contender] = {
     "default": Contender(
-        "recommended", {}, [], "the product's default command: `--dim 64`, nothing else "
-        "(early stopping on validation, then a refit on train + validation)", common=False),
+        "recommended",
+        {},
+        [],
+        "the product's default command: `--dim 64`, nothing else "
+        "(early stopping on validation, then a refit on train + validation)",
+        common=False,
+    ),
     "default-no-refit": Contender(
-        "recommended", {"refit": False}, [], "the default command with `--no-refit`: the best "
-        "validated epoch's model, trained on 90% of train", common=False),
+        "recommended",
+        {"refit": False},
+        [],
+        "the default command with `--no-refit`: the best "
+        "validated epoch's model, trained on 90% of train",
+        common=False,
+    ),
     "softmax+shared1000": Contender(
-        "recommended", {"loss": "softmax", "score": "cosine", "l2": 0.0,
-                        "loss_temperature": 0.1}, [],
+        "recommended",
+        {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.1},
+        [],
         "the default's sampler, batch and schedule under the sampled softmax (log-Q "
-        "corrected, the positive in the normaliser) at T = 0.1", common=False, seeds=(0,)),
+        "corrected, the positive in the normaliser) at T = 0.1",
+        common=False,
+        seeds=(0,),
+    ),
     "bsl+adasir-b": Contender(
-        "recommended", {"sampler.name": "adasir-b", "sampler.num_negatives": 50,
-                        "sampler.num_candidates": 1000, "sampler.temperature": 0.08}, [],
+        "recommended",
+        {
+            "sampler.name": "adasir-b",
+            "sampler.num_negatives": 50,
+            "sampler.num_candidates": 1000,
+            "sampler.temperature": 0.08,
+        },
+        [],
         "the default's loss and schedule over 50 negatives a pair resampled by AdaSIR-B "
         "(1,000 uniform candidates per group of 16 users, τ = T) instead of 1,000 shared "
-        "uniform ones", common=False, seeds=(0,)),
+        "uniform ones",
+        common=False,
+        seeds=(0,),
+    ),
     "bpr+uniform": Contender(
-        "paper", {"sampler.name": "uniform", "epochs": 150, "l2": 0.0001},
+        "paper",
+        {"sampler.name": "uniform", "epochs": 150, "l2": 0.0001},
         [("lr", [0.005, 0.001]), ("l2", [0.0001, 0.001])],
         "BPR-MF: one uniform negative a pair, dot scores, lr then L2 chosen on validation",
-        seeds=(0,)),
+        seeds=(0,),
+    ),
     "previous-default": Contender(
-        "paper", {"loss": "softmax", "score": "cosine", "loss_temperature": 0.2, "l2": 0.0,
-                  "lr": 0.01, "epochs": 60, "sampler.name": "adasir-b",
-                  "sampler.num_negatives": 5, "sampler.num_candidates": 1000,
-                  "sampler.temperature": 0.2}, [],
+        "paper",
+        {
+            "loss": "softmax",
+            "score": "cosine",
+            "loss_temperature": 0.2,
+            "l2": 0.0,
+            "lr": 0.01,
+            "epochs": 60,
+            "sampler.name": "adasir-b",
+            "sampler.num_negatives": 5,
+            "sampler.num_candidates": 1000,
+            "sampler.temperature": 0.2,
+        },
+        [],
         "the `recommended` preset before this one (softmax over 5 adasir-b negatives, "
-        "cosine, T 0.2, lr 0.01), with early stopping, at most 60 epochs", seeds=(0,)),
+        "cosine, T 0.2, lr 0.01), with early stopping, at most 60 epochs",
+        seeds=(0,),
+    ),
 }
 
 PUBLISHED = [  # (model, Recall@20, NDCG@20, source) on this exact split; chosen on test
@@ -105,8 +146,9 @@ def settings_config(contender: Contender, settings: dict, seed: int, extra: dict
     if seed:
         flat["seed"] = seed
     if flat.get("positive_temperature") is not None:
-        flat["positive_temperature"] = round(flat["positive_temperature"]
-                                             * flat["loss_temperature"], 6)
+        flat["positive_temperature"] = round(
+            flat["positive_temperature"] * flat["loss_temperature"], 6
+        )
     config: dict = {}
     for name, value in flat.items():
         if value is None and name == "positive_temperature":
@@ -119,8 +161,9 @@ def settings_config(contender: Contender, settings: dict, seed: int, extra: dict
 
 
 def run_key(preset: str, config: dict, data: str) -> str:
-    blob = json.dumps({"preset": preset, "config": config, "data": os.path.basename(data)},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"preset": preset, "config": config, "data": os.path.basename(data)}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -146,16 +189,31 @@ class Runs:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             self.done[key] = rec
-            print(f"{preset} {json.dumps(config, sort_keys=True)}: valid recall@20 "
-                  f"{rec['best_valid']:.4f} at epoch {rec['best_epoch']}, test recall@20 "
-                  f"{rec['test']['recall@20']:.4f} ({rec['seconds']:.0f} s)", flush=True)
+            print(
+                f"{preset} {json.dumps(config, sort_keys=True)}: valid recall@20 "
+                f"{rec['best_valid']:.4f} at epoch {rec['best_epoch']}, test recall@20 "
+                f"{rec['test']['recall@20']:.4f} ({rec['seconds']:.0f} s)",
+                flush=True,
+            )
         return self.done.get(key)
 
     def _train(self, preset: str, config: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="public-benchmark-") as tmp:
             out = os.path.join(tmp, "run")
-            cmd = [sys.executable, RUN, "--data", self.data, "--out", out, "--preset", preset,
-                   "--config", json.dumps(config), "--threads", str(self.threads)]
+            cmd = [
+                sys.executable,
+                RUN,
+                "--data",
+                self.data,
+                "--out",
+                out,
+                "--preset",
+                preset,
+                "--config",
+                json.dumps(config),
+                "--threads",
+                str(self.threads),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"{shlex.join(cmd)} failed:\n{proc.stderr[-2000:]}")
@@ -168,13 +226,19 @@ def record_from_metrics(metrics: dict) -> dict:
     """What runs.jsonl keeps of a run's metrics.json."""
     epochs = metrics["epochs"]
     refit = metrics.get("refit", {}).get("records", [])
-    record = {"test": metrics["test"], "best_epoch": metrics["early_stopping"]["best_epoch"],
-              "best_valid": metrics["early_stopping"]["best_valid"], "epochs": len(epochs),
-              "curve": [(e["epoch"], e["valid"]["recall@20"], e["valid"]["ndcg@20"])
-                        for e in epochs if "valid" in e],
-              "seconds": sum(e["sample_s"] + e["train_s"] + e.get("eval_s", 0.0)
-                             for e in epochs + refit),
-              "epoch_s": [e["sample_s"] + e["train_s"] for e in epochs]}
+    record = {
+        "test": metrics["test"],
+        "best_epoch": metrics["early_stopping"]["best_epoch"],
+        "best_valid": metrics["early_stopping"]["best_valid"],
+        "epochs": len(epochs),
+        "curve": [
+            (e["epoch"], e["valid"]["recall@20"], e["valid"]["ndcg@20"])
+            for e in epochs
+            if "valid" in e
+        ],
+        "seconds": sum(e["sample_s"] + e["train_s"] + e.get("eval_s", 0.0) for e in epochs + refit),
+        "epoch_s": [e["sample_s"] + e["train_s"] for e in epochs],
+    }
     if refit:  # trained again on train + validation: the test metrics are the refit's
         record["refit_epochs"] = len(refit)
         record["test_before_refit"] = metrics["before_refit"]["test"]
@@ -203,29 +267,41 @@ def measure(runs: Runs, name: str, contender: Contender, seeds: list[int], extra
     if chosen is None:
         return None
     settings, tried = chosen
-    finals = [runs.get(contender.preset, settings_config(contender, settings, s, extra))
-              for s in (contender.seeds or seeds)]
+    finals = [
+        runs.get(contender.preset, settings_config(contender, settings, s, extra))
+        for s in (contender.seeds or seeds)
+    ]
     if any(f is None for f in finals):
         return None
     return {"name": name, "settings": settings, "finals": finals, "tried": tried}
 
 
 def table(rows: list[dict], published: bool) -> list[str]:
-    lines = ["| configuration | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "
-             "test Recall@50 | test NDCG@50 | best epoch | seconds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "
+        "test Recall@50 | test NDCG@50 | best epoch | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         f = row["finals"]
-        col = {k: mean_sd([r["test"][k] for r in f])
-               for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")}
+        col = {
+            k: mean_sd([r["test"][k] for r in f])
+            for k in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+        }
         lines.append(
             f"| {row['name']} | {json.dumps(row['settings']) if row['settings'] else '–'} | "
             f"{len(f)} | {col['recall@20']} | {col['ndcg@20']} | {col['recall@50']} | "
             f"{col['ndcg@50']} | {', '.join(str(r['best_epoch']) for r in f)} | "
-            f"{statistics.mean(r['seconds'] for r in f):.0f} |")
+            f"{statistics.mean(r['seconds'] for r in f):.0f} |"
+        )
     if published:
-        lines += ["", "Published on this split (epochs and options chosen on test):", "",
-                  "| model | Recall@20 | NDCG@20 | source |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Published on this split (epochs and options chosen on test):",
+            "",
+            "| model | Recall@20 | NDCG@20 | source |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {m} | {r:.4f} | {n:.4f} | {s} |" for m, r, n, s in PUBLISHED]
     return lines
 
@@ -239,8 +315,10 @@ def plot(rows: list[dict], out: str, name: str, threads: int) -> str:
         per_epoch = f["seconds"] / max(1, f["epochs"])
         xs = [epoch * per_epoch for epoch, _, _ in f["curve"]]
         ax.plot(xs, [r for _, r, _ in f["curve"]], marker=".", label=row["name"])
-    ax.set_xlabel(f"seconds of training + validation (seed 0, {threads} thread(s) a run; runs "
-                  "may have shared the cores)")
+    ax.set_xlabel(
+        f"seconds of training + validation (seed 0, {threads} thread(s) a run; runs "
+        "may have shared the cores)"
+    )
     ax.set_ylabel("validation Recall@20")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -248,17 +326,22 @@ def plot(rows: list[dict], out: str, name: str, threads: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True, help="a prepared dataset (trainer/prepare.py)")
     ap.add_argument("--out", required=True, help="report folder (runs.jsonl, report.md, PNG)")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS),
-                    help=f"comma-separated, from {', '.join(CONTENDERS)}")
+    ap.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, from {', '.join(CONTENDERS)}",
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=1, help="contenders trained at once")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("--published", action="store_true",
-                    help="add the published gowalla-lightgcn rows")
+    ap.add_argument(
+        "--published", action="store_true", help="add the published gowalla-lightgcn rows"
+    )
     ap.add_argument("--report-only", action="store_true", help="train nothing")
     args = ap.parse_args(argv)
     names = [n for n in args.contenders.split(",") if n]
@@ -279,8 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         body += [f"Not yet measured: {', '.join(missing)}.", ""]
     body += ["Contenders:", ""] + [f"- `{n}`: {CONTENDERS[n].about}" for n in names]
     body += ["", f"![validation Recall@20 against seconds]({plot_name}.png)"]
-    write_report(args.out, "report", "Public benchmark: "
-                 + os.path.basename(os.path.abspath(args.data)), command_line(), body)
+    write_report(
+        args.out,
+        "report",
+        "Public benchmark: " + os.path.basename(os.path.abspath(args.data)),
+        command_line(),
+        body,
+    )
     return 0
 
 

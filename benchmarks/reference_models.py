@@ -90,15 +90,22 @@ def ease_weights(gram: torch.Tensor, lam: float) -> torch.Tensor:
     return b.fill_diagonal_(0.0)
 
 
-def ials_half_step(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, other: torch.Tensor,
-                   alpha0: float, lam: float, chunk: int = 100_000) -> torch.Tensor:
+def ials_half_step(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    n_rows: int,
+    other: torch.Tensor,
+    alpha0: float,
+    lam: float,
+    chunk: int = 100_000,
+) -> torch.Tensor:
     """One side's exact solve given the other side's factors `other` [n, d] (float64):
     interactions (rows[k], cols[k]) → factors [n_rows, d] (formula in the module docstring)."""
     d = other.shape[1]
     a = torch.zeros(n_rows, d, d, dtype=other.dtype)
     for s in range(0, rows.numel(), chunk):  # Σ q qᵀ per row, in chunks of [chunk, d, d]
-        q = other[cols[s:s + chunk]]
-        a.index_add_(0, rows[s:s + chunk], q[:, :, None] * q[:, None, :])
+        q = other[cols[s : s + chunk]]
+        a.index_add_(0, rows[s : s + chunk], q[:, :, None] * q[:, None, :])
     b = torch.zeros(n_rows, d, dtype=other.dtype).index_add_(0, rows, other[cols])
     degree = torch.bincount(rows, minlength=n_rows).to(other.dtype)
     reg = lam * (degree + alpha0 * other.shape[0])
@@ -110,10 +117,10 @@ def ials_loss(x: torch.Tensor, p: torch.Tensor, q: torch.Tensor, alpha0: float, 
     """The objective the half-steps minimise (dense, for tests on tiny data): observed squared
     error to 1, α₀ × every score², and the frequency-scaled L2 of both sides."""
     r = p @ q.T
-    fit = ((r - 1) ** 2 * x).sum() + alpha0 * (r ** 2).sum()
+    fit = ((r - 1) ** 2 * x).sum() + alpha0 * (r**2).sum()
     m, n = x.shape
-    reg_p = lam * ((x.sum(1) + alpha0 * n) * (p ** 2).sum(1)).sum()
-    reg_q = lam * ((x.sum(0) + alpha0 * m) * (q ** 2).sum(1)).sum()
+    reg_p = lam * ((x.sum(1) + alpha0 * n) * (p**2).sum(1)).sum()
+    reg_q = lam * ((x.sum(0) + alpha0 * m) * (q**2).sum(1)).sum()
     return fit + reg_p + reg_q
 
 
@@ -136,8 +143,8 @@ def run_ials(data, evaluate, dim, alpha0, lam, iterations, eval_every, seed) -> 
     u = torch.as_tensor(tr.users, dtype=torch.long)
     i = torch.as_tensor(tr.items, dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
-    p = torch.randn(data.num_users, dim, generator=g, dtype=torch.float64) * 0.1 / dim ** 0.5
-    q = torch.randn(data.num_items, dim, generator=g, dtype=torch.float64) * 0.1 / dim ** 0.5
+    p = torch.randn(data.num_users, dim, generator=g, dtype=torch.float64) * 0.1 / dim**0.5
+    q = torch.randn(data.num_items, dim, generator=g, dtype=torch.float64) * 0.1 / dim**0.5
     best, best_model, fit_seconds = (-1.0, 0, 0.0), None, 0.0
     for it in range(1, iterations + 1):
         start = time.perf_counter()
@@ -175,48 +182,70 @@ def popularity(data, evaluate):
 
 
 def _mean_sd(values):
-    return f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+    return (
+        f"{np.mean(values):.4f} ± {np.std(values):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+    )
 
 
 def ials_section(data, evaluate, args):
     """Grid on seed 0, then the chosen (α₀, λ) on every seed: report lines and plot points."""
     grid: list[tuple[float, float, IALSRun]] = []
     for alpha0, lam in itertools.product(args.ials_alpha0, args.ials_lambda):
-        run = run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every,
-                       args.seeds[0])
+        run = run_ials(
+            data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every, args.seeds[0]
+        )
         grid.append((alpha0, lam, run))
         print(f"ials α0={alpha0} λ={lam}: valid {run.valid:.4f} at {run.iteration}", flush=True)
     alpha0, lam, chosen = max(grid, key=lambda row: row[2].valid)
     runs = [chosen]  # seeds[0] is the grid's run
-    runs += [run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every, s)
-             for s in args.seeds[1:]]
+    runs += [
+        run_ials(data, evaluate, args.dim, alpha0, lam, args.iterations, args.eval_every, s)
+        for s in args.seeds[1:]
+    ]
     lines = ["| α₀ | λ | valid NDCG@50 (seed 0) | best iteration |", "|---|---|---|---|"]
     lines += [f"| {a} | {lam_} | {r.valid:.4f} | {r.iteration} |" for a, lam_, r in grid]
     test = [r.test["ndcg@50"] for r in runs]
-    row = (f"| iALS, d = {args.dim} (α₀ {alpha0}, λ {lam}; iterations {[r.iteration for r in runs]}) | "
-           f"{_mean_sd([r.valid for r in runs])} | {_mean_sd(test)} | "
-           f"{_mean_sd([r.test['recall@50'] for r in runs])} | "
-           f"{np.median([r.seconds for r in runs]):.1f} |")
-    point = (f"iALS d={args.dim}", float(np.mean(test)), float(np.median([r.seconds for r in runs])))
+    row = (
+        f"| iALS, d = {args.dim} (α₀ {alpha0}, λ {lam}; iterations {[r.iteration for r in runs]}) | "
+        f"{_mean_sd([r.valid for r in runs])} | {_mean_sd(test)} | "
+        f"{_mean_sd([r.test['recall@50'] for r in runs])} | "
+        f"{np.median([r.seconds for r in runs]):.1f} |"
+    )
+    point = (
+        f"iALS d={args.dim}",
+        float(np.mean(test)),
+        float(np.median([r.seconds for r in runs])),
+    )
     return lines, row, point
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     floats = lambda text: [float(v) for v in text.split(",") if v]  # noqa: E731
-    ap.add_argument("--ease-lambdas", type=floats, default=floats("100,200,400,600,800,1200,1600"),
-                    help="EASE's λ grid; empty skips EASE (its [N, N] float64 inverse: 10 GB at 36k items)")
+    ap.add_argument(
+        "--ease-lambdas",
+        type=floats,
+        default=floats("100,200,400,600,800,1200,1600"),
+        help="EASE's λ grid; empty skips EASE (its [N, N] float64 inverse: 10 GB at 36k items)",
+    )
     ap.add_argument("--ials-alpha0", type=floats, default=floats("0.03,0.1,0.2,0.3"))
     ap.add_argument("--ials-lambda", type=floats, default=floats("0.003,0.005,0.01,0.02"))
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--iterations", type=int, default=24)
     ap.add_argument("--eval-every", type=int, default=4)
-    ap.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",") if v], default=[0, 1, 2])
+    ap.add_argument(
+        "--seeds", type=lambda t: [int(v) for v in t.split(",") if v], default=[0, 1, 2]
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--report", default="reference_models",
-                    help="the report's name under OUT (NAME.md, NAME.png)")
+    ap.add_argument(
+        "--report",
+        default="reference_models",
+        help="the report's name under OUT (NAME.md, NAME.png)",
+    )
     args = ap.parse_args()
     if not (args.ials_alpha0 and args.ials_lambda and args.seeds):
         ap.error("--ials-alpha0, --ials-lambda and --seeds each need at least one value")
@@ -229,23 +258,39 @@ def main() -> int:
     pop_valid, pop_test = popularity(data, evaluate)
     ease = tune_ease(data, evaluate, args.ease_lambdas)
     ials_lines, ials_row, ials_point = ials_section(data, evaluate, args)
-    body = [f"`{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items; "
-            f"test metrics of the setting chosen on validation; {args.threads} torch threads.", "",
-            "| model | valid NDCG@50 | test NDCG@50 | test Recall@50 | fit seconds |",
-            "|---|---|---|---|---|",
-            f"| popularity | {pop_valid:.4f} | {pop_test['ndcg@50']:.4f} | {pop_test['recall@50']:.4f} | – |"]
+    body = [
+        f"`{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items; "
+        f"test metrics of the setting chosen on validation; {args.threads} torch threads.",
+        "",
+        "| model | valid NDCG@50 | test NDCG@50 | test Recall@50 | fit seconds |",
+        "|---|---|---|---|---|",
+        f"| popularity | {pop_valid:.4f} | {pop_test['ndcg@50']:.4f} | {pop_test['recall@50']:.4f} | – |",
+    ]
     points = [ials_point]
     if ease:
         lam, e_valid, e_test, e_sec = max(ease, key=lambda row: row[1])
-        body += [f"| EASE (λ {lam:g}) | {e_valid:.4f} | {e_test['ndcg@50']:.4f} | "
-                 f"{e_test['recall@50']:.4f} | {e_sec:.1f} |"]
+        body += [
+            f"| EASE (λ {lam:g}) | {e_valid:.4f} | {e_test['ndcg@50']:.4f} | "
+            f"{e_test['recall@50']:.4f} | {e_sec:.1f} |"
+        ]
         points.append((f"EASE λ={lam:g}", e_test["ndcg@50"], e_sec))
     body += [ials_row]
     if ease:
-        body += ["", "EASE's λ on validation:", "", "| λ | valid NDCG@50 | test NDCG@50 |", "|---|---|---|"]
+        body += [
+            "",
+            "EASE's λ on validation:",
+            "",
+            "| λ | valid NDCG@50 | test NDCG@50 |",
+            "|---|---|---|",
+        ]
         body += [f"| {lam_:g} | {v:.4f} | {t['ndcg@50']:.4f} |" for lam_, v, t, _ in ease]
-    body += ["", f"iALS's grid on validation (seed {args.seeds[0]}, the best of every "
-             f"{args.eval_every}th iteration up to {args.iterations}):", "", *ials_lines]
+    body += [
+        "",
+        f"iALS's grid on validation (seed {args.seeds[0]}, the best of every "
+        f"{args.eval_every}th iteration up to {args.iterations}):",
+        "",
+        *ials_lines,
+    ]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, ndcg, sec in points:
         ax.scatter([sec], [ndcg])
@@ -255,8 +300,11 @@ def main() -> int:
     ax.set_title(f"Reference models on {os.path.basename(data.path)}")
     save_figure(fig, args.out, args.report)
     body += ["", f"![reference models]({args.report}.png)"]
-    print(write_report(args.out, args.report, "Reference models on the same split",
-                       command_line(), body))
+    print(
+        write_report(
+            args.out, args.report, "Reference models on the same split", command_line(), body
+        )
+    )
     return 0
 
 

@@ -24,8 +24,12 @@ def training_curve(data, cfg: TrainConfig) -> dict:
     records, and test metrics. Evaluation time is not counted as training time."""
     curve = CurveRecorder()
     result = Engine(cfg, data).fit([curve])
-    return {"points": curve.points, "epochs": result["epochs"], "test": result["test"],
-            "seconds": curve.seconds}
+    return {
+        "points": curve.points,
+        "epochs": result["epochs"],
+        "test": result["test"],
+        "seconds": curve.seconds,
+    }
 
 
 def write_report(out: str, name: str, title: str, command: str, body: list[str]) -> str:
@@ -61,7 +65,7 @@ def command_line() -> str:
 
 
 def mean_sd(values: list[float]) -> str:
-    """"mean ± sample standard deviation" to 4 decimals; one value alone as it is."""
+    """ "mean ± sample standard deviation" to 4 decimals; one value alone as it is."""
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"

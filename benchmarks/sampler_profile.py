@@ -55,7 +55,9 @@ def draw_epoch(engine: Engine, batches, counter: _FirstDrawCounter | None = None
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--contender", default="softmax+adasir-b5k200+cosine")
@@ -76,18 +78,31 @@ def main() -> int:
         seconds = draw_epoch(engine, batches, counter)
         with profile() as prof:
             draw_epoch(engine, batches)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows,
-                                      max_name_column_width=32)
-    body = [f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
-            f"`{args.contender}` ({', '.join(f'{k}={v}' for k, v in chosen.items())}) after "
-            f"{args.warmup} trained epochs: one epoch of "
-            f"draws ({len(batches)} batches) takes {seconds:.2f} s without the profiler.", "",
-            f"First draws that were the user's own train items (redrawn): {counter.hits} of "
-            f"{counter.drawn} ({counter.hits / max(counter.drawn, 1):.1%}).", "",
-            "The profiled epoch (the profiler adds its own overhead to every operator):", "",
-            "```", table.rstrip(), "```"]
-    write_report(args.out, f"sampler_profile-{args.contender}", "Where the sampling time goes",
-                 command_line(), body)
+    table = prof.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=32
+    )
+    body = [
+        f"`{os.path.basename(data.path)}`, MF, batch 4096, {args.threads} torch threads, "
+        f"`{args.contender}` ({', '.join(f'{k}={v}' for k, v in chosen.items())}) after "
+        f"{args.warmup} trained epochs: one epoch of "
+        f"draws ({len(batches)} batches) takes {seconds:.2f} s without the profiler.",
+        "",
+        f"First draws that were the user's own train items (redrawn): {counter.hits} of "
+        f"{counter.drawn} ({counter.hits / max(counter.drawn, 1):.1%}).",
+        "",
+        "The profiled epoch (the profiler adds its own overhead to every operator):",
+        "",
+        "```",
+        table.rstrip(),
+        "```",
+    ]
+    write_report(
+        args.out,
+        f"sampler_profile-{args.contender}",
+        "Where the sampling time goes",
+        command_line(),
+        body,
+    )
     return 0
 
 

@@ -32,23 +32,42 @@ def run_once(data, cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
     result = Engine(cfg, data).fit()
     epochs = result["epochs"]
-    return {"valid": epochs[-1]["valid"], "test": result["test"],
-            "sample_s": statistics.mean(e["sample_s"] for e in epochs),
-            "train_s": statistics.mean(e["train_s"] for e in epochs),
-            "wall_s": time.perf_counter() - t0}
+    return {
+        "valid": epochs[-1]["valid"],
+        "test": result["test"],
+        "sample_s": statistics.mean(e["sample_s"] for e in epochs),
+        "train_s": statistics.mean(e["train_s"] for e in epochs),
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 # Options added after runs were first cached: they enter a run's key only when they differ
 # from their default, so the runs cached before them keep their keys.
-_LATER_OPTIONS = {"loss": "bpr", "score": "dot", "loss_temperature": 1.0,
-                  "contrastive_margin": 0.5, "contrastive_weight": 1.0}
-_LATER_SAMPLER_OPTIONS = {"num_negatives": 5, "shared_negatives": False, "num_candidates": 200,
-                          "pool_size": 200, "warp_loss": "logistic", "pool_pick": "uniform",
-                          "pool_pick_candidates": 4, "shared_candidates": False,
-                          "pool_distinct": False, "refreshes_per_epoch": 1,
-                          "group_users": 16, "ess_target": None, "ess_rate": 0.5,
-                          "weighting": "paper", "exclude_positives": True,
-                          "positive_draws": "redraw"}
+_LATER_OPTIONS = {
+    "loss": "bpr",
+    "score": "dot",
+    "loss_temperature": 1.0,
+    "contrastive_margin": 0.5,
+    "contrastive_weight": 1.0,
+}
+_LATER_SAMPLER_OPTIONS = {
+    "num_negatives": 5,
+    "shared_negatives": False,
+    "num_candidates": 200,
+    "pool_size": 200,
+    "warp_loss": "logistic",
+    "pool_pick": "uniform",
+    "pool_pick_candidates": 4,
+    "shared_candidates": False,
+    "pool_distinct": False,
+    "refreshes_per_epoch": 1,
+    "group_users": 16,
+    "ess_target": None,
+    "ess_rate": 0.5,
+    "weighting": "paper",
+    "exclude_positives": True,
+    "positive_draws": "redraw",
+}
 
 
 def key(config: dict) -> str:
@@ -59,10 +78,19 @@ def key(config: dict) -> str:
         s.pop("num_negatives", None)
     later = {k: config[k] for k, d in _LATER_OPTIONS.items() if config.get(k, d) != d}
     later |= {f"sampler.{k}": s[k] for k, d in _LATER_SAMPLER_OPTIONS.items() if s.get(k, d) != d}
-    return json.dumps({k: config.get(k) for k in ("model", "dim", "lr", "l2", "batch_size", "epochs",
-                                                  "seed", "device")}
-                      | {"optimizer": config.get("optimizer", "adam"), "sampler": s["name"],
-                         "temperature": s.get("temperature", 1.0)} | later, sort_keys=True)
+    return json.dumps(
+        {
+            k: config.get(k)
+            for k in ("model", "dim", "lr", "l2", "batch_size", "epochs", "seed", "device")
+        }
+        | {
+            "optimizer": config.get("optimizer", "adam"),
+            "sampler": s["name"],
+            "temperature": s.get("temperature", 1.0),
+        }
+        | later,
+        sort_keys=True,
+    )
 
 
 class Unfinished(Exception):
@@ -93,26 +121,50 @@ class RunCache:
             with open(self.log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
             self.done[k] = rec
-            print(f"{cfg.model} {label or cfg.sampler.name} l2={cfg.l2} "
-                  f"tau={getattr(cfg.sampler, 'temperature', 1.0)} T={cfg.loss_temperature} "
-                  f"seed={cfg.seed}: "
-                  f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)", flush=True)
+            print(
+                f"{cfg.model} {label or cfg.sampler.name} l2={cfg.l2} "
+                f"tau={getattr(cfg.sampler, 'temperature', 1.0)} T={cfg.loss_temperature} "
+                f"seed={cfg.seed}: "
+                f"valid ndcg@50 {rec['valid']['ndcg@50']:.4f} ({rec['wall_s']:.0f}s)",
+                flush=True,
+            )
         return self.done[k]
 
 
-def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: str = "mf",
-                 epochs: int = 20, lr: float = 0.01, batch_size: int = 4096,
-                 l2_grid=(0.01, 0.001, 0.0001), tau_grid=(2.0,), srns_tau_grid=(5.0, 20.0),
-                 seeds=(0, 1, 2), device: str = "cpu", summary_only: bool = False):
+def run_protocol(
+    data: PreparedData,
+    out: str,
+    samplers: list[str],
+    *,
+    model: str = "mf",
+    epochs: int = 20,
+    lr: float = 0.01,
+    batch_size: int = 4096,
+    l2_grid=(0.01, 0.001, 0.0001),
+    tau_grid=(2.0,),
+    srns_tau_grid=(5.0, 20.0),
+    seeds=(0, 1, 2),
+    device: str = "cpu",
+    summary_only: bool = False,
+):
     """Tune L2 (and τ for AdaSIR and SRNS) on validation with seeds[0], then test the choice
     on every seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
     measure = RunCache(data, out, summary_only).measure
 
     def tune_and_test(name):
         def cfg_for(l2, tau=1.0, seed=seeds[0]):
-            return TrainConfig(model=model, epochs=epochs, eval_every=epochs, lr=lr, l2=l2,
-                               batch_size=batch_size, seed=seed, device=device,
-                               sampler={"name": name} | ({"temperature": tau} if tau != 1.0 else {}))
+            return TrainConfig(
+                model=model,
+                epochs=epochs,
+                eval_every=epochs,
+                lr=lr,
+                l2=l2,
+                batch_size=batch_size,
+                seed=seed,
+                device=device,
+                sampler={"name": name} | ({"temperature": tau} if tau != 1.0 else {}),
+            )
+
         grid = [(float(l2), 1.0) for l2 in l2_grid]
         tuned = {g: measure(cfg_for(*g)) for g in grid}
         best = max(tuned, key=lambda g: tuned[g]["valid"]["ndcg@50"])
@@ -135,8 +187,11 @@ def run_protocol(data: PreparedData, out: str, samplers: list[str], *, model: st
 
 
 def mean_std(values) -> str:
-    return (f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-            if len(values) > 1 else f"{values[0]:.4f}")
+    return (
+        f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        if len(values) > 1
+        else f"{values[0]:.4f}"
+    )
 
 
 # Rows whose sampler is not what its name alone promises, labelled wherever the table appears.
@@ -148,23 +203,35 @@ ROW_NOTES = {
 
 
 def summary_table(rows) -> list[str]:
-    uniform_epoch = next((statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
-                          for n, _, finals in rows if n == "uniform"), None)
-    lines = ["| sampler | L2 | τ | test NDCG@50 | test Recall@50 | sample s/epoch | train s/epoch | epoch ÷ uniform |",
-             "|---|---|---|---|---|---|---|---|"]
+    uniform_epoch = next(
+        (
+            statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
+            for n, _, finals in rows
+            if n == "uniform"
+        ),
+        None,
+    )
+    lines = [
+        "| sampler | L2 | τ | test NDCG@50 | test Recall@50 | sample s/epoch | train s/epoch | epoch ÷ uniform |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, (l2, tau), finals in rows:
         epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
         ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
         label = f"{name} ({ROW_NOTES[name]})" if name in ROW_NOTES else name
-        lines.append(f"| {label} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
-                     f"{mean_std([f['test']['recall@50'] for f in finals])} | "
-                     f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
-                     f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |")
+        lines.append(
+            f"| {label} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
+            f"{mean_std([f['test']['recall@50'] for f in finals])} | "
+            f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
+            f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |"
+        )
     return lines
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
@@ -174,31 +241,50 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--l2-grid", default="0.01,0.001,0.0001")
     ap.add_argument("--tau-grid", default="2")
-    ap.add_argument("--srns-tau-grid", default="5,20",
-                    help="τ of SRNS's memory softmax, tried at its best L2 (the authors' τ is 1)")
+    ap.add_argument(
+        "--srns-tau-grid",
+        default="5,20",
+        help="τ of SRNS's memory softmax, tried at its best L2 (the authors' τ is 1)",
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--summary-only", action="store_true",
-                    help="summarise what runs.jsonl holds; samplers not finished are listed as such")
+    ap.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="summarise what runs.jsonl holds; samplers not finished are listed as such",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
     seeds = [int(x) for x in args.seeds.split(",")]
     rows, unfinished = run_protocol(
-        data, args.out, args.samplers.split(","), model=args.model, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, l2_grid=[float(x) for x in args.l2_grid.split(",")],
+        data,
+        args.out,
+        args.samplers.split(","),
+        model=args.model,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        l2_grid=[float(x) for x in args.l2_grid.split(",")],
         tau_grid=[float(x) for x in args.tau_grid.split(",") if x],
-        srns_tau_grid=[float(x) for x in args.srns_tau_grid.split(",") if x], seeds=seeds,
-        device=args.device, summary_only=args.summary_only)
-    lines = [f"Dataset `{data.path}` ({data.num_users} users, {data.num_items} items, "
-             f"{len(data.splits['train'].users)} train pairs); model {args.model}, d=32, "
-             f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, n=5, |K|=|R|=200; "
-             f"L2 from {{{args.l2_grid}}} (and τ from {{1,{args.tau_grid}}} for AdaSIR, "
-             f"{{1,{args.srns_tau_grid}}} for SRNS) "
-             f"chosen on validation NDCG@50 with seed {seeds[0]}; test over seeds {args.seeds}; "
-             f"torch threads {torch.get_num_threads()}.", "", *summary_table(rows)]
+        srns_tau_grid=[float(x) for x in args.srns_tau_grid.split(",") if x],
+        seeds=seeds,
+        device=args.device,
+        summary_only=args.summary_only,
+    )
+    lines = [
+        f"Dataset `{data.path}` ({data.num_users} users, {data.num_items} items, "
+        f"{len(data.splits['train'].users)} train pairs); model {args.model}, d=32, "
+        f"batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, n=5, |K|=|R|=200; "
+        f"L2 from {{{args.l2_grid}}} (and τ from {{1,{args.tau_grid}}} for AdaSIR, "
+        f"{{1,{args.srns_tau_grid}}} for SRNS) "
+        f"chosen on validation NDCG@50 with seed {seeds[0]}; test over seeds {args.seeds}; "
+        f"torch threads {torch.get_num_threads()}.",
+        "",
+        *summary_table(rows),
+    ]
     if unfinished:
         lines += ["", f"Not finished in this run: {', '.join(unfinished)}."]
     text = "\n".join(lines) + "\n"

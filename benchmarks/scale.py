@@ -47,18 +47,26 @@ def _worker(rank, world, port, data_path, mode, steps, result_dir):
     from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    cfg = TrainConfig(batch_size=4096, lr=0.01, optimizer="sparse-adam", l2=0.0,
-                      sampler={"name": "uniform"})
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    cfg = TrainConfig(
+        batch_size=4096, lr=0.01, optimizer="sparse-adam", l2=0.0, sampler={"name": "uniform"}
+    )
     n_users, n_items = dataset_size(data_path)
     degree, item_counts = count_train(data_path, n_users, n_items)
     plan = plan_shards(None, n_users, world, cfg.batch_size, degree=degree)
     data = PreparedData.load(data_path, users=plan.shards[rank], item_counts=item_counts)
     local = cfg.model_copy(update={"batch_size": plan.batch_per_worker})
     exchange = GradientExchange(world, mode)
-    engine = Engine(local, data, plan.shards[rank], steps_per_epoch=steps, exchange=exchange,
-                    replicas=CollectiveReplicas(world))
+    engine = Engine(
+        local,
+        data,
+        plan.shards[rank],
+        steps_per_epoch=steps,
+        exchange=exchange,
+        replicas=CollectiveReplicas(world),
+    )
     dist.barrier()
     t0 = time.perf_counter()
     engine.train_epoch()
@@ -68,9 +76,18 @@ def _worker(rank, world, port, data_path, mode, steps, result_dir):
     t0 = time.perf_counter()
     if rank == 0:
         state = {k: v for k, v in engine.model.state_dict().items() if k != "user_emb"}
-        save_checkpoint(ckpt, model_name="mf", dim=32, state=state, item_counts=item_counts,
-                        data=data, config=cfg.model_dump(), metrics={}, epoch=1,
-                        user_shards=shard_table(plan.shards))
+        save_checkpoint(
+            ckpt,
+            model_name="mf",
+            dim=32,
+            state=state,
+            item_counts=item_counts,
+            data=data,
+            config=cfg.model_dump(),
+            metrics={},
+            epoch=1,
+            user_shards=shard_table(plan.shards),
+        )
     dist.barrier()  # rank 0's directory exists before the others add their files
     write_user_shard(ckpt, rank, world, plan.shards[rank], engine.model.user_emb)
     dist.barrier()
@@ -79,13 +96,29 @@ def _worker(rank, world, port, data_path, mode, steps, result_dir):
     engine.restore(load_checkpoint(ckpt, users=plan.shards[rank]))
     restore_s = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    old_write_s, old_restore_s = _old_checkpoint(engine, data, cfg, plan, rank, item_counts,
-                                                 os.path.join(result_dir, f"old-{mode}", "checkpoint"))
+    old_write_s, old_restore_s = _old_checkpoint(
+        engine,
+        data,
+        cfg,
+        plan,
+        rank,
+        item_counts,
+        os.path.join(result_dir, f"old-{mode}", "checkpoint"),
+    )
     with open(os.path.join(result_dir, f"{mode}-{rank}.json"), "w") as fh:
-        json.dump({**exchange.per_step(), "step_s": step_s, "peak_rss_mb": peak_mb,
-                   "checkpoint_write_s": write_s, "restore_own_shard_s": restore_s,
-                   "old_gather_write_s": old_write_s, "old_restore_s": old_restore_s,
-                   "batch_per_worker": plan.batch_per_worker}, fh)
+        json.dump(
+            {
+                **exchange.per_step(),
+                "step_s": step_s,
+                "peak_rss_mb": peak_mb,
+                "checkpoint_write_s": write_s,
+                "restore_own_shard_s": restore_s,
+                "old_gather_write_s": old_write_s,
+                "old_restore_s": old_restore_s,
+                "batch_per_worker": plan.batch_per_worker,
+            },
+            fh,
+        )
     dist.barrier()
     dist.destroy_process_group()
 
@@ -105,8 +138,17 @@ def _old_checkpoint(engine, data, cfg, plan, rank, item_counts, path) -> tuple[f
         for ids, rows in gathered:
             full[torch.as_tensor(ids)] = rows
         state["user_emb"] = full
-        save_checkpoint(path, model_name="mf", dim=32, state=state, item_counts=item_counts,
-                        data=data, config=cfg.model_dump(), metrics={}, epoch=1)
+        save_checkpoint(
+            path,
+            model_name="mf",
+            dim=32,
+            state=state,
+            item_counts=item_counts,
+            data=data,
+            config=cfg.model_dump(),
+            metrics={},
+            epoch=1,
+        )
     del gathered
     dist.barrier()
     write_s = time.perf_counter() - t0
@@ -139,7 +181,9 @@ def dataset(users: int, items: int, mean: int) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--items", default="10000,100000,1000000")
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--mean", type=int, default=20, help="train pairs per user (before splits)")
@@ -154,30 +198,56 @@ def main() -> None:
         n_users, n_items = dataset_size(path)
         for mode in ("dense", "auto"):
             ranks = measure(path, args.world, mode, args.steps)
-            worst = {k: max(r[k] for r in ranks) for k in
-                     ("exchange_bytes_per_step", "step_s", "peak_rss_mb", "checkpoint_write_s",
-                      "restore_own_shard_s", "old_gather_write_s", "old_restore_s")}
+            worst = {
+                k: max(r[k] for r in ranks)
+                for k in (
+                    "exchange_bytes_per_step",
+                    "step_s",
+                    "peak_rss_mb",
+                    "checkpoint_write_s",
+                    "restore_own_shard_s",
+                    "old_gather_write_s",
+                    "old_restore_s",
+                )
+            }
             bound = ranks[0]["batch_per_worker"] * 6 * (4 * 32 + 8)
-            rows.append({"users": n_users, "items": n_items, "mode": mode, "bound": bound,
-                         "sparse_step_fraction": ranks[0]["sparse_step_fraction"], **worst})
+            rows.append(
+                {
+                    "users": n_users,
+                    "items": n_items,
+                    "mode": mode,
+                    "bound": bound,
+                    "sparse_step_fraction": ranks[0]["sparse_step_fraction"],
+                    **worst,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     with open(os.path.join(args.out, "scale.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
-    lines = ["# Scale: item exchange, memory and sharded checkpoints", "", "```bash",
-             "python -m benchmarks.scale " + " ".join(sys.argv[1:]), "```", "",
-             f"{args.world} Gloo processes on one 2-core machine (what a Ray worker runs, minus "
-             f"Ray), MF d = 32, uniform BPR n = 5, batch 4096, lazy row-wise Adam, "
-             f"{args.steps} steps per row; worst worker shown.", "",
-             "| users | items | exchange | bytes/step/worker | touched-rows bound | sparse steps "
-             "| s/step | peak RSS MB | sharded checkpoint write s | restore own shard s "
-             "| old: gather to rank 0 + write s | old: restore whole table s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Scale: item exchange, memory and sharded checkpoints",
+        "",
+        "```bash",
+        "python -m benchmarks.scale " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        f"{args.world} Gloo processes on one 2-core machine (what a Ray worker runs, minus "
+        f"Ray), MF d = 32, uniform BPR n = 5, batch 4096, lazy row-wise Adam, "
+        f"{args.steps} steps per row; worst worker shown.",
+        "",
+        "| users | items | exchange | bytes/step/worker | touched-rows bound | sparse steps "
+        "| s/step | peak RSS MB | sharded checkpoint write s | restore own shard s "
+        "| old: gather to rank 0 + write s | old: restore whole table s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['users']:,} | {r['items']:,} | {r['mode']} | "
-                     f"{r['exchange_bytes_per_step']:,} | {r['bound']:,} | "
-                     f"{r['sparse_step_fraction']:.0%} | {r['step_s']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r['checkpoint_write_s']:.2f} | {r['restore_own_shard_s']:.2f} | "
-                     f"{r['old_gather_write_s']:.2f} | {r['old_restore_s']:.2f} |")
+        lines.append(
+            f"| {r['users']:,} | {r['items']:,} | {r['mode']} | "
+            f"{r['exchange_bytes_per_step']:,} | {r['bound']:,} | "
+            f"{r['sparse_step_fraction']:.0%} | {r['step_s']:.3f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['checkpoint_write_s']:.2f} | {r['restore_own_shard_s']:.2f} | "
+            f"{r['old_gather_write_s']:.2f} | {r['old_restore_s']:.2f} |"
+        )
     with open(os.path.join(args.out, "scale.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
 

@@ -24,13 +24,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    rows = [r for f in sorted(glob.glob(os.path.join(ROOT, "benchmarks", "reports", "scale*", "scale.json")))
-            for r in json.load(open(f))]
+    rows = [
+        r
+        for f in sorted(
+            glob.glob(os.path.join(ROOT, "benchmarks", "reports", "scale*", "scale.json"))
+        )
+        for r in json.load(open(f))
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for users in sorted({r["users"] for r in rows}):
         for mode, style in (("dense", "o--"), ("auto", "s-")):
-            pts = sorted((r["items"], r["exchange_bytes_per_step"], r["step_s"]) for r in rows
-                         if r["users"] == users and r["mode"] == mode)
+            pts = sorted(
+                (r["items"], r["exchange_bytes_per_step"], r["step_s"])
+                for r in rows
+                if r["users"] == users and r["mode"] == mode
+            )
             if not pts:
                 continue
             label = f"{users:,} users, {'dense all-reduce' if mode == 'dense' else 'touched rows (auto)'}"

@@ -42,9 +42,17 @@ def build_checkpoint(data_dir: str, model_root: str) -> tuple[str, list[str]]:
     data = PreparedData.load(data_dir)
     model = build_model("mf", data.num_users, data.num_items, 32, seed=0)
     cfg = TrainConfig(epochs=1)
-    save_checkpoint(os.path.join(model_root, "gowalla-like", "checkpoint"), model_name="mf", dim=32,
-                    state=model.state_dict(), item_counts=data.item_counts(), data=data,
-                    config=cfg.model_dump(), metrics={"epochs": [], "test": {}}, epoch=0)
+    save_checkpoint(
+        os.path.join(model_root, "gowalla-like", "checkpoint"),
+        model_name="mf",
+        dim=32,
+        state=model.state_dict(),
+        item_counts=data.item_counts(),
+        data=data,
+        config=cfg.model_dump(),
+        metrics={"epochs": [], "test": {}},
+        epoch=0,
+    )
     return "gowalla-like", data.ids("users")
 
 
@@ -71,7 +79,9 @@ async def load(base: str, users: list[str], n: int, concurrency: int, k: int, ma
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
-        await http.post("/recommend", json={"model": "gowalla-like", "user": users[0], "k": k})  # load
+        await http.post(
+            "/recommend", json={"model": "gowalla-like", "user": users[0], "k": k}
+        )  # load
         t0 = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
@@ -104,9 +114,24 @@ def run_wrk(base: str, users: list[str], n: int, concurrency: int, k: int, max_s
     script = WRK_SCRIPT % (", ".join(f'"{u}"' for u in sample), k, 0)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
-    proc = subprocess.run([shutil.which("wrk"), "-t", str(threads), "-c", str(concurrency),
-                           "-d", f"{int(max_seconds)}s", "--latency", "-s", fh.name, base],
-                          capture_output=True, text=True, timeout=max_seconds + 60)
+    proc = subprocess.run(
+        [
+            shutil.which("wrk"),
+            "-t",
+            str(threads),
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{int(max_seconds)}s",
+            "--latency",
+            "-s",
+            fh.name,
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=max_seconds + 60,
+    )
     out = proc.stdout
 
     def ms(label):
@@ -123,39 +148,57 @@ def run_wrk(base: str, users: list[str], n: int, concurrency: int, k: int, max_s
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", default="runs/data/gowalla-like")
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--k", type=int, default=50)
-    ap.add_argument("--max-seconds", type=float, default=120,
-                    help="time bound (wrk: the run's duration)")
-    ap.add_argument("--client", choices=["wrk", "httpx"], default="wrk",
-                    help="wrk: `apt-get install wrk`; httpx: pure Python, heavier on the CPU")
+    ap.add_argument(
+        "--max-seconds", type=float, default=120, help="time bound (wrk: the run's duration)"
+    )
+    ap.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="wrk",
+        help="wrk: `apt-get install wrk`; httpx: pure Python, heavier on the CPU",
+    )
     ap.add_argument("--out")
     args = ap.parse_args()
     model_root = tempfile.mkdtemp(prefix="adasir-load-")
     model_id, users = build_checkpoint(args.data, model_root)
-    env = {**os.environ, "ADASIR_MODEL_ROOT": model_root, "ADASIR_DATA_ROOT": model_root,
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "ADASIR_MODEL_ROOT": model_root,
+        "ADASIR_DATA_ROOT": model_root,
+        "OMP_NUM_THREADS": "1",
+    }
     with local_server(env, "--log-level", "warning", "--no-access-log") as base:
         # Load the model before measuring: the first request reads the checkpoint.
-        httpx.post(base + "/recommend", json={"model": model_id, "user": users[0], "k": args.k},
-                   timeout=120).raise_for_status()
+        httpx.post(
+            base + "/recommend",
+            json={"model": model_id, "user": users[0], "k": args.k},
+            timeout=120,
+        ).raise_for_status()
         if args.client == "wrk":
-            total, rps, p50, p99, errors, raw = run_wrk(base, users, args.requests, args.concurrency,
-                                                        args.k, args.max_seconds)
+            total, rps, p50, p99, errors, raw = run_wrk(
+                base, users, args.requests, args.concurrency, args.k, args.max_seconds
+            )
         else:
-            lat, errors, wall = asyncio.run(load(base, users, args.requests, args.concurrency,
-                                                 args.k, args.max_seconds))
+            lat, errors, wall = asyncio.run(
+                load(base, users, args.requests, args.concurrency, args.k, args.max_seconds)
+            )
             lat_ms = np.array(lat) * 1000
             total, rps = len(lat), len(lat) / wall
             p50, p99 = np.percentile(lat_ms, 50), np.percentile(lat_ms, 99)
-    text = (f"{total} requests (POST /recommend, k={args.k}, exclude_seen) from {args.concurrency} "
-            f"concurrent connections ({args.client}) to one uvicorn process on 127.0.0.1; model MF "
-            f"{len(users)} users × 40,988 items, d=32; 1 torch thread in the server.\n\n"
-            f"| requests/s | p50 ms | p99 ms | errors |\n|---|---|---|---|\n"
-            f"| {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |\n")
+    text = (
+        f"{total} requests (POST /recommend, k={args.k}, exclude_seen) from {args.concurrency} "
+        f"concurrent connections ({args.client}) to one uvicorn process on 127.0.0.1; model MF "
+        f"{len(users)} users × 40,988 items, d=32; 1 torch thread in the server.\n\n"
+        f"| requests/s | p50 ms | p99 ms | errors |\n|---|---|---|---|\n"
+        f"| {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |\n"
+    )
     print(text)
     if args.client == "wrk" and os.environ.get("ADASIR_SHOW_WRK"):
         print(raw)

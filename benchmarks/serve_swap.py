@@ -39,9 +39,26 @@ RUN = os.path.join(ROOT, "trainer", "run.py")
 
 
 def _train(data: str, out: str, *extra: str) -> None:
-    subprocess.run([sys.executable, RUN, "--data", data, "--out", out, "--epochs", "1",
-                    "--batch-size", "1024", "--threads", "1", *extra],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            RUN,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "1024",
+            "--threads",
+            "1",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 class Tally:
@@ -65,11 +82,17 @@ def _client_loop(base, users, stop, tally, first_save_done):
         while not stop.is_set():
             i += 1
             asked = "swap" if i % 2 else "latest"
-            r = http.post("/recommend", json={"model": asked, "user": users[i % len(users)], "k": 10})
+            r = http.post(
+                "/recommend", json={"model": asked, "user": users[i % len(users)], "k": 10}
+            )
             ok = r.status_code == 200
             answered = r.json().get("model") if ok else None
-            wrong = ok and (answered != "swap" if asked == "swap" or first_save_done.is_set() else False)
-            tally.add(ok, wrong, "" if ok and not wrong else f"{asked}: {r.status_code} {r.text[:120]}")
+            wrong = ok and (
+                answered != "swap" if asked == "swap" or first_save_done.is_set() else False
+            )
+            tally.add(
+                ok, wrong, "" if ok and not wrong else f"{asked}: {r.status_code} {r.text[:120]}"
+            )
 
 
 def _abuse_loop(base, users, stop, tally):
@@ -79,9 +102,14 @@ def _abuse_loop(base, users, stop, tally):
             r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
             with tally.lock:
                 tally.refused_413 += r.status_code == 413
-            r = http.post("/recommend/batch", json={"model": "swap", "users": users[:1000], "k": 100})
-            tally.add(r.status_code == 200, r.status_code == 200 and r.json()["model"] != "swap",
-                      "" if r.status_code == 200 else f"batch: {r.status_code}")
+            r = http.post(
+                "/recommend/batch", json={"model": "swap", "users": users[:1000], "k": 100}
+            )
+            tally.add(
+                r.status_code == 200,
+                r.status_code == 200 and r.json()["model"] != "swap",
+                "" if r.status_code == 200 else f"batch: {r.status_code}",
+            )
             stop.wait(1.0)
 
 
@@ -95,7 +123,9 @@ def _health_loop(base, stop, latencies):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--saves", type=int, default=40)
     ap.add_argument("--clients", type=int, default=4)
@@ -109,10 +139,14 @@ def main() -> int:
     env = {**os.environ, "ADASIR_MODEL_ROOT": models, "ADASIR_DATA_ROOT": data}
     with local_server(env, "--log-level", "warning") as base:
         stop, first_save, tally, latencies = threading.Event(), threading.Event(), Tally(), []
-        threads = [threading.Thread(target=_client_loop, args=(base, users, stop, tally, first_save))
-                   for _ in range(args.clients)]
-        threads += [threading.Thread(target=_abuse_loop, args=(base, users, stop, tally)),
-                    threading.Thread(target=_health_loop, args=(base, stop, latencies))]
+        threads = [
+            threading.Thread(target=_client_loop, args=(base, users, stop, tally, first_save))
+            for _ in range(args.clients)
+        ]
+        threads += [
+            threading.Thread(target=_abuse_loop, args=(base, users, stop, tally)),
+            threading.Thread(target=_health_loop, args=(base, stop, latencies)),
+        ]
         for t in threads:
             t.start()
         t0 = time.perf_counter()
@@ -127,19 +161,31 @@ def main() -> int:
                 t.join()
     lat = sorted(latencies)
     pct = {q: lat[min(len(lat) - 1, int(q / 100 * len(lat)))] * 1000 for q in (50, 99)}
-    text = "\n".join([
-        "# Serving while the model is re-saved", "", "```bash", "python " + " ".join(sys.argv), "```", "",
-        f"{args.saves} re-saves through `trainer/run.py --overwrite` in {seconds:.0f} s; "
-        f"{args.clients} client threads; cores: {os.cpu_count()}.", "",
-        "| what | measured |", "|---|---|",
-        f"| requests (single and batch) | {tally.requests} |",
-        f"| non-2xx answers | {tally.non_2xx} |",
-        f"| misrouted answers | {tally.misrouted} |",
-        f"| 10 MB bodies answered 413 | {tally.refused_413} |",
-        f"| /healthz polls | {len(lat)} |",
-        f"| /healthz p50 / p99 / max | {pct[50]:.1f} / {pct[99]:.1f} / {lat[-1] * 1000:.1f} ms |",
-        f"| /healthz mean | {statistics.mean(lat) * 1000:.1f} ms |",
-        "", *(f"- {e}" for e in tally.errors), ""])
+    text = "\n".join(
+        [
+            "# Serving while the model is re-saved",
+            "",
+            "```bash",
+            "python " + " ".join(sys.argv),
+            "```",
+            "",
+            f"{args.saves} re-saves through `trainer/run.py --overwrite` in {seconds:.0f} s; "
+            f"{args.clients} client threads; cores: {os.cpu_count()}.",
+            "",
+            "| what | measured |",
+            "|---|---|",
+            f"| requests (single and batch) | {tally.requests} |",
+            f"| non-2xx answers | {tally.non_2xx} |",
+            f"| misrouted answers | {tally.misrouted} |",
+            f"| 10 MB bodies answered 413 | {tally.refused_413} |",
+            f"| /healthz polls | {len(lat)} |",
+            f"| /healthz p50 / p99 / max | {pct[50]:.1f} / {pct[99]:.1f} / {lat[-1] * 1000:.1f} ms |",
+            f"| /healthz mean | {statistics.mean(lat) * 1000:.1f} ms |",
+            "",
+            *(f"- {e}" for e in tally.errors),
+            "",
+        ]
+    )
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "serve_swap.md"), "w") as fh:
         fh.write(text)

@@ -43,7 +43,9 @@ def replicate_user(user_vec, item_emb, train_items, copies):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--checkpoint")
@@ -58,8 +60,12 @@ def main() -> int:
         state = load_checkpoint(args.checkpoint)["state"]
         user_emb, item_emb = state["user_emb"], state["item_emb"]
     else:
-        engine = Engine(TrainConfig(epochs=args.epochs, lr=0.01, l2=0.01, seed=args.seed,
-                                    sampler={"name": "uniform"}), data)
+        engine = Engine(
+            TrainConfig(
+                epochs=args.epochs, lr=0.01, l2=0.01, seed=args.seed, sampler={"name": "uniform"}
+            ),
+            data,
+        )
         for _ in range(args.epochs):
             engine.train_epoch()
         user_emb, item_emb = engine.model.user_emb.detach(), engine.model.item_emb.detach()
@@ -100,14 +106,22 @@ def main() -> int:
     ax.set_title(f"user {data.ids('users')[picked[0]]}: draws vs softmax")
     ax.legend(fontsize=8)
     save_figure(fig, args.out, "softmax_fit")
-    body = [f"Model: MF trained {args.epochs} epochs with uniform negatives"
-            f"{' (checkpoint ' + args.checkpoint + ')' if args.checkpoint else ''}; "
-            f"{len(picked)} users, {args.draws} × 10 draws each; mean over users.", "",
-            "| sampler | TV to softmax | KL(softmax ‖ draws) |", "|---|---|---|"]
-    body += [f"| {n} | {np.mean(tv[n]):.3f} | {np.mean(kl[n]):.3f} |"
-             for n in sorted(names, key=lambda n: np.mean(tv[n]))]
+    body = [
+        f"Model: MF trained {args.epochs} epochs with uniform negatives"
+        f"{' (checkpoint ' + args.checkpoint + ')' if args.checkpoint else ''}; "
+        f"{len(picked)} users, {args.draws} × 10 draws each; mean over users.",
+        "",
+        "| sampler | TV to softmax | KL(softmax ‖ draws) |",
+        "|---|---|---|",
+    ]
+    body += [
+        f"| {n} | {np.mean(tv[n]):.3f} | {np.mean(kl[n]):.3f} |"
+        for n in sorted(names, key=lambda n: np.mean(tv[n]))
+    ]
     body += ["", "![draws vs softmax](softmax_fit.png)"]
-    write_report(args.out, "softmax_fit", "Fig. 2: approximation of the softmax", command_line(), body)
+    write_report(
+        args.out, "softmax_fit", "Fig. 2: approximation of the softmax", command_line(), body
+    )
     return 0
 
 

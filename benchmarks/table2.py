@@ -24,7 +24,9 @@ from trainer.data.dataset import PreparedData
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--models", default="mf,gmf")
@@ -37,11 +39,18 @@ def main() -> int:
     ap.add_argument("--srns-tau-grid", default="5,20")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS),
-                    help="loss × sampler × score configurations (benchmarks/contenders.py)")
+    ap.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help="loss × sampler × score configurations (benchmarks/contenders.py)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--max-grid", type=int, default=0,
-                    help="contenders: try only the first N values of each searched field")
+    ap.add_argument(
+        "--max-grid",
+        type=int,
+        default=0,
+        help="contenders: try only the first N values of each searched field",
+    )
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -49,39 +58,59 @@ def main() -> int:
 
         torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
-    body = [f"Data `{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items, "
-            f"{len(data.splits['train'].users)} train pairs. {args.epochs} epochs, lr {args.lr}, batch "
-            f"{args.batch_size}, d=32, n=5, |K|=|R|=200; L2 ∈ {{{args.l2_grid}}} (AdaSIR also "
-            f"τ ∈ {{1,{args.tau_grid}}}, SRNS τ ∈ {{1,{args.srns_tau_grid}}}) chosen on validation "
-            f"NDCG@50, then seeds {args.seeds}."]
+    body = [
+        f"Data `{os.path.basename(data.path)}`: {data.num_users} users, {data.num_items} items, "
+        f"{len(data.splits['train'].users)} train pairs. {args.epochs} epochs, lr {args.lr}, batch "
+        f"{args.batch_size}, d=32, n=5, |K|=|R|=200; L2 ∈ {{{args.l2_grid}}} (AdaSIR also "
+        f"τ ∈ {{1,{args.tau_grid}}}, SRNS τ ∈ {{1,{args.srns_tau_grid}}}) chosen on validation "
+        f"NDCG@50, then seeds {args.seeds}."
+    ]
     models = args.models.split(",")
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
     fig2, axes2 = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
     for ax, ax2, model in zip(axes[0], axes2[0], models):
         rows, unfinished = run_protocol(
-            data, os.path.join(args.out, f"table2-{model}"), args.samplers.split(","), model=model,
-            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            data,
+            os.path.join(args.out, f"table2-{model}"),
+            args.samplers.split(","),
+            model=model,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
             l2_grid=[float(x) for x in args.l2_grid.split(",")],
             tau_grid=[float(x) for x in args.tau_grid.split(",") if x],
             srns_tau_grid=[float(x) for x in args.srns_tau_grid.split(",") if x],
-            seeds=[int(x) for x in args.seeds.split(",")], device=args.device,
-            summary_only=args.summary_only)
+            seeds=[int(x) for x in args.seeds.split(",")],
+            device=args.device,
+            summary_only=args.summary_only,
+        )
         body += ["", f"## {model.upper()}", "", *summary_table(rows)]
         if unfinished:
             body += ["", f"Not run (yet): {', '.join(unfinished)}."]
         found, missing = _contenders(args, data, model)
         uniform = next((r[2] for r in rows if r[0] == "uniform"), None)
-        uniform_epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in uniform) if uniform else None
-        body += ["", f"### {model.upper()}: losses and scores (benchmarks/contenders.py)", "",
-                 *contender_table(found, uniform_epoch)]
+        uniform_epoch = (
+            statistics.mean(f["sample_s"] + f["train_s"] for f in uniform) if uniform else None
+        )
+        body += [
+            "",
+            f"### {model.upper()}: losses and scores (benchmarks/contenders.py)",
+            "",
+            *contender_table(found, uniform_epoch),
+        ]
         if missing:
             body += ["", f"Not run (yet): {', '.join(missing)}."]
         _seconds_plot(ax2, model, rows, found)
         names = [r[0] for r in rows]
         means = [statistics.mean(f["test"]["ndcg@50"] for f in r[2]) for r in rows]
-        stds = [statistics.stdev(f["test"]["ndcg@50"] for f in r[2]) if len(r[2]) > 1 else 0 for r in rows]
-        colours = ["tab:red" if n.startswith("adasir") else "tab:grey" if n == "uniform" else "tab:blue"
-                   for n in names]
+        stds = [
+            statistics.stdev(f["test"]["ndcg@50"] for f in r[2]) if len(r[2]) > 1 else 0
+            for r in rows
+        ]
+        colours = [
+            "tab:red" if n.startswith("adasir") else "tab:grey" if n == "uniform" else "tab:blue"
+            for n in names
+        ]
         labels = [f"{n}*" if n in ROW_NOTES else n for n in names]  # * : see the table's label
         ax.bar(labels, means, yerr=stds, color=colours, capsize=3)
         ax.set_ylim(min(means, default=0) * 0.9, max(means, default=1) * 1.05)
@@ -90,21 +119,40 @@ def main() -> int:
     save_figure(fig, args.out, "table2")
     save_figure(fig2, args.out, "table2_seconds")
     body += ["", "![Table 2](table2.png)", "", "![quality vs seconds](table2_seconds.png)"]
-    write_report(args.out, "table2", "Table 2: samplers compared, L2 tuned on validation",
-                 command_line(), body)
+    write_report(
+        args.out,
+        "table2",
+        "Table 2: samplers compared, L2 tuned on validation",
+        command_line(),
+        body,
+    )
     return 0
 
 
 def _contenders(args, data, model):
     """Tune and run each contender (or read them from the cache with --summary-only)."""
     cache = RunCache(data, os.path.join(args.out, f"table2-{model}"), args.summary_only)
-    common = {"model": model, "epochs": args.epochs, "eval_every": args.epochs, "lr": args.lr,
-              "batch_size": args.batch_size, "device": args.device}
+    common = {
+        "model": model,
+        "epochs": args.epochs,
+        "eval_every": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "device": args.device,
+    }
     found, missing = [], []
     for name in filter(None, args.contenders.split(",")):
         try:
-            found.append(tune_contender(cache, name, CONTENDERS[name], common,
-                                        [int(x) for x in args.seeds.split(",")], args.max_grid))
+            found.append(
+                tune_contender(
+                    cache,
+                    name,
+                    CONTENDERS[name],
+                    common,
+                    [int(x) for x in args.seeds.split(",")],
+                    args.max_grid,
+                )
+            )
         except Unfinished:
             missing.append(name)
         except ValueError as exc:  # does not fit this dataset (e.g. more negatives than items)

@@ -24,7 +24,9 @@ from trainer.data.dataset import PreparedData
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
@@ -38,21 +40,39 @@ def main() -> int:
     data = PreparedData.load(args.data)
     rows = []
     for name in args.samplers.split(","):
-        cfg = TrainConfig(epochs=args.epochs + 1, lr=0.01, batch_size=args.batch_size,
-                          device=args.device, sampler={"name": name})
+        cfg = TrainConfig(
+            epochs=args.epochs + 1,
+            lr=0.01,
+            batch_size=args.batch_size,
+            device=args.device,
+            sampler={"name": name},
+        )
         engine = Engine(cfg, data)
         engine.train_epoch()
         recs = [engine.train_epoch() for _ in range(args.epochs)]
-        rows.append((name, statistics.mean(r["sample_s"] for r in recs),
-                     statistics.mean(r["train_s"] for r in recs)))
+        rows.append(
+            (
+                name,
+                statistics.mean(r["sample_s"] for r in recs),
+                statistics.mean(r["train_s"] for r in recs),
+            )
+        )
         print(name, rows[-1][1:], flush=True)
     base = next((s + t for n, s, t in rows if n == "uniform"), None)
-    body = [f"Data `{os.path.basename(data.path)}` ({len(data.splits['train'].users)} train pairs), "
-            f"batch {args.batch_size}, device {args.device}, torch threads {torch.get_num_threads()}, "
-            f"mean of {args.epochs} epochs after a warm-up epoch.", "",
-            "| sampler | sample s/epoch | train s/epoch | epoch s | ÷ uniform |", "|---|---|---|---|---|"]
-    body += [f"| {n} | {s:.3f} | {t:.3f} | {s + t:.3f} | {(s + t) / base:.2f} |" if base else
-             f"| {n} | {s:.3f} | {t:.3f} | {s + t:.3f} | – |" for n, s, t in rows]
+    body = [
+        f"Data `{os.path.basename(data.path)}` ({len(data.splits['train'].users)} train pairs), "
+        f"batch {args.batch_size}, device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"mean of {args.epochs} epochs after a warm-up epoch.",
+        "",
+        "| sampler | sample s/epoch | train s/epoch | epoch s | ÷ uniform |",
+        "|---|---|---|---|---|",
+    ]
+    body += [
+        f"| {n} | {s:.3f} | {t:.3f} | {s + t:.3f} | {(s + t) / base:.2f} |"
+        if base
+        else f"| {n} | {s:.3f} | {t:.3f} | {s + t:.3f} | – |"
+        for n, s, t in rows
+    ]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     names = [r[0] for r in rows]
     ax.bar(names, [r[1] for r in rows], label="sampling")
@@ -62,8 +82,13 @@ def main() -> int:
     ax.legend()
     save_figure(fig, args.out, "timing")
     body += ["", "![sampling vs training time](timing.png)"]
-    write_report(args.out, "timing", "Table 3 / Fig. 1: sampling vs training time per epoch",
-                 command_line(), body)
+    write_report(
+        args.out,
+        "timing",
+        "Table 3 / Fig. 1: sampling vs training time per epoch",
+        command_line(),
+        body,
+    )
     return 0
 
 

@@ -9,12 +9,12 @@ from pools.config import SamplerOptions
 from pools.interactions import InteractionIndex
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import (
-                            build_sampler,
-                            capabilities_of,
-                            options_of,
-                            registered,
-                            sampler_config,
-                            sampler_config_type,
+    build_sampler,
+    capabilities_of,
+    options_of,
+    registered,
+    sampler_config,
+    sampler_config_type,
 )
 
 SAMPLER_NAMES: tuple[str, ...] = registered()

@@ -32,7 +32,6 @@ class AdaSIROptions(ResampledOptions, ChunkedRefreshOptions):
     """Algorithm 1, line 10: the new pool is |R| entries drawn uniformly from the old pool ∪ the
     freshly resampled one. Off: every refresh replaces the pool."""
 
-
     rank_weight_norm: Literal["batch-mean", "none"] = "batch-mean"
     """AdaSIR-W: `batch-mean` divides J(rank) by its global batch mean, so the loss keeps the
     scale of plain BPR and the learning rate keeps its meaning; `none` is the authors'
@@ -64,11 +63,15 @@ class AdaSIROptions(ResampledOptions, ChunkedRefreshOptions):
     @model_validator(mode="after")
     def _distinct_needs_room(self):
         if self.pool_distinct and self.pool_size >= self.num_candidates:
-            raise ValueError(f"pool_distinct draws |R| = {self.pool_size} distinct entries from "
-                             f"|K| = {self.num_candidates} candidates: it needs |R| < |K|")
+            raise ValueError(
+                f"pool_distinct draws |R| = {self.pool_size} distinct entries from "
+                f"|K| = {self.num_candidates} candidates: it needs |R| < |K|"
+            )
         if self.rank_weight_norm != "batch-mean" and self.name != "adasir-w":
-            raise ValueError(f"rank_weight_norm shapes AdaSIR-W's rank weight; {self.name!r} "
-                             "has none (use adasir-w)")
+            raise ValueError(
+                f"rank_weight_norm shapes AdaSIR-W's rank weight; {self.name!r} "
+                "has none (use adasir-w)"
+            )
         return self
 
 
@@ -104,18 +107,23 @@ class AdaSIRSampler(NegativeSampler):
         cfg = self.config
         R, K = cfg.pool_size, cfg.num_candidates
         if self.pool_items is None:
-            self.pool_items = torch.empty(self.num_users, R, dtype=self.id_dtype, device=self.device)
+            self.pool_items = torch.empty(
+                self.num_users, R, dtype=self.id_dtype, device=self.device
+            )
             self.pool_log_w = torch.empty(self.num_users, R, device=self.device)
             self.pool_score = torch.empty(self.num_users, R, device=self.device)
             fresh = True
         else:
             fresh = False
         if self.rank_weighted:
-            self.candidates = torch.empty(self.num_users, K, dtype=self.id_dtype, device=self.device)
+            self.candidates = torch.empty(
+                self.num_users, K, dtype=self.id_dtype, device=self.device
+            )
         ess = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
-            users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
-                                 device=self.device)
+            users = torch.arange(
+                start, min(start + cfg.refresh_chunk_users, self.num_users), device=self.device
+            )
             items, log_w, score, cand, chunk_ess = self._resample(model, users, generator)
             ess += chunk_ess
             if not fresh and cfg.reuse_pool:
@@ -151,13 +159,21 @@ class AdaSIRSampler(NegativeSampler):
             u = torch.rand(log_w.shape, device=self.device, generator=generator)
             idx = (log_w - torch.log(-torch.log(u.clamp_(min=1e-20)))).topk(cfg.pool_size).indices
         else:
-            idx = torch.multinomial(log_w.exp(), cfg.pool_size, replacement=True, generator=generator)
+            idx = torch.multinomial(
+                log_w.exp(), cfg.pool_size, replacement=True, generator=generator
+            )
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand, ess
 
     def _merge(self, users, items, log_w, score, generator):
         """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""
-        union = [torch.cat([old[users], new], dim=1) for old, new in  # each [C, 2R]
-                 ((self.pool_items, items), (self.pool_log_w, log_w), (self.pool_score, score))]
+        union = [
+            torch.cat([old[users], new], dim=1)
+            for old, new in (  # each [C, 2R]
+                (self.pool_items, items),
+                (self.pool_log_w, log_w),
+                (self.pool_score, score),
+            )
+        ]
         keys = torch.rand(union[0].shape, device=self.device, generator=generator)
         keep = keys.topk(self.config.pool_size, dim=1).indices
         return tuple(t.gather(1, keep) for t in union)
@@ -190,8 +206,9 @@ class AdaSIRSampler(NegativeSampler):
             pick = now.argmax(dim=2, keepdim=True)
         else:
             drift = (now - self.pool_score[users[:, None], slot].view(B, n, m)) / cfg.temperature
-            pick = torch.multinomial(torch.softmax(drift.view(B * n, m), dim=1), 1,
-                                     generator=generator).view(B, n, 1)
+            pick = torch.multinomial(
+                torch.softmax(drift.view(B * n, m), dim=1), 1, generator=generator
+            ).view(B, n, 1)
         return slot.view(B, n, m).gather(2, pick).squeeze(2)
 
     @torch.no_grad()
@@ -222,12 +239,14 @@ class AdaSIRSampler(NegativeSampler):
         users = torch.arange(self.num_users, device=self.device)
         staleness = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, self.config.refresh_chunk_users):
-            chunk = users[start:start + self.config.refresh_chunk_users]
+            chunk = users[start : start + self.config.refresh_chunk_users]
             now = model.score(chunk, self.pool_items[chunk].long())
             staleness += (self.pool_score[chunk] - now).sum()
-        return {"pool_distinct_frac": float(distinct.mean()) / self.config.pool_size,
-                "ess_frac": self.last_ess / self.config.num_candidates,
-                "staleness": float(staleness) / self.pool_items.numel()}
+        return {
+            "pool_distinct_frac": float(distinct.mean()) / self.config.pool_size,
+            "ess_frac": self.last_ess / self.config.num_candidates,
+            "staleness": float(staleness) / self.pool_items.numel(),
+        }
 
     def state_size_bytes(self) -> int:
         tensors = [self.pool_items, self.pool_log_w, self.pool_score, self.candidates]

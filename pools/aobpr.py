@@ -58,7 +58,8 @@ class AOBPRSampler(NegativeSampler):
         if self.config.exclude_positives:
             # A drawn positive is redrawn from AOBPR's own distribution, not from uniform.
             items, _, _ = self._redraw_positives(
-                users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
+                users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator
+            )
         return Negatives(items)
 
     def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:

@@ -177,8 +177,9 @@ class NegativeSampler:
             items = torch.where(bad, self.proposal.draw(items.shape, generator), items)
         return self._replace_positives(users, items, generator)
 
-    def _draw_shared(self, users: torch.Tensor, k: int,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _draw_shared(
+        self, users: torch.Tensor, k: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """k items [k] drawn once for all `users`, and [B, k] True where one is a user's train
         item (None when positives are allowed). A uniform Q gives k distinct items (each in the
         set with probability k/N, as k·Q says), masked through the users' positives in
@@ -188,7 +189,9 @@ class NegativeSampler:
             items = torch.randperm(self.num_items, device=self.device, generator=generator)[:k]
             return items, self.positives.mask_of_distinct(users, items) if exclude else None
         items = self.proposal.draw((k,), generator)
-        return items, self.positives.contains(users, items.expand(users.numel(), k)) if exclude else None
+        return items, self.positives.contains(
+            users, items.expand(users.numel(), k)
+        ) if exclude else None
 
     def _log_q_of_draws(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """log Q(j|c) of items [B, m] drawn by `_draw_from_proposal`: uniform over the user's
@@ -219,8 +222,10 @@ class NegativeSampler:
                 fresh, fresh_carry = fresh
                 carry = carry.index_put((rows, cols), fresh_carry)
             items = items.index_put((rows, cols), fresh)
-            bad = bad.index_put((rows, cols), self.positives.contains(
-                users.index_select(0, rows), fresh[:, None]).squeeze(1))
+            bad = bad.index_put(
+                (rows, cols),
+                self.positives.contains(users.index_select(0, rows), fresh[:, None]).squeeze(1),
+            )
         if bool(bad.any()):
             items = self._replace_positives(users, items, generator, bad)
         return items, ~bad, carry

@@ -40,10 +40,15 @@ class SamplerOptions(BaseModel):
             unknown = sorted(set(data) - set(cls.model_fields))
             if unknown:
                 raise PydanticCustomError(
-                    "extra_forbidden", "Extra inputs are not permitted: {unknown}: sampler "
+                    "extra_forbidden",
+                    "Extra inputs are not permitted: {unknown}: sampler "
                     "'{name}' has none of these options (it takes {takes})",
-                    {"unknown": ", ".join(unknown), "name": data.get("name"),
-                     "takes": ", ".join(cls.model_fields)})
+                    {
+                        "unknown": ", ".join(unknown),
+                        "name": data.get("name"),
+                        "takes": ", ".join(cls.model_fields),
+                    },
+                )
         return data
 
     def check_against_catalogue(self, num_items: int) -> None:
@@ -55,8 +60,10 @@ class SamplerOptions(BaseModel):
         from pools.registry import capabilities_of  # the registry imports this module
 
         if not self.exclude_positives and not capabilities_of(self.name).can_keep_positives:
-            raise ValueError(f"sampler {self.name!r} draws from non-positives only: "
-                             "exclude_positives=False (--keep-positives) is not supported")
+            raise ValueError(
+                f"sampler {self.name!r} draws from non-positives only: "
+                "exclude_positives=False (--keep-positives) is not supported"
+            )
         return self
 
 

@@ -16,8 +16,14 @@ class InteractionIndex:
     `keys` [nnz] = user * num_items + item, sorted, for membership tests.
     """
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int,
-                 bitset_budget_bytes: int = 256 << 20):
+    def __init__(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        num_users: int,
+        num_items: int,
+        bitset_budget_bytes: int = 256 << 20,
+    ):
         if users.shape != items.shape or users.dim() != 1:
             raise ValueError("users and items must be 1-D tensors of the same length")
         self.num_users = int(num_users)
@@ -63,17 +69,20 @@ class InteractionIndex:
         if self.keys.numel() == 0:
             return torch.zeros(items.shape, dtype=torch.bool, device=items.device)
         if self._bits is not None:
-            return self._bit_lookup(users.long().view(-1, *([1] * (items.dim() - 1))),
-                                    _take(self._item_word, items), _take(self._item_bit, items))
+            return self._bit_lookup(
+                users.long().view(-1, *([1] * (items.dim() - 1))),
+                _take(self._item_word, items),
+                _take(self._item_bit, items),
+            )
         shape = items.shape
-        query = (users.long().view(-1, *([1] * (items.dim() - 1))) * self.num_items + items.long())
+        query = users.long().view(-1, *([1] * (items.dim() - 1))) * self.num_items + items.long()
         query = query.reshape(-1)
         pos = torch.searchsorted(self.keys, query).clamp_(max=self.keys.numel() - 1)
         return (self.keys[pos] == query).view(shape)
 
     def _bit_lookup(self, users, word, bit):
         """users broadcastable to word/bit (each entry's word index and bit in the bitset)."""
-        flat = (users * self._bits.shape[1] + word)
+        flat = users * self._bits.shape[1] + word
         return (_take(self._bits.view(-1), flat) & bit) != 0
 
     def dense_mask(self, users: torch.Tensor) -> torch.Tensor:
@@ -122,7 +131,9 @@ class InteractionIndex:
         if self.keys.numel() == 0:
             return k
         query = users[:, None] * (self.num_items + 1) + k
-        before = torch.searchsorted(self._gap_keys, query, right=True) - self.offsets[users][:, None]
+        before = (
+            torch.searchsorted(self._gap_keys, query, right=True) - self.offsets[users][:, None]
+        )
         return (k + before).clamp_(max=self.num_items - 1)
 
 

@@ -22,7 +22,9 @@ class IRGANOptions(SamplerOptions):
     """Learning rate of the generator (REINFORCE)."""
 
 
-def reinforce_logit_grad(probs: torch.Tensor, items: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+def reinforce_logit_grad(
+    probs: torch.Tensor, items: torch.Tensor, reward: torch.Tensor
+) -> torch.Tensor:
     """∂/∂logits of the REINFORCE loss −mean_{b,k} reward[b,k] · log softmax(logits)[b, items[b,k]].
 
     probs [B, N] = softmax(logits) (overwritten: the result reuses its memory), items and
@@ -59,11 +61,16 @@ class IRGANSampler(NegativeSampler):
             # Replicated: under Ray every worker proposes from the same item table (rank 0's),
             # and its gradient is averaged below, so the copies stay identical.
             self.gen_items = self.replicas.broadcast_(
-                torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1)
-            self.optimizer = torch.optim.Adam([self.gen_users, self.gen_items], lr=self.config.irgan_lr)
+                torch.randn(self.num_items, d, device=self.device, generator=g) * 0.1
+            )
+            self.optimizer = torch.optim.Adam(
+                [self.gen_users, self.gen_items], lr=self.config.irgan_lr
+            )
 
     @torch.no_grad()
-    def generator_probs(self, users: torch.Tensor, g_users: torch.Tensor | None = None) -> torch.Tensor:
+    def generator_probs(
+        self, users: torch.Tensor, g_users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """What the negatives are drawn from: softmax(G's scores) with the users' train items
         at 0 when `exclude_positives` is on. users [B] (g_users: their G rows) → [B, N]."""
         if g_users is None:
@@ -80,11 +87,15 @@ class IRGANSampler(NegativeSampler):
             raise RuntimeError("IRGAN needs refresh(model, generator) first")
         g_users = self.gen_users[users]  # [B, d]
         probs = self.generator_probs(users, g_users)
-        items = torch.multinomial(probs, self.config.num_negatives, replacement=True, generator=generator)
+        items = torch.multinomial(
+            probs, self.config.num_negatives, replacement=True, generator=generator
+        )
         reward = torch.sigmoid(model.score(users, items).float())
         reward = reward - reward.mean()
         grad_logits = reinforce_logit_grad(probs, items, reward)  # [B, N]
-        self.gen_users.grad = torch.zeros_like(self.gen_users).index_add_(0, users, grad_logits @ self.gen_items)
+        self.gen_users.grad = torch.zeros_like(self.gen_users).index_add_(
+            0, users, grad_logits @ self.gen_items
+        )
         self.gen_items.grad = self.replicas.average_(grad_logits.T @ g_users)
         self.optimizer.step()
         return Negatives(items)

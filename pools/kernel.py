@@ -59,10 +59,14 @@ class KernelSampler(NegativeSampler):
         draws = self.config.num_negatives
         size = max(1, min(n, round(math.sqrt(n * d / (_GATHER_COST * draws)))))
         blocks = -(-n // size)
-        padded = torch.zeros(blocks * size, d, device=v.device)  # zero vectors, count 0: never drawn
+        padded = torch.zeros(
+            blocks * size, d, device=v.device
+        )  # zero vectors, count 0: never drawn
         padded[:n] = v
         self.block_items = padded.view(blocks, size, d)
-        self.block_outer = torch.einsum("bsi,bsj->bij", self.block_items, self.block_items)  # [blocks, d, d]
+        self.block_outer = torch.einsum(
+            "bsi,bsj->bij", self.block_items, self.block_items
+        )  # [blocks, d, d]
         valid = torch.zeros(blocks * size, device=v.device)
         valid[:n] = 1.0
         self.block_valid = valid.view(blocks, size)
@@ -81,7 +85,8 @@ class KernelSampler(NegativeSampler):
             log_q = self.log_prob(q, items)
             return Negatives(items, logit_offset=-log_q, log_proposal=log_q)
         items, own, _ = self._redraw_positives(
-            users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator)
+            users, items, lambda rows, g: self._draw(q[rows], 1, g).squeeze(1), generator
+        )
         # A kernel draw kept by rejection has probability q(i|u) / (1 − q(P_u|u)): the user's
         # constant cancels in the loss's softmax over the pair's negatives, so log q(i|u) serves.
         # A uniform fallback (still a positive after the redraws) reports its own 1/(N − |P_u|).
@@ -96,20 +101,23 @@ class KernelSampler(NegativeSampler):
         # Step 1: block masses α·qᵀ(Σ v vᵀ)q + count for every (user, block): [B, blocks].
         qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], d * d)
         quad = (qq @ self.block_outer.view(blocks, d * d).T).clamp_(min=0.0)
-        block = torch.multinomial(alpha * quad + self.block_count, n, replacement=True,
-                                  generator=generator)  # [B, n]
+        block = torch.multinomial(
+            alpha * quad + self.block_count, n, replacement=True, generator=generator
+        )  # [B, n]
         # Step 2: an item inside each drawn block, by its exact kernel mass.
         block, rows = block.reshape(-1), q.repeat_interleave(n, dim=0)  # one row per draw
         offset = torch.empty_like(block)
         step = max(1, _GATHER_BUDGET // (size * d))
         for s in range(0, block.numel(), step):
-            b = block[s:s + step]
-            dots = torch.bmm(self.block_items[b], rows[s:s + step, :, None]).squeeze(2)  # [m, size]
+            b = block[s : s + step]
+            dots = torch.bmm(self.block_items[b], rows[s : s + step, :, None]).squeeze(
+                2
+            )  # [m, size]
             cum = ((alpha * dots**2 + 1.0) * self.block_valid[b]).cumsum(1)  # padding adds 0
             u = torch.rand(cum.shape[0], 1, device=cum.device, generator=generator) * cum[:, -1:]
             # first slot whose cumulative mass exceeds u (inverse CDF); the clamp guards the
             # u == total rounding case from landing on padding
-            offset[s:s + step] = torch.minimum((cum <= u).sum(1), self.block_last[b])
+            offset[s : s + step] = torch.minimum((cum <= u).sum(1), self.block_last[b])
         return (block * size + offset).view(-1, n)
 
     def log_prob(self, q: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -34,11 +34,18 @@ class _Entry(typing.NamedTuple):
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register(name: str, proposal: str = "uniform", *, options: type[SamplerOptions],
-             order: float = 1000.0, **extra):
+def register(
+    name: str,
+    proposal: str = "uniform",
+    *,
+    options: type[SamplerOptions],
+    order: float = 1000.0,
+    **extra,
+):
     """Class decorator: `name` builds this class with that proposal ("uniform" or
     "popularity"), options class and keyword arguments. `options.name` must accept `name`;
     `order` places it in listings and tables (the built-ins: the paper's Table 2 order)."""
+
     def wrap(cls):
         if name in _REGISTRY:
             raise ValueError(f"sampler {name!r} is registered twice")
@@ -46,6 +53,7 @@ def register(name: str, proposal: str = "uniform", *, options: type[SamplerOptio
             raise TypeError(f"{options.__name__}.name does not accept {name!r}")
         _REGISTRY[name] = _Entry(cls, proposal, options, extra, order)
         return cls
+
     return wrap
 
 
@@ -116,5 +124,12 @@ def build_sampler(
         proposal = UniformProposal(positives.num_items, positives.device)
     else:
         proposal = PopularityProposal(item_counts.to(positives.device))
-    return entry.cls(config, positives.num_users, positives.num_items, positives, proposal,
-                     replicas, **entry.extra)
+    return entry.cls(
+        config,
+        positives.num_users,
+        positives.num_items,
+        positives,
+        proposal,
+        replicas,
+        **entry.extra,
+    )

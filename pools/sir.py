@@ -77,13 +77,14 @@ class BatchSIROptions(ResampledOptions):
     the sampled softmax reads the log-proposal: under `bpr` and `contrastive`, `drop` is
     `mask`."""
 
-
     @model_validator(mode="after")
     def _mask_needs_exclusion(self):
         if self.positive_draws != "redraw" and not self.exclude_positives:
-            raise ValueError(f"positive_draws={self.positive_draws!r} leaves the user's train "
-                             "items out of the loss, but --keep-positives keeps them in: drop "
-                             "one of the two")
+            raise ValueError(
+                f"positive_draws={self.positive_draws!r} leaves the user's train "
+                "items out of the loss, but --keep-positives keeps them in: drop "
+                "one of the two"
+            )
         return self
 
 
@@ -104,7 +105,9 @@ class BatchSIRSampler(NegativeSampler):
         # A batch repeats its users (ml-1m: ~2,400 distinct in 4,096 pairs): score and normalise
         # once per distinct user, then draw per pair from its user's row.
         distinct, row = torch.unique(users, return_inverse=True)
-        sets, group, logits = self._score_groups(model, distinct, generator)  # [G, K], [U_b], [U_b, K]
+        sets, group, logits = self._score_groups(
+            model, distinct, generator
+        )  # [G, K], [U_b], [U_b, K]
         if cfg.ess_target is not None:
             self._steer_tau(torch.log_softmax(logits / self.tau, dim=1))
         # w = softmax(r/τ) (uniform Q: log Q is a constant), kept unnormalised: only the drawn
@@ -125,11 +128,14 @@ class BatchSIRSampler(NegativeSampler):
             # a positive after the redraws, rare) keeps its slot's log w: an approximation.
             def redraw(rows, g):
                 fresh = draws.draw(row.index_select(0, rows), 1, g)  # [k, 1]
-                return _pick(sets, set_of_pair.index_select(0, rows), fresh).squeeze(1), fresh.squeeze(1)
+                return _pick(sets, set_of_pair.index_select(0, rows), fresh).squeeze(
+                    1
+                ), fresh.squeeze(1)
 
             items, _, slot = self._redraw_positives(users, items, redraw, generator, carry=slot)
-        log_w = ((_pick(logits, row, slot) - top.index_select(0, row)) / self.tau
-                 - draws.log_total.index_select(0, row)[:, None])
+        log_w = (
+            _pick(logits, row, slot) - top.index_select(0, row)
+        ) / self.tau - draws.log_total.index_select(0, row)[:, None]
         offset = weighting_offset(log_w, cfg.weighting)
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
         log_q = math.log(k) + self.proposal.log_prob(items) + log_w
@@ -165,7 +171,7 @@ class BatchSIRSampler(NegativeSampler):
         padded = torch.arange(groups * size, device=self.device).clamp_(max=distinct.numel() - 1)
         scores = model.score_groups(distinct[padded].view(groups, size), sets)
         group = torch.arange(distinct.numel(), device=self.device) // size
-        return sets, group, scores.view(groups * size, k)[:distinct.numel()]
+        return sets, group, scores.view(groups * size, k)[: distinct.numel()]
 
 
 class _RowDraws:

@@ -84,15 +84,17 @@ class SRNSSampler(NegativeSampler):
             self.tracked = self.positives.sample_complement(users, v, generator).to(self.id_dtype)
             self.history = torch.zeros(self.num_users, v, t, device=self.device)
             self.seen = torch.zeros(self.num_users, v, dtype=torch.uint8, device=self.device)
-            self.memory = torch.randint(0, v, (self.num_users + 1, cfg.srns_memory), device=self.device,
-                                        generator=generator).to(torch.int32)
+            self.memory = torch.randint(
+                0, v, (self.num_users + 1, cfg.srns_memory), device=self.device, generator=generator
+            ).to(torch.int32)
             self.epoch = 0
         else:
             self.epoch += 1
         renew = (torch.arange(v, device=self.device) % t) == (self.epoch % t)  # this epoch's 1/T
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
-            users = torch.arange(start, min(start + cfg.refresh_chunk_users, self.num_users),
-                                 device=self.device)
+            users = torch.arange(
+                start, min(start + cfg.refresh_chunk_users, self.num_users), device=self.device
+            )
             tracked, seen = self.tracked[users], self.seen[users]
             if self.epoch > 0:
                 fresh = self.positives.sample_complement(users, v, generator)
@@ -100,7 +102,9 @@ class SRNSSampler(NegativeSampler):
                 seen = seen.masked_fill(renew, 0)
             m_u = self._mean_positive_score(model, users)
             likelihood = torch.sigmoid(model.score(users, tracked.long()).float() - m_u[:, None])
-            self.history[users] = torch.cat([self.history[users, :, 1:], likelihood[:, :, None]], dim=2)
+            self.history[users] = torch.cat(
+                [self.history[users, :, 1:], likelihood[:, :, None]], dim=2
+            )
             self.tracked[users] = tracked.to(self.id_dtype)
             self.seen[users] = (seen + 1).clamp_(max=t)
 
@@ -126,10 +130,14 @@ class SRNSSampler(NegativeSampler):
         users [B] → (kept slots [B, S1], their scores [B, S1])."""
         cfg = self.config
         s1 = cfg.srns_memory
-        fresh = torch.randint(0, cfg.srns_tracked, (users.numel(), s1), device=self.device, generator=generator)
+        fresh = torch.randint(
+            0, cfg.srns_tracked, (users.numel(), s1), device=self.device, generator=generator
+        )
         slots = torch.cat([self.memory[users], fresh], dim=1)  # [B, 2·S1]
         scores = model.score(users, self.tracked[users[:, None], slots].long()).float()
-        u = torch.rand(scores.shape, device=self.device, generator=generator).clamp_(1e-12, 1.0 - 1e-7)
+        u = torch.rand(scores.shape, device=self.device, generator=generator).clamp_(
+            1e-12, 1.0 - 1e-7
+        )
         keep = (scores / cfg.temperature - torch.log(-torch.log(u))).topk(s1, dim=1).indices
         slots, scores = slots.gather(1, keep), scores.gather(1, keep)
         # A user can appear in several rows of a batch: only its last row writes its memory,
@@ -148,8 +156,9 @@ class SRNSSampler(NegativeSampler):
         cfg = self.config
         n, s2 = cfg.num_negatives, cfg.srns_candidates
         slots, scores = self._renew_memory(model, users, generator)
-        pick = torch.randint(0, cfg.srns_memory, (users.numel(), n * s2), device=self.device,
-                             generator=generator)
+        pick = torch.randint(
+            0, cfg.srns_memory, (users.numel(), n * s2), device=self.device, generator=generator
+        )
         slots, scores = slots.gather(1, pick), scores.gather(1, pick)
         hardness = torch.sigmoid(scores - model.score(users, pos_items[:, None]).float())
         ramp = min(1.0, self.epoch / cfg.srns_warmup) if cfg.srns_warmup > 0 else 1.0
@@ -161,5 +170,7 @@ class SRNSSampler(NegativeSampler):
     def state_size_bytes(self) -> int:
         if self.memory is None:
             return 0
-        return sum(t.numel() * t.element_size()
-                   for t in (self.tracked, self.history, self.seen, self.memory))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.tracked, self.history, self.seen, self.memory)
+        )

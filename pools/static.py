@@ -43,9 +43,11 @@ class DNSOptions(SamplerOptions):
 
     def check_against_catalogue(self, num_items: int) -> None:
         if self.dns_candidates * self.num_negatives > 100 * num_items:
-            raise ValueError(f"dns_candidates × negatives = "
-                             f"{self.dns_candidates * self.num_negatives} draws per pair is "
-                             f"over 100× the {num_items} items; lower them")
+            raise ValueError(
+                f"dns_candidates × negatives = "
+                f"{self.dns_candidates * self.num_negatives} draws per pair is "
+                f"over 100× the {num_items} items; lower them"
+            )
 
 
 class SoftmaxOptions(TemperatureOptions):
@@ -90,8 +92,11 @@ class PRISSampler(NegativeSampler):
 
     def sample(self, model, users, pos_items, generator):
         items = self._draw_from_proposal(users, self.config.num_negatives, generator)
-        return Negatives(items, logit_offset=-self.proposal.log_prob(items),
-                         log_proposal=self._log_q_of_draws(users, items))
+        return Negatives(
+            items,
+            logit_offset=-self.proposal.log_prob(items),
+            log_proposal=self._log_q_of_draws(users, items),
+        )
 
 
 @register("dns", options=DNSOptions, order=3)
@@ -130,6 +135,7 @@ class SoftmaxSampler(NegativeSampler):
             full = mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask & ~full, float("-inf"))
         log_probs = torch.log_softmax(logits, dim=1)
-        items = torch.multinomial(log_probs.exp(), self.config.num_negatives, replacement=True,
-                                  generator=generator)
+        items = torch.multinomial(
+            log_probs.exp(), self.config.num_negatives, replacement=True, generator=generator
+        )
         return Negatives(items, log_proposal=log_probs.gather(1, items))

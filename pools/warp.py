@@ -75,5 +75,8 @@ class WARPSampler(NegativeSampler):
             # workers keep their ratio).
             totals = self.replicas.average_(torch.stack([weight.sum(), found.sum().float()]))
             weight = weight / (totals[0] / totals[1].clamp(min=1)).clamp(min=1e-12)
-        return Negatives(trials.gather(1, first[:, None]), pos_weight=weight,
-                         hinge_margin=cfg.warp_margin if hinge else None)
+        return Negatives(
+            trials.gather(1, first[:, None]),
+            pos_weight=weight,
+            hinge_margin=cfg.warp_margin if hinge else None,
+        )

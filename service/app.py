@@ -28,8 +28,11 @@ log = logging.getLogger("adasir.service")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     os.makedirs(settings.model_root, exist_ok=True)
-    app = FastAPI(title="AdaSIR service", version="0.1.0",
-                  description="Train recommenders with AdaSIR on Ray and serve their top-k.")
+    app = FastAPI(
+        title="AdaSIR service",
+        version="0.1.0",
+        description="Train recommenders with AdaSIR on Ray and serve their top-k.",
+    )
     registry = ModelRegistry(settings.model_root, settings.cache_size, settings.scan_interval_s)
     app.state.settings, app.state.registry = settings, registry
     app.state.recommender, app.state.jobs = Recommender(registry), JobService(settings)
@@ -43,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _unexpected(request: Request, exc: Exception):  # never a stack trace to clients
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__})"})
+    return JSONResponse(
+        status_code=500, content={"detail": f"internal error ({type(exc).__name__})"}
+    )
 
 
 def __getattr__(name: str):

@@ -28,21 +28,27 @@ def jobs(request: Request) -> JobService:
 
 def _check_token(cfg: Settings, credentials: HTTPAuthorizationCredentials | None) -> None:
     if cfg.api_token is None:
-        raise HTTPException(403, "job endpoints are disabled: no API token is configured "
-                                 "(set ADASIR_API_TOKEN)")
+        raise HTTPException(
+            403, "job endpoints are disabled: no API token is configured (set ADASIR_API_TOKEN)"
+        )
     given = credentials.credentials if credentials else ""
     if not hmac.compare_digest(given.encode(), cfg.api_token.encode()):  # constant time
-        raise HTTPException(401, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
-def require_token(cfg: Settings = Depends(settings),
-                  credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+def require_token(
+    cfg: Settings = Depends(settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> None:
     _check_token(cfg, credentials)
 
 
-def recommend_guard(cfg: Settings = Depends(settings),
-                    credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+def recommend_guard(
+    cfg: Settings = Depends(settings),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> None:
     """The token, where ADASIR_PROTECT_RECOMMEND asks for it on the read endpoints."""
     if cfg.protect_recommend:
         _check_token(cfg, credentials)

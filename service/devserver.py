@@ -24,9 +24,22 @@ def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen
     import httpx
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.app:app", "--host",
-                               "127.0.0.1", "--port", str(port), *uvicorn_args],
-                              cwd=PROJECT_ROOT, env=env, **popen)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *uvicorn_args,
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        **popen,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s

@@ -23,8 +23,10 @@ def resolve_dataset(data_root: str, name: str) -> str:
     """The dataset's directory, confined to the data root: no absolute paths, no `..`, no
     symlink that leads outside, and it must be a prepared dataset."""
     if not is_safe_name(name):
-        raise DatasetError(f"dataset {name!r}: use a name relative to the data root "
-                           "(letters, digits, . _ - and /; no '..', no absolute path)")
+        raise DatasetError(
+            f"dataset {name!r}: use a name relative to the data root "
+            "(letters, digits, . _ - and /; no '..', no absolute path)"
+        )
     root = os.path.realpath(data_root)
     path = os.path.realpath(os.path.join(root, name))
     if os.path.commonpath([root, path]) != root:
@@ -70,9 +72,22 @@ class JobRequest(BaseModel):
         return build_config(self.preset, self.train)
 
     def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
-        args = ["python", script, "--data", data_dir, "--out", out_dir,
-                "--workers", str(self.workers), "--checkpoint-every", str(self.checkpoint_every),
-                "--preset", self.preset, "--config", json.dumps(self.train)]
+        args = [
+            "python",
+            script,
+            "--data",
+            data_dir,
+            "--out",
+            out_dir,
+            "--workers",
+            str(self.workers),
+            "--checkpoint-every",
+            str(self.checkpoint_every),
+            "--preset",
+            self.preset,
+            "--config",
+            json.dumps(self.train),
+        ]
         return args + (["--gpu"] if self.gpu else [])
 
 
@@ -107,12 +122,19 @@ class JobService:
             runtime_env["env_vars"] = {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]}
         if self.settings.job_working_dir:
             runtime_env["working_dir"] = self.settings.job_working_dir
-            runtime_env["excludes"] = ["runs/", ".git/", "benchmarks/results/",
-                                       "benchmarks/reports/", "*.egg-info/"]
+            runtime_env["excludes"] = [
+                "runs/",
+                ".git/",
+                "benchmarks/results/",
+                "benchmarks/reports/",
+                "*.egg-info/",
+            ]
         self.client.submit_job(
-            entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)), submission_id=job_id,
+            entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)),
+            submission_id=job_id,
             runtime_env=runtime_env,
-            metadata={"adasir": "1", "request": request.model_dump_json()})
+            metadata={"adasir": "1", "request": request.model_dump_json()},
+        )
         return job_id
 
     def _info(self, job_id: str):
@@ -130,13 +152,21 @@ class JobService:
 
     def summary(self, info) -> dict:
         job_id = info.submission_id
-        return {"id": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
-                "message": info.message, "request": json.loads((info.metadata or {}).get("request", "{}")),
-                "start_time": info.start_time, "end_time": info.end_time, "model": f"jobs/{job_id}"}
+        return {
+            "id": job_id,
+            "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+            "message": info.message,
+            "request": json.loads((info.metadata or {}).get("request", "{}")),
+            "start_time": info.start_time,
+            "end_time": info.end_time,
+            "model": f"jobs/{job_id}",
+        }
 
     def list(self) -> list[dict]:
         jobs = [j for j in self.client.list_jobs() if (j.metadata or {}).get("adasir") == "1"]
-        return [self.summary(j) for j in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)]
+        return [
+            self.summary(j) for j in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)
+        ]
 
     def get(self, job_id: str, log_lines: int = 40) -> dict:
         info = self._info(job_id)

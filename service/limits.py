@@ -48,9 +48,16 @@ class BodySizeLimit:
 
     async def _too_large(self, send):
         body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -60,6 +67,8 @@ class _TooLarge(Exception):
 
 async def terse_validation_error(request, exc: RequestValidationError) -> JSONResponse:
     """422 naming each bad field, without echoing the (possibly huge) input back."""
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-              for e in exc.errors()[:20]]
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+        for e in exc.errors()[:20]
+    ]
     return JSONResponse(status_code=422, content={"detail": errors})

@@ -43,8 +43,11 @@ class LoadedModel:
 
 def load_model(checkpoint_dir: str, model_id: str | None = None) -> LoadedModel:
     """A checkpoint directory as a servable model (raises CheckpointError)."""
-    return _load(model_id or os.path.basename(os.path.dirname(os.path.abspath(checkpoint_dir))),
-                 checkpoint_dir, _mtime(checkpoint_dir) or 0.0)
+    return _load(
+        model_id or os.path.basename(os.path.dirname(os.path.abspath(checkpoint_dir))),
+        checkpoint_dir,
+        _mtime(checkpoint_dir) or 0.0,
+    )
 
 
 def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
@@ -53,19 +56,27 @@ def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
         model = Model(blob)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    return LoadedModel(model_id, mtime, model,
-                       describe(model_id, blob["config"], blob["metrics"], blob))
+    return LoadedModel(
+        model_id, mtime, model, describe(model_id, blob["config"], blob["metrics"], blob)
+    )
 
 
 def describe(model_id: str, config: dict, metrics: dict, blob: dict | None = None) -> dict:
     """What GET /models says of a model: no filesystem paths (the dataset by name only)."""
     dataset = config.get("dataset", {})
-    info = {"id": model_id, "model": config.get("train", {}).get("model"),
-            "sampler": config.get("train", {}).get("sampler", {}).get("name"),
-            "dataset": {"name": os.path.basename(dataset.get("path") or ""),
-                        "source": dataset.get("source"), "counts": dataset.get("counts")},
-            "config": config.get("train"), "test": metrics.get("test"),
-            "epochs": len(metrics.get("epochs", []))}
+    info = {
+        "id": model_id,
+        "model": config.get("train", {}).get("model"),
+        "sampler": config.get("train", {}).get("sampler", {}).get("name"),
+        "dataset": {
+            "name": os.path.basename(dataset.get("path") or ""),
+            "source": dataset.get("source"),
+            "counts": dataset.get("counts"),
+        },
+        "config": config.get("train"),
+        "test": metrics.get("test"),
+        "epochs": len(metrics.get("epochs", [])),
+    }
     if blob is not None:
         info.update(users=blob["num_users"], items=blob["num_items"], epoch=blob["epoch"])
     return info
@@ -88,7 +99,9 @@ class ModelRegistry:
         if not os.path.isdir(self.root):
             return found
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in ("ray", "data", "workers")]
+            dirnames[:] = [
+                d for d in dirnames if not d.startswith(".") and d not in ("ray", "data", "workers")
+            ]
             if os.path.basename(dirpath) == "checkpoint" and "model.pt" in filenames:
                 run_dir = os.path.dirname(dirpath)
                 found[os.path.relpath(run_dir, self.root).replace(os.sep, "/")] = dirpath
@@ -147,8 +160,11 @@ class ModelRegistry:
                     if isinstance(exc, OSError):
                         raise UnknownModel(f"model {model_id!r} disappeared") from None
                     raise
-                log.warning("model %s: newer checkpoint not loadable yet (%s); serving the "
-                            "cached one", model_id, exc)
+                log.warning(
+                    "model %s: newer checkpoint not loadable yet (%s); serving the cached one",
+                    model_id,
+                    exc,
+                )
                 return cached
         with self._lock:
             self._cache[model_id] = loaded
@@ -168,7 +184,9 @@ class ModelRegistry:
                     metrics = json.load(fh)
                 out.append(describe(model_id, config, metrics))
             except (OSError, ValueError) as exc:
-                out.append({"id": model_id, "error": f"unreadable checkpoint ({type(exc).__name__})"})
+                out.append(
+                    {"id": model_id, "error": f"unreadable checkpoint ({type(exc).__name__})"}
+                )
         return out
 
     def cached_ids(self) -> list[str]:

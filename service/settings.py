@@ -60,6 +60,6 @@ class Settings(BaseSettings):
         if env is None:
             return cls()
         prefix = "ADASIR_"
-        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        values = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
         # A prefix no variable has: only `env` counts, not what the process happens to carry.
         return cls(_env_prefix="ADASIR_FROM_DICT_ONLY_", **values)

@@ -15,14 +15,19 @@ from pools.rank import harmonic_table
 
 
 def _empty(users, items):
-    return InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, items)
+    return InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, items
+    )
 
 
 def test_warp_rank_and_weight():
     n_items, reps = 101, 3000
     table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
-    sampler = build_sampler(sampler_config(name="warp", warp_max_trials=50, warp_margin=0.0,
-                                          rank_weight_norm="none"), _empty(1, n_items), torch.ones(n_items))
+    sampler = build_sampler(
+        sampler_config(name="warp", warp_max_trials=50, warp_margin=0.0, rank_weight_norm="none"),
+        _empty(1, n_items),
+        torch.ones(n_items),
+    )
     g = torch.Generator().manual_seed(0)
     users = torch.zeros(reps, dtype=torch.long)
 
@@ -38,7 +43,10 @@ def test_warp_rank_and_weight():
     mean = {p: float(neg.pos_weight.mean()) for p, neg in weights.items()}
     assert mean[0] > mean[50] > mean[90] > 0  # low-ranked positives weigh more
     # Positive 0: every other item violates, so V = 1 unless item 0 itself was drawn first.
-    assert float((weights[0].pos_weight == harmonic_table(n_items)[n_items - 1]).double().mean()) > 0.95
+    assert (
+        float((weights[0].pos_weight == harmonic_table(n_items)[n_items - 1]).double().mean())
+        > 0.95
+    )
 
 
 def test_warp_hinge_is_lightfm_form():
@@ -48,8 +56,9 @@ def test_warp_hinge_is_lightfm_form():
 
     n_items, reps = 101, 2000
     table = torch.arange(n_items, dtype=torch.float).expand(1, n_items)  # item i scores i
-    cfg = sampler_config(name="warp", warp_max_trials=50, warp_margin=0.0, warp_loss="hinge",
-                        rank_weight_norm="none")
+    cfg = sampler_config(
+        name="warp", warp_max_trials=50, warp_margin=0.0, warp_loss="hinge", rank_weight_norm="none"
+    )
     sampler = build_sampler(cfg, _empty(1, n_items), torch.ones(n_items))
     g = torch.Generator().manual_seed(0)
     users = torch.zeros(reps, dtype=torch.long)
@@ -75,7 +84,7 @@ def test_aobpr_rank_distribution_and_factor_choice():
     model = FactorScores(2, 5000)
     with torch.no_grad():
         model.mf.user_emb.zero_()
-        model.mf.user_emb[0, 0] = 1.0   # only factor 0, positive: top of factor 0
+        model.mf.user_emb[0, 0] = 1.0  # only factor 0, positive: top of factor 0
         model.mf.user_emb[1, 0] = -1.0  # negative: bottom of factor 0
     sampler.refresh(model.mf, g)
     neg = sampler.sample(model.mf, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long), g)
@@ -85,10 +94,13 @@ def test_aobpr_rank_distribution_and_factor_choice():
     assert float(position[neg.items[1]].double().mean()) > 4900  # near the bottom
 
 
-@pytest.mark.parametrize("n_items,per_row,rows", [
-    (37, 1000, 60),  # blocks of one item: the block step alone must be exact
-    (405, 1, 300_000),  # blocks of 8 items, the last one partly padding
-])
+@pytest.mark.parametrize(
+    "n_items,per_row,rows",
+    [
+        (37, 1000, 60),  # blocks of one item: the block step alone must be exact
+        (405, 1, 300_000),  # blocks of 8 items, the last one partly padding
+    ],
+)
 def test_kernel_draws_follow_the_exact_kernel_probabilities(n_items, per_row, rows):
     model = FactorScores(1, n_items)
     cfg = sampler_config(name="kernel", kernel_alpha=3.0, num_negatives=per_row)
@@ -96,7 +108,7 @@ def test_kernel_draws_follow_the_exact_kernel_probabilities(n_items, per_row, ro
     g = torch.Generator().manual_seed(0)
     sampler.refresh(model.mf, g)
     q = model.mf.query(torch.tensor([0])).detach()
-    scores = (model.mf.item_emb.detach() @ q[0])
+    scores = model.mf.item_emb.detach() @ q[0]
     exact = 3.0 * scores**2 + 1
     exact = exact / exact.sum()
     logp = sampler.log_prob(q, torch.arange(n_items)[None])
@@ -175,8 +187,14 @@ def test_srns_prefers_unstable_scores_after_the_warmup():
 
     def pick(warmup):
         g = torch.Generator().manual_seed(0)
-        sampler = _srns(positives, srns_candidates=300, srns_alpha=10.0, srns_warmup=warmup,
-                        num_negatives=1, temperature=1e-3)
+        sampler = _srns(
+            positives,
+            srns_candidates=300,
+            srns_alpha=10.0,
+            srns_warmup=warmup,
+            num_negatives=1,
+            temperature=1e-3,
+        )
         sampler.refresh(model, g)
         # Slot 3 has a fluctuating history; slot 5 is the hardest right now. Both outscore
         # every other tracked item, so the τ → 0 memory renewal keeps both.
@@ -244,8 +262,11 @@ def test_irgan_generator_learns_what_the_discriminator_finds_hard():
     n_items = 30
     table = torch.zeros(2, n_items)
     table[:, 7] = 8.0  # the recommender scores item 7 far above the rest: the hard negative
-    sampler = build_sampler(sampler_config(name="irgan", irgan_lr=0.05, num_negatives=64),
-                            _empty(2, n_items), torch.ones(n_items))
+    sampler = build_sampler(
+        sampler_config(name="irgan", irgan_lr=0.05, num_negatives=64),
+        _empty(2, n_items),
+        torch.ones(n_items),
+    )
     g = torch.Generator().manual_seed(0)
     model = FactorScores(2, n_items)
     sampler.refresh(model, g)
@@ -253,7 +274,9 @@ def test_irgan_generator_learns_what_the_discriminator_finds_hard():
 
     def p7():
         with torch.no_grad():
-            return float(torch.softmax(sampler.gen_users[users] @ sampler.gen_items.T, 1)[:, 7].mean())
+            return float(
+                torch.softmax(sampler.gen_users[users] @ sampler.gen_items.T, 1)[:, 7].mean()
+            )
 
     start = p7()
     for _ in range(150):

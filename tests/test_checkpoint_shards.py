@@ -32,9 +32,18 @@ def sharded(tiny_data, tmp_path):
     plan = plan_shards(data.splits["train"].users, data.num_users, 3, 512)
     state = {k: v for k, v in whole.model.state_dict().items() if k != "user_emb"}
     path = str(tmp_path / "checkpoint")
-    save_checkpoint(path, model_name="mf", dim=32, state=state, item_counts=data.item_counts(),
-                    data=data, config=cfg.model_dump(), metrics={}, epoch=1,
-                    user_shards=shard_table(plan.shards))
+    save_checkpoint(
+        path,
+        model_name="mf",
+        dim=32,
+        state=state,
+        item_counts=data.item_counts(),
+        data=data,
+        config=cfg.model_dump(),
+        metrics={},
+        epoch=1,
+        user_shards=shard_table(plan.shards),
+    )
     for k, ids in enumerate(plan.shards):
         write_user_shard(path, k, 3, ids, whole.model.user_emb.detach()[torch.as_tensor(ids)])
     return data, cfg, whole, plan, path
@@ -57,8 +66,9 @@ def test_a_worker_reads_only_its_own_file(sharded):
     blob = load_checkpoint(path, users=plan.shards[1])  # shard 1's file is all it needs
     part = Engine(cfg, data, plan.shards[1])
     part.restore(blob)
-    assert torch.equal(part.model.user_emb.detach(),
-                       whole.model.user_emb.detach()[torch.as_tensor(plan.shards[1])])
+    assert torch.equal(
+        part.model.user_emb.detach(), whole.model.user_emb.detach()[torch.as_tensor(plan.shards[1])]
+    )
 
 
 def test_other_user_sets_are_cut_from_the_assembled_table(sharded):

@@ -56,7 +56,12 @@ def test_images_build_on_the_pinned_ray(name):
 
 def test_every_manifest_uses_the_project_image():
     version = _project()["version"]
-    files = ["kuberay/raycluster.yaml", "kuberay/rayjob.yaml", "kuberay/service.yaml", "cluster-launcher.yaml"]
+    files = [
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob.yaml",
+        "kuberay/service.yaml",
+        "cluster-launcher.yaml",
+    ]
     images = {img for f in files for d in _docs(f) for img in _images(d)}
     assert images == {f"adasir-service:{version}", f"adasir-service:{version}-cuda"}
 
@@ -74,14 +79,21 @@ def test_raycluster_and_rayjob_fit_together():
     args = build_parser().parse_args(argv[2:])
     assert args.storage_path.startswith("/shared/") and args.out.startswith("/shared/")
     # Workers take 1 CPU each: the CPU worker group must hold them.
-    cpu_group = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "cpu-workers")
+    cpu_group = next(
+        g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "cpu-workers"
+    )
     cpus = int(cpu_group["rayStartParams"]["num-cpus"]) * cpu_group["replicas"]
     assert args.workers <= cpus
     for group in cluster["spec"]["workerGroupSpecs"]:
         container = group["template"]["spec"]["containers"][0]
-        assert int(container["resources"]["requests"]["cpu"]) >= int(group["rayStartParams"]["num-cpus"])
+        assert int(container["resources"]["requests"]["cpu"]) >= int(
+            group["rayStartParams"]["num-cpus"]
+        )
         if "num-gpus" in group["rayStartParams"]:
-            assert container["resources"]["limits"]["nvidia.com/gpu"] == group["rayStartParams"]["num-gpus"]
+            assert (
+                container["resources"]["limits"]["nvidia.com/gpu"]
+                == group["rayStartParams"]["num-gpus"]
+            )
             assert container["image"].endswith("-cuda")
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
@@ -93,10 +105,15 @@ def test_front_end_points_at_the_cluster_and_shared_storage():
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:2] == ["uvicorn", "service.app:app"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["ADASIR_RAY_ADDRESS"]["value"] == f"http://{cluster['metadata']['name']}-head-svc:8265"
+    assert (
+        env["ADASIR_RAY_ADDRESS"]["value"] == f"http://{cluster['metadata']['name']}-head-svc:8265"
+    )
     assert env["ADASIR_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "adasir-api"
     assert env["ADASIR_JOB_SCRIPT"]["value"] == "/app/trainer/run.py"
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+    }
     assert claims == {pvc["metadata"]["name"]} and "ReadWriteMany" in pvc["spec"]["accessModes"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"

@@ -20,8 +20,16 @@ from trainer.outputs.checkpoint import load_checkpoint
 
 # A learning rate far too high for dot-product BPR without L2: validation peaks within a few
 # epochs and then falls as the model overfits, so the run stops well before its cap.
-OVERFIT = {"lr": 1.0, "dim": 128, "l2": 0.0, "batch_size": 1024, "epochs": 40, "eval_every": 1,
-           "early_stopping_patience": 3, "sampler": {"name": "uniform"}}
+OVERFIT = {
+    "lr": 1.0,
+    "dim": 128,
+    "l2": 0.0,
+    "batch_size": 1024,
+    "epochs": 40,
+    "eval_every": 1,
+    "early_stopping_patience": 3,
+    "sampler": {"name": "uniform"},
+}
 
 
 def _state(path: str) -> dict[str, torch.Tensor]:
@@ -49,8 +57,10 @@ def test_a_run_that_peaks_early_saves_that_epochs_tables(tiny_data, tmp_path):
     # The same run stopped by hand at the best epoch: its checkpoint is the early-stopped one.
     plain = {**OVERFIT, "epochs": best, "early_stopping_patience": 0}
     again = train_in_process(TrainConfig(**plain), data, str(tmp_path / "plain"))
-    early, at_best = _state(str(tmp_path / "early" / "checkpoint")), _state(
-        str(tmp_path / "plain" / "checkpoint"))
+    early, at_best = (
+        _state(str(tmp_path / "early" / "checkpoint")),
+        _state(str(tmp_path / "plain" / "checkpoint")),
+    )
     assert early.keys() == at_best.keys()
     assert all(torch.equal(early[k], at_best[k]) for k in early)
     assert metrics["test"] == again["test"]  # tested on the best epoch's tables
@@ -82,13 +92,32 @@ def test_ray_workers_agree_on_the_stopping_epoch(tiny_data, tmp_path):
     same epoch, by the in-process rule, and the run ends without a hung report. (The epoch
     itself need not be the in-process run's: the shards draw other random streams.)"""
     config = json.dumps({**OVERFIT, "lr": 0.05, "early_stopping_patience": 1})
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": ROOT,
+    }
     out = tmp_path / "w2"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "trainer", "run.py"), "--data", tiny_data,
-         "--out", str(out), "--config", config, "--workers", "2"],
-        capture_output=True, text=True, env=env, timeout=400)
+        [
+            sys.executable,
+            os.path.join(ROOT, "trainer", "run.py"),
+            "--data",
+            tiny_data,
+            "--out",
+            str(out),
+            "--config",
+            config,
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     valid = [e["valid"]["recall@20"] for e in metrics["epochs"]]
@@ -111,8 +140,7 @@ def test_a_decayed_learning_rate_survives_a_resume(tiny_data, optimizer):
     assert first.optimizer.scale_lr(0.5) == 0.005
     again = Engine(cfg, data)
     again.load_state(first.state())
-    rates = [g["lr"] for g in again.optimizer.dense.param_groups] if again.optimizer.dense \
-        else []
+    rates = [g["lr"] for g in again.optimizer.dense.param_groups] if again.optimizer.dense else []
     rates += [o.lr for o in getattr(again.optimizer, "rows", {}).values()]
     assert again.optimizer.lr == 0.005 and rates and set(rates) == {0.005}
 
@@ -126,8 +154,13 @@ def test_a_refit_is_the_best_epoch_retrained_on_train_and_validation(tiny_data, 
 
     data = PreparedData.load(tiny_data)
     # lr 0.3: validation dips at epoch 5 (the lr halves) and peaks at 6.
-    cfg = {**OVERFIT, "lr": 0.3, "lr_decay_on_plateau": 0.5, "epochs": 15,
-           "early_stopping_patience": 4}
+    cfg = {
+        **OVERFIT,
+        "lr": 0.3,
+        "lr_decay_on_plateau": 0.5,
+        "epochs": 15,
+        "early_stopping_patience": 4,
+    }
     metrics = train_in_process(TrainConfig(**cfg, refit=True), data, str(tmp_path / "refit"))
     best = metrics["early_stopping"]["best_epoch"]
     decays = {r["epoch"]: r["lr"] for r in metrics["epochs"] if "lr" in r and r["epoch"] < best}
@@ -135,9 +168,10 @@ def test_a_refit_is_the_best_epoch_retrained_on_train_and_validation(tiny_data, 
     assert decays, "the schedule to replay should hold a decay"
     assert len(metrics["refit"]["records"]) == best
     assert metrics["before_refit"]["test"] != metrics["test"]
-    by_hand = Engine(TrainConfig(**{**cfg, "epochs": best, "eval_every": best,
-                                    "early_stopping_patience": 0}),
-                     data.with_validation_in_train())
+    by_hand = Engine(
+        TrainConfig(**{**cfg, "epochs": best, "eval_every": best, "early_stopping_patience": 0}),
+        data.with_validation_in_train(),
+    )
     by_hand.fit([LrSchedule(decays)])
     saved = load_checkpoint(str(tmp_path / "refit" / "checkpoint"))
     assert all(torch.equal(saved["state"][k], v) for k, v in by_hand.model.state_dict().items())

@@ -25,8 +25,13 @@ HARD_SPEC = "users=800,items=2000,mean=30,alpha=0,zipf=0.5,signal=6,seed=1"
 
 def _run(*args, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, RUN, "--threads", "1", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, RUN, "--threads", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +46,28 @@ def test_run_adasir_beats_uniform_end_to_end(hard_data, tmp_path):
     results = {}
     for sampler in ("uniform", "adasir-u"):
         out = tmp_path / sampler
-        proc = _run("--data", hard_data, "--preset", "paper", "--sampler", sampler, "--epochs", "15", "--lr", "0.01",
-                    "--l2", "0.001", "--batch-size", "1024", "--eval-every", "5", "--seed", "0",
-                    "--out", str(out))
+        proc = _run(
+            "--data",
+            hard_data,
+            "--preset",
+            "paper",
+            "--sampler",
+            sampler,
+            "--epochs",
+            "15",
+            "--lr",
+            "0.01",
+            "--l2",
+            "0.001",
+            "--batch-size",
+            "1024",
+            "--eval-every",
+            "5",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.count("\nepoch ") >= 14  # one progress line per epoch
         metrics = json.loads((out / "metrics.json").read_text())
@@ -68,7 +92,9 @@ def test_checkpoint_scores_match_the_engine(tiny_data, tmp_path):
     assert metrics["epochs"][1]["valid"]["ndcg@50"] > 0
     ckpt = load_checkpoint(str(tmp_path / "checkpoint"))
     assert ckpt["model"] == "gmf" and len(ckpt["user_ids"]) == data.num_users
-    assert ckpt["seen_users"].size == data.splits["train"].users.size + data.splits["valid"].users.size
+    assert (
+        ckpt["seen_users"].size == data.splits["train"].users.size + data.splits["valid"].users.size
+    )
     # Truncation is detected and named.
     blob = (tmp_path / "checkpoint" / "model.pt").read_bytes()
     (tmp_path / "checkpoint" / "model.pt").write_bytes(blob[: len(blob) // 2])
@@ -120,7 +146,9 @@ def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
     proc = _run("--data", tiny_data, "--workers", "-1")
     assert proc.returncode == 2 and "--workers" in proc.stderr
     proc = _run("--data", tiny_data, "--sampler-opt", "srns_tempreature=2")
-    assert proc.returncode == 2 and "srns_tempreature" in proc.stderr and "Extra inputs" in proc.stderr
+    assert (
+        proc.returncode == 2 and "srns_tempreature" in proc.stderr and "Extra inputs" in proc.stderr
+    )
     proc = _run("--data", tiny_data, "--sampler-opt", "srns_alpha=-1")
     assert proc.returncode == 2 and "srns_alpha" in proc.stderr
     proc = _run("--data", tiny_data, "--sampler-opt", "srns_alpha")
@@ -130,15 +158,24 @@ def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
 def test_sampler_options_reach_the_config():
     from trainer.cli.train import build_parser, config_from_args
 
-    args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "srns_alpha=2.5",
-                                      "--sampler-opt", "temperature=3", "--negatives", "3"])
+    args = build_parser().parse_args(
+        [
+            "--sampler",
+            "srns",
+            "--sampler-opt",
+            "srns_alpha=2.5",
+            "--sampler-opt",
+            "temperature=3",
+            "--negatives",
+            "3",
+        ]
+    )
     cfg = config_from_args(args).sampler
     assert (cfg.srns_alpha, cfg.temperature, cfg.num_negatives) == (2.5, 3.0, 3)
     # An AdaSIR option given to SRNS was silently ignored before; it is refused now.
     args = build_parser().parse_args(["--sampler", "srns", "--sampler-opt", "weighting=reference"])
     with pytest.raises(ValueError, match="weighting: sampler 'srns' has none"):
         config_from_args(args)
-
 
 
 def test_lazy_row_adam_matches_torch_sparse_adam():
@@ -168,9 +205,16 @@ def test_sparse_adam_option_trains(tiny_data):
 @pytest.mark.parametrize("sampler", ["adasir-u", "dns", "uniform", "srns"])
 def test_negative_diagnostics_per_epoch(tiny_data, sampler):
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(epochs=2, batch_size=512, lr=0.01, diagnostics=True,
-                      sampler={"name": sampler, **({"num_candidates": 50, "pool_size": 40}
-                                                   if sampler.startswith("adasir") else {})})
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=512,
+        lr=0.01,
+        diagnostics=True,
+        sampler={
+            "name": sampler,
+            **({"num_candidates": 50, "pool_size": 40} if sampler.startswith("adasir") else {}),
+        },
+    )
     engine = Engine(cfg, data)
     engine.train_epoch()
     diag = engine.train_epoch()["negatives"]
@@ -196,8 +240,22 @@ def test_negative_diagnostics_per_epoch(tiny_data, sampler):
 
 
 def _tiny_run(data, out, *extra):
-    return _run("--data", data, "--out", str(out), "--epochs", "3", "--eval-every", "3",
-                "--batch-size", "1024", "--lr", "0.01", *extra, timeout=300)
+    return _run(
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--eval-every",
+        "3",
+        "--batch-size",
+        "1024",
+        "--lr",
+        "0.01",
+        *extra,
+        timeout=300,
+    )
 
 
 def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
@@ -209,15 +267,44 @@ def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
     assert again.returncode == 2 and "holds a complete run already" in again.stderr
     assert (out / "metrics.json").read_bytes() == before  # nothing touched
     # --resume with another loss or sampler would train a different run on top: refused.
-    other = _run("--data", tiny_data, "--out", str(out), "--epochs", "5", "--loss", "bpr",
-                 "--sampler", "dns", "--resume", "--batch-size", "1024", "--lr", "0.01")
+    other = _run(
+        "--data",
+        tiny_data,
+        "--out",
+        str(out),
+        "--epochs",
+        "5",
+        "--loss",
+        "bpr",
+        "--sampler",
+        "dns",
+        "--resume",
+        "--batch-size",
+        "1024",
+        "--lr",
+        "0.01",
+    )
     assert other.returncode == 2 and "loss: checkpoint 'bsl', now 'bpr'" in other.stderr
     assert "sampler: checkpoint" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     assert (out / "metrics.json").read_bytes() == before
     assert json.loads((out / "run.json").read_text())["state"] == "complete"
     # --resume continues from the checkpoint: epochs 1-3 kept, 4-5 trained.
-    resumed = _run("--data", tiny_data, "--out", str(out), "--epochs", "5", "--eval-every", "5",
-                   "--batch-size", "1024", "--lr", "0.01", "--resume", timeout=300)
+    resumed = _run(
+        "--data",
+        tiny_data,
+        "--out",
+        str(out),
+        "--epochs",
+        "5",
+        "--eval-every",
+        "5",
+        "--batch-size",
+        "1024",
+        "--lr",
+        "0.01",
+        "--resume",
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4, 5]
@@ -238,14 +325,31 @@ def test_a_killed_overwrite_leaves_the_old_run_whole(tiny_data, tmp_path):
     assert _tiny_run(tiny_data, out).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, RUN, "--data", tiny_data, "--out", str(out),
-                             "--epochs", "200", "--batch-size", "1024", "--overwrite"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            RUN,
+            "--data",
+            tiny_data,
+            "--out",
+            str(out),
+            "--epochs",
+            "200",
+            "--batch-size",
+            "1024",
+            "--overwrite",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     staging = []
     while time.time() < deadline and not staging:
-        staging = [p for p in tmp_path.iterdir() if ".staging-" in p.name
-                   and (p / "metrics.json").exists()]
+        staging = [
+            p for p in tmp_path.iterdir() if ".staging-" in p.name and (p / "metrics.json").exists()
+        ]
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
@@ -264,10 +368,27 @@ def test_a_stopped_run_says_stopped_and_resumes(tiny_data, tmp_path, signame):
 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, RUN, "--data", tiny_data, "--out", str(out), "--batch-size", "1024",
-            "--checkpoint-every", "1", "--eval-every", "100"]
-    proc = subprocess.Popen([*args, "--epochs", "2000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    args = [
+        sys.executable,
+        RUN,
+        "--data",
+        tiny_data,
+        "--out",
+        str(out),
+        "--batch-size",
+        "1024",
+        "--checkpoint-every",
+        "1",
+        "--eval-every",
+        "100",
+    ]
+    proc = subprocess.Popen(
+        [*args, "--epochs", "2000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "checkpoint" / "model.pt").exists():
         time.sleep(0.1)
@@ -277,17 +398,25 @@ def test_a_stopped_run_says_stopped_and_resumes(tiny_data, tmp_path, signame):
     assert json.loads((out / "run.json").read_text())["state"] == "stopped"
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
     epoch = load_checkpoint(str(out / "checkpoint"))["epoch"]
-    resumed = subprocess.run([*args, "--epochs", str(epoch + 1), "--resume"],
-                             capture_output=True, text=True, env=env, timeout=120)
+    resumed = subprocess.run(
+        [*args, "--epochs", str(epoch + 1), "--resume"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "run.json").read_text())["state"] == "complete"
 
 
-@pytest.mark.parametrize("damage,message", [
-    ("truncate-users", "users.parquet: damaged"),
-    ("empty-items", "items.parquet: 0 rows"),
-    ("swap-valid", "valid.parquet: checksum differs"),
-])
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("truncate-users", "users.parquet: damaged"),
+        ("empty-items", "items.parquet: 0 rows"),
+        ("swap-valid", "valid.parquet: checksum differs"),
+    ],
+)
 def test_a_damaged_dataset_is_refused_before_training(tiny_data, tmp_path, damage, message):
     import shutil
 
@@ -322,16 +451,42 @@ def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run(cli, capture_output=True, text=True, cwd=ROOT).returncode == 2
     out = tmp_path / "run"
-    train = subprocess.run([*cli, "train", "--data", tiny_data, "--out", str(out), "--epochs", "1",
-                            "--batch-size", "1024"], capture_output=True, text=True, cwd=ROOT, env=env)
+    train = subprocess.run(
+        [
+            *cli,
+            "train",
+            "--data",
+            tiny_data,
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "1024",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert train.returncode == 0, train.stderr
     user = load_checkpoint(str(out / "checkpoint"))["user_ids"][0]
-    rec = subprocess.run([*cli, "recommend", "--model", str(out), "--user", user, "-k", "3"],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
+    rec = subprocess.run(
+        [*cli, "recommend", "--model", str(out), "--user", user, "-k", "3"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert rec.returncode == 0, rec.stderr
     assert len(json.loads(rec.stdout)["items"]) == 3
-    bad = subprocess.run([*cli, "recommend", "--model", str(out), "--user", "nobody"],
-                         capture_output=True, text=True, cwd=ROOT, env=env)
+    bad = subprocess.run(
+        [*cli, "recommend", "--model", str(out), "--user", "nobody"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -344,9 +499,17 @@ def test_an_unloadable_checkpoint_never_replaces_a_good_one(tiny_data, tmp_path)
     path = tmp_path / "checkpoint"
 
     def save(model_state, epoch):
-        return save_checkpoint(str(path), model_name="mf", dim=32, state=model_state,
-                               item_counts=data.item_counts(), data=data, config={},
-                               metrics={"epochs": []}, epoch=epoch)
+        return save_checkpoint(
+            str(path),
+            model_name="mf",
+            dim=32,
+            state=model_state,
+            item_counts=data.item_counts(),
+            data=data,
+            config={},
+            metrics={"epochs": []},
+            epoch=epoch,
+        )
 
     save(state, 1)
     broken = {**state, "item_emb": state["item_emb"][:-1]}  # shapes disagree with the id maps

@@ -21,8 +21,12 @@ def test_top_k_over_item_blocks_is_the_full_top_k(score):
     model = build_model("gmf", 40, 1000, 8, seed=0, score=score)
     users = torch.arange(40)
     g = torch.Generator().manual_seed(1)
-    seen = InteractionIndex(torch.randint(0, 40, (3000,), generator=g),
-                            torch.randint(0, 1000, (3000,), generator=g), 40, 1000)
+    seen = InteractionIndex(
+        torch.randint(0, 40, (3000,), generator=g),
+        torch.randint(0, 1000, (3000,), generator=g),
+        40,
+        1000,
+    )
     full = top_k(model, users, 50, [seen])
     for block in (1000, 333, 64, 7):
         part = top_k(model, users, 50, [seen], item_block=block)
@@ -59,8 +63,12 @@ def test_a_sample_is_the_same_across_shards_and_its_interval_covers_the_full_mea
     totals, count = {}, 0
     for shard in (users[:201], users[201:401], users[401:]):
         part = Engine(cfg, data, shard)
-        part.model.load_state_dict({k: v[torch.as_tensor(shard)] if k == "user_emb" else v
-                                    for k, v in full.model.state_dict().items()})
+        part.model.load_state_dict(
+            {
+                k: v[torch.as_tensor(shard)] if k == "user_emb" else v
+                for k, v in full.model.state_dict().items()
+            }
+        )
         sums, n = part.evaluate_sums("test")
         count += n
         for k, v in sums.items():

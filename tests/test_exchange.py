@@ -24,21 +24,37 @@ def _worker(rank: int, data_path: str, port: int, mode: str, optimizer: str, mod
     from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
     data = PreparedData.load(data_path)
     plan = plan_shards(data.splits["train"].users, data.num_users, WORLD, BATCH)
-    cfg = TrainConfig(batch_size=plan.batch_per_worker, lr=0.01, optimizer=optimizer, model=model,
-                      sampler={"name": "uniform"})
+    cfg = TrainConfig(
+        batch_size=plan.batch_per_worker,
+        lr=0.01,
+        optimizer=optimizer,
+        model=model,
+        sampler={"name": "uniform"},
+    )
     exchange = GradientExchange(WORLD, mode)
-    engine = Engine(cfg, data, plan.shards[rank], steps_per_epoch=STEPS, exchange=exchange,
-                    replicas=CollectiveReplicas(WORLD))
+    engine = Engine(
+        cfg,
+        data,
+        plan.shards[rank],
+        steps_per_epoch=STEPS,
+        exchange=exchange,
+        replicas=CollectiveReplicas(WORLD),
+    )
     engine.train_epoch()
-    state = {"items": [p.detach().clone() for p in engine.model.item_parameters()],
-             "users": engine.model.user_emb.detach().clone(), "per_step": exchange.per_step()}
+    state = {
+        "items": [p.detach().clone() for p in engine.model.item_parameters()],
+        "users": engine.model.user_emb.detach().clone(),
+        "per_step": exchange.per_step(),
+    }
     # A known answer: rank r sends row r with gradient r + 1 and row 0 with 1.
-    state["known"] = exchange.rows(torch.tensor([rank, 0]), torch.tensor([[rank + 1.0], [1.0]]),
-                                   WORLD)
+    state["known"] = exchange.rows(
+        torch.tensor([rank, 0]), torch.tensor([[rank + 1.0], [1.0]]), WORLD
+    )
     if optimizer == "sparse-adam":
         row_adam = engine.optimizer.rows["item_emb"]
         state["item_moments"] = (row_adam.exp_avg.clone(), row_adam.exp_avg_sq.clone())

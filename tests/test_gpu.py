@@ -11,8 +11,10 @@ from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.data.dataset import PreparedData
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
 
 
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)

@@ -14,27 +14,48 @@ import pytest
 from conftest import ROOT
 
 # Each layer may import itself and the layers before it.
-LAYERS = ["pools", "trainer.errors", "trainer.project", "trainer.outputs", "trainer.data", "trainer.core",
-          "trainer.distributed", "trainer.api", "trainer.cli", "service"]
+LAYERS = [
+    "pools",
+    "trainer.errors",
+    "trainer.project",
+    "trainer.outputs",
+    "trainer.data",
+    "trainer.core",
+    "trainer.distributed",
+    "trainer.api",
+    "trainer.cli",
+    "service",
+]
 
 
 def _tool(name: str) -> list[str]:
-    if shutil.which(name) is None and subprocess.run(
-            [sys.executable, "-m", name, "--version"], capture_output=True).returncode != 0:
+    if (
+        shutil.which(name) is None
+        and subprocess.run(
+            [sys.executable, "-m", name, "--version"], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
     return [sys.executable, "-m", name]
 
 
 @pytest.mark.parametrize("check", [["check", "."], ["format", "--check", "."]])
 def test_ruff(check):
-    proc = subprocess.run([*_tool("ruff"), *check], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [*_tool("ruff"), *check], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
 
 
 def test_mypy_on_the_public_api():
-    proc = subprocess.run([*_tool("mypy"), "trainer/api.py", "trainer/__init__.py"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [*_tool("mypy"), "trainer/api.py", "trainer/__init__.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
@@ -62,7 +83,11 @@ def test_no_module_imports_a_layer_above_its_own():
     for path in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
         rel = os.path.relpath(path, ROOT)
         if rel.startswith(("tests", "benchmarks", "build")) or rel in (
-                "trainer/run.py", "trainer/prepare.py", "trainer/tune.py", "trainer/__init__.py"):
+            "trainer/run.py",
+            "trainer/prepare.py",
+            "trainer/tune.py",
+            "trainer/__init__.py",
+        ):
             continue
         module = rel[:-3].replace(os.sep, ".").removesuffix(".__init__")
         mine = _layer(module)
@@ -74,7 +99,10 @@ def test_no_module_imports_a_layer_above_its_own():
 
 
 def test_no_sys_path_edits():
-    offenders = [p for p in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True)
-                 if "sys.path.insert" in open(p, encoding="utf-8").read()
-                 and not p.endswith("test_habits.py")]
+    offenders = [
+        p
+        for p in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True)
+        if "sys.path.insert" in open(p, encoding="utf-8").read()
+        and not p.endswith("test_habits.py")
+    ]
     assert not offenders, offenders

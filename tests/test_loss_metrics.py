@@ -38,7 +38,9 @@ def test_eq1_weights_by_hand(weighting):
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     loss.backward()  # weights are constants: d loss / d r_neg_j = ŵ_j · σ(r_j − r_pos)
     sig = [1 / (1 + math.exp(-(r - r_pos))) for r in r_neg]
-    assert torch.allclose(neg_s.grad, torch.tensor([[w * s for w, s in zip(expected_w, sig)]]), atol=1e-6)
+    assert torch.allclose(
+        neg_s.grad, torch.tensor([[w * s for w, s in zip(expected_w, sig)]]), atol=1e-6
+    )
 
 
 def test_unweighted_and_rank_weighted_loss():
@@ -47,8 +49,11 @@ def test_unweighted_and_rank_weighted_loss():
     per_pair = [(_softplus(-0.5) + _softplus(0.5)) / 2, (_softplus(2.0) + _softplus(-2.0)) / 2]
     plain = pairwise_loss(pos_s, neg_s, Negatives(torch.zeros(2, 2, dtype=torch.long)))
     assert plain.item() == pytest.approx(sum(per_pair) / 2, rel=1e-6)
-    weighted = pairwise_loss(pos_s, neg_s, Negatives(torch.zeros(2, 2, dtype=torch.long),
-                                                     pos_weight=torch.tensor([3.0, 0.5])))
+    weighted = pairwise_loss(
+        pos_s,
+        neg_s,
+        Negatives(torch.zeros(2, 2, dtype=torch.long), pos_weight=torch.tensor([3.0, 0.5])),
+    )
     assert weighted.item() == pytest.approx((3 * per_pair[0] + 0.5 * per_pair[1]) / 2, rel=1e-6)
 
 
@@ -59,8 +64,10 @@ def _brute_force(scores, train, test, k):
         rel = set(test.get(u, []))
         if not rel:
             continue
-        ranked = sorted((i for i in range(scores.shape[1]) if i not in train.get(u, set())),
-                        key=lambda i: (-float(scores[u, i]), i))[:k]
+        ranked = sorted(
+            (i for i in range(scores.shape[1]) if i not in train.get(u, set())),
+            key=lambda i: (-float(scores[u, i]), i),
+        )[:k]
         dcg = sum(1 / math.log2(pos + 2) for pos, i in enumerate(ranked) if i in rel)
         idcg = sum(1 / math.log2(pos + 2) for pos in range(min(k, len(rel))))
         ndcgs.append(dcg / idcg)
@@ -80,7 +87,7 @@ def test_metrics_match_brute_force(seed):
         n_train = int(torch.randint(0, 20, (1,), generator=g))
         n_test = int(torch.randint(0, 8, (1,), generator=g))  # often fewer than k; some zero
         train[u] = set(perm[:n_train])
-        test[u] = perm[n_train:n_train + n_test]
+        test[u] = perm[n_train : n_train + n_test]
         tu += [u] * n_train
         ti += perm[:n_train]
         su += [u] * n_test
@@ -100,6 +107,8 @@ def test_perfect_model_scores_one():
     scores = torch.zeros(n_users, n_items)
     scores[torch.arange(4)[:, None], test_items] = 1.0
     test = InteractionIndex(torch.arange(4).repeat_interleave(2), test_items.reshape(-1), 4, 10)
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 4, 10)
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 4, 10
+    )
     got = evaluate(FixedScores(scores), test, [empty], ks=(2,))
     assert got["ndcg@2"] == pytest.approx(1.0) and got["recall@2"] == pytest.approx(1.0)

@@ -21,8 +21,13 @@ def test_sampled_softmax_with_every_other_item_is_the_full_softmax():
     others = torch.stack([torch.cat([torch.arange(p), torch.arange(p + 1, n_items)]) for p in pos])
     # Every other item once, under a uniform Q over them: n·Q(j) = 1, no correction left.
     neg = Negatives(others, log_proposal=torch.full(others.shape, -math.log(n_items - 1)))
-    loss = sampled_softmax_loss(scores.gather(1, pos[:, None]).squeeze(1), scores.gather(1, others),
-                                neg, n_items, temperature)
+    loss = sampled_softmax_loss(
+        scores.gather(1, pos[:, None]).squeeze(1),
+        scores.gather(1, others),
+        neg,
+        n_items,
+        temperature,
+    )
     full = torch.nn.functional.cross_entropy(scores / temperature, pos)
     assert float(loss) == pytest.approx(float(full), rel=1e-6)
 
@@ -41,7 +46,9 @@ def test_sampled_softmax_gradient_averages_to_the_full_softmax_gradient():
     pos = model.score_all(users).argmax(1).detach()
     full = torch.nn.functional.cross_entropy(model.score_all(users) / temperature, pos)
     expected = torch.autograd.grad(full, model.item_emb)[0]
-    none = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, n_items)
+    none = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3, n_items
+    )
     cfg = sampler_config(name="uniform", num_negatives=400, shared_negatives=True)
     sampler = build_sampler(cfg, none, torch.ones(n_items))
     g = torch.Generator().manual_seed(1)
@@ -60,7 +67,9 @@ def test_sampled_softmax_gradient_averages_to_the_full_softmax_gradient():
 def test_contrastive_loss_by_hand():
     pos = torch.tensor([0.9, 0.2])
     neg_s = torch.tensor([[0.7, 0.1], [0.6, 0.55]])
-    neg = Negatives(torch.zeros(2, 2, dtype=torch.long), invalid=torch.tensor([[False, False], [False, True]]))
+    neg = Negatives(
+        torch.zeros(2, 2, dtype=torch.long), invalid=torch.tensor([[False, False], [False, True]])
+    )
     loss = contrastive_loss(pos, neg_s, neg, margin=0.5, negative_weight=2.0)
     first = (1 - 0.9) + 2.0 * (0.2 + 0.0) / 2
     second = (1 - 0.2) + 2.0 * 0.1  # the invalid entry is left out of the mean
@@ -117,8 +126,12 @@ def test_written_out_softmax_gradient_matches_autograd():
     neg_s = torch.randn(5, 7, generator=g, dtype=torch.float64, requires_grad=True)
     log_q = torch.randn(5, 7, generator=g, dtype=torch.float64)
     invalid = torch.rand(5, 7, generator=g) < 0.3
-    neg = Negatives(torch.zeros(5, 7, dtype=torch.long), log_proposal=log_q, invalid=invalid,
-                    pos_weight=torch.rand(5, generator=g, dtype=torch.float64))
+    neg = Negatives(
+        torch.zeros(5, 7, dtype=torch.long),
+        log_proposal=log_q,
+        invalid=invalid,
+        pos_weight=torch.rand(5, generator=g, dtype=torch.float64),
+    )
     loss = sampled_softmax_loss(pos, neg_s, neg, 100, temperature=0.7)
     neg_logits = (neg_s / 0.7 - (log_q + math.log(7))).masked_fill(invalid, float("-inf"))
     logits = torch.cat([pos[:, None] / 0.7, neg_logits], 1)
@@ -141,10 +154,18 @@ def test_bilateral_softmax_loss_matches_autograd_reference():
     invalid = torch.zeros(4, 6, dtype=torch.bool)
     invalid[0, :2] = True
     invalid[3] = True  # no valid negative
-    loss = bilateral_softmax_loss(pos, neg_s, Negatives(neg_s.detach().long(), invalid=invalid),
-                                  temperature=0.1, positive_temperature=0.12)
+    loss = bilateral_softmax_loss(
+        pos,
+        neg_s,
+        Negatives(neg_s.detach().long(), invalid=invalid),
+        temperature=0.1,
+        positive_temperature=0.12,
+    )
     loss.backward()
-    ref_pos, ref_neg = pos.detach().clone().requires_grad_(), neg_s.detach().clone().requires_grad_()
+    ref_pos, ref_neg = (
+        pos.detach().clone().requires_grad_(),
+        neg_s.detach().clone().requires_grad_(),
+    )
     logits = (ref_neg / 0.1).masked_fill(invalid, float("-inf"))
     count = (~invalid).sum(1).clamp(min=1)
     side = torch.logsumexp(logits, 1) - torch.log(count.double())

@@ -24,7 +24,9 @@ def test_model_contract(name, score):
     full = model.score_all(users).detach()
     assert full.shape == (4, 11)
     assert torch.allclose(model.score(users, items).detach(), full.gather(1, items), atol=1e-5)
-    assert torch.allclose(model.score_shared(users, items[0]).detach(), full[:, items[0]], atol=1e-5)
+    assert torch.allclose(
+        model.score_shared(users, items[0]).detach(), full[:, items[0]], atol=1e-5
+    )
     pos_s, neg_s, _ = model(users, items[:, 0], items[:, 1:])
     assert torch.allclose(pos_s.detach(), full.gather(1, items[:, :1]).squeeze(1), atol=1e-5)
     assert torch.allclose(neg_s.detach(), full.gather(1, items[:, 1:]), atol=1e-5)
@@ -84,8 +86,12 @@ def test_loss_options_and_weighting_follow_the_declaration(name):
         with pytest.raises(ValueError, match="has its own"):
             TrainConfig(loss=name, **reference)
     for option in sorted(loss_options()):
-        changed = {"loss_temperature": 0.3, "positive_temperature": 0.2,
-                   "contrastive_margin": 0.1, "contrastive_weight": 2.0}[option]
+        changed = {
+            "loss_temperature": 0.3,
+            "positive_temperature": 0.2,
+            "contrastive_margin": 0.1,
+            "contrastive_weight": 2.0,
+        }[option]
         if option in spec.options:
             assert getattr(TrainConfig(loss=name, **{option: changed}), option) == changed
         else:

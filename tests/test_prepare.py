@@ -20,14 +20,19 @@ from trainer.data.dataset import PreparedData
 from trainer.data.formats import DataError, read_interactions
 from trainer.data.prepare import PrepareOptions, prepare
 
-ROWS = [(f"u{u}", f"movie {i}, part {i % 3}", float(1 + (u + i) % 5))
-        for u in range(12) for i in range(9) if (u * 7 + i) % 4 != 0]
+ROWS = [
+    (f"u{u}", f"movie {i}, part {i % 3}", float(1 + (u + i) % 5))
+    for u in range(12)
+    for i in range(9)
+    if (u * 7 + i) % 4 != 0
+]
 NO_CORE = PrepareOptions(kcore=0)
 
 
 def _write_inter(path, rows=ROWS, gz=False):
     text = "user_id:token\titem_id:token\trating:float\ttimestamp:float\r\n" + "".join(
-        f"{u}\t{i}\t{r}\t{n}\r\n" for n, (u, i, r) in enumerate(rows))
+        f"{u}\t{i}\t{r}\t{n}\r\n" for n, (u, i, r) in enumerate(rows)
+    )
     if gz:
         with gzip.open(path, "wt", newline="") as fh:
             fh.write(text)
@@ -49,7 +54,9 @@ def _pairs(out):
 def test_recbole_inter_with_string_ids(tmp_path, gz):
     path = tmp_path / ("x.inter.gz" if gz else "x.inter")
     _write_inter(str(path), gz=gz)
-    data, pairs = _pairs(prepare(str(tmp_path / "out"), NO_CORE, str(path)) and str(tmp_path / "out"))
+    data, pairs = _pairs(
+        prepare(str(tmp_path / "out"), NO_CORE, str(path)) and str(tmp_path / "out")
+    )
     assert pairs == {(u, i) for u, i, _ in ROWS}  # titles with commas survive as ids
     assert data.num_users == 12
 
@@ -74,13 +81,23 @@ def test_rating_filter_dedup_and_kcore(tmp_path):
 def test_tabular_formats(tmp_path, fmt):
     path = tmp_path / f"x.{fmt}"
     if fmt == "parquet":
-        pq.write_table(pa.table({"user_id": [u for u, _, _ in ROWS], "item_id": [i for _, i, _ in ROWS],
-                                 "rating": [r for _, _, r in ROWS]}), str(path))
+        pq.write_table(
+            pa.table(
+                {
+                    "user_id": [u for u, _, _ in ROWS],
+                    "item_id": [i for _, i, _ in ROWS],
+                    "rating": [r for _, _, r in ROWS],
+                }
+            ),
+            str(path),
+        )
     else:
         sep = "," if fmt == "csv" else "\t"
         rows = [(u, i.replace(",", ";"), r) for u, i, r in ROWS]
-        path.write_text(f"user{sep}item{sep}rating{sep}timestamp\n" +
-                        "".join(f"{u}{sep}{i}{sep}{r}{sep}0\n" for u, i, r in rows))
+        path.write_text(
+            f"user{sep}item{sep}rating{sep}timestamp\n"
+            + "".join(f"{u}{sep}{i}{sep}{r}{sep}0\n" for u, i, r in rows)
+        )
     out = str(tmp_path / "out")
     prepare(out, NO_CORE, str(path))
     _, pairs = _pairs(out)
@@ -93,10 +110,14 @@ def test_lightgcn_text_keeps_the_given_test_split(tmp_path):
     train.write_text("0 1 2 3 4 5\n1 0 2 4 6 7\n2 1 3 5 7\n")
     test.write_text("0 6 7\n1 3\n2 0 99\n")  # item 99 unknown in train: dropped, counted
     out = str(tmp_path / "out")
-    manifest = prepare(out, PrepareOptions(kcore=0, valid_ratio=0.0), str(train), test_path=str(test))
+    manifest = prepare(
+        out, PrepareOptions(kcore=0, valid_ratio=0.0), str(train), test_path=str(test)
+    )
     data = PreparedData.load(out)
     users, items = data.ids("users"), data.ids("items")
-    test_pairs = {(users[u], items[i]) for u, i in zip(data.splits["test"].users, data.splits["test"].items)}
+    test_pairs = {
+        (users[u], items[i]) for u, i in zip(data.splits["test"].users, data.splits["test"].items)
+    }
     assert test_pairs == {("0", "6"), ("0", "7"), ("1", "3"), ("2", "0")}
     assert manifest["counts"]["given_test_pairs_dropped"] == 1
     assert manifest["counts"]["train"] == 14
@@ -115,14 +136,17 @@ def test_mat_file(tmp_path):
         read_interactions(str(bad))
 
 
-@pytest.mark.parametrize("content,message", [
-    ("", "empty"),
-    ("user,rating\nu1,3\n", "no item column"),
-    ("user,item,rating\nu1,i1,3\nu2,i2,five\n", "line 3, column 'rating'.*five"),
-    ("user,item,rating\nu1,i1,3\nu2,i2\n", "line 3: expected 3 fields, found 2"),
-    ("user,item\nu1,\n", "empty item id"),
-    ("user,item\n", "no interactions"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "empty"),
+        ("user,rating\nu1,3\n", "no item column"),
+        ("user,item,rating\nu1,i1,3\nu2,i2,five\n", "line 3, column 'rating'.*five"),
+        ("user,item,rating\nu1,i1,3\nu2,i2\n", "line 3: expected 3 fields, found 2"),
+        ("user,item\nu1,\n", "empty item id"),
+        ("user,item\n", "no interactions"),
+    ],
+)
 def test_malformed_inputs_name_the_problem_and_write_nothing(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
@@ -184,10 +208,28 @@ def test_two_prepares_racing_for_one_new_out_leave_one_winner(tmp_path):
     _write_inter(str(path), rows=ROWS * 1)
     for trial in range(6):
         out = tmp_path / f"out{trial}"
-        procs = [subprocess.Popen([sys.executable, "-m", "trainer.cli", "prepare", "--input",
-                                   str(path), "--kcore", "0", "--seed", str(seed), "--out", str(out)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for seed in (1, 2)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "trainer.cli",
+                    "prepare",
+                    "--input",
+                    str(path),
+                    "--kcore",
+                    "0",
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed in (1, 2)
+        ]
         codes = [p.wait(timeout=120) for p in procs]
         assert sorted(codes) == [0, 2], codes
         winner = codes.index(0) + 1
@@ -201,11 +243,19 @@ def test_same_seed_gives_byte_identical_output(tmp_path):
         prepare(str(tmp_path / name), NO_CORE, str(path))
     prepare(str(tmp_path / "c"), PrepareOptions(kcore=0, seed=1), str(path))
     files = sorted(os.listdir(tmp_path / "a"))
-    assert files == ["items.parquet", "manifest.json", "test.parquet", "train.parquet",
-                     "users.parquet", "valid.parquet"]
+    assert files == [
+        "items.parquet",
+        "manifest.json",
+        "test.parquet",
+        "train.parquet",
+        "users.parquet",
+        "valid.parquet",
+    ]
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
-    assert (tmp_path / "a" / "test.parquet").read_bytes() != (tmp_path / "c" / "test.parquet").read_bytes()
+    assert (tmp_path / "a" / "test.parquet").read_bytes() != (
+        tmp_path / "c" / "test.parquet"
+    ).read_bytes()
 
 
 def test_split_ratios_per_user(tmp_path):
@@ -234,20 +284,44 @@ def test_cli_on_movielens_100k(tmp_path):
     if not os.path.exists(src):
         pytest.skip("shared MovieLens-100K not present")
     out = tmp_path / "ml100k"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "trainer", "prepare.py"), "--input", src,
-                           "--out", str(out), "--min-rating", "4"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "trainer", "prepare.py"),
+            "--input",
+            src,
+            "--out",
+            str(out),
+            "--min-rating",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     counts = json.loads(proc.stdout)
     assert counts["after_rating_filter"] == 55375 and counts["users"] > 900
-    bad = subprocess.run([sys.executable, os.path.join(ROOT, "trainer", "prepare.py"), "--input",
-                          str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "trainer", "prepare.py"),
+            "--input",
+            str(tmp_path / "missing.csv"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "no such file" in bad.stderr
 
 
 def _prepare_cli(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "trainer", "prepare.py"), *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "trainer", "prepare.py"), *args],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_unreadable_inputs_and_outputs_get_one_line_and_exit_2(tmp_path):
@@ -257,10 +331,12 @@ def test_unreadable_inputs_and_outputs_get_one_line_and_exit_2(tmp_path):
     truncated.write_bytes(good.read_bytes()[:-40])
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    cases = [(["--input", str(truncated), "--out", str(tmp_path / "o1")], "cannot be read"),
-             (["--input", str(good), "--out", str(a_file)], "exists and is not a directory"),
-             # /proc is read-only even for root: the nearest thing to a read-only --out here
-             (["--input", str(good), "--out", "/proc/adasir-out"], "cannot write there")]
+    cases = [
+        (["--input", str(truncated), "--out", str(tmp_path / "o1")], "cannot be read"),
+        (["--input", str(good), "--out", str(a_file)], "exists and is not a directory"),
+        # /proc is read-only even for root: the nearest thing to a read-only --out here
+        (["--input", str(good), "--out", "/proc/adasir-out"], "cannot write there"),
+    ]
     for args, message in cases:
         proc = _prepare_cli(*args, "--kcore", "0")
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
@@ -287,8 +363,20 @@ def test_synthetic_size_is_bounded(tmp_path):
 def test_errors_that_quote_input_escape_control_characters(tmp_path, line):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"user,item,rating\nu1,i1,5\n" + line)
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "prepare", "--input", str(bad),
-                           "--out", str(tmp_path / "out")], capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.cli",
+            "prepare",
+            "--input",
+            str(bad),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not any(c < 0x20 and c != 0x0A or c == 0x7F for c in proc.stderr), proc.stderr

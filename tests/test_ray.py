@@ -62,24 +62,54 @@ def test_sharded_evaluation_sums_to_the_single_process_result(tiny_data):
 
 
 def _env():
-    return {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    return {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": ROOT,
+    }
 
 
 def _run_args(data, out, *extra):
-    return [sys.executable, RUN, "--data", data, "--out", str(out), "--lr", "0.01",
-            "--batch-size", "1024", "--seed", "0", *extra]
+    return [
+        sys.executable,
+        RUN,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--lr",
+        "0.01",
+        "--batch-size",
+        "1024",
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 def test_bad_ray_requests_fail_before_workers_start(tiny_data, tmp_path):
-    for args, message in ((["--workers", "100000"], "more than the"),
-                          (["--workers", "2", "--device", "cuda"], "--gpu")):
-        proc = subprocess.run(_run_args(tiny_data, tmp_path / "o", *args), capture_output=True,
-                              text=True, env=_env(), timeout=120)
+    for args, message in (
+        (["--workers", "100000"], "more than the"),
+        (["--workers", "2", "--device", "cuda"], "--gpu"),
+    ):
+        proc = subprocess.run(
+            _run_args(tiny_data, tmp_path / "o", *args),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=120,
+        )
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert "Started a local Ray" not in proc.stderr
-    proc = subprocess.run(_run_args(str(tmp_path), tmp_path / "o", "--workers", "2"),
-                          capture_output=True, text=True, env=_env(), timeout=120)
+    proc = subprocess.run(
+        _run_args(str(tmp_path), tmp_path / "o", "--workers", "2"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert proc.returncode == 2 and "not a prepared dataset" in proc.stderr
 
 
@@ -97,29 +127,50 @@ def odd_data(tmp_path_factory) -> str:
 @pytest.mark.slow
 def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_data, tmp_path):
     data = PreparedData.load(odd_data)
-    sizes = [s.size for s in plan_shards(data.splits["train"].users, data.num_users, 3, 1024).shards]
+    sizes = [
+        s.size for s in plan_shards(data.splits["train"].users, data.num_users, 3, 1024).shards
+    ]
     assert len(set(sizes)) > 1, sizes  # the case where shard-sized init went wrong
     common = ("--epochs", "15", "--eval-every", "5")
-    ref = subprocess.run(_run_args(odd_data, tmp_path / "w0", *common, "--workers", "0"),
-                         capture_output=True, text=True, env=_env(), timeout=300)
+    ref = subprocess.run(
+        _run_args(odd_data, tmp_path / "w0", *common, "--workers", "0"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.run(_run_args(odd_data, tmp_path / "w3", *common, "--workers", "3"),
-                          capture_output=True, text=True, env=_env(), timeout=400)
+    proc = subprocess.run(
+        _run_args(odd_data, tmp_path / "w3", *common, "--workers", "3"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if " epoch " in f" {ln}" and "/15 loss" in ln]
+    lines = [
+        ln
+        for ln in (proc.stdout + proc.stderr).splitlines()
+        if " epoch " in f" {ln}" and "/15 loss" in ln
+    ]
     assert len(lines) == 15, lines  # one progress line per epoch
     m3 = json.loads((tmp_path / "w3" / "metrics.json").read_text())
     m0 = json.loads((tmp_path / "w0" / "metrics.json").read_text())
     assert m3["workers"] == 3 and len(m3["epochs"]) == 15 and "valid" in m3["epochs"][4]
     # Every worker starts from the one-process item table, bit for bit ...
     from trainer.core.models import build_model, item_digest
+
     one_process = item_digest(build_model("mf", data.num_users, data.num_items, 32, 0))
     assert m3["item_start_sha256"] == [one_process] * 3
     # ... and the workers' copies stay identical after every epoch.
     assert [e["replica_spread"] for e in m3["epochs"]] == [0.0] * 15
     # Every worker's peak memory and sampler state are recorded, by rank.
-    assert all(len(e["worker_peak_rss_mb"]) == 3 and min(e["worker_peak_rss_mb"]) > 0
-               and len(e["worker_sampler_state_bytes"]) == 3 for e in m3["epochs"])
+    assert all(
+        len(e["worker_peak_rss_mb"]) == 3
+        and min(e["worker_peak_rss_mb"]) > 0
+        and len(e["worker_sampler_state_bytes"]) == 3
+        for e in m3["epochs"]
+    )
     # Users never cross the network: only item-side gradients are all-reduced.
     assert m3["allreduce_bytes_per_step"] == data.num_items * 32 * 4
     assert m3["ddp_bytes_per_step"] == (data.num_items + data.num_users) * 32 * 4
@@ -128,11 +179,17 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     # +0.0034, +0.0055 (README, "Same answer").
     assert abs(m3["test"]["ndcg@50"] - m0["test"]["ndcg@50"]) < 0.01, (m3["test"], m0["test"])
     from trainer.outputs.checkpoint import load_checkpoint
+
     ckpt = load_checkpoint(str(tmp_path / "w3" / "checkpoint"))
     assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == 15
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every shard made it in
-    gpu = subprocess.run(_run_args(odd_data, tmp_path / "g", "--workers", "1", "--gpu", "--epochs", "1"),
-                         capture_output=True, text=True, env=_env(), timeout=200)
+    gpu = subprocess.run(
+        _run_args(odd_data, tmp_path / "g", "--workers", "1", "--gpu", "--epochs", "1"),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=200,
+    )
     assert gpu.returncode == 2 and "needs 1 GPUs; the cluster has 0" in gpu.stderr
 
 
@@ -140,9 +197,24 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
 @pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_run_args(tiny_data, out, "--workers", "2", "--epochs", "12",
-                                      "--eval-every", "4", "--checkpoint-every", "2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    proc = subprocess.Popen(
+        _run_args(
+            tiny_data,
+            out,
+            "--workers",
+            "2",
+            "--epochs",
+            "12",
+            "--eval-every",
+            "4",
+            "--checkpoint-every",
+            "2",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
     killed = None
     deadline = time.time() + 240
     try:
@@ -170,6 +242,7 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     assert "test" in metrics
     assert int((out / "workers" / "rank-1.pid").read_text()) != killed  # a new worker
     from trainer.outputs.checkpoint import load_checkpoint
+
     assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 12
 
 
@@ -179,20 +252,71 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     env = _env()
     port = "8266"
-    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--dashboard-port", port,
-                            "--object-store-memory", str(256 * 1024 * 1024), "--disable-usage-stats"],
-                           capture_output=True, text=True, env=env, timeout=120)
+    start = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--dashboard-port",
+            port,
+            "--object-store-memory",
+            str(256 * 1024 * 1024),
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert start.returncode == 0, start.stderr
     try:
         out = tmp_path / "job"
-        runtime_env = json.dumps({"working_dir": ROOT,
-                                  "excludes": ["runs/", ".git/", "benchmarks/results/", "benchmarks/reports/", "*.egg-info/"]})
+        runtime_env = json.dumps(
+            {
+                "working_dir": ROOT,
+                "excludes": [
+                    "runs/",
+                    ".git/",
+                    "benchmarks/results/",
+                    "benchmarks/reports/",
+                    "*.egg-info/",
+                ],
+            }
+        )
         submit = subprocess.run(
-            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{port}",
-             "--runtime-env-json", runtime_env, "--",
-             "python", "trainer/run.py", "--data", tiny_data, "--out", str(out), "--workers", "2",
-             "--epochs", "3", "--eval-every", "3", "--lr", "0.01", "--batch-size", "1024"],
-            capture_output=True, text=True, env=env, timeout=400)
+            [
+                ray_bin,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{port}",
+                "--runtime-env-json",
+                runtime_env,
+                "--",
+                "python",
+                "trainer/run.py",
+                "--data",
+                tiny_data,
+                "--out",
+                str(out),
+                "--workers",
+                "2",
+                "--epochs",
+                "3",
+                "--eval-every",
+                "3",
+                "--lr",
+                "0.01",
+                "--batch-size",
+                "1024",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=400,
+        )
         assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
         assert "epoch 3/3 loss" in submit.stdout  # progress reaches `ray job logs`
         metrics = json.loads((out / "metrics.json").read_text())
@@ -204,9 +328,24 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
         spec.update(dataset=tiny_data, output=str(tmp_path / "tune"))
         (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
         tune = subprocess.run(
-            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{port}",
-             "--runtime-env-json", runtime_env, "--", "python", "trainer/tune.py", str(tmp_path / "tiny.yaml")],
-            capture_output=True, text=True, env=env, timeout=400)
+            [
+                ray_bin,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{port}",
+                "--runtime-env-json",
+                runtime_env,
+                "--",
+                "python",
+                "trainer/tune.py",
+                str(tmp_path / "tiny.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=400,
+        )
         assert tune.returncode == 0, (tune.stdout + tune.stderr)[-3000:]
         assert len((tmp_path / "tune" / "results.csv").read_text().strip().splitlines()) == 3
         assert (tmp_path / "tune" / "best" / "checkpoint" / "model.pt").exists()
@@ -237,29 +376,42 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     from trainer.distributed.ray_train import CollectiveReplicas
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     data = PreparedData.load(data_path)
     plan = plan_shards(data.splits["train"].users, data.num_users, world, 512)
     cfg = TrainConfig(batch_size=plan.batch_per_worker, lr=0.01, sampler=sampler)
     replicas = CollectiveReplicas(world)
-    engine = Engine(cfg, data, plan.shards[rank], steps_per_epoch=plan.steps_per_epoch,
-                    exchange=GradientExchange(world), replicas=replicas)
+    engine = Engine(
+        cfg,
+        data,
+        plan.shards[rank],
+        steps_per_epoch=plan.steps_per_epoch,
+        exchange=GradientExchange(world),
+        replicas=replicas,
+    )
     spreads = []
     for _ in range(2):
         engine.train_epoch()
         spreads.append(replicas.spread(engine.replicated_tensors()))
     idx = torch.arange(plan.batch_per_worker) % engine.train_users.numel()
-    neg = engine.sampler.sample(engine.model, engine.train_users[idx], engine.train_items[idx],
-                                engine.generator)
+    neg = engine.sampler.sample(
+        engine.model, engine.train_users[idx], engine.train_items[idx], engine.generator
+    )
     weights = neg.pos_weight if neg.pos_weight is not None else torch.ones(idx.numel())
     found = (weights > 0).float()
     sums = torch.stack([weights.sum(), found.sum()])
     dist.all_reduce(sums)
-    torch.save({"spreads": spreads, "local_mean": float(weights.sum() / found.sum()),
-                "global_mean": float(sums[0] / sums[1]),
-                "replicated": [t.cpu() for t in engine.replicated_tensors()]},
-               os.path.join(out, f"rank{rank}.pt"))
+    torch.save(
+        {
+            "spreads": spreads,
+            "local_mean": float(weights.sum() / found.sum()),
+            "global_mean": float(sums[0] / sums[1]),
+            "replicated": [t.cpu() for t in engine.replicated_tensors()],
+        },
+        os.path.join(out, f"rank{rank}.pt"),
+    )
     dist.barrier()  # no rank tears down its connections while another is still receiving
     dist.destroy_process_group()
     # Saved: leave without the interpreter's teardown, where Gloo's threads occasionally abort
@@ -270,8 +422,9 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
 @pytest.mark.slow
 # WARP with margin 0: with margin 1 the first trial violates for nearly every pair on this
 # small model, every weight is the same and every worker's own mean is 1 already.
-@pytest.mark.parametrize("sampler", [{"name": "irgan"}, {"name": "adasir-w"},
-                                     {"name": "warp", "warp_margin": 0.0}])
+@pytest.mark.parametrize(
+    "sampler", [{"name": "irgan"}, {"name": "adasir-w"}, {"name": "warp", "warp_margin": 0.0}]
+)
 def test_replicated_sampler_state_and_batch_statistics_are_global(odd_data, tmp_path, sampler):
     import torch.multiprocessing as mp
 

@@ -24,7 +24,7 @@ def code_blocks(path: str, lang: str) -> list[str]:
 def _section(text: str, title: str) -> str:
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def readme_block(title: str, lang: str) -> str:
@@ -49,9 +49,15 @@ def test_quickstart_runs_as_written(tmp_path):
         pytest.skip("curl is not installed")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     script = "set -euo pipefail\n" + readme_block("Quickstart", "bash")
-    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -68,20 +74,35 @@ def test_the_readme_python_api_block_runs_on_the_quickstarts_data(tmp_path):
     """The README's Python API block as written, after the quickstart's `adasir prepare`."""
     first = readme_block("Quickstart", "bash").splitlines()[0]
     assert first.startswith("adasir prepare ")
-    prep = subprocess.run([sys.executable, "-m", "trainer.cli", *shlex.split(first)[1:]],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    prep = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", *shlex.split(first)[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert prep.returncode == 0, prep.stderr
-    api = subprocess.run([sys.executable, "-c", readme_block("Python API", "python")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    api = subprocess.run(
+        [sys.executable, "-c", readme_block("Python API", "python")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert api.returncode == 0, api.stderr[-3000:]
     assert (tmp_path / "runs" / "models" / "demo-api" / "checkpoint" / "model.pt").is_file()
 
 
 def test_the_api_guides_example_runs():
     block = code_blocks(os.path.join(ROOT, "docs", "python-api.md"), "python")[0]
-    proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", block],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("[(") == 3
 
@@ -89,8 +110,11 @@ def test_the_api_guides_example_runs():
 def _doc_commands() -> list[list[str]]:
     """Every shell command in docs/ and README.md bash blocks, continuation lines joined."""
     commands = []
-    for path in [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "benchmarks", "README.md"),
-                 *glob.glob(os.path.join(ROOT, "docs", "*.md"))]:
+    for path in [
+        os.path.join(ROOT, "README.md"),
+        os.path.join(ROOT, "benchmarks", "README.md"),
+        *glob.glob(os.path.join(ROOT, "docs", "*.md")),
+    ]:
         for block in code_blocks(path, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
                 line = line.split(" #")[0].strip()
@@ -118,8 +142,12 @@ def test_every_documented_command_is_accepted():
             assert args is not None
             checked += 1
         elif argv[:2] in (["adasir", "prepare"], ["python", "trainer/prepare.py"]):
-            help_out = subprocess.run([sys.executable, "-m", "trainer.cli", "prepare", "--help"],
-                                      capture_output=True, text=True, timeout=60).stdout
+            help_out = subprocess.run(
+                [sys.executable, "-m", "trainer.cli", "prepare", "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
             for flag in (a.split("=")[0] for a in argv[2:] if a.startswith("--")):
                 assert flag in help_out, (flag, argv)
             checked += 1

@@ -25,8 +25,9 @@ def test_ease_columns_are_the_ridge_regressions_without_their_own_item():
     for j in range(x.shape[1]):
         others = [k for k in range(x.shape[1]) if k != j]
         xo = x[:, others]
-        direct = torch.linalg.solve(xo.T @ xo + lam * torch.eye(len(others), dtype=x.dtype),
-                                    xo.T @ x[:, j])
+        direct = torch.linalg.solve(
+            xo.T @ xo + lam * torch.eye(len(others), dtype=x.dtype), xo.T @ x[:, j]
+        )
         torch.testing.assert_close(b[others, j], direct)
 
 
@@ -62,14 +63,27 @@ def test_fixed_scores_blocks_match_the_full_rows():
     p, q = torch.randn(5, 3, generator=g), torch.randn(9, 3, generator=g)
     users, items = torch.tensor([4, 0, 2]), torch.arange(3, 7)
     for model in (FixedScores(p, q), FixedScores(p @ q.T)):
-        torch.testing.assert_close(model.score_shared(users, items), model.score_all(users)[:, items])
+        torch.testing.assert_close(
+            model.score_shared(users, items), model.score_all(users)[:, items]
+        )
 
 
 def _script_error(tmp_path, *args) -> str:
     """The last stderr line of a run that must fail with argparse's exit status 2."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.reference_models",
-                           "--out", str(tmp_path / "out"), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.reference_models",
+            "--out",
+            str(tmp_path / "out"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
     return proc.stderr.strip().splitlines()[-1]
@@ -77,7 +91,8 @@ def _script_error(tmp_path, *args) -> str:
 
 def test_an_empty_grid_is_a_one_line_error(tmp_path):
     assert _script_error(tmp_path, "--data", "nowhere", "--ials-lambda", "").endswith(
-        "--ials-alpha0, --ials-lambda and --seeds each need at least one value")
+        "--ials-alpha0, --ials-lambda and --seeds each need at least one value"
+    )
 
 
 def test_a_directory_that_is_not_a_prepared_dataset_is_a_one_line_error(tmp_path):

@@ -10,19 +10,62 @@ import pytest
 from conftest import ROOT
 
 REPORTS = {
-    "table2": ["--models", "mf,gmf", "--samplers", "uniform,adasir-u", "--epochs", "2",
-               "--l2-grid", "0.01,0.001", "--tau-grid", "2", "--seeds", "0,1", "--batch-size", "1024",
-               "--contenders", "bpr+dns,softmax+shared1000+cosine"],
-    "timing": ["--samplers", "uniform,adasir-u,kernel,irgan", "--epochs", "1", "--batch-size", "1024"],
-    "softmax_fit": ["--epochs", "15", "--users", "2", "--draws", "2000",
-                    "--samplers", "uniform,dns,adasir-u,adasir-p,kernel,softmax"],
+    "table2": [
+        "--models",
+        "mf,gmf",
+        "--samplers",
+        "uniform,adasir-u",
+        "--epochs",
+        "2",
+        "--l2-grid",
+        "0.01,0.001",
+        "--tau-grid",
+        "2",
+        "--seeds",
+        "0,1",
+        "--batch-size",
+        "1024",
+        "--contenders",
+        "bpr+dns,softmax+shared1000+cosine",
+    ],
+    "timing": [
+        "--samplers",
+        "uniform,adasir-u,kernel,irgan",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1024",
+    ],
+    "softmax_fit": [
+        "--epochs",
+        "15",
+        "--users",
+        "2",
+        "--draws",
+        "2000",
+        "--samplers",
+        "uniform,dns,adasir-u,adasir-p,kernel,softmax",
+    ],
     "pool_sweep": ["--samplers", "adasir-u,adasir-w", "--sizes", "20,50", "--epochs", "2"],
     "convergence": ["--samplers", "uniform,adasir-u", "--epochs", "3"],
     "ablation": ["--epochs", "2", "--seeds", "0", "--batch-size", "1024"],
     "irgan_diagnostic": ["--epochs", "2", "--batch-size", "1024"],
-    "reference_models": ["--ease-lambdas", "10,100", "--ials-alpha0", "0.1", "--ials-lambda",
-                         "0.01,0.1", "--iterations", "2", "--eval-every", "1", "--seeds", "0,1",
-                         "--threads", "1"],
+    "reference_models": [
+        "--ease-lambdas",
+        "10,100",
+        "--ials-alpha0",
+        "0.1",
+        "--ials-lambda",
+        "0.01,0.1",
+        "--iterations",
+        "2",
+        "--eval-every",
+        "1",
+        "--seeds",
+        "0,1",
+        "--threads",
+        "1",
+    ],
 }
 
 
@@ -30,20 +73,39 @@ REPORTS = {
 @pytest.mark.parametrize("report", sorted(REPORTS))
 def test_report_runs_end_to_end(report, tiny_data, tmp_path):
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{report}",
-                           "--data", tiny_data, "--out", str(out), *REPORTS[report]],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"benchmarks.{report}",
+            "--data",
+            tiny_data,
+            "--out",
+            str(out),
+            *REPORTS[report],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (out / f"{report}.md").read_text()
     png = out / f"{report}.png"
     assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "```bash\npython " in md and "|---|" in md and f"({report}.png)" in md
     if report == "table2":  # a contender that needs more items than the data has says so
-        assert "| bpr+dns |" in md and "softmax+shared1000+cosine (not applicable: --negatives 1000" in md
+        assert (
+            "| bpr+dns |" in md
+            and "softmax+shared1000+cosine (not applicable: --negatives 1000" in md
+        )
     if report == "softmax_fit":
-        rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in md.splitlines()
-                if line.startswith("| ") and not line.startswith("| sampler")}
+        rows = {
+            line.split("|")[1].strip(): float(line.split("|")[2])
+            for line in md.splitlines()
+            if line.startswith("| ") and not line.startswith("| sampler")
+        }
         # A trained model's softmax is peaked: the exact sampler and AdaSIR's pools follow it,
         # uniform does not, and DNS (a max, not a softmax) overshoots it.
         assert rows["softmax"] < 0.5 * rows["uniform"] and rows["adasir-u"] < 0.6 * rows["uniform"]
@@ -51,10 +113,14 @@ def test_report_runs_end_to_end(report, tiny_data, tmp_path):
 
 
 def _run_script(name, tiny_data, out, *args):
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}",
-                           "--data", tiny_data, "--out", str(out), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", "--data", tiny_data, "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -64,17 +130,57 @@ def test_quiet_machine_scripts_read_table2s_cache(tiny_data, tmp_path):
     for the choice) and write their tables."""
     out = tmp_path / "report"
     # Table 2's own protocol (20 epochs, batch 4096), which these scripts read the cache under.
-    _run_script("table2", tiny_data, out, "--models", "mf", "--samplers", "uniform",
-                "--l2-grid", "0.001", "--tau-grid", "", "--seeds", "0,1", "--contenders", "bpr+dns")
-    _run_script("contender_timing", tiny_data, out, "--contenders", "bpr+dns", "--epochs", "2",
-                "--threads", "1", "--report", "timing-dns")
+    _run_script(
+        "table2",
+        tiny_data,
+        out,
+        "--models",
+        "mf",
+        "--samplers",
+        "uniform",
+        "--l2-grid",
+        "0.001",
+        "--tau-grid",
+        "",
+        "--seeds",
+        "0,1",
+        "--contenders",
+        "bpr+dns",
+    )
+    _run_script(
+        "contender_timing",
+        tiny_data,
+        out,
+        "--contenders",
+        "bpr+dns",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--report",
+        "timing-dns",
+    )
     md = (out / "timing-dns.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "configuration" not in line]
-    assert [r.split(" | ")[0] for r in rows] == ["| uniform BPR (adasir's baseline)",
-                                                "| adasir-u (the paper)", "| bpr+dns"]
+    rows = [
+        line for line in md.splitlines() if line.startswith("| ") and "configuration" not in line
+    ]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| uniform BPR (adasir's baseline)",
+        "| adasir-u (the paper)",
+        "| bpr+dns",
+    ]
     assert rows[0].endswith("| 1.00 |") and "interleaved rounds" in md
-    _run_script("sampler_profile", tiny_data, out, "--contender", "bpr+dns", "--warmup", "1",
-                "--threads", "1")
+    _run_script(
+        "sampler_profile",
+        tiny_data,
+        out,
+        "--contender",
+        "bpr+dns",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+    )
     md = (out / "sampler_profile-bpr+dns.md").read_text()
     assert "First draws that were the user's own train items" in md and "aten::" in md
 
@@ -85,8 +191,19 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
     trains nothing; implicit's reference models are scored by the engine's evaluator."""
     out = tmp_path / "report"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    bench = [sys.executable, "-m", "benchmarks.public_benchmark",
-             "--data", tiny_data, "--out", str(out), "--contenders", "default", "--seeds", "0,1"]
+    bench = [
+        sys.executable,
+        "-m",
+        "benchmarks.public_benchmark",
+        "--data",
+        tiny_data,
+        "--out",
+        str(out),
+        "--contenders",
+        "default",
+        "--seeds",
+        "0,1",
+    ]
     proc = subprocess.run(bench, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = (out / "runs.jsonl").read_text().splitlines()
@@ -94,12 +211,31 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
     md = (out / "report.md").read_text()
     assert "| default | – | 2 |" in md and "Not yet measured" not in md
     assert (out / "recall20_vs_seconds.png").read_bytes()[:4] == b"\x89PNG"
-    again = subprocess.run([*bench, "--report-only"], capture_output=True, text=True,
-                           timeout=120, env=env)
+    again = subprocess.run(
+        [*bench, "--report-only"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert again.returncode == 0 and (out / "runs.jsonl").read_text().splitlines() == runs
-    ref = subprocess.run([sys.executable, "-m", "benchmarks.implicit_reference",
-                          "--data", tiny_data, "--out", str(out), "--models", "als",
-                          "--seeds", "0", "--threads", "1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    ref = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.implicit_reference",
+            "--data",
+            tiny_data,
+            "--out",
+            str(out),
+            "--models",
+            "als",
+            "--seeds",
+            "0",
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "| implicit ALS, d = 64 |" in (out / "implicit_reference.md").read_text()

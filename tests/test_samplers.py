@@ -22,7 +22,9 @@ def config_for(name, **wanted):
 
 def _positives(num_users, num_items, per_user, seed=0):
     g = torch.Generator().manual_seed(seed)
-    items = torch.stack([torch.randperm(num_items, generator=g)[:per_user] for _ in range(num_users)])
+    items = torch.stack(
+        [torch.randperm(num_items, generator=g)[:per_user] for _ in range(num_users)]
+    )
     users = torch.arange(num_users).repeat_interleave(per_user)
     return InteractionIndex(users, items.reshape(-1), num_users, num_items)
 
@@ -55,7 +57,9 @@ def test_sampler_contract(name, setup):
     """Shapes, ranges, positives avoided, weights well-formed, same seed ⇒ same draws."""
     positives, model, counts = setup
     cfg = config_for(name, num_negatives=7, num_candidates=40, pool_size=30)
-    users = torch.randint(0, positives.num_users, (256,), generator=torch.Generator().manual_seed(2))
+    users = torch.randint(
+        0, positives.num_users, (256,), generator=torch.Generator().manual_seed(2)
+    )
     pos = positives.items[positives.offsets[users]]  # each user's first train item
 
     def draw(seed):
@@ -117,7 +121,9 @@ def test_complement_sampling_is_uniform_over_non_positives():
     users = torch.tensor([0, 1, 2])
     draws = positives.sample_complement(users, 20000, g)
     for row, u in enumerate(users):
-        allowed = set(range(20)) - set(positives.items[positives.offsets[u]:positives.offsets[u + 1]].tolist())
+        allowed = set(range(20)) - set(
+            positives.items[positives.offsets[u] : positives.offsets[u + 1]].tolist()
+        )
         counts = torch.bincount(draws[row], minlength=20).float()
         assert set(torch.nonzero(counts).squeeze(1).tolist()) == allowed
         freq = counts[list(allowed)] / 20000
@@ -127,7 +133,9 @@ def test_complement_sampling_is_uniform_over_non_positives():
 def test_membership_paths_agree():
     """The bitset and the sorted-key search answer the same."""
     positives = _positives(40, 300, per_user=25, seed=3)
-    keys_only = InteractionIndex(positives.keys // 300, positives.items, 40, 300, bitset_budget_bytes=0)
+    keys_only = InteractionIndex(
+        positives.keys // 300, positives.items, 40, 300, bitset_budget_bytes=0
+    )
     users = torch.randint(0, 40, (500,))
     items = torch.randint(0, 300, (500, 9))
     assert torch.equal(positives.contains(users, items), keys_only.contains(users, items))
@@ -138,11 +146,13 @@ def _pool_distribution(name, num_candidates, table, users=2000, reuse=False, **o
     """Empirical item frequencies over the pools of many users who share one score row."""
     n_items = table.numel()
     model = FixedScores(table.expand(users, n_items))
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                             users, n_items)
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, n_items
+    )
     counts = torch.randint(1, 100, (n_items,), generator=torch.Generator().manual_seed(9))
-    cfg = config_for(name, num_candidates=num_candidates, pool_size=200, reuse_pool=reuse,
-                     **options)
+    cfg = config_for(
+        name, num_candidates=num_candidates, pool_size=200, reuse_pool=reuse, **options
+    )
     sampler = build_sampler(cfg, empty, counts)
     g = torch.Generator().manual_seed(11)
     if name == "uniform":
@@ -163,15 +173,23 @@ def _pool_distribution(name, num_candidates, table, users=2000, reuse=False, **o
 SHARED = {"shared_candidates": True, "refresh_chunk_users": 1}
 
 
-@pytest.mark.parametrize("name,options,grid", [
-    ("adasir-u", {}, (20, 100, 1000, 5000)), ("adasir-p", {}, (20, 100, 1000, 5000)),
-    ("adasir-u", SHARED, (20, 100, 400, 1000)), ("adasir-p", SHARED, (20, 100, 1000, 5000))])
+@pytest.mark.parametrize(
+    "name,options,grid",
+    [
+        ("adasir-u", {}, (20, 100, 1000, 5000)),
+        ("adasir-p", {}, (20, 100, 1000, 5000)),
+        ("adasir-u", SHARED, (20, 100, 400, 1000)),
+        ("adasir-p", SHARED, (20, 100, 1000, 5000)),
+    ],
+)
 def test_theorem_3_1_pool_approaches_softmax(name, options, grid):
     """TV(pool frequencies, softmax) falls as |K| grows and is small at large |K|."""
     table = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1.5
     target = torch.softmax(table.double(), 0)
-    tv = [0.5 * float((_pool_distribution(name, k, table, **options) - target).abs().sum())
-          for k in grid]
+    tv = [
+        0.5 * float((_pool_distribution(name, k, table, **options) - target).abs().sum())
+        for k in grid
+    ]
     assert tv == sorted(tv, reverse=True), dict(zip(grid, tv))
     assert tv[-1] < 0.06, tv  # sampling noise alone is ≈ 0.02 with 400k entries
     uniform_tv = 0.5 * float((_pool_distribution("uniform", 1, table) - target).abs().sum())
@@ -184,10 +202,12 @@ def test_pool_reuse_keeps_softmax():
     target = torch.softmax(table.double(), 0)
     n_items, users = 1000, 2000
     model = FixedScores(table.expand(users, n_items))
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                             users, n_items)
-    sampler = build_sampler(sampler_config(name="adasir-u", num_candidates=5000), empty,
-                            torch.ones(n_items))
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, n_items
+    )
+    sampler = build_sampler(
+        sampler_config(name="adasir-u", num_candidates=5000), empty, torch.ones(n_items)
+    )
     g = torch.Generator().manual_seed(1)
     sampler.refresh(model, g)
     first = sampler.pool_items.clone()
@@ -213,7 +233,7 @@ def test_rank_estimate_is_unbiased_within_the_floor():
 
 def test_rank_counts_candidates_above_not_below():
     cand = torch.tensor([[5.0, 4.0, 3.0, 2.0]])
-    low = estimate_rank(torch.tensor([1.0]), cand, 101)   # every candidate above → bottom
+    low = estimate_rank(torch.tensor([1.0]), cand, 101)  # every candidate above → bottom
     high = estimate_rank(torch.tensor([9.0]), cand, 101)  # none above → top
     assert int(low) == 101 and int(high) == 1
     table = harmonic_table(101)
@@ -273,8 +293,15 @@ def test_distinct_pools_never_repeat_and_lean_to_high_scores():
     """pool_distinct: |R| distinct entries per user, drawn ∝ w without replacement, so the
     best-scored candidates are in the pool more often than the worst."""
     table = torch.randn(1000, generator=torch.Generator().manual_seed(0)) * 1.5
-    freq = _pool_distribution("adasir-u", 800, table, users=500, pool_distinct=True,
-                              shared_candidates=True, refresh_chunk_users=1)
+    freq = _pool_distribution(
+        "adasir-u",
+        800,
+        table,
+        users=500,
+        pool_distinct=True,
+        shared_candidates=True,
+        refresh_chunk_users=1,
+    )
     top, bottom = table.argsort(descending=True)[:100], table.argsort()[:100]
     assert float(freq[top].sum()) > 5 * float(freq[bottom].sum())
     with pytest.raises(ValueError, match="needs \\|R\\| < \\|K\\|"):
@@ -287,8 +314,9 @@ def test_pools_refresh_as_often_as_asked(tiny_data):
     from trainer.data.dataset import PreparedData
 
     data = PreparedData.load(tiny_data)
-    engine = Engine(TrainConfig(batch_size=256, sampler={"name": "adasir-u",
-                                                         "refreshes_per_epoch": 4}), data)
+    engine = Engine(
+        TrainConfig(batch_size=256, sampler={"name": "adasir-u", "refreshes_per_epoch": 4}), data
+    )
     calls = []
     real = engine.sampler.refresh
     engine.sampler.refresh = lambda m, g: calls.append(1) or real(m, g)
@@ -299,14 +327,18 @@ def test_pools_refresh_as_often_as_asked(tiny_data):
 def test_per_user_state_holds_item_ids_as_int32(setup):
     positives, model, counts = setup
     U, R, K = positives.num_users, 30, 40
-    adasir = build_sampler(sampler_config(name="adasir-w", num_candidates=K, pool_size=R),
-                           positives, counts)
+    adasir = build_sampler(
+        sampler_config(name="adasir-w", num_candidates=K, pool_size=R), positives, counts
+    )
     adasir.refresh(model, torch.Generator().manual_seed(0))
     assert adasir.pool_items.dtype == adasir.candidates.dtype == torch.int32
     # ids, log w and scores [U, R] at 4 bytes each, the candidates [U, K] at 4.
     assert adasir.state_size_bytes() == U * R * 12 + U * K * 4
-    srns = build_sampler(sampler_config(name="srns", srns_tracked=20, srns_memory=5,
-                                        srns_history=3), positives, counts)
+    srns = build_sampler(
+        sampler_config(name="srns", srns_tracked=20, srns_memory=5, srns_history=3),
+        positives,
+        counts,
+    )
     srns.refresh(model, torch.Generator().manual_seed(0))
     assert srns.tracked.dtype == srns.memory.dtype == torch.int32
     assert srns.state_size_bytes() == U * 20 * 4 + U * 20 * 3 * 4 + U * 20 + (U + 1) * 5 * 4

@@ -25,15 +25,23 @@ def roots(tiny_data, tmp_path_factory):
     shutil.copytree(tiny_data, data_root / "tiny")
     data = PreparedData.load(str(data_root / "tiny"))
     for name, seed in (("run-a", 0), ("team/run-b", 1)):
-        train_in_process(TrainConfig(epochs=2, lr=0.01, batch_size=1024, seed=seed), data,
-                         str(model_root / name), log=lambda s: None)
+        train_in_process(
+            TrainConfig(epochs=2, lr=0.01, batch_size=1024, seed=seed),
+            data,
+            str(model_root / name),
+            log=lambda s: None,
+        )
     return data_root, model_root
 
 
 def _client(roots, **overrides):
     data_root, model_root = roots
-    env = {"ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
-           "ADASIR_RAY_ADDRESS": "http://127.0.0.1:9", **overrides}
+    env = {
+        "ADASIR_DATA_ROOT": str(data_root),
+        "ADASIR_MODEL_ROOT": str(model_root),
+        "ADASIR_RAY_ADDRESS": "http://127.0.0.1:9",
+        **overrides,
+    }
     return TestClient(create_app(Settings.from_env(env)))
 
 
@@ -52,9 +60,13 @@ def test_recommend_matches_direct_scoring_and_excludes_seen(roots):
     scores[[ckpt["item_ids"].index(s) for s in seen]] = -float("inf")
     expected = [ckpt["item_ids"][i] for i in torch.topk(scores, 20).indices.tolist()]
     assert items == expected
-    assert [x["score"] for x in body["items"]] == pytest.approx(torch.topk(scores, 20).values.tolist(), rel=1e-5)
-    with_seen = client.post("/recommend", json={"model": "run-a", "user": user,
-                                                "k": len(ckpt["item_ids"]), "exclude_seen": False})
+    assert [x["score"] for x in body["items"]] == pytest.approx(
+        torch.topk(scores, 20).values.tolist(), rel=1e-5
+    )
+    with_seen = client.post(
+        "/recommend",
+        json={"model": "run-a", "user": user, "k": len(ckpt["item_ids"]), "exclude_seen": False},
+    )
     assert len(with_seen.json()["items"]) == len(ckpt["item_ids"])
 
 
@@ -70,30 +82,44 @@ def test_batch_latest_fallback_and_unknowns(roots):
     assert client.post("/recommend", json={"user": a}).json()["model"] in ("run-a", "team/run-b")
     r = client.post("/recommend", json={"model": "run-a", "user": "nobody"})
     assert r.status_code == 404 and "nobody" in r.json()["detail"]
-    r = client.post("/recommend", json={"model": "run-a", "user": "nobody", "fallback": "popularity", "k": 4})
-    assert r.status_code == 200 and r.json()["fallback"] == "popularity" and len(r.json()["items"]) == 4
+    r = client.post(
+        "/recommend", json={"model": "run-a", "user": "nobody", "fallback": "popularity", "k": 4}
+    )
+    assert (
+        r.status_code == 200
+        and r.json()["fallback"] == "popularity"
+        and len(r.json()["items"]) == 4
+    )
     # One unknown user does not sink the batch: it is marked, the others are answered.
     r = client.post("/recommend/batch", json={"model": "run-a", "users": [a, "ghost"], "k": 3})
     assert r.status_code == 200, r.text
     known, ghost = r.json()["results"]
     assert len(known["items"]) == 3 and known.get("error") is None
-    assert ghost == {"user": "ghost", "fallback": None, "items": [], "fold_in": None,
-                     "error": "unknown user"}
+    assert ghost == {
+        "user": "ghost",
+        "fallback": None,
+        "items": [],
+        "fold_in": None,
+        "error": "unknown user",
+    }
     assert client.post("/recommend", json={"model": "nope", "user": a}).status_code == 404
 
 
-@pytest.mark.parametrize("payload", [
-    {"model": "run-a", "user": "u1", "k": 0},
-    {"model": "run-a", "user": "u1", "k": 1001},
-    {"model": "run-a", "user": "u1", "k": "ten"},
-    {"model": "run-a", "user": "u1", "k": "3"},
-    {"model": "run-a", "user": "u1", "k": True},
-    {"model": "run-a", "user": "u1", "k": 3.0},
-    {"model": "run-a", "user": "u1", "exclude_seen": "yes"},
-    {"model": "run-a", "user": 17},
-    {"model": "run-a", "user": "u1", "colour": "red"},
-    {"model": "run-a"},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": "run-a", "user": "u1", "k": 0},
+        {"model": "run-a", "user": "u1", "k": 1001},
+        {"model": "run-a", "user": "u1", "k": "ten"},
+        {"model": "run-a", "user": "u1", "k": "3"},
+        {"model": "run-a", "user": "u1", "k": True},
+        {"model": "run-a", "user": "u1", "k": 3.0},
+        {"model": "run-a", "user": "u1", "exclude_seen": "yes"},
+        {"model": "run-a", "user": 17},
+        {"model": "run-a", "user": "u1", "colour": "red"},
+        {"model": "run-a"},
+    ],
+)
 def test_invalid_requests_are_422(roots, payload):
     r = _client(roots).post("/recommend", json=payload)
     assert r.status_code == 422 and "Traceback" not in r.text
@@ -106,7 +132,9 @@ def test_corrupt_checkpoint_fails_alone_and_newer_checkpoint_is_picked_up(roots,
     client = _client((data_root, root), ADASIR_MODEL_CACHE="1")
     ckpt = load_checkpoint(str(root / "run-a" / "checkpoint"))
     user = ckpt["user_ids"][3]
-    before = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5}).json()["items"]
+    before = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5}).json()[
+        "items"
+    ]
     # A newer checkpoint of the same model: scores change without a restart.
     model_pt = root / "run-a" / "checkpoint" / "model.pt"
     blob = torch.load(model_pt, weights_only=True)
@@ -135,9 +163,16 @@ def test_job_endpoints_need_a_configured_token(roots):
     assert guarded.post("/recommend", json={"user": "x"}).status_code == 401
 
 
-@pytest.mark.parametrize("dataset,status", [
-    ("/etc", 422), ("../models", 422), ("tiny/../../x", 422), ("escape", 422), ("missing", 422),
-])
+@pytest.mark.parametrize(
+    "dataset,status",
+    [
+        ("/etc", 422),
+        ("../models", 422),
+        ("tiny/../../x", 422),
+        ("escape", 422),
+        ("missing", 422),
+    ],
+)
 def test_datasets_are_confined_to_the_data_root(roots, tmp_path, dataset, status):
     data_root, _ = roots
     link = data_root / "escape"
@@ -153,9 +188,14 @@ def test_datasets_are_confined_to_the_data_root(roots, tmp_path, dataset, status
 def test_job_request_validation_and_unreachable_cluster(roots):
     client = _client(roots, ADASIR_API_TOKEN="t")
     auth = {"Authorization": "Bearer t"}
-    for bad in ({"train": {"sampler": {"name": "magic"}}}, {"train": {"epochs": -1}},
-                {"shell": "rm"}, {"train": {"sampler": {"name": "dns", "shared_candidates": True}}},
-                {"preset": "fastest"}, {"train": {"loss": "bpr", "contrastive_margin": 0.1}}):
+    for bad in (
+        {"train": {"sampler": {"name": "magic"}}},
+        {"train": {"epochs": -1}},
+        {"shell": "rm"},
+        {"train": {"sampler": {"name": "dns", "shared_candidates": True}}},
+        {"preset": "fastest"},
+        {"train": {"loss": "bpr", "contrastive_margin": 0.1}},
+    ):
         r = client.post("/jobs", json={"dataset": "tiny", **bad}, headers=auth)
         assert r.status_code == 422, (bad, r.text)
     r = client.post("/jobs", json={"dataset": "tiny", "train": {"epochs": 1}}, headers=auth)
@@ -185,8 +225,11 @@ def test_models_added_or_removed_after_a_request_are_seen(roots, tmp_path):
 
 def test_big_bodies_and_batches_are_refused_without_echo(roots):
     client = _client(roots, ADASIR_MAX_BATCH_ITEMS="100")
-    r = client.post("/recommend", content=b'{"user": "' + b"x" * (2 << 20) + b'"}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/recommend",
+        content=b'{"user": "' + b"x" * (2 << 20) + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413 and len(r.content) < 200
     r = client.post("/recommend", json={"user": ["x" * 500_000]})  # wrong type, big input
     assert r.status_code == 422 and len(r.content) < 2000  # the input is not echoed back
@@ -256,28 +299,41 @@ def test_fold_in_similar_items_and_filters(roots):
     r = client.post("/recommend", json={"model": "run-a", "items": history, "k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["user"] is None and body["fold_in"] == {"items_used": 2,
-                                                        "unknown_items": ["not-an-item"]}
+    assert body["user"] is None and body["fold_in"] == {
+        "items_used": 2,
+        "unknown_items": ["not-an-item"],
+    }
     got = [x["item"] for x in body["items"]]
     assert len(got) == 5 and not set(history) & set(got)
     r = client.post("/recommend", json={"model": "run-a", "items": ["nope", "nada"]})
     assert r.status_code == 404 and "nope" in r.json()["detail"]
     user = ckpt["user_ids"][7]
-    plain = [x["item"] for x in client.post("/recommend", json={
-        "model": "run-a", "user": user, "k": 10}).json()["items"]]
+    plain = [
+        x["item"]
+        for x in client.post("/recommend", json={"model": "run-a", "user": user, "k": 10}).json()[
+            "items"
+        ]
+    ]
     banned = plain[:4]
-    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 6,
-                                        "exclude_items": banned})
+    r = client.post(
+        "/recommend", json={"model": "run-a", "user": user, "k": 6, "exclude_items": banned}
+    )
     assert [x["item"] for x in r.json()["items"]] == plain[4:10]
     allow = plain[2:5]
-    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 3, "candidates": allow})
+    r = client.post(
+        "/recommend", json={"model": "run-a", "user": user, "k": 3, "candidates": allow}
+    )
     assert [x["item"] for x in r.json()["items"]] == allow
-    r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 4, "candidates": allow})
+    r = client.post(
+        "/recommend", json={"model": "run-a", "user": user, "k": 4, "candidates": allow}
+    )
     assert r.status_code == 422 and "leave 3 items" in r.json()["detail"]
     r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 1000})
     assert r.status_code == 422 and "over the model's" in r.json()["detail"]
-    r = client.post("/similar", json={"model": "run-a", "items": [items[3], items[4]], "k": 4,
-                                      "exclude_items": [items[5]]})
+    r = client.post(
+        "/similar",
+        json={"model": "run-a", "items": [items[3], items[4]], "k": 4, "exclude_items": [items[5]]},
+    )
     assert r.status_code == 200, r.text
     first, second = r.json()["results"]
     assert first["item"] == items[3] and len(first["items"]) == 4

@@ -20,25 +20,57 @@ from trainer.outputs.checkpoint import load_checkpoint
 @pytest.mark.ray
 @pytest.mark.slow
 def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+    }
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     dash = free_port()
-    start = subprocess.run([ray_bin, "start", "--head", "--num-cpus", "2", "--dashboard-port", str(dash),
-                            "--object-store-memory", str(256 * 1024 * 1024), "--disable-usage-stats"],
-                           capture_output=True, text=True, env=env, timeout=120)
+    start = subprocess.run(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--num-cpus",
+            "2",
+            "--dashboard-port",
+            str(dash),
+            "--object-store-memory",
+            str(256 * 1024 * 1024),
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert start.returncode == 0, start.stderr
     data_root, model_root = tmp_path / "data", tmp_path / "models"
     data_root.mkdir()
     shutil.copytree(tiny_data, data_root / "tiny")
-    env = {**env, "ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root),
-           "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}", "ADASIR_API_TOKEN": "e2e-token"}
+    env = {
+        **env,
+        "ADASIR_DATA_ROOT": str(data_root),
+        "ADASIR_MODEL_ROOT": str(model_root),
+        "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}",
+        "ADASIR_API_TOKEN": "e2e-token",
+    }
     auth = {"Authorization": "Bearer e2e-token"}
     try:
-        with local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base, \
-                httpx.Client(base_url=base, timeout=30) as http:
-            r = http.post("/jobs", headers=auth, json={"dataset": "tiny", "train": {
-                "epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1}})
+        with (
+            local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base,
+            httpx.Client(base_url=base, timeout=30) as http,
+        ):
+            r = http.post(
+                "/jobs",
+                headers=auth,
+                json={
+                    "dataset": "tiny",
+                    "train": {"epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1},
+                },
+            )
             assert r.status_code == 201, r.text
             job = r.json()["id"]
             status = None
@@ -55,14 +87,35 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
             assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
             # A job someone else submitted to the cluster is neither shown nor stopped.
-            foreign = subprocess.run([ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-                                      "--no-wait", "--submission-id", "foreign-job", "--", "sleep", "60"],
-                                     capture_output=True, text=True, env=env, timeout=120)
+            foreign = subprocess.run(
+                [
+                    ray_bin,
+                    "job",
+                    "submit",
+                    "--address",
+                    f"http://127.0.0.1:{dash}",
+                    "--no-wait",
+                    "--submission-id",
+                    "foreign-job",
+                    "--",
+                    "sleep",
+                    "60",
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             assert foreign.returncode == 0, foreign.stderr
             assert http.get("/jobs/foreign-job", headers=auth).status_code == 404
             assert http.delete("/jobs/foreign-job", headers=auth).status_code == 404
-            status = subprocess.run([ray_bin, "job", "status", "--address", f"http://127.0.0.1:{dash}",
-                                     "foreign-job"], capture_output=True, text=True, env=env, timeout=120)
+            status = subprocess.run(
+                [ray_bin, "job", "status", "--address", f"http://127.0.0.1:{dash}", "foreign-job"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
             assert "STOPPED" not in status.stdout, status.stdout
 
             ckpt = load_checkpoint(str(model_root / "jobs" / job / "checkpoint"))
@@ -71,12 +124,20 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             r = http.post("/recommend", json={"model": f"jobs/{job}", "user": user, "k": 10})
             assert r.status_code == 200, r.text
             items = [x["item"] for x in r.json()["items"]]
-            seen = {int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index}
+            seen = {
+                int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index
+            }
             assert not {ckpt["item_ids"][i] for i in seen} & set(items)
             # The job trained the recommended preset (cosine scores): rank as its model does.
             train = ckpt["config"]["train"]
-            model = build_model(train["model"], len(ckpt["user_ids"]), len(ckpt["item_ids"]),
-                                train["dim"], 0, score=train["score"])
+            model = build_model(
+                train["model"],
+                len(ckpt["user_ids"]),
+                len(ckpt["item_ids"]),
+                train["dim"],
+                0,
+                score=train["score"],
+            )
             model.load_state_dict(ckpt["state"])
             assert train["score"] == "cosine" and train["loss"] == "bsl"
             queries, vectors = model.serving_vectors()
@@ -92,8 +153,10 @@ def test_oversized_bodies_get_413_over_real_http(tmp_path):
     """Content-Length over the cap is refused before reading; a chunked body as soon as the
     streamed bytes pass it. /healthz keeps answering."""
     env = {**os.environ, "ADASIR_MODEL_ROOT": str(tmp_path), "ADASIR_MAX_BODY_BYTES": "100000"}
-    with local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base, \
-            httpx.Client(base_url=base, timeout=30) as http:
+    with (
+        local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
         big = b'{"user": "' + b"x" * 10_000_000 + b'"}'
         r = http.post("/recommend", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413 and len(r.content) < 200

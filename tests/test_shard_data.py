@@ -19,8 +19,14 @@ def test_a_shard_load_holds_only_its_users_and_the_global_counts(tiny_data):
     degree, items = count_train(tiny_data, n_users, n_items)
     assert np.array_equal(items, full.item_counts())
     plan = plan_shards(None, n_users, 3, 512, degree=degree)
-    assert all(np.array_equal(a, b) for a, b in zip(
-        plan.shards, plan_shards(full.splits["train"].users, n_users, 3, 512).shards, strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            plan.shards,
+            plan_shards(full.splits["train"].users, n_users, 3, 512).shards,
+            strict=True,
+        )
+    )
     shard = plan.shards[1]
     part = PreparedData.load(tiny_data, users=shard)
     for name, split in part.splits.items():

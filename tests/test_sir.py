@@ -25,14 +25,22 @@ def _draws(k, tau=1.0, positives=None, batches=200, users=64):
     """Item frequencies over many batches of users who share one score row."""
     model = FixedScores(_table().expand(users, N_ITEMS))
     if positives is None:
-        positives = InteractionIndex(torch.zeros(0, dtype=torch.long),
-                                     torch.zeros(0, dtype=torch.long), users, N_ITEMS)
-    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k, temperature=tau,
-                                           num_negatives=8), positives, torch.ones(N_ITEMS))
+        positives = InteractionIndex(
+            torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, N_ITEMS
+        )
+    sampler = build_sampler(
+        sampler_config(name="adasir-b", num_candidates=k, temperature=tau, num_negatives=8),
+        positives,
+        torch.ones(N_ITEMS),
+    )
     g = torch.Generator().manual_seed(1)
     batch = torch.arange(users).repeat(2)  # users repeat in a batch, as they do in training
-    drawn = torch.cat([sampler.sample(model, batch, torch.zeros_like(batch), g).items.reshape(-1)
-                       for _ in range(batches)])
+    drawn = torch.cat(
+        [
+            sampler.sample(model, batch, torch.zeros_like(batch), g).items.reshape(-1)
+            for _ in range(batches)
+        ]
+    )
     return torch.bincount(drawn, minlength=N_ITEMS).double() / drawn.numel()
 
 
@@ -51,8 +59,9 @@ def test_positives_are_never_drawn_and_the_rest_follow_softmax():
     """Positives are masked out of the candidates: draws are softmax over the non-positives."""
     users = 64
     per_user = torch.arange(0, N_ITEMS, 7)[:100]  # every user has the same 100 train items
-    positives = InteractionIndex(torch.arange(users).repeat_interleave(100),
-                                 per_user.repeat(users), users, N_ITEMS)
+    positives = InteractionIndex(
+        torch.arange(users).repeat_interleave(100), per_user.repeat(users), users, N_ITEMS
+    )
     freq = _draws(10 * N_ITEMS, positives=positives)
     assert float(freq[per_user].sum()) == 0.0
     logits = _table().double()
@@ -64,12 +73,18 @@ def test_weights_are_eq_1s_and_the_proposal_is_k_q_w():
     """The loss's offset is −log w (`paper`) and log Q of a draw is log(|K|/N) + log w."""
     users, k = 16, 50
     model = FixedScores(torch.randn(users, N_ITEMS, generator=torch.Generator().manual_seed(2)))
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                             users, N_ITEMS)
-    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k), empty,
-                            torch.ones(N_ITEMS))
-    neg = sampler.sample(model, torch.arange(users), torch.zeros(users, dtype=torch.long),
-                         torch.Generator().manual_seed(3))
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, N_ITEMS
+    )
+    sampler = build_sampler(
+        sampler_config(name="adasir-b", num_candidates=k), empty, torch.ones(N_ITEMS)
+    )
+    neg = sampler.sample(
+        model,
+        torch.arange(users),
+        torch.zeros(users, dtype=torch.long),
+        torch.Generator().manual_seed(3),
+    )
     assert neg.items.shape == (users, 5)
     log_w = -neg.logit_offset
     assert torch.allclose(neg.log_proposal, math.log(k / N_ITEMS) + log_w, atol=1e-5)
@@ -82,11 +97,19 @@ def _normaliser_ratio(mode: str) -> float:
     mass P of w is ≈ 0.46)."""
     users, table = 64, _table()
     best = table.topk(30).indices
-    positives = InteractionIndex(torch.arange(users).repeat_interleave(30), best.repeat(users),
-                                 users, N_ITEMS)
-    sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=200, num_negatives=8,
-                                           positive_draws=mode), positives, torch.ones(N_ITEMS))
-    model, g, batch = FixedScores(table.expand(users, N_ITEMS)), torch.Generator().manual_seed(1), torch.arange(users)
+    positives = InteractionIndex(
+        torch.arange(users).repeat_interleave(30), best.repeat(users), users, N_ITEMS
+    )
+    sampler = build_sampler(
+        sampler_config(name="adasir-b", num_candidates=200, num_negatives=8, positive_draws=mode),
+        positives,
+        torch.ones(N_ITEMS),
+    )
+    model, g, batch = (
+        FixedScores(table.expand(users, N_ITEMS)),
+        torch.Generator().manual_seed(1),
+        torch.arange(users),
+    )
     estimates = []
     for _ in range(100):
         neg = sampler.sample(model, batch, torch.zeros_like(batch), g)
@@ -114,8 +137,11 @@ def test_dropped_positives_estimate_what_redrawing_to_the_end_does(monkeypatch):
     (60 rounds instead of 3, so no draw falls back to a uniform non-positive)."""
     dropped = _normaliser_ratio("drop")
     redraw = NegativeSampler._redraw_positives
-    monkeypatch.setattr(NegativeSampler, "_redraw_positives",
-                        lambda self, *a, **kw: redraw(self, *a, rounds=60, **kw))
+    monkeypatch.setattr(
+        NegativeSampler,
+        "_redraw_positives",
+        lambda self, *a, **kw: redraw(self, *a, rounds=60, **kw),
+    )
     redrawn = _normaliser_ratio("redraw")
     assert dropped > 1.5 and dropped == pytest.approx(redrawn, rel=0.08), (dropped, redrawn)
 
@@ -124,14 +150,24 @@ def test_groups_draw_their_own_candidates():
     """Groups of `group_users` users get distinct candidate sets; one group shares one set."""
     users, k = 64, 20
     model = FixedScores(torch.zeros(users, N_ITEMS))
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                             users, N_ITEMS)
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, N_ITEMS
+    )
 
     def distinct_items(group_users):
-        sampler = build_sampler(sampler_config(name="adasir-b", num_candidates=k, num_negatives=50,
-                                               group_users=group_users), empty, torch.ones(N_ITEMS))
-        neg = sampler.sample(model, torch.arange(users), torch.zeros(users, dtype=torch.long),
-                             torch.Generator().manual_seed(4))
+        sampler = build_sampler(
+            sampler_config(
+                name="adasir-b", num_candidates=k, num_negatives=50, group_users=group_users
+            ),
+            empty,
+            torch.ones(N_ITEMS),
+        )
+        neg = sampler.sample(
+            model,
+            torch.arange(users),
+            torch.zeros(users, dtype=torch.long),
+            torch.Generator().manual_seed(4),
+        )
         return neg.items.unique().numel()
 
     assert distinct_items(users) <= k
@@ -172,13 +208,17 @@ def test_ess_target_steers_tau_to_the_wanted_selectivity():
     |K|: a sharper target ends at a lower τ, from the same start."""
     users = 64
     model = FixedScores(_table().expand(users, N_ITEMS) * 3)
-    empty = InteractionIndex(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                             users, N_ITEMS)
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, N_ITEMS
+    )
     batch = torch.arange(users)
     reached = {}
     for target in (0.05, 0.6):
-        sampler = build_sampler(sampler_config(name="adasir-b", ess_target=target, ess_rate=2.0),
-                                empty, torch.ones(N_ITEMS))
+        sampler = build_sampler(
+            sampler_config(name="adasir-b", ess_target=target, ess_rate=2.0),
+            empty,
+            torch.ones(N_ITEMS),
+        )
         assert not sampler.capabilities.pure_sample
         g = torch.Generator().manual_seed(5)
         for _ in range(300):
@@ -188,12 +228,18 @@ def test_ess_target_steers_tau_to_the_wanted_selectivity():
     assert reached[0.05] < reached[0.6]
 
 
-@pytest.mark.parametrize("bad, says", [
-    ({"ess_target": 1.5}, "ess_target"), ({"group_users": 0}, "group_users"),
-    ({"num_candidates": 0}, "num_candidates"), ({"pool_size": 40}, "has none of these options"),
-    ({"positive_draws": "mask", "exclude_positives": False}, "drop one of the two"),
-    ({"positive_draws": "drop", "exclude_positives": False}, "drop one of the two"),
-    ({"positive_draws": "skip"}, "positive_draws")])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ({"ess_target": 1.5}, "ess_target"),
+        ({"group_users": 0}, "group_users"),
+        ({"num_candidates": 0}, "num_candidates"),
+        ({"pool_size": 40}, "has none of these options"),
+        ({"positive_draws": "mask", "exclude_positives": False}, "drop one of the two"),
+        ({"positive_draws": "drop", "exclude_positives": False}, "drop one of the two"),
+        ({"positive_draws": "skip"}, "positive_draws"),
+    ],
+)
 def test_impossible_options_are_refused_with_the_field_named(bad, says):
     with pytest.raises(ValidationError, match=says):
         sampler_config(name="adasir-b", **bad)

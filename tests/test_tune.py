@@ -35,22 +35,33 @@ def test_paper_grid_and_pool_sweep_cover_what_the_paper_did():
     assert cfg.sampler.num_candidates == cfg.sampler.pool_size == 400  # tie: |K| = |R|
 
 
-@pytest.mark.parametrize("text,message", [
-    ("name: x\ndataset: d\nsearch: {l2: {grid: [0.1]}\n", "malformed YAML"),
-    ("- just\n- a list\n", "mapping at the top level"),
-    ("name: x\ndataset: d\nfixed: {colour: red}\nsearch: {l2: {grid: [0.1]}}\n", "colour"),
-    ("name: x\ndataset: d\nsearch: {sampler.name: {grid: [uniform, magic]}}\n", "'magic' is not a valid option"),
-    ("name: x\ndataset: d\nsearch: {warp_speed: {grid: [1]}}\n", "warp_speed"),
-    ("name: x\ndataset: d\nsearch: {l2: {grid: [0.1], choice: [1]}}\n", "exactly one of"),
-    ("name: x\ndataset: d\nsearch: {lr: {loguniform: [0, 1]}}\n", "low > 0"),
-    ("name: x\ndataset: d\nsearch: {l2: {grid: [0.1]}}\nscheduler: {type: hyperband}\n", "scheduler.type"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("name: x\ndataset: d\nsearch: {l2: {grid: [0.1]}\n", "malformed YAML"),
+        ("- just\n- a list\n", "mapping at the top level"),
+        ("name: x\ndataset: d\nfixed: {colour: red}\nsearch: {l2: {grid: [0.1]}}\n", "colour"),
+        (
+            "name: x\ndataset: d\nsearch: {sampler.name: {grid: [uniform, magic]}}\n",
+            "'magic' is not a valid option",
+        ),
+        ("name: x\ndataset: d\nsearch: {warp_speed: {grid: [1]}}\n", "warp_speed"),
+        ("name: x\ndataset: d\nsearch: {l2: {grid: [0.1], choice: [1]}}\n", "exactly one of"),
+        ("name: x\ndataset: d\nsearch: {lr: {loguniform: [0, 1]}}\n", "low > 0"),
+        (
+            "name: x\ndataset: d\nsearch: {l2: {grid: [0.1]}}\nscheduler: {type: hyperband}\n",
+            "scheduler.type",
+        ),
+    ],
+)
 def test_bad_configs_fail_before_ray_starts(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_spec(str(path))
-    proc = subprocess.run([sys.executable, TUNE, str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, TUNE, str(path)], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "tune: error" in proc.stderr
     assert "Started a local Ray" not in proc.stderr
 
@@ -63,10 +74,16 @@ def test_tiny_search_runs_two_trials_and_registers_the_best(tiny_data, tmp_path)
     spec["output"] = str(tmp_path / "models" / "tune" / "tiny")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, TUNE, str(config)], capture_output=True, text=True,
-                          env=env, timeout=500)
+    proc = subprocess.run(
+        [sys.executable, TUNE, str(config)], capture_output=True, text=True, env=env, timeout=500
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "models" / "tune" / "tiny"
     rows = list(csv.DictReader(open(out / "results.csv")))
@@ -84,4 +101,5 @@ def test_tiny_search_runs_two_trials_and_registers_the_best(tiny_data, tmp_path)
     by_epoch = {e["epoch"]: e["valid"]["ndcg@50"] for e in ckpt["metrics"]["epochs"]}
     assert best["trial"]["valid_ndcg@50"] == by_epoch[choice["best_epoch"]]
     from service.model_store import ModelRegistry
+
     assert "tune/tiny/best" in ModelRegistry(str(tmp_path / "models")).scan()

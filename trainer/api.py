@@ -63,8 +63,14 @@ class Model:
         train = (blob.get("config") or {}).get("train", {})
         self.config: dict = train
         self.metrics: dict = blob.get("metrics") or {}
-        model = build_model(blob["model"], blob["num_users"], blob["num_items"], blob["dim"],
-                            seed=0, score=train.get("score", "dot"))
+        model = build_model(
+            blob["model"],
+            blob["num_users"],
+            blob["num_items"],
+            blob["dim"],
+            seed=0,
+            score=train.get("score", "dot"),
+        )
         try:
             model.load_state_dict(blob["state"])
         except (RuntimeError, ValueError) as exc:
@@ -77,9 +83,12 @@ class Model:
         self.item_ids: list[str] = list(blob["item_ids"])
         self.user_index = {u: i for i, u in enumerate(self.user_ids)}
         self.item_index = {v: i for i, v in enumerate(self.item_ids)}
-        self.seen = InteractionIndex(torch.as_tensor(blob["seen_users"]).long(),
-                                     torch.as_tensor(blob["seen_items"]).long(),
-                                     blob["num_users"], blob["num_items"])
+        self.seen = InteractionIndex(
+            torch.as_tensor(blob["seen_users"]).long(),
+            torch.as_tensor(blob["seen_items"]).long(),
+            blob["num_users"],
+            blob["num_items"],
+        )
         self.item_counts = torch.as_tensor(blob["item_counts"]).double()
         self._scorer = VectorScorer(self.queries, self.items)
         self._unit_items = F.normalize(self.items, dim=1)
@@ -121,9 +130,15 @@ class Model:
 
     # -- queries -----------------------------------------------------------------------
 
-    def recommend(self, users: str | Sequence[str], k: int = 10, *, exclude_seen: bool = True,
-                  filter_items: Iterable[str] | None = None,
-                  candidates: Iterable[str] | None = None):
+    def recommend(
+        self,
+        users: str | Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ):
         """The k best items for a user id (→ [(item, score), ...]) or a list of user ids (→ one
         such list per user). exclude_seen leaves out the user's train and validation items;
         filter_items are never recommended; candidates, if given, are the only items that may
@@ -134,25 +149,33 @@ class Model:
         if unknown:
             raise UnknownIds("user", unknown)
         rows = [self.user_index[u] for u in wanted]
-        scores, items = self.rank_users(rows, k, exclude_seen,
-                                        self.allowed_items(filter_items, candidates))
+        scores, items = self.rank_users(
+            rows, k, exclude_seen, self.allowed_items(filter_items, candidates)
+        )
         out = self._named(scores, items)
         return out[0] if one else out
 
-    def recommend_history(self, items: Sequence[str], k: int = 10, *,
-                          exclude_history: bool = True,
-                          filter_items: Iterable[str] | None = None,
-                          candidates: Iterable[str] | None = None) -> Recommendations:
+    def recommend_history(
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_history: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> Recommendations:
         """The k best items for a user the model never saw, from their item history (fold-in,
         trainer/core/fold_in.py). Unknown history items are ignored; none known raises."""
         known = [self.item_index[i] for i in items if i in self.item_index]
         if not known:
             raise UnknownIds("item", list(items))
-        return self._rank_history(known, k, exclude_history,
-                                  self.allowed_items(filter_items, candidates))
+        return self._rank_history(
+            known, k, exclude_history, self.allowed_items(filter_items, candidates)
+        )
 
-    def _rank_history(self, history: list[int], k: int, exclude: bool,
-                      allowed: torch.Tensor | None) -> Recommendations:
+    def _rank_history(
+        self, history: list[int], k: int, exclude: bool, allowed: torch.Tensor | None
+    ) -> Recommendations:
         """Top k for a query folded in from item indices."""
         scorer = VectorScorer(self.fold_in_indices([history]), self.items)
         masked = [_history_index(history, self.num_items)] if exclude else []
@@ -169,13 +192,23 @@ class Model:
     def fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
         """Query vectors [B, d] for histories of item indices."""
         temperature = float(self.config.get("loss_temperature", 1.0))
-        return fold_in(self.items, [torch.as_tensor(h, dtype=torch.long) for h in histories],
-                       cosine=self.cosine, loss=self.config.get("loss", "bpr"),
-                       temperature=temperature, l2=float(self.config.get("l2", 0.0)))
+        return fold_in(
+            self.items,
+            [torch.as_tensor(h, dtype=torch.long) for h in histories],
+            cosine=self.cosine,
+            loss=self.config.get("loss", "bpr"),
+            temperature=temperature,
+            l2=float(self.config.get("l2", 0.0)),
+        )
 
-    def similar_items(self, items: str | Sequence[str], k: int = 10, *,
-                      filter_items: Iterable[str] | None = None,
-                      candidates: Iterable[str] | None = None):
+    def similar_items(
+        self,
+        items: str | Sequence[str],
+        k: int = 10,
+        *,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ):
         """The k items most similar to an item (cosine of item vectors; the item itself left
         out) → [(item, similarity), ...], or one such list per item of a list."""
         one = isinstance(items, str)
@@ -185,16 +218,26 @@ class Model:
             raise UnknownIds("item", unknown)
         rows = [self.item_index[i] for i in wanted]
         scorer = VectorScorer(self._unit_items, self._unit_items)
-        itself = InteractionIndex(torch.as_tensor(rows), torch.as_tensor(rows), self.num_items,
-                                  self.num_items)
-        scores, found = _rank(scorer, rows, k, [itself],
-                              self.allowed_items(filter_items, candidates))
+        itself = InteractionIndex(
+            torch.as_tensor(rows), torch.as_tensor(rows), self.num_items, self.num_items
+        )
+        scores, found = _rank(
+            scorer, rows, k, [itself], self.allowed_items(filter_items, candidates)
+        )
         out = self._named(scores, found)
         return out[0] if one else out
 
-    def answer(self, users: Sequence[str], k: int = 10, *, exclude_seen: bool = True,
-               fallback: str = "none", filter_items: Iterable[str] | None = None,
-               candidates: Iterable[str] | None = None, mark_unknown: bool = False) -> list[dict]:
+    def answer(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        fallback: str = "none",
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+        mark_unknown: bool = False,
+    ) -> list[dict]:
         """Each user's top k as JSON-ready {"user", "fallback", "items": [{"item", "score"}]}
         (what `adasir recommend` prints and POST /recommend answers). A user the model does
         not know gets the most popular items (score: the item's train interaction count) with
@@ -207,8 +250,9 @@ class Model:
         allowed = self.allowed_items(filter_items, candidates)
         results: dict[str, dict] = {}
         if known:
-            scores, items = self.rank_users([self.user_index[u] for u in known], k, exclude_seen,
-                                            allowed)
+            scores, items = self.rank_users(
+                [self.user_index[u] for u in known], k, exclude_seen, allowed
+            )
             for user, recs in zip(known, self._named(scores, items)):
                 results[user] = {"user": user, "fallback": None, "items": _as_dicts(recs)}
         if unknown and fallback == "popularity":
@@ -216,13 +260,19 @@ class Model:
             for user in unknown:
                 results[user] = {"user": user, "fallback": "popularity", "items": popular}
         for user in unknown if fallback == "none" else ():
-            results[user] = {"user": user, "fallback": None, "items": [],
-                             "error": "unknown user"}
+            results[user] = {"user": user, "fallback": None, "items": [], "error": "unknown user"}
         return [results[u] for u in users]
 
-    def answer_history(self, items: Sequence[str], k: int = 10, *, user: str | None = None,
-                       exclude_seen: bool = True, filter_items: Iterable[str] | None = None,
-                       candidates: Iterable[str] | None = None) -> dict:
+    def answer_history(
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        *,
+        user: str | None = None,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> dict:
         """The top k for a query fitted to an item history (fold-in), JSON-ready as `answer`'s,
         with "fold_in": {"items_used", "unknown_items"}. A known `user`'s own train and
         validation items join the history. Raises UnknownIds when no history item is known."""
@@ -233,23 +283,35 @@ class Model:
             known = list(dict.fromkeys(known + own.tolist()))
         if not known:
             raise UnknownIds("item", unknown)
-        recs = self._rank_history(known, k, exclude_seen,
-                                  self.allowed_items(filter_items, candidates))
-        return {"user": user, "fallback": None, "items": _as_dicts(recs),
-                "fold_in": {"items_used": len(known), "unknown_items": unknown}}
+        recs = self._rank_history(
+            known, k, exclude_seen, self.allowed_items(filter_items, candidates)
+        )
+        return {
+            "user": user,
+            "fallback": None,
+            "items": _as_dicts(recs),
+            "fold_in": {"items_used": len(known), "unknown_items": unknown},
+        }
 
     def popular_items(self, k: int = 10, allowed: torch.Tensor | None = None) -> Recommendations:
         """The k items with the most train interactions → [(item, count), ...]."""
-        counts = self.item_counts if allowed is None else self.item_counts.masked_fill(
-            ~allowed, -float("inf"))
+        counts = (
+            self.item_counts
+            if allowed is None
+            else self.item_counts.masked_fill(~allowed, -float("inf"))
+        )
         top = counts.topk(min(k, self.num_items))
-        return [(self.item_ids[i], s) for s, i in zip(top.values.tolist(), top.indices.tolist())
-                if s > float("-inf")]
+        return [
+            (self.item_ids[i], s)
+            for s, i in zip(top.values.tolist(), top.indices.tolist())
+            if s > float("-inf")
+        ]
 
     # -- index-level (the service ranks through these) -------------------------------------
 
-    def allowed_items(self, filter_items: Iterable[str] | None,
-                      candidates: Iterable[str] | None) -> torch.Tensor | None:
+    def allowed_items(
+        self, filter_items: Iterable[str] | None, candidates: Iterable[str] | None
+    ) -> torch.Tensor | None:
         """[N] bool of the items that may be returned, or None for all. Unknown ids in either
         list are ignored; candidates of which none is known allow nothing."""
         if filter_items is None and candidates is None:
@@ -263,8 +325,9 @@ class Model:
             allowed[[self.item_index[i] for i in filter_items if i in self.item_index]] = False
         return allowed
 
-    def rank_users(self, rows: list[int], k: int, exclude_seen: bool,
-                   allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def rank_users(
+        self, rows: list[int], k: int, exclude_seen: bool, allowed: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Known users (indices) → (scores [B, k'], item indices [B, k']); −inf marks a slot
         with no eligible item left."""
         return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
@@ -299,9 +362,17 @@ def _rank(scorer, rows: list[int], k: int, masked: list, allowed: torch.Tensor |
 # -- fit -------------------------------------------------------------------------------------
 
 
-def fit(data, config: TrainConfig | dict | None = None, *, preset: str = DEFAULT_PRESET,
-        out: str | os.PathLike | None = None, valid_ratio: float = 0.1, seed: int = 0,
-        log=None, **options) -> Model:
+def fit(
+    data,
+    config: TrainConfig | dict | None = None,
+    *,
+    preset: str = DEFAULT_PRESET,
+    out: str | os.PathLike | None = None,
+    valid_ratio: float = 0.1,
+    seed: int = 0,
+    log=None,
+    **options,
+) -> Model:
     """Train a model in this process and return it.
 
     data: a prepared dataset directory (`adasir prepare`), a pandas DataFrame with columns
@@ -334,8 +405,10 @@ class _prepared:
     temporary one prepared from an in-memory table (removed on exit)."""
 
     def __init__(self, data, valid_ratio: float, seed: int):
-        self.data, self.options = data, PrepareOptions(kcore=0, test_ratio=0.0,
-                                                       valid_ratio=valid_ratio, seed=seed)
+        self.data, self.options = (
+            data,
+            PrepareOptions(kcore=0, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed),
+        )
         self.tmp: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> str:
@@ -345,9 +418,13 @@ class _prepared:
         self.tmp = tempfile.TemporaryDirectory(prefix="adasir-data-")
         out = os.path.join(self.tmp.name, "data")
         result = prepare_arrays(raw, self.options, "in-memory data")
-        manifest = {"format_version": FORMAT_VERSION, "source": {"in_memory": type(self.data).__name__},
-                    "options": vars(self.options), "counts": result["counts"],
-                    "split": "random per user"}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "source": {"in_memory": type(self.data).__name__},
+            "options": vars(self.options),
+            "counts": result["counts"],
+            "split": "random per user",
+        }
         write_prepared(out, result, manifest)
         return out
 
@@ -362,18 +439,27 @@ def _raw_interactions(data) -> RawInteractions:
     if hasattr(data, "tocoo"):
         coo = data.tocoo()
         keep = coo.data != 0
-        return RawInteractions(pa.array(coo.row[keep].astype(str)), pa.array(coo.col[keep].astype(str)),
-                               coo.data[keep].astype(np.float64))
+        return RawInteractions(
+            pa.array(coo.row[keep].astype(str)),
+            pa.array(coo.col[keep].astype(str)),
+            coo.data[keep].astype(np.float64),
+        )
     if hasattr(data, "columns"):
         missing = [c for c in ("user", "item") if c not in data.columns]
         if missing:
-            raise DataError(f"the DataFrame has no column(s) {missing}; it needs user and item "
-                            f"(and optionally rating); it has {list(data.columns)[:10]}")
+            raise DataError(
+                f"the DataFrame has no column(s) {missing}; it needs user and item "
+                f"(and optionally rating); it has {list(data.columns)[:10]}"
+            )
         if data[["user", "item"]].isna().to_numpy().any():
             raise DataError("the DataFrame's user or item column has missing values")
-        ratings = (data["rating"].to_numpy(dtype=np.float64) if "rating" in data.columns
-                   else None)
-        return RawInteractions(pa.array(data["user"].astype(str).to_numpy()),
-                               pa.array(data["item"].astype(str).to_numpy()), ratings)
-    raise UsageError(f"fit(data=...) takes a prepared dataset directory, a pandas DataFrame or "
-                     f"a scipy sparse matrix, not {type(data).__name__}")
+        ratings = data["rating"].to_numpy(dtype=np.float64) if "rating" in data.columns else None
+        return RawInteractions(
+            pa.array(data["user"].astype(str).to_numpy()),
+            pa.array(data["item"].astype(str).to_numpy()),
+            ratings,
+        )
+    raise UsageError(
+        f"fit(data=...) takes a prepared dataset directory, a pandas DataFrame or "
+        f"a scipy sparse matrix, not {type(data).__name__}"
+    )

@@ -23,6 +23,9 @@ async def readyz(cfg=Depends(deps.settings), rec=Depends(deps.recommender)):
     """Readiness: the model root is readable (503 if not); which models are loaded and
     whether the job endpoints are enabled."""
     ok = os.path.isdir(cfg.model_root) and os.access(cfg.model_root, os.R_OK)
-    body = {"ready": ok, "models_loaded": rec.registry.cached_ids(),
-            "jobs_enabled": cfg.api_token is not None}
+    body = {
+        "ready": ok,
+        "models_loaded": rec.registry.cached_ids(),
+        "jobs_enabled": cfg.api_token is not None,
+    }
     return JSONResponse(status_code=200 if ok else 503, content=body)

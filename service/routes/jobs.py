@@ -19,8 +19,9 @@ def _on_cluster(cfg, call, *args):
     except UnknownJob as exc:
         raise HTTPException(404, f"unknown job {exc.args[0]!r}") from None
     except (ConnectionError, requests.exceptions.RequestException) as exc:
-        raise HTTPException(503, f"Ray cluster at {cfg.ray_address} is unreachable "
-                                 f"({type(exc).__name__})") from None
+        raise HTTPException(
+            503, f"Ray cluster at {cfg.ray_address} is unreachable ({type(exc).__name__})"
+        ) from None
 
 
 @router.post("", status_code=201)

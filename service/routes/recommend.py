@@ -46,27 +46,49 @@ def recommend(req: RecommendRequest, rec=Depends(deps.recommender), cfg=Depends(
     training. `exclude_items` and `candidates` filter every answer exactly."""
     filters = {"exclude_items": req.exclude_items, "candidates": req.candidates}
     if req.items is not None:
-        model_id, result = _answer(cfg, req.model, rec.recommend_history, req.items, req.k,
-                                   req.user, req.exclude_seen, **filters)
+        model_id, result = _answer(
+            cfg,
+            req.model,
+            rec.recommend_history,
+            req.items,
+            req.k,
+            req.user,
+            req.exclude_seen,
+            **filters,
+        )
         return {"model": model_id, **result}
-    model_id, results = _answer(cfg, req.model, rec.recommend, [req.user], req.k,
-                                req.exclude_seen, req.fallback, **filters)
+    model_id, results = _answer(
+        cfg, req.model, rec.recommend, [req.user], req.k, req.exclude_seen, req.fallback, **filters
+    )
     return {"model": model_id, **results[0]}
 
 
 @router.post("/recommend/batch", response_model=BatchRecommendResponse)
-def recommend_batch(req: BatchRecommendRequest, rec=Depends(deps.recommender),
-                    cfg=Depends(deps.settings)):
+def recommend_batch(
+    req: BatchRecommendRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)
+):
     """The top k items for each of up to 1,000 users, in the order asked (users × k is
     bounded by ADASIR_MAX_BATCH_ITEMS). A user the model does not know is answered with no
     items and an `error` (or the popular items, with the popularity fallback); the others
     are answered all the same."""
     if len(req.users) * req.k > cfg.max_batch_items:
-        raise HTTPException(422, f"users × k = {len(req.users) * req.k} is over "
-                                 f"{cfg.max_batch_items}: split the batch or lower k")
-    model_id, results = _answer(cfg, req.model, rec.recommend, req.users, req.k,
-                                req.exclude_seen, req.fallback, exclude_items=req.exclude_items,
-                                candidates=req.candidates, mark_unknown=True)
+        raise HTTPException(
+            422,
+            f"users × k = {len(req.users) * req.k} is over "
+            f"{cfg.max_batch_items}: split the batch or lower k",
+        )
+    model_id, results = _answer(
+        cfg,
+        req.model,
+        rec.recommend,
+        req.users,
+        req.k,
+        req.exclude_seen,
+        req.fallback,
+        exclude_items=req.exclude_items,
+        candidates=req.candidates,
+        mark_unknown=True,
+    )
     return {"model": model_id, "results": results}
 
 
@@ -74,6 +96,13 @@ def recommend_batch(req: BatchRecommendRequest, rec=Depends(deps.recommender),
 def similar(req: SimilarRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)):
     """For each item, the k most similar items ("more like this"): the cosine of the model's
     item vectors, the item itself left out, filters applied."""
-    model_id, results = _answer(cfg, req.model, rec.similar, req.items, req.k,
-                                exclude_items=req.exclude_items, candidates=req.candidates)
+    model_id, results = _answer(
+        cfg,
+        req.model,
+        rec.similar,
+        req.items,
+        req.k,
+        exclude_items=req.exclude_items,
+        candidates=req.candidates,
+    )
     return {"model": model_id, "results": results}

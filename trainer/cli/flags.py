@@ -37,8 +37,13 @@ def _fields() -> dict[str, object]:
 
 
 def _add_sampler_flag(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--sampler", dest="cfg:sampler.name", default=None, choices=registered(),
-                    help="the negative sampler (its options: pools/<module>.py)")
+    ap.add_argument(
+        "--sampler",
+        dest="cfg:sampler.name",
+        default=None,
+        choices=registered(),
+        help="the negative sampler (its options: pools/<module>.py)",
+    )
 
 
 def _flag_of(path: str) -> str:
@@ -46,8 +51,11 @@ def _flag_of(path: str) -> str:
         return "sampler"
     name = path.removeprefix("sampler.")
     flag = name.replace("_", "-")
-    return f"sampler-{flag}" if path.startswith("sampler.") and name in TrainConfig.model_fields \
+    return (
+        f"sampler-{flag}"
+        if path.startswith("sampler.") and name in TrainConfig.model_fields
         else flag
+    )
 
 
 def _kind(annotation) -> dict:
@@ -78,8 +86,14 @@ def add_config_flags(ap: argparse.ArgumentParser) -> None:
             kind["metavar"] = path.rsplit(".", 1)[-1].upper()
         ap.add_argument(*names, dest=f"cfg:{path}", default=None, help=help_text, **kind)
     for flag, path in NEGATIONS.items():
-        ap.add_argument(f"--{flag}", dest=f"cfg:{path}", action="store_const", const=False,
-                        default=None, help=f"{path} = false")
+        ap.add_argument(
+            f"--{flag}",
+            dest=f"cfg:{path}",
+            action="store_const",
+            const=False,
+            default=None,
+            help=f"{path} = false",
+        )
 
 
 def config_overrides(args: argparse.Namespace) -> dict:

@@ -21,8 +21,11 @@ commands:
 
 
 def serve(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="adasir serve", description="Start the HTTP service; "
-                                 "it is configured by ADASIR_* variables (docs/service.md).")
+    ap = argparse.ArgumentParser(
+        prog="adasir serve",
+        description="Start the HTTP service; "
+        "it is configured by ADASIR_* variables (docs/service.md).",
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -34,15 +37,22 @@ def serve(argv: list[str]) -> int:
 
 
 def recommend(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="adasir recommend",
-                                 description="Top-k items from a run's checkpoint, without the "
-                                 "service: for known users, for an item history (fold-in), or "
-                                 "items similar to items. One JSON line per answer.")
+    ap = argparse.ArgumentParser(
+        prog="adasir recommend",
+        description="Top-k items from a run's checkpoint, without the "
+        "service: for known users, for an item history (fold-in), or "
+        "items similar to items. One JSON line per answer.",
+    )
     ap.add_argument("--model", required=True, help="a run directory (or its checkpoint/)")
     ap.add_argument("--user", action="append", default=[], help="external user id (repeatable)")
     ap.add_argument("--items", help="a new user's item history, comma-separated (fold-in)")
-    ap.add_argument("--similar", action="append", default=[], metavar="ITEM",
-                    help="items most similar to ITEM (repeatable)")
+    ap.add_argument(
+        "--similar",
+        action="append",
+        default=[],
+        metavar="ITEM",
+        help="items most similar to ITEM (repeatable)",
+    )
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--include-seen", action="store_true", help="do not mask train/valid items")
     ap.add_argument("--exclude", help="items never to return, comma-separated")
@@ -58,14 +68,21 @@ def recommend(argv: list[str]) -> int:
     model = Model.load(args.model)
     filters = {"filter_items": _ids(args.exclude), "candidates": _ids(args.candidates)}
     if args.user:
-        for result in model.answer(args.user, args.k, exclude_seen=not args.include_seen,
-                                   fallback=args.fallback, **filters):
+        for result in model.answer(
+            args.user, args.k, exclude_seen=not args.include_seen, fallback=args.fallback, **filters
+        ):
             print(json.dumps(result))
     if args.items:
-        print(json.dumps(model.answer_history(_ids(args.items), args.k,
-                                              exclude_seen=not args.include_seen, **filters)))
-    for item, recs in zip(args.similar, model.similar_items(args.similar, args.k, **filters)
-                          if args.similar else []):
+        print(
+            json.dumps(
+                model.answer_history(
+                    _ids(args.items), args.k, exclude_seen=not args.include_seen, **filters
+                )
+            )
+        )
+    for item, recs in zip(
+        args.similar, model.similar_items(args.similar, args.k, **filters) if args.similar else []
+    ):
         print(json.dumps({"item": item, "items": [{"item": i, "score": s} for i, s in recs]}))
     return 0
 

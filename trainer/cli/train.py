@@ -45,36 +45,69 @@ def default_data_dir() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                    help="the starting point: 'recommended' (the bilateral softmax loss "
-                    "over 1000 shared uniform negatives, cosine, early stopping on validation "
-                    "Recall@20: what won on validation) or 'paper' "
-                    "(AdaSIR-U with BPR, the paper's protocol); trainer/core/presets.py")
-    ap.add_argument("--config", help="TrainConfig fields as a JSON file, or inline JSON "
-                    "('{...}'); flags override it, and it overrides the preset")
+    ap.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help="the starting point: 'recommended' (the bilateral softmax loss "
+        "over 1000 shared uniform negatives, cosine, early stopping on validation "
+        "Recall@20: what won on validation) or 'paper' "
+        "(AdaSIR-U with BPR, the paper's protocol); trainer/core/presets.py",
+    )
+    ap.add_argument(
+        "--config",
+        help="TrainConfig fields as a JSON file, or inline JSON "
+        "('{...}'); flags override it, and it overrides the preset",
+    )
     add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
-    ap.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE",
-                    help="any sampler option (pools/<module>.py), e.g. srns_alpha=2 or "
-                         "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace an existing --out (the old run stays whole until this one completes)")
-    ap.add_argument("--resume", action="store_true",
-                    help="continue the run in --out from its checkpoint")
+    ap.add_argument(
+        "--sampler-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any sampler option (pools/<module>.py), e.g. srns_alpha=2 or "
+        "kernel_alpha=10 (repeatable; values parsed as JSON, else as text)",
+    )
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (the old run stays whole until this one completes)",
+    )
+    ap.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
     ap.add_argument("--workers", type=int, default=0, help="0: in-process; N ≥ 1: Ray Train")
     ap.add_argument("--gpu", action="store_true", help="Ray: each worker uses one GPU")
-    ap.add_argument("--item-exchange", choices=["auto", "dense", "sparse"], default="auto",
-                    help="Ray: how workers average item gradients — all-reduce the table (dense), "
-                    "all-gather the touched rows (sparse), or per step the fewer bytes (auto)")
-    ap.add_argument("--max-failures", type=int, default=2, help="Ray: restarts after worker failures")
-    ap.add_argument("--ray-address", help="Ray: cluster address (default: $RAY_ADDRESS or a local Ray)")
-    ap.add_argument("--storage-path", help="Ray: where checkpoints persist (shared storage on a "
-                    "multi-node cluster; default OUT/ray)")
+    ap.add_argument(
+        "--item-exchange",
+        choices=["auto", "dense", "sparse"],
+        default="auto",
+        help="Ray: how workers average item gradients — all-reduce the table (dense), "
+        "all-gather the touched rows (sparse), or per step the fewer bytes (auto)",
+    )
+    ap.add_argument(
+        "--max-failures", type=int, default=2, help="Ray: restarts after worker failures"
+    )
+    ap.add_argument(
+        "--ray-address", help="Ray: cluster address (default: $RAY_ADDRESS or a local Ray)"
+    )
+    ap.add_argument(
+        "--storage-path",
+        help="Ray: where checkpoints persist (shared storage on a "
+        "multi-node cluster; default OUT/ray)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    ap.add_argument("--checkpoint-every", type=int, default=0,
-                    help="also checkpoint every N epochs (0: only at the end)")
+    ap.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also checkpoint every N epochs (0: only at the end)",
+    )
     return ap
 
 
@@ -90,8 +123,9 @@ def given_options(args) -> dict:
     given = config_overrides(args)
     sampler = base.pop("sampler", {})
     if not isinstance(sampler, dict):
-        raise ValueError(f"--config: sampler must be an object of sampler options, not "
-                         f"{json.dumps(sampler)}")
+        raise ValueError(
+            f"--config: sampler must be an object of sampler options, not {json.dumps(sampler)}"
+        )
     sampler = {**sampler, **_sampler_options(args.sampler_opt), **given.pop("sampler", {})}
     base.update(given)
     return {**base, "sampler": sampler} if sampler else base
@@ -114,11 +148,14 @@ def read_config_option(text: str) -> dict:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            raise ValueError(f"--config: {text[:60]!r} is neither a JSON file nor inline "
-                             "JSON") from None
+            raise ValueError(
+                f"--config: {text[:60]!r} is neither a JSON file nor inline JSON"
+            ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"--config: expected a JSON object of options, got "
-                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+        raise ValueError(
+            f"--config: expected a JSON object of options, got "
+            f"{type(value).__name__} {json.dumps(value)[:60]}"
+        )
     return value
 
 
@@ -138,9 +175,19 @@ def _sampler_options(pairs: list[str]) -> dict:
 
 # What --resume may change: the epoch cap, where it runs and what is measured along the way;
 # anything else would silently train a different run on top of the checkpoint's.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "eval_every", "eval_users", "topk",
-                               "diagnostics", "early_stopping_patience",
-                               "early_stopping_metric", "refit"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "epochs",
+        "device",
+        "eval_every",
+        "eval_users",
+        "topk",
+        "diagnostics",
+        "early_stopping_patience",
+        "early_stopping_metric",
+        "refit",
+    }
+)
 
 
 def check_resume_config(out: str, config: TrainConfig) -> None:
@@ -152,41 +199,69 @@ def check_resume_config(out: str, config: TrainConfig) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return  # an unreadable checkpoint is refused by the load itself, with its reason
     mine = config.model_dump(mode="json")
-    differ = sorted(k for k in set(saved) | set(mine)
-                    if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k))
+    differ = sorted(
+        k
+        for k in set(saved) | set(mine)
+        if k not in RESUMABLE_CHANGES and saved.get(k) != mine.get(k)
+    )
     if differ:
         shown = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {mine.get(k)!r}" for k in differ)
-        raise RunDirError(f"--resume continues the same run, but these options differ from "
-                          f"its checkpoint's ({shown}); only --epochs and what is measured may "
-                          f"change. Drop them, or start a new --out")
+        raise RunDirError(
+            f"--resume continues the same run, but these options differ from "
+            f"its checkpoint's ({shown}); only --epochs and what is measured may "
+            f"change. Drop them, or start a new --out"
+        )
 
 
 def describe_run(config: TrainConfig, data: PreparedData, out: str, workers: int) -> str:
     """The run's first line: what it trains, on what, where, and where it writes."""
     s = config.sampler
-    negatives = (f"{s.num_negatives} shared {s.name} negatives a batch"
-                 if getattr(s, "shared_negatives", False) else f"{s.name} negatives")
+    negatives = (
+        f"{s.num_negatives} shared {s.name} negatives a batch"
+        if getattr(s, "shared_negatives", False)
+        else f"{s.name} negatives"
+    )
     where = f"Ray Train, {workers} workers" if workers else "in this process"
     valid = data.splits["valid"].users.size
-    stopping = (f"early stopping on valid {config.early_stopping_metric}"
-                + (", then a refit on train + valid" if config.refit else "")
-                if valid and config.early_stopping_patience else f"{config.epochs} epochs")
-    return (f"training {config.model.upper()} (d = {config.dim}, {config.score} scores), "
-            f"{config.loss} loss over {negatives}, {stopping}, {where}; data "
-            f"{os.path.basename(data.path)}: {data.num_users} users, {data.num_items} items, "
-            f"{data.splits['train'].users.size} train and {valid} valid pairs; writing {out}")
+    stopping = (
+        f"early stopping on valid {config.early_stopping_metric}"
+        + (", then a refit on train + valid" if config.refit else "")
+        if valid and config.early_stopping_patience
+        else f"{config.epochs} epochs"
+    )
+    return (
+        f"training {config.model.upper()} (d = {config.dim}, {config.score} scores), "
+        f"{config.loss} loss over {negatives}, {stopping}, {where}; data "
+        f"{os.path.basename(data.path)}: {data.num_users} users, {data.num_items} items, "
+        f"{data.splits['train'].users.size} train and {valid} valid pairs; writing {out}"
+    )
 
 
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     if args.workers == 0:
-        return train_in_process(config, data, work, args.checkpoint_every,
-                                log=progress_logger().info, resume=args.resume)
+        return train_in_process(
+            config,
+            data,
+            work,
+            args.checkpoint_every,
+            log=progress_logger().info,
+            resume=args.resume,
+        )
     from trainer.distributed.ray_train import train_with_ray
 
-    return train_with_ray(config, data, work, workers=args.workers, gpu=args.gpu,
-                          max_failures=args.max_failures, checkpoint_every=args.checkpoint_every,
-                          address=args.ray_address, storage_path=args.storage_path,
-                          resume=args.resume, item_exchange=args.item_exchange)
+    return train_with_ray(
+        config,
+        data,
+        work,
+        workers=args.workers,
+        gpu=args.gpu,
+        max_failures=args.max_failures,
+        checkpoint_every=args.checkpoint_every,
+        address=args.ray_address,
+        storage_path=args.storage_path,
+        resume=args.resume,
+        item_exchange=args.item_exchange,
+    )
 
 
 def _interrupt(signum, frame):
@@ -197,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.threads < 0:
-            raise ValueError(f"--threads {args.threads}: give a count ≥ 1, or 0 for torch's "
-                             "default")
+            raise ValueError(
+                f"--threads {args.threads}: give a count ≥ 1, or 0 for torch's default"
+            )
         if args.threads:
             torch.set_num_threads(args.threads)
         given = given_options(args)
@@ -206,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 0:
             raise ValueError("--workers must be ≥ 0")
         data = PreparedData.load(args.data) if args.data else PreparedData.load(default_data_dir())
-        out = os.path.abspath(args.out or os.path.join(
-            "runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        out = os.path.abspath(
+            args.out
+            or os.path.join("runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         config = fit_to_data(config, data.num_items, given, progress_logger().info)
         check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
         if args.workers > 0:
@@ -227,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = _train(args, config, data, rundir.work)
         except KeyboardInterrupt:
             rundir.stop()
-            print(f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
-                  file=sys.stderr)
+            print(
+                f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
+                file=sys.stderr,
+            )
             return 130
         except BaseException as exc:
             rundir.fail(f"{type(exc).__name__}: {exc}")

@@ -27,9 +27,11 @@ class Callback:
 
 
 def format_epoch(record: dict, epochs: int) -> str:
-    line = (f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f} "
-            f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
-            f"eval {record.get('eval_s', 0.0):.2f}s")
+    line = (
+        f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f} "
+        f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
+        f"eval {record.get('eval_s', 0.0):.2f}s"
+    )
     if "valid" in record:
         v = record["valid"]
         line += f" valid ndcg@50 {v.get('ndcg@50', float('nan')):.4f} recall@50 {v.get('recall@50', float('nan')):.4f}"
@@ -47,10 +49,11 @@ class ConsoleProgress(Callback):
         choice = records[-1].get("early_stopping") if test else None
         if choice and choice["best_epoch"] is not None:
             stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""
-            kept = ("tested; a refit follows" if engine.config.refit
-                    else "tested and saved")
-            self.log(f"{stopped}best validation {choice['metric']} {choice['best_valid']:.4f} at "
-                     f"epoch {choice['best_epoch']}: its parameters are {kept}")
+            kept = "tested; a refit follows" if engine.config.refit else "tested and saved"
+            self.log(
+                f"{stopped}best validation {choice['metric']} {choice['best_valid']:.4f} at "
+                f"epoch {choice['best_epoch']}: its parameters are {kept}"
+            )
 
 
 class RunMetrics:

@@ -130,8 +130,10 @@ class TrainConfig(BaseModel):
         s, spec = self.sampler, LOSSES[self.loss]
         weighting = getattr(s, "weighting", "paper")
         if not spec.weights_negatives and weighting != "paper":
-            raise ValueError(f"weighting={weighting!r} weights the BPR loss's negatives; the "
-                             f"{self.loss} loss has its own (use weighting='paper' or loss='bpr')")
+            raise ValueError(
+                f"weighting={weighting!r} weights the BPR loss's negatives; the "
+                f"{self.loss} loss has its own (use weighting='paper' or loss='bpr')"
+            )
         if self.loss != "bpr" and getattr(s, "warp_loss", None) == "hinge":
             raise ValueError("warp_loss='hinge' is WARP's own loss: use it with loss='bpr'")
         return self
@@ -141,16 +143,20 @@ class TrainConfig(BaseModel):
         ignored = loss_options() - set(LOSSES[self.loss].options)
         for option in sorted(ignored):
             if getattr(self, option) != type(self).model_fields[option].default:
-                raise ValueError(f"{option} is not read by loss={self.loss!r}; drop it or "
-                                 f"choose a loss that reads it")
+                raise ValueError(
+                    f"{option} is not read by loss={self.loss!r}; drop it or "
+                    f"choose a loss that reads it"
+                )
         return self
 
     @model_validator(mode="after")
     def _early_stopping_metric_known(self):
         known = [f"{m}@{k}" for m in ("ndcg", "recall") for k in self.topk]
         if self.early_stopping_metric not in known:
-            raise ValueError(f"early_stopping_metric {self.early_stopping_metric!r} is not "
-                             f"computed; choose one of {', '.join(known)} (topk sets the k)")
+            raise ValueError(
+                f"early_stopping_metric {self.early_stopping_metric!r} is not "
+                f"computed; choose one of {', '.join(known)} (topk sets the k)"
+            )
         return self
 
     @field_validator("topk")
@@ -166,6 +172,8 @@ def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> N
     training or Ray worker starts): raises ValueError naming the option."""
     s: SamplerOptions = config.sampler
     if s.num_negatives >= num_items:
-        raise ValueError(f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "
-                         f"a pair has at most {num_items - 1} other items to draw from")
+        raise ValueError(
+            f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "
+            f"a pair has at most {num_items - 1} other items to draw from"
+        )
     s.check_against_catalogue(num_items)

@@ -31,15 +31,18 @@ def negative_diagnostics(engine, seed: int = 12345) -> dict[str, float]:
         return sampler.pool_diagnostics(model)
     gen = torch.Generator(engine.device).manual_seed(seed)
     n_pairs = engine.train_users.numel()
-    idx = torch.randint(0, n_pairs, (min(SAMPLE_PAIRS, n_pairs),), device=engine.device,
-                        generator=gen)
+    idx = torch.randint(
+        0, n_pairs, (min(SAMPLE_PAIRS, n_pairs),), device=engine.device, generator=gen
+    )
     users, pos = engine.train_users[idx], engine.train_items[idx]
     negatives = sampler.sample(model, users, pos, gen)
     items = negatives.items.expand(users.numel(), -1) if negatives.shared else negatives.items
     uniform = engine.positives.sample_complement(users, DNS_CANDIDATES, gen)  # [B, m]
     uniform_scores = model.score(users, uniform)
     held_out = (engine.valid.contains(users, items) | engine.test.contains(users, items)).float()
-    held_out_u = (engine.valid.contains(users, uniform) | engine.test.contains(users, uniform)).float()
+    held_out_u = (
+        engine.valid.contains(users, uniform) | engine.test.contains(users, uniform)
+    ).float()
     scores = model.score(users, items)
     if negatives.invalid is not None:  # shared negatives: only what counts for the user
         valid = (~negatives.invalid).float()
@@ -47,10 +50,12 @@ def negative_diagnostics(engine, seed: int = 12345) -> dict[str, float]:
         false_neg = float((held_out * valid).sum() / valid.sum())
     else:
         neg_score, false_neg = float(scores.mean()), float(held_out.mean())
-    return {"pos_score": float(model.score(users, pos[:, None]).mean()),
-            "neg_score": neg_score,
-            "uniform_score": float(uniform_scores.mean()),
-            "dns_score": float(uniform_scores.max(dim=1).values.mean()),
-            "false_negative_rate": false_neg,
-            "uniform_false_negative_rate": float(held_out_u.mean()),
-            **sampler.pool_diagnostics(model)}
+    return {
+        "pos_score": float(model.score(users, pos[:, None]).mean()),
+        "neg_score": neg_score,
+        "uniform_score": float(uniform_scores.mean()),
+        "dns_score": float(uniform_scores.max(dim=1).values.mean()),
+        "false_negative_rate": false_neg,
+        "uniform_false_negative_rate": float(held_out_u.mean()),
+        **sampler.pool_diagnostics(model),
+    }

@@ -52,5 +52,9 @@ class BestEpoch:
 
     def summary(self) -> dict:
         """What metrics.json records of the choice."""
-        return {"metric": self.metric, "patience": self.patience, "best_epoch": self.best_epoch,
-                "best_valid": self.best_value}
+        return {
+            "metric": self.metric,
+            "patience": self.patience,
+            "best_epoch": self.best_epoch,
+            "best_valid": self.best_value,
+        }

@@ -87,8 +87,10 @@ class Optimizer:
         self.lr = config.lr
         self.sparse = config.optimizer == "sparse-adam"
         if self.sparse:
-            self.rows = {"user_emb": LazyRowAdam(model.user_emb, config.lr),
-                         "item_emb": LazyRowAdam(model.item_emb, config.lr)}
+            self.rows = {
+                "user_emb": LazyRowAdam(model.user_emb, config.lr),
+                "item_emb": LazyRowAdam(model.item_emb, config.lr),
+            }
             rest = [p for n, p in model.named_parameters() if n not in self.rows]
         else:
             rest = list(model.parameters())
@@ -116,8 +118,12 @@ class Optimizer:
         if self.dense is not None:
             self.dense.step()
         if self.sparse:
-            self._row_step(users, p.grad, torch.cat([pos, negatives.items.reshape(-1)]),
-                           torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]))
+            self._row_step(
+                users,
+                p.grad,
+                torch.cat([pos, negatives.items.reshape(-1)]),
+                torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]),
+            )
         return loss.detach()
 
     def scale_lr(self, factor: float) -> float:
@@ -143,8 +149,10 @@ class Optimizer:
         self.rows["item_emb"].update(items, item_grads)
 
     def state_dict(self) -> dict:
-        state = {"dense": self.dense.state_dict() if self.dense is not None else None,
-                 "lr": self.lr}
+        state = {
+            "dense": self.dense.state_dict() if self.dense is not None else None,
+            "lr": self.lr,
+        }
         if self.sparse:
             state["rows"] = {k: v.state_dict() for k, v in self.rows.items()}
         return state
@@ -170,10 +178,15 @@ class Engine:
         (Ray: collectives); None in one process.
     """
 
-    def __init__(self, config: TrainConfig, data: PreparedData, shard: np.ndarray | None = None,
-                 steps_per_epoch: int | None = None,
-                 exchange=None,
-                 replicas: Replicas | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: PreparedData,
+        shard: np.ndarray | None = None,
+        steps_per_epoch: int | None = None,
+        exchange=None,
+        replicas: Replicas | None = None,
+    ):
         if config.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
         check_against_data(config, data.num_users, data.num_items)
@@ -188,14 +201,22 @@ class Engine:
         self.num_users = self.positives.num_users
         # A shard's model is cut from the one-process model: the same user rows and the same
         # item side on every worker, whatever the shard sizes.
-        self.model = build_model(config.model, data.num_users, data.num_items, config.dim,
-                                 config.seed, shard=shard, score=config.score).to(dev)
+        self.model = build_model(
+            config.model,
+            data.num_users,
+            data.num_items,
+            config.dim,
+            config.seed,
+            shard=shard,
+            score=config.score,
+        ).to(dev)
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
         self.replicas = replicas or Replicas()
         self.sampler = build_sampler(config.sampler, self.positives, item_counts, self.replicas)
         self.optimizer = Optimizer(self.model, config, exchange)
-        self.generator = torch.Generator(dev).manual_seed(config.seed + 7919 * (
-            0 if shard is None or shard.size == 0 else int(shard[0]) + 1))
+        self.generator = torch.Generator(dev).manual_seed(
+            config.seed + 7919 * (0 if shard is None or shard.size == 0 else int(shard[0]) + 1)
+        )
         n_pairs = self.train_users.numel()
         self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
         self.epoch = 0
@@ -225,10 +246,14 @@ class Engine:
         times = self.timer.collect()
         mean_loss = float(total) / self.steps_per_epoch
         self._check_finite(mean_loss)
-        record = {"epoch": self.epoch, "loss": mean_loss, "sample_s": times.get("sample", 0.0),
-                  "train_s": times.get("train", 0.0),
-                  "sampler_state_bytes": self.sampler.state_size_bytes(),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        record = {
+            "epoch": self.epoch,
+            "loss": mean_loss,
+            "sample_s": times.get("sample", 0.0),
+            "train_s": times.get("train", 0.0),
+            "sampler_state_bytes": self.sampler.state_size_bytes(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
         if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
             record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
         return record
@@ -238,7 +263,7 @@ class Engine:
         (from the engine's generator) when the first batch is asked for."""
         order, size = self._epoch_order(), self.config.batch_size
         for step in range(self.steps_per_epoch):
-            idx = order[step * size:(step + 1) * size]
+            idx = order[step * size : (step + 1) * size]
             yield self.train_users[idx], self.train_items[idx]
 
     def _epoch_order(self) -> torch.Tensor:
@@ -264,20 +289,23 @@ class Engine:
         active = torch.nonzero(index.degree > 0).squeeze(1)
         pick = torch.randint(active.numel(), (need,), device=self.device, generator=gen)
         users = active[pick]
-        within = (torch.rand(need, device=self.device, generator=gen)
-                  * index.degree[users]).long()
+        within = (torch.rand(need, device=self.device, generator=gen) * index.degree[users]).long()
         return index.offsets[users] + torch.minimum(within, index.degree[users] - 1)
 
     def _check_finite(self, loss: float) -> None:
         if math.isfinite(loss) and all(torch.isfinite(p).all() for p in self.model.parameters()):
             return
         cfg = self.config
-        softer = [f"{k}={getattr(cfg.sampler, k)!r}" for k in ("temperature", "weighting")
-                  if hasattr(cfg.sampler, k)]
+        softer = [
+            f"{k}={getattr(cfg.sampler, k)!r}"
+            for k in ("temperature", "weighting")
+            if hasattr(cfg.sampler, k)
+        ]
         raise DivergenceError(
             f"training diverged at epoch {self.epoch}: loss = {loss}. Lower the learning rate "
             f"(lr={cfg.lr}), raise L2 (l2={cfg.l2})"
-            + (f", or soften the sampler ({'; '.join(softer)})." if softer else "."))
+            + (f", or soften the sampler ({'; '.join(softer)})." if softer else ".")
+        )
 
     # -- evaluation ----------------------------------------------------------------------
 
@@ -291,13 +319,16 @@ class Engine:
         local = sample if shard is None else np.nonzero(np.isin(shard, sample))[0]
         return torch.as_tensor(local, dtype=torch.long, device=config.device)
 
-    def evaluate_sums(self, split: str, squares: dict | None = None) -> tuple[dict[str, float], int]:
+    def evaluate_sums(
+        self, split: str, squares: dict | None = None
+    ) -> tuple[dict[str, float], int]:
         """Sums of per-user metrics over this engine's users and how many users counted."""
         self.model.eval()
         targets = self.valid if split == "valid" else self.test
         masked = [self.positives] if split == "valid" else [self.positives, self.valid]
-        return ranking_sums(self.model, targets, masked, self.config.topk,
-                            users=self.eval_subset, squares=squares)
+        return ranking_sums(
+            self.model, targets, masked, self.config.topk, users=self.eval_subset, squares=squares
+        )
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Mean metrics over every user with a `split` item: this engine's users, summed with
@@ -312,8 +343,11 @@ class Engine:
         names = sorted(sums)
         targets = self.valid if split == "valid" else self.test
         eligible = int((targets.degree > 0).sum())
-        totals = torch.tensor([sums[k] for k in names] + [squares[k] for k in names]
-                              + [n, eligible], dtype=torch.float64, device=self.device)
+        totals = torch.tensor(
+            [sums[k] for k in names] + [squares[k] for k in names] + [n, eligible],
+            dtype=torch.float64,
+            device=self.device,
+        )
         totals = self.replicas.sum_(totals).tolist()
         count, population = int(totals[-2]), int(totals[-1])
         self.eval_population = population  # 0: the split is empty on every worker
@@ -336,9 +370,11 @@ class Engine:
 
     def state(self) -> dict:
         """What a checkpoint needs from this engine (pools are rebuilt, not saved)."""
-        return {"epoch": self.epoch, "model": {k: v.detach().cpu() for k, v in
-                                               self.model.state_dict().items()},
-                "optimizer": self.optimizer.state_dict()}
+        return {
+            "epoch": self.epoch,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state(self, state: dict) -> None:
         """Continue from `state()` (or a checkpoint's): model, epoch and, when it was saved,
@@ -395,8 +431,11 @@ class Engine:
             records.append(record)
             for cb in callbacks:
                 cb.on_epoch_end(self, records, test or None)
-        result = {"epochs": records, "test": test or self.evaluate("test"),
-                  "early_stopping": best.summary()}
+        result = {
+            "epochs": records,
+            "test": test or self.evaluate("test"),
+            "early_stopping": best.summary(),
+        }
         for cb in callbacks:
             cb.on_fit_end(self, result)
         return result

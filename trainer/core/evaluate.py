@@ -77,11 +77,14 @@ def ranking_sums(
     chunk = max(1, chunk_elements // max(1, min(targets.num_items, ITEM_BLOCK)))
     discounts = 1.0 / torch.log2(torch.arange(2, kmax + 2, device=device, dtype=torch.float64))
     ideal = torch.cumsum(discounts, 0)
-    sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=device)
-            for k in ks for m in ("ndcg", "recall")}
+    sums = {
+        f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=device)
+        for k in ks
+        for m in ("ndcg", "recall")
+    }
     sq = {name: torch.zeros_like(v) for name, v in sums.items()}
     for start in range(0, users_all.numel(), chunk):
-        users = users_all[start:start + chunk]
+        users = users_all[start : start + chunk]
         top = top_k(model, users, kmax, masked).indices  # [C, kmax]
         hits = targets.contains(users, top).double()  # [C, kmax]
         n_rel = targets.degree[users].double()
@@ -89,8 +92,10 @@ def ranking_sums(
             kk = min(k, kmax)
             dcg = (hits[:, :kk] * discounts[:kk]).sum(1)
             idcg = ideal[(n_rel.clamp(max=kk) - 1).long()]
-            for name, per_user in ((f"ndcg@{k}", dcg / idcg),
-                                   (f"recall@{k}", hits[:, :kk].sum(1) / n_rel)):
+            for name, per_user in (
+                (f"ndcg@{k}", dcg / idcg),
+                (f"recall@{k}", hits[:, :kk].sum(1) / n_rel),
+            ):
                 sums[name] += per_user.sum()
                 sq[name] += per_user.square().sum()
     if squares is not None:

@@ -24,8 +24,16 @@ def _scores(q: torch.Tensor, items: torch.Tensor, cosine: bool) -> torch.Tensor:
     return (F.normalize(q, dim=1) if cosine else q) @ items.T
 
 
-def fold_in(items: torch.Tensor, histories: list[torch.Tensor], *, cosine: bool, loss: str,
-            temperature: float, l2: float = 0.0, steps: int = FOLD_IN_STEPS) -> torch.Tensor:
+def fold_in(
+    items: torch.Tensor,
+    histories: list[torch.Tensor],
+    *,
+    cosine: bool,
+    loss: str,
+    temperature: float,
+    l2: float = 0.0,
+    steps: int = FOLD_IN_STEPS,
+) -> torch.Tensor:
     """Query vectors [B, d] for B histories (each a 1-D tensor of item indices, non-empty),
     against the serving item vectors `items` [N, d]. Cosine models get unit queries."""
     n, d = items.shape

@@ -39,11 +39,13 @@ LOSSES: dict[str, LossSpec] = {}
 
 def register_loss(name: str, *, options: tuple[str, ...] = (), weights_negatives: bool = False):
     """Function decorator: TrainConfig(loss=name) trains with this function."""
+
     def wrap(fn):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
         LOSSES[name] = LossSpec(fn, options, weights_negatives)
         return fn
+
     return wrap
 
 
@@ -58,8 +60,11 @@ def negative_weights(neg_scores: torch.Tensor, negatives: Negatives) -> torch.Te
     softmax_j(r_cj + logit_offset_j) when the sampler gives an offset (AdaSIR: ∓ log w,
     PRIS: −log Q), else 1/n.
     """
-    logits = (neg_scores.detach() + negatives.logit_offset if negatives.logit_offset is not None
-              else torch.zeros_like(neg_scores))
+    logits = (
+        neg_scores.detach() + negatives.logit_offset
+        if negatives.logit_offset is not None
+        else torch.zeros_like(neg_scores)
+    )
     if negatives.invalid is not None:
         logits = logits.masked_fill(negatives.invalid, float("-inf"))
         # A row whose every entry is invalid gets weight 0, not NaN.
@@ -75,8 +80,12 @@ def _weighted_mean(per_pair: torch.Tensor, negatives: Negatives) -> torch.Tensor
     return per_pair.mean()
 
 
-def pairwise_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives,
-                  temperature: float = 1.0) -> torch.Tensor:
+def pairwise_loss(
+    pos_scores: torch.Tensor,
+    neg_scores: torch.Tensor,
+    negatives: Negatives,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Mean over the batch of J(c,i) · Σ_j ŵ(j|c) · −log σ((r_ci − r_cj)/T).
 
     pos_scores [B], neg_scores [B, n] → scalar. −log σ(x) is softplus(−x), stable for any x.
@@ -129,9 +138,13 @@ class _SampledSoftmax(torch.autograd.Function):
         return scale * (pos_prob - 1.0), probs * scale[:, None], None, None, None
 
 
-def sampled_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
-                         negatives: Negatives, num_items: int,
-                         temperature: float = 1.0) -> torch.Tensor:
+def sampled_softmax_loss(
+    pos_scores: torch.Tensor,
+    neg_scores: torch.Tensor,
+    negatives: Negatives,
+    num_items: int,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Sampled softmax with the log-proposal correction: mean over pairs of
 
         −log [ e^{r_ci/T} / (e^{r_ci/T} + Σ_j e^{r_cj/T − log(n·Q(j|c))}) ]
@@ -142,15 +155,23 @@ def sampled_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
     (None: uniform over the N items).
     """
     n = neg_scores.shape[1]
-    log_q = (negatives.log_proposal if negatives.log_proposal is not None
-             else torch.full((), -math.log(num_items), device=neg_scores.device))
+    log_q = (
+        negatives.log_proposal
+        if negatives.log_proposal is not None
+        else torch.full((), -math.log(num_items), device=neg_scores.device)
+    )
     shift = (log_q + math.log(n)).expand_as(neg_scores)
     per_pair = _SampledSoftmax.apply(pos_scores, neg_scores, shift, negatives.invalid, temperature)
     return _weighted_mean(per_pair, negatives)
 
 
-def contrastive_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives,
-                     margin: float, negative_weight: float) -> torch.Tensor:
+def contrastive_loss(
+    pos_scores: torch.Tensor,
+    neg_scores: torch.Tensor,
+    negatives: Negatives,
+    margin: float,
+    negative_weight: float,
+) -> torch.Tensor:
     """Cosine contrastive loss (CCL, SimpleX, CIKM '21): mean over pairs of
 
         max(0, 1 − r_ci) + w · mean_j max(0, r_cj − m)
@@ -190,9 +211,13 @@ class _NegativeLogMeanExp(torch.autograd.Function):
         return probs * (grad / ctx.temperature)[:, None], None, None
 
 
-def bilateral_softmax_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor,
-                           negatives: Negatives, temperature: float,
-                           positive_temperature: float | None) -> torch.Tensor:
+def bilateral_softmax_loss(
+    pos_scores: torch.Tensor,
+    neg_scores: torch.Tensor,
+    negatives: Negatives,
+    temperature: float,
+    positive_temperature: float | None,
+) -> torch.Tensor:
     """Bilateral softmax loss (BSL, Wu et al. '23): mean over pairs of
 
         −r_ci/T⁺ + log mean_j e^{r_cj/T}
@@ -216,24 +241,28 @@ def _bpr(config, pos_scores, neg_scores, negatives, num_items):
 
 @register_loss("softmax", options=("loss_temperature",))
 def _softmax(config, pos_scores, neg_scores, negatives, num_items):
-    return sampled_softmax_loss(pos_scores, neg_scores, negatives, num_items,
-                                config.loss_temperature)
+    return sampled_softmax_loss(
+        pos_scores, neg_scores, negatives, num_items, config.loss_temperature
+    )
 
 
 @register_loss("contrastive", options=("contrastive_margin", "contrastive_weight"))
 def _contrastive(config, pos_scores, neg_scores, negatives, num_items):
-    return contrastive_loss(pos_scores, neg_scores, negatives, config.contrastive_margin,
-                            config.contrastive_weight)
+    return contrastive_loss(
+        pos_scores, neg_scores, negatives, config.contrastive_margin, config.contrastive_weight
+    )
 
 
 @register_loss("bsl", options=("loss_temperature", "positive_temperature"))
 def _bsl(config, pos_scores, neg_scores, negatives, num_items):
-    return bilateral_softmax_loss(pos_scores, neg_scores, negatives, config.loss_temperature,
-                                  config.positive_temperature)
+    return bilateral_softmax_loss(
+        pos_scores, neg_scores, negatives, config.loss_temperature, config.positive_temperature
+    )
 
 
-def batch_loss(config, pos_scores: torch.Tensor, neg_scores: torch.Tensor,
-               negatives: Negatives, num_items: int) -> torch.Tensor:
+def batch_loss(
+    config, pos_scores: torch.Tensor, neg_scores: torch.Tensor, negatives: Negatives, num_items: int
+) -> torch.Tensor:
     """The loss `config` (a TrainConfig) names, for one batch."""
     return LOSSES[config.loss].compute(config, pos_scores, neg_scores, negatives, num_items)
 

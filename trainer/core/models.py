@@ -49,8 +49,15 @@ class FactorModel(nn.Module):
 
     name = "base"
 
-    def __init__(self, num_users: int, num_items: int, dim: int, generator: torch.Generator,
-                 init_std: float = 0.1, score: str = "dot"):
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        dim: int,
+        generator: torch.Generator,
+        init_std: float = 0.1,
+        score: str = "dot",
+    ):
         super().__init__()
         if score not in ("dot", "cosine"):
             raise ValueError(f"unknown score {score!r}; choose 'dot' or 'cosine'")
@@ -72,8 +79,10 @@ class FactorModel(nn.Module):
         """(queries [U, d], items [N, d]) whose dot products are this model's scores."""
         with torch.no_grad():
             q = self.to_query(self.user_emb.detach())
-            return ((_unit(q) if self.cosine else q).contiguous(),
-                    self.item_vectors(self.item_emb.detach()).contiguous())
+            return (
+                (_unit(q) if self.cosine else q).contiguous(),
+                self.item_vectors(self.item_emb.detach()).contiguous(),
+            )
 
     def to_query(self, user_vectors: torch.Tensor) -> torch.Tensor:
         """User embeddings [B, d] → query vectors [B, d] (MF: themselves)."""
@@ -141,12 +150,14 @@ MODELS: dict[str, type[FactorModel]] = {}
 
 def register_model(name: str):
     """Class decorator: TrainConfig(model=name) builds this FactorModel subclass."""
+
     def wrap(cls):
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         cls.name = name
         MODELS[name] = cls
         return cls
+
     return wrap
 
 
@@ -159,8 +170,9 @@ class MF(FactorModel):
 class GMF(FactorModel):
     """GMF (He et al., NCF): r = h · (p ⊙ q), h initialised to ones so training starts as MF."""
 
-    def __init__(self, num_users, num_items, dim, generator, init_std: float = 0.1,
-                 score: str = "dot"):
+    def __init__(
+        self, num_users, num_items, dim, generator, init_std: float = 0.1, score: str = "dot"
+    ):
         super().__init__(num_users, num_items, dim, generator, init_std, score)
         self.h = nn.Parameter(torch.ones(dim))
 
@@ -168,8 +180,15 @@ class GMF(FactorModel):
         return user_vectors * self.h
 
 
-def build_model(name: str, num_users: int, num_items: int, dim: int, seed: int,
-                shard: np.ndarray | None = None, score: str = "dot") -> FactorModel:
+def build_model(
+    name: str,
+    num_users: int,
+    num_items: int,
+    dim: int,
+    seed: int,
+    shard: np.ndarray | None = None,
+    score: str = "dot",
+) -> FactorModel:
     """The model a one-process run starts from; with `shard` (sorted global user ids), only
     those users' rows, as local indices 0..len(shard)−1.
 

@@ -28,18 +28,33 @@ DEFAULT_PRESET: PresetName = "recommended"
 PRESETS: dict[str, dict] = {
     "paper": {},
     "recommended": {
-        "loss": "bsl", "score": "cosine", "loss_temperature": 0.08,
-        "positive_temperature": 0.0976, "l2": 0.0,
-        "lr": 0.01, "batch_size": 1024, "optimizer": "sparse-adam",
-        "epochs": 100, "eval_every": 3, "early_stopping_patience": 3,
-        "lr_decay_on_plateau": 0.5, "refit": True,
+        "loss": "bsl",
+        "score": "cosine",
+        "loss_temperature": 0.08,
+        "positive_temperature": 0.0976,
+        "l2": 0.0,
+        "lr": 0.01,
+        "batch_size": 1024,
+        "optimizer": "sparse-adam",
+        "epochs": 100,
+        "eval_every": 3,
+        "early_stopping_patience": 3,
+        "lr_decay_on_plateau": 0.5,
+        "refit": True,
         "sampler": {"name": "uniform", "shared_negatives": True, "num_negatives": 1000},
     },
 }
 
 # The preset's loss part: dropped when the user names another loss.
-_LOSS_PART = ("loss", "score", "loss_temperature", "positive_temperature", "l2",
-              "contrastive_margin", "contrastive_weight")
+_LOSS_PART = (
+    "loss",
+    "score",
+    "loss_temperature",
+    "positive_temperature",
+    "l2",
+    "contrastive_margin",
+    "contrastive_weight",
+)
 # The sampler's τ was tuned to equal the loss's T on cosine scores (the proposal is then the
 # softmax the loss estimates); under another loss it goes back to the sampler's default.
 _LOSS_PART_OF_SAMPLER = ("temperature",)
@@ -90,6 +105,8 @@ def fit_to_data(config, num_items: int, given: dict, log=None):
         return config
     n = max(1, num_items - 1)
     if log:
-        log(f"preset: {s.num_negatives} negatives per pair is more than the {num_items} items "
-            f"allow; using {n}")
+        log(
+            f"preset: {s.num_negatives} negatives per pair is more than the {num_items} items "
+            f"allow; using {n}"
+        )
     return config.model_copy(update={"sampler": s.model_copy(update={"num_negatives": n})})

@@ -34,7 +34,7 @@ class LazyRowAdam:
         self.exp_avg.index_copy_(0, unique, m)
         self.exp_avg_sq.index_copy_(0, unique, v)
         # torch.optim.SparseAdam's arithmetic, so the two agree to rounding.
-        step_size = self.lr * (1 - b2 ** self.steps) ** 0.5 / (1 - b1 ** self.steps)
+        step_size = self.lr * (1 - b2**self.steps) ** 0.5 / (1 - b1**self.steps)
         denom = v.sqrt().add_(self.eps)
         self.table.data.index_add_(0, unique, m.div_(denom), alpha=-step_size)
 

@@ -31,8 +31,14 @@ class VectorScorer:
 
 
 @torch.no_grad()
-def top_k(model, users: torch.Tensor, k: int, masked: list[InteractionIndex] = (),
-          item_block: int = ITEM_BLOCK, allowed: torch.Tensor | None = None):
+def top_k(
+    model,
+    users: torch.Tensor,
+    k: int,
+    masked: list[InteractionIndex] = (),
+    item_block: int = ITEM_BLOCK,
+    allowed: torch.Tensor | None = None,
+):
     """The k best items for each user, items in any `masked` index excluded.
 
     users [B] → (values, indices) [B, min(k, num_items)], best first. `allowed` [N] bool, if
@@ -50,7 +56,9 @@ def top_k(model, users: torch.Tensor, k: int, masked: list[InteractionIndex] = (
         if stop - start == n_items:
             scores = model.score_all(users).float()
         else:
-            scores = model.score_shared(users, torch.arange(start, stop, device=users.device)).float()
+            scores = model.score_shared(
+                users, torch.arange(start, stop, device=users.device)
+            ).float()
         for rows, cols in masks:
             inside = (cols >= start) & (cols < stop)
             scores[rows[inside], cols[inside] - start] = -math.inf

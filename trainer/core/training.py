@@ -15,17 +15,25 @@ from trainer.outputs.checkpoint import load_checkpoint, save_checkpoint, write_j
 from trainer.outputs.rundir import RunDirError
 
 
-def checkpoint_engine(engine: Engine, out: str, metrics: dict,
-                      config: TrainConfig | None = None) -> str:
+def checkpoint_engine(
+    engine: Engine, out: str, metrics: dict, config: TrainConfig | None = None
+) -> str:
     """The in-process engine's state as the shared checkpoint format; `config` is what the
     checkpoint records as the run's options (default: the engine's)."""
     st = engine.state()
     cfg = engine.config
     return save_checkpoint(
-        os.path.join(out, "checkpoint"), model_name=cfg.model, dim=cfg.dim, state=st["model"],
-        item_counts=engine.data.item_counts(), data=engine.data,
-        config=(config or cfg).model_dump(), metrics=metrics, epoch=engine.epoch,
-        optimizer=st["optimizer"])
+        os.path.join(out, "checkpoint"),
+        model_name=cfg.model,
+        dim=cfg.dim,
+        state=st["model"],
+        item_counts=engine.data.item_counts(),
+        data=engine.data,
+        config=(config or cfg).model_dump(),
+        metrics=metrics,
+        epoch=engine.epoch,
+        optimizer=st["optimizer"],
+    )
 
 
 def resume_engine(engine: Engine, out: str) -> list[dict]:
@@ -34,12 +42,20 @@ def resume_engine(engine: Engine, out: str) -> list[dict]:
     try:
         return engine.restore(blob)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise RunDirError(f"--resume: the checkpoint in {out} does not fit this run's options "
-                          f"(model, dim, dataset): {str(exc).splitlines()[0]}") from None
+        raise RunDirError(
+            f"--resume: the checkpoint in {out} does not fit this run's options "
+            f"(model, dim, dataset): {str(exc).splitlines()[0]}"
+        ) from None
 
 
-def train_in_process(config: TrainConfig, data: PreparedData, out: str,
-                     checkpoint_every: int = 0, log=None, resume: bool = False) -> dict:
+def train_in_process(
+    config: TrainConfig,
+    data: PreparedData,
+    out: str,
+    checkpoint_every: int = 0,
+    log=None,
+    resume: bool = False,
+) -> dict:
     """Train, validate, test and checkpoint into `out`; then refit on train + validation
     when the config asks for it. Returns metrics.json's content."""
     os.makedirs(out, exist_ok=True)
@@ -47,8 +63,11 @@ def train_in_process(config: TrainConfig, data: PreparedData, out: str,
     engine = Engine(config, data)
     history = resume_engine(engine, out) if resume else []
     metrics = RunMetrics({"config": config.model_dump(), "data": data.path, "workers": 0})
-    callbacks = [ConsoleProgress(log), MetricsFile(out, metrics),
-                 Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every)]
+    callbacks = [
+        ConsoleProgress(log),
+        MetricsFile(out, metrics),
+        Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every),
+    ]
     result = engine.fit(callbacks, history)
     validated = metrics(result["epochs"], result["test"])
     plan = refit_plan(config, result, data)
@@ -84,28 +103,41 @@ class LrSchedule(Callback):
             engine.optimizer.set_lr(self.lr_after_epoch[engine.epoch])
 
 
-def refit(config: TrainConfig, data: PreparedData, out: str, plan: RefitPlan, validated: dict,
-          log) -> dict:
+def refit(
+    config: TrainConfig, data: PreparedData, out: str, plan: RefitPlan, validated: dict, log
+) -> dict:
     """A fresh model (same seed) trained on train + validation for plan.epochs epochs with the
     validated run's lr schedule, tested and checkpointed in place of the validated one."""
     merged = data.with_validation_in_train()
-    cfg = config.model_copy(update={"epochs": plan.epochs, "eval_every": plan.epochs,
-                                    "early_stopping_patience": 0})
-    log(f"refit: a fresh model on train + validation ({merged.splits['train'].users.size} "
-        f"pairs) for {plan.epochs} epochs, the best validated epoch, with the same lr schedule")
+    cfg = config.model_copy(
+        update={"epochs": plan.epochs, "eval_every": plan.epochs, "early_stopping_patience": 0}
+    )
+    log(
+        f"refit: a fresh model on train + validation ({merged.splits['train'].users.size} "
+        f"pairs) for {plan.epochs} epochs, the best validated epoch, with the same lr schedule"
+    )
 
     def metrics(records: list[dict], test: dict | None) -> dict:
         """The validated run's metrics, with the refit's records and its test metrics in
         place of the validated model's (kept under before_refit)."""
-        out = {**validated, "refit": {"epochs": plan.epochs, "lr_after_epoch": plan.lr_after_epoch,
-                                      "records": records}}
+        out = {
+            **validated,
+            "refit": {
+                "epochs": plan.epochs,
+                "lr_after_epoch": plan.lr_after_epoch,
+                "records": records,
+            },
+        }
         if test:
             out.update(test=test, before_refit={"test": validated.get("test")})
         return out
 
     engine = Engine(cfg, merged)
-    callbacks = [LrSchedule(plan.lr_after_epoch), ConsoleProgress(lambda line: log(f"refit {line}")),
-                 Checkpointer(lambda e, m: checkpoint_engine(e, out, m, config), metrics)]
+    callbacks = [
+        LrSchedule(plan.lr_after_epoch),
+        ConsoleProgress(lambda line: log(f"refit {line}")),
+        Checkpointer(lambda e, m: checkpoint_engine(e, out, m, config), metrics),
+    ]
     result = engine.fit(callbacks)
     final = metrics(result["epochs"], result["test"])
     write_json_atomic(os.path.join(out, "metrics.json"), final)

@@ -16,7 +16,8 @@ from trainer.data.formats import DataError
 from trainer.data.prepare import FORMAT_VERSION, SPLITS, file_sha256
 
 REQUIRED_FILES = ("manifest.json", "users.parquet", "items.parquet") + tuple(
-    f"{s}.parquet" for s in SPLITS)
+    f"{s}.parquet" for s in SPLITS
+)
 
 
 def _verify_files(path: str, manifest: dict) -> None:
@@ -25,21 +26,29 @@ def _verify_files(path: str, manifest: dict) -> None:
     file is refused before training rather than trained on."""
     counts = manifest["counts"]
     expected = {f"{s}.parquet": counts[s] for s in SPLITS} | {
-        "users.parquet": counts["users"], "items.parquet": counts["items"]}
+        "users.parquet": counts["users"],
+        "items.parquet": counts["items"],
+    }
     recorded = manifest.get("files", {})
     for name, rows in expected.items():
         file = os.path.join(path, name)
         try:
             found = pq.read_metadata(file).num_rows
         except Exception as exc:  # noqa: BLE001 - truncated or not Parquet at all
-            raise DataError(f"{os.path.basename(path)}/{name}: damaged ({type(exc).__name__}); "
-                            "prepare the dataset again") from None
+            raise DataError(
+                f"{os.path.basename(path)}/{name}: damaged ({type(exc).__name__}); "
+                "prepare the dataset again"
+            ) from None
         if found != rows:
-            raise DataError(f"{os.path.basename(path)}/{name}: {found} rows, the manifest says "
-                            f"{rows}; prepare the dataset again")
+            raise DataError(
+                f"{os.path.basename(path)}/{name}: {found} rows, the manifest says "
+                f"{rows}; prepare the dataset again"
+            )
         if name in recorded and file_sha256(file) != recorded[name]["sha256"]:
-            raise DataError(f"{os.path.basename(path)}/{name}: checksum differs from the "
-                            "manifest's; prepare the dataset again")
+            raise DataError(
+                f"{os.path.basename(path)}/{name}: checksum differs from the "
+                "manifest's; prepare the dataset again"
+            )
 
 
 def _check_manifest_shape(path: str, manifest) -> None:
@@ -47,9 +56,12 @@ def _check_manifest_shape(path: str, manifest) -> None:
     counts = manifest.get("counts") if isinstance(manifest, dict) else None
     needed = ("users", "items", *SPLITS)
     if not isinstance(counts, dict) or not all(
-            type(counts.get(k)) is int and counts[k] >= 0 for k in needed):
-        raise DataError(f"{path}/manifest.json: not a manifest (it needs an object with "
-                        f"integer counts of {', '.join(needed)}); prepare the dataset again")
+        type(counts.get(k)) is int and counts[k] >= 0 for k in needed
+    ):
+        raise DataError(
+            f"{path}/manifest.json: not a manifest (it needs an object with "
+            f"integer counts of {', '.join(needed)}); prepare the dataset again"
+        )
 
 
 @dataclass
@@ -72,8 +84,10 @@ def _read_split(file: str, users: np.ndarray | None, num_users: int) -> Split:
     one batch plus the kept rows, not the whole split."""
     if users is None:
         table = pq.read_table(file, columns=["user", "item"])
-        return Split(table.column("user").to_numpy().astype(np.int64),
-                     table.column("item").to_numpy().astype(np.int64))
+        return Split(
+            table.column("user").to_numpy().astype(np.int64),
+            table.column("item").to_numpy().astype(np.int64),
+        )
     wanted = np.zeros(num_users, dtype=bool)
     wanted[users] = True
     kept_u, kept_i = [], []
@@ -81,8 +95,10 @@ def _read_split(file: str, users: np.ndarray | None, num_users: int) -> Split:
         keep = wanted[u.clip(0, num_users - 1)] & (u >= 0) & (u < num_users)
         kept_u.append(u[keep])
         kept_i.append(i[keep])
-    return Split(np.concatenate(kept_u) if kept_u else np.zeros(0, np.int64),
-                 np.concatenate(kept_i) if kept_i else np.zeros(0, np.int64))
+    return Split(
+        np.concatenate(kept_u) if kept_u else np.zeros(0, np.int64),
+        np.concatenate(kept_i) if kept_i else np.zeros(0, np.int64),
+    )
 
 
 def dataset_size(path: str) -> tuple[int, int]:
@@ -119,40 +135,52 @@ class PreparedData:
     """Set when `splits` hold only a shard's pairs: the whole train split's item counts."""
 
     @classmethod
-    def load(cls, path: str, users: np.ndarray | None = None,
-             item_counts: np.ndarray | None = None) -> PreparedData:
+    def load(
+        cls, path: str, users: np.ndarray | None = None, item_counts: np.ndarray | None = None
+    ) -> PreparedData:
         """The dataset, checked against its manifest. With `users` (a Ray worker's shard),
         `splits` hold only their pairs and memory grows with the shard, not the dataset;
         item counts are still the whole train split's (`item_counts`, if the caller has them)."""
         path = os.path.abspath(path)
         missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
         if missing:
-            raise DataError(f"{path}: not a prepared dataset (missing {', '.join(missing)}); "
-                            "make one with `python trainer/prepare.py --input FILE --out DIR`")
+            raise DataError(
+                f"{path}: not a prepared dataset (missing {', '.join(missing)}); "
+                "make one with `python trainer/prepare.py --input FILE --out DIR`"
+            )
         try:
             with open(os.path.join(path, "manifest.json")) as fh:
                 manifest = json.load(fh)
             _check_manifest_shape(path, manifest)
             if manifest.get("format_version") != FORMAT_VERSION:
-                raise DataError(f"{path}: prepared with format {manifest.get('format_version')}, "
-                                f"this version reads {FORMAT_VERSION}; prepare it again")
+                raise DataError(
+                    f"{path}: prepared with format {manifest.get('format_version')}, "
+                    f"this version reads {FORMAT_VERSION}; prepare it again"
+                )
             counts = manifest["counts"]
             _verify_files(path, manifest)
             n_users = int(counts["users"])
-            splits = {name: _read_split(os.path.join(path, f"{name}.parquet"), users, n_users)
-                      for name in SPLITS}
+            splits = {
+                name: _read_split(os.path.join(path, f"{name}.parquet"), users, n_users)
+                for name in SPLITS
+            }
         except (OSError, KeyError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
             raise DataError(f"{path}: prepared dataset is unreadable ({exc})") from None
         data = cls(path, manifest, int(counts["users"]), int(counts["items"]), splits)
         if users is not None:
-            data.train_item_counts = (item_counts if item_counts is not None else
-                                      count_train(path, data.num_users, data.num_items)[1])
+            data.train_item_counts = (
+                item_counts
+                if item_counts is not None
+                else count_train(path, data.num_users, data.num_items)[1]
+            )
         for name, split in splits.items():
-            if split.users.size and (split.users.max() >= data.num_users
-                                     or split.items.max() >= data.num_items
-                                     or min(split.users.min(), split.items.min()) < 0):
+            if split.users.size and (
+                split.users.max() >= data.num_users
+                or split.items.max() >= data.num_items
+                or min(split.users.min(), split.items.min()) < 0
+            ):
                 raise DataError(f"{path}: {name}.parquet has indices outside the manifest's counts")
         if splits["train"].users.size == 0 and users is None:
             raise DataError(f"{path}: the train split is empty")
@@ -162,8 +190,9 @@ class PreparedData:
         """The same dataset with the validation pairs moved into train (a refit's data; all
         users' pairs loaded, not a shard's)."""
         train, valid = self.splits["train"], self.splits["valid"]
-        merged = Split(np.concatenate([train.users, valid.users]),
-                       np.concatenate([train.items, valid.items]))
+        merged = Split(
+            np.concatenate([train.users, valid.users]), np.concatenate([train.items, valid.items])
+        )
         empty = Split(np.zeros(0, np.int64), np.zeros(0, np.int64))
         return dataclasses.replace(self, splits={**self.splits, "train": merged, "valid": empty})
 
@@ -184,8 +213,12 @@ class PreparedData:
             local[users] = np.arange(users.size)
             keep = local[u] >= 0
             u, i, n_users = local[u[keep]], i[keep], users.size
-        return InteractionIndex(torch.as_tensor(u, device=device), torch.as_tensor(i, device=device),
-                                n_users, self.num_items)
+        return InteractionIndex(
+            torch.as_tensor(u, device=device),
+            torch.as_tensor(i, device=device),
+            n_users,
+            self.num_items,
+        )
 
     def ids(self, kind: str) -> list[str]:
         """External ids by index, kind 'users' or 'items'."""

@@ -47,8 +47,14 @@ class RawInteractions:
 def detect_format(path: str) -> str:
     name = os.path.basename(path).lower()
     name = name[:-3] if name.endswith(".gz") else name
-    for suffix, fmt in ((".inter", "inter"), (".csv", "csv"), (".tsv", "tsv"),
-                        (".parquet", "parquet"), (".txt", "lightgcn"), (".mat", "mat")):
+    for suffix, fmt in (
+        (".inter", "inter"),
+        (".csv", "csv"),
+        (".tsv", "tsv"),
+        (".parquet", "parquet"),
+        (".txt", "lightgcn"),
+        (".mat", "mat"),
+    ):
         if name.endswith(suffix):
             return fmt
     raise DataError(f"{path}: cannot tell the format from the name; pass --format")
@@ -60,13 +66,22 @@ def read_interactions(path: str, fmt: str = "auto") -> RawInteractions:
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    reader = {"inter": _read_inter, "csv": _read_delimited, "tsv": _read_delimited,
-              "parquet": _read_parquet, "lightgcn": read_lightgcn, "mat": _read_mat}[fmt]
+    reader = {
+        "inter": _read_inter,
+        "csv": _read_delimited,
+        "tsv": _read_delimited,
+        "parquet": _read_parquet,
+        "lightgcn": read_lightgcn,
+        "mat": _read_mat,
+    }[fmt]
     try:
         raw = reader(path, fmt) if fmt in ("csv", "tsv") else reader(path)
     except (EOFError, OSError, zlib.error) as exc:  # a truncated .gz, an unreadable file
-        why = "the compressed stream ends early" if isinstance(exc, EOFError) else (
-            getattr(exc, "strerror", None) or str(exc))
+        why = (
+            "the compressed stream ends early"
+            if isinstance(exc, EOFError)
+            else (getattr(exc, "strerror", None) or str(exc))
+        )
         raise DataError(f"{os.path.basename(path)}: cannot be read ({why})") from None
     if len(raw.users) == 0:
         raise DataError(f"{path}: no interactions in the file")
@@ -74,6 +89,7 @@ def read_interactions(path: str, fmt: str = "auto") -> RawInteractions:
 
 
 # -- delimited text (.inter, .csv, .tsv) -----------------------------------------------------
+
 
 def _open_text(path: str):
     opener = gzip.open if path.endswith(".gz") else open
@@ -106,7 +122,8 @@ def _read_table(path: str, delimiter: str) -> pa.Table:
             path,
             parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in _header(path, delimiter)}),
+                column_types={name: pa.string() for name in _header(path, delimiter)}
+            ),
         )
     except pa.ArrowInvalid as exc:
         header = _header(path, delimiter)
@@ -126,7 +143,9 @@ def _pick(names: list[str], wanted: tuple[str, ...], path: str, what: str, requi
         if w in lowered:
             return lowered.index(w)
     if required:
-        raise DataError(f"{path}: no {what} column; header has {names}, expected one of {list(wanted)}")
+        raise DataError(
+            f"{path}: no {what} column; header has {names}, expected one of {list(wanted)}"
+        )
     return None
 
 
@@ -168,8 +187,10 @@ def _parse_ratings(path, col: pa.Array, names, delimiter, index) -> np.ndarray:
             if s is None or not math.isfinite(float(s)):
                 raise ValueError
         except ValueError:
-            raise DataError(f"{path}: row {row + 1}, column {names[index]!r}: "
-                            f"rating {s!r} is not a finite number") from None
+            raise DataError(
+                f"{path}: row {row + 1}, column {names[index]!r}: "
+                f"rating {s!r} is not a finite number"
+            ) from None
     raise DataError(f"{path}: column {names[index]!r}: ratings are not numbers")
 
 
@@ -199,6 +220,7 @@ def _read_parquet(path: str) -> RawInteractions:
 
 # -- LightGCN text ----------------------------------------------------------------------------
 
+
 def read_lightgcn(path: str) -> RawInteractions:
     """One line per user: `user item item ...`, whitespace-separated integer ids."""
     users, items = [], []
@@ -209,13 +231,16 @@ def read_lightgcn(path: str) -> RawInteractions:
                 continue
             for f in fields:
                 if not f.isdigit():
-                    raise DataError(f"{path}: line {number}: id {f!r} is not a non-negative integer")
+                    raise DataError(
+                        f"{path}: line {number}: id {f!r} is not a non-negative integer"
+                    )
             users.extend([fields[0]] * (len(fields) - 1))
             items.extend(fields[1:])
     return RawInteractions(pa.array(users, pa.string()), pa.array(items, pa.string()), None)
 
 
 # -- MATLAB .mat ------------------------------------------------------------------------------
+
 
 def _read_mat(path: str) -> RawInteractions:
     import scipy.io

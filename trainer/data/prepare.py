@@ -101,12 +101,18 @@ def _check_id_lengths(source: str, ids: pa.Array, kind: str) -> None:
     longest = pc.max(lengths).as_py()
     if longest > MAX_ID_CHARS:
         at = pc.index(lengths, longest).as_py()
-        raise DataError(f"{source}: a {kind} id has {longest} characters (the limit is "
-                        f"{MAX_ID_CHARS}): {str(ids[at].as_py())[:40]!r}...")
+        raise DataError(
+            f"{source}: a {kind} id has {longest} characters (the limit is "
+            f"{MAX_ID_CHARS}): {str(ids[at].as_py())[:40]!r}..."
+        )
 
 
-def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
-                   given_test: RawInteractions | None = None) -> dict:
+def prepare_arrays(
+    raw: RawInteractions,
+    opts: PrepareOptions,
+    source: str,
+    given_test: RawInteractions | None = None,
+) -> dict:
     """Filter, index, split. Returns tables and manifest fields; writes nothing."""
     opts.check()
     n_raw = len(raw.users)
@@ -122,7 +128,9 @@ def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
     _check_id_lengths(source, user_ids, "user")
     _check_id_lengths(source, item_ids, "item")
     if u.size == 0:
-        raise DataError(f"{source}: nothing left after the rating filter (--min-rating {opts.min_rating})")
+        raise DataError(
+            f"{source}: nothing left after the rating filter (--min-rating {opts.min_rating})"
+        )
     pairs = np.unique(u * len(item_ids) + i)  # deduplicated and sorted by (user, item)
     u, i = pairs // len(item_ids), pairs % len(item_ids)
     keep = _kcore(u, i, opts.kcore)
@@ -142,8 +150,9 @@ def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
         test_i = pc.index_in(given_test.items, value_set=item_ids).to_numpy(zero_copy_only=False)
         known = ~(np.isnan(test_u.astype(float)) | np.isnan(test_i.astype(float)))
         dropped_test = int((~known).sum())
-        test_pairs = np.unique(test_u[known].astype(np.int64) * len(item_ids)
-                               + test_i[known].astype(np.int64))
+        test_pairs = np.unique(
+            test_u[known].astype(np.int64) * len(item_ids) + test_i[known].astype(np.int64)
+        )
         no_test = PrepareOptions(**{**asdict(opts), "test_ratio": 0.0})
         part = _split(u, len(user_ids), no_test, rng)
         train_keys = u * len(item_ids) + i
@@ -155,12 +164,21 @@ def prepare_arrays(raw: RawInteractions, opts: PrepareOptions, source: str,
     for code, name in enumerate(SPLITS):
         sel = part == code
         order = np.lexsort((i[sel], u[sel]))
-        tables[name] = pa.table({"user": pa.array(u[sel][order].astype(np.int32)),
-                                 "item": pa.array(i[sel][order].astype(np.int32))})
-    counts = {"raw_rows": n_raw, "after_rating_filter": n_rated, "after_kcore": int(u.size),
-              "users": len(user_ids), "items": len(item_ids),
-              **{name: tables[name].num_rows for name in SPLITS},
-              "given_test_pairs_dropped": dropped_test}
+        tables[name] = pa.table(
+            {
+                "user": pa.array(u[sel][order].astype(np.int32)),
+                "item": pa.array(i[sel][order].astype(np.int32)),
+            }
+        )
+    counts = {
+        "raw_rows": n_raw,
+        "after_rating_filter": n_rated,
+        "after_kcore": int(u.size),
+        "users": len(user_ids),
+        "items": len(item_ids),
+        **{name: tables[name].num_rows for name in SPLITS},
+        "given_test_pairs_dropped": dropped_test,
+    }
     return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
 
 
@@ -185,14 +203,17 @@ def check_out(out: str, overwrite: bool, inputs: tuple[str, ...] = ()) -> None:
     real = os.path.realpath(out)
     for path in inputs:
         if os.path.commonpath([real, os.path.realpath(path)]) == real:
-            raise DataError(f"{out}: holds the input {os.path.basename(path)}; --overwrite "
-                            "would delete it. Write the dataset somewhere else")
+            raise DataError(
+                f"{out}: holds the input {os.path.basename(path)}; --overwrite "
+                "would delete it. Write the dataset somewhere else"
+            )
     if not os.path.isfile(os.path.join(out, "manifest.json")):
         raise DataError(f"{out}: is not a prepared dataset; --overwrite only replaces one")
 
 
-def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = False,
-                   inputs: tuple[str, ...] = ()) -> dict:
+def write_prepared(
+    out: str, result: dict, manifest: dict, overwrite: bool = False, inputs: tuple[str, ...] = ()
+) -> dict:
     """Write into a temporary sibling directory, then rename over `out` (without
     `overwrite`, only if nothing has appeared there meanwhile). Returns the manifest as
     written (with each file's rows and SHA-256)."""
@@ -209,14 +230,26 @@ def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = Fal
         for name, table in result["tables"].items():
             pq.write_table(table, os.path.join(tmp, f"{name}.parquet"))
         for name, ids in (("users", result["user_ids"]), ("items", result["item_ids"])):
-            pq.write_table(pa.table({"index": pa.array(np.arange(len(ids), dtype=np.int32)),
-                                     "id": ids.cast(pa.string())}),
-                           os.path.join(tmp, f"{name}.parquet"))
+            pq.write_table(
+                pa.table(
+                    {
+                        "index": pa.array(np.arange(len(ids), dtype=np.int32)),
+                        "id": ids.cast(pa.string()),
+                    }
+                ),
+                os.path.join(tmp, f"{name}.parquet"),
+            )
         # Rows and SHA-256 of every table: PreparedData.load checks them before training.
-        manifest = {**manifest, "files": {
-            name: {"rows": pq.read_metadata(os.path.join(tmp, name)).num_rows,
-                   "sha256": file_sha256(os.path.join(tmp, name))}
-            for name in sorted(f for f in os.listdir(tmp) if f.endswith(".parquet"))}}
+        manifest = {
+            **manifest,
+            "files": {
+                name: {
+                    "rows": pq.read_metadata(os.path.join(tmp, name)).num_rows,
+                    "sha256": file_sha256(os.path.join(tmp, name)),
+                }
+                for name in sorted(f for f in os.listdir(tmp) if f.endswith(".parquet"))
+            },
+        }
         with open(os.path.join(tmp, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2, sort_keys=True)
             fh.write("\n")
@@ -226,8 +259,9 @@ def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = Fal
             place_directory(tmp, out)
     except FileExistsError:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{out}: another run wrote it first; pass --overwrite to replace "
-                        "it") from None
+        raise DataError(
+            f"{out}: another run wrote it first; pass --overwrite to replace it"
+        ) from None
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{out}: cannot write there ({exc.strerror or exc})") from None
@@ -237,9 +271,15 @@ def write_prepared(out: str, result: dict, manifest: dict, overwrite: bool = Fal
     return manifest
 
 
-def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: str = "auto",
-            test_path: str | None = None, synthetic: str | None = None,
-            overwrite: bool = False) -> dict:
+def prepare(
+    out: str,
+    opts: PrepareOptions,
+    input_path: str | None = None,
+    fmt: str = "auto",
+    test_path: str | None = None,
+    synthetic: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Read, prepare and write one dataset. Returns the manifest."""
     if (input_path is None) == (synthetic is None):
         raise DataError("give exactly one of --input or --synthetic")
@@ -251,26 +291,43 @@ def prepare(out: str, opts: PrepareOptions, input_path: str | None = None, fmt: 
         given_test = None
     else:
         raw = read_interactions(input_path, fmt)
-        given_test = read_interactions(test_path, "lightgcn" if fmt == "lightgcn" else "auto") \
-            if test_path else None
+        given_test = (
+            read_interactions(test_path, "lightgcn" if fmt == "lightgcn" else "auto")
+            if test_path
+            else None
+        )
         source = {"path": os.path.basename(input_path), "sha256": file_sha256(input_path)}
         if test_path:
             source["test_path"] = os.path.basename(test_path)
             source["test_sha256"] = file_sha256(test_path)
     result = prepare_arrays(raw, opts, input_path or "synthetic", given_test)
-    manifest = {"format_version": FORMAT_VERSION, "source": source, "options": asdict(opts),
-                "counts": result["counts"], "split": "given test file" if given_test else "random per user"}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "options": asdict(opts),
+        "counts": result["counts"],
+        "split": "given test file" if given_test else "random per user",
+    }
     return write_prepared(out, result, manifest, overwrite, inputs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--input", help="interactions file (.inter[.gz], .csv, .tsv, .parquet, .txt, .mat)")
-    src.add_argument("--synthetic", help="generate data instead: users=U,items=I,dim=D,mean=M,seed=S,...")
+    src.add_argument(
+        "--input", help="interactions file (.inter[.gz], .csv, .tsv, .parquet, .txt, .mat)"
+    )
+    src.add_argument(
+        "--synthetic", help="generate data instead: users=U,items=I,dim=D,mean=M,seed=S,..."
+    )
     ap.add_argument("--test-input", help="LightGCN-style test file kept as the test split")
-    ap.add_argument("--format", default="auto",
-                    choices=["auto", "inter", "csv", "tsv", "parquet", "lightgcn", "mat"])
+    ap.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "inter", "csv", "tsv", "parquet", "lightgcn", "mat"],
+    )
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--min-rating", type=float, default=None)
     ap.add_argument("--kcore", type=int, default=5)
@@ -281,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     opts = PrepareOptions(args.min_rating, args.kcore, args.test_ratio, args.valid_ratio, args.seed)
     try:
-        manifest = prepare(args.out, opts, args.input, args.format, args.test_input,
-                           args.synthetic, args.overwrite)
+        manifest = prepare(
+            args.out, opts, args.input, args.format, args.test_input, args.synthetic, args.overwrite
+        )
     except DataError as exc:
         print(f"prepare: error: {one_line(exc)}", file=sys.stderr)
         return 2

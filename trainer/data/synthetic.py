@@ -64,11 +64,14 @@ class SyntheticSpec:
         limits = {"users": MAX_USERS, "items": MAX_ITEMS, "dim": MAX_DIM}
         for key, limit in limits.items():
             if getattr(spec, key) > limit:
-                raise DataError(f"--synthetic: {key}={getattr(spec, key)} is over the limit "
-                                f"{limit:,}")
+                raise DataError(
+                    f"--synthetic: {key}={getattr(spec, key)} is over the limit {limit:,}"
+                )
         if spec.users * max(spec.mean, spec.minimum) > MAX_PAIRS:
-            raise DataError(f"--synthetic: users × mean ≈ {spec.users * spec.mean:,.0f} "
-                            f"interactions is over the limit {MAX_PAIRS:,}")
+            raise DataError(
+                f"--synthetic: users × mean ≈ {spec.users * spec.mean:,.0f} "
+                f"interactions is over the limit {MAX_PAIRS:,}"
+            )
         return spec
 
     def describe(self) -> str:
@@ -101,5 +104,6 @@ def generate(spec: SyntheticSpec, chunk_users: int = 512) -> RawInteractions:
         items.append(order[take])
     u = np.concatenate(users)
     i = np.concatenate(items)
-    return RawInteractions(pa.array(np.char.add("u", u.astype(str))),
-                           pa.array(np.char.add("i", i.astype(str))), None)
+    return RawInteractions(
+        pa.array(np.char.add("u", u.astype(str))), pa.array(np.char.add("i", i.astype(str))), None
+    )

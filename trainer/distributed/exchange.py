@@ -40,10 +40,12 @@ class GradientExchange:
     def per_step(self) -> dict:
         """Bytes per step this worker sent into collectives, for metrics.json."""
         steps = max(1, self.steps)
-        return {"exchange_mode": self.mode,
-                "exchange_bytes_per_step": sum(self.payload.values()) // steps,
-                "allreduce_bytes_per_step": self.payload["all_reduce"] // steps,
-                "sparse_step_fraction": self.sparse_steps / steps}
+        return {
+            "exchange_mode": self.mode,
+            "exchange_bytes_per_step": sum(self.payload.values()) // steps,
+            "allreduce_bytes_per_step": self.payload["all_reduce"] // steps,
+            "sparse_step_fraction": self.sparse_steps / steps,
+        }
 
     # -- the choice --------------------------------------------------------------------------
 

@@ -112,17 +112,29 @@ def train_worker(cfg: dict) -> None:
     local_cfg = config.model_copy(update={"device": device, "batch_size": plan.batch_per_worker})
     replicas = CollectiveReplicas(world)
     exchange = GradientExchange(world, cfg.get("item_exchange", "auto"))
-    engine = Engine(local_cfg, data, shard, steps_per_epoch=plan.steps_per_epoch,
-                    exchange=exchange, replicas=replicas)
+    engine = Engine(
+        local_cfg,
+        data,
+        shard,
+        steps_per_epoch=plan.steps_per_epoch,
+        exchange=exchange,
+        replicas=replicas,
+    )
     history = _resume(engine, cfg)
     _write_pid(cfg.get("pid_dir"), rank)
-    metrics = RunMetrics(_header(engine, config, data, plan, world),
-                         extra=lambda: {**exchange.per_step(),
-                                        "ddp_bytes_per_step": _ddp_bytes(engine, data, config)})
+    metrics = RunMetrics(
+        _header(engine, config, data, plan, world),
+        extra=lambda: {
+            **exchange.per_step(),
+            "ddp_bytes_per_step": _ddp_bytes(engine, data, config),
+        },
+    )
     callbacks: list[Callback] = [RayEpochStats(replicas)]
     if rank == 0:
-        callbacks += [ConsoleProgress(progress_logger().info),
-                      MetricsFile(cfg.get("out") or "", metrics)]
+        callbacks += [
+            ConsoleProgress(progress_logger().info),
+            MetricsFile(cfg.get("out") or "", metrics),
+        ]
     callbacks.append(RayReporter(data, config, plan, rank, metrics, cfg.get("checkpoint_every", 0)))
     engine.fit(callbacks, history)
 
@@ -152,8 +164,10 @@ def _write_pid(pid_dir: str | None, rank: int) -> None:
 
 def _ddp_bytes(engine: Engine, data: PreparedData, config: TrainConfig) -> int:
     """What one process of plain DDP over the whole model would all-reduce per step."""
-    return sum(p.numel() * p.element_size() for p in engine.model.item_parameters()) + \
-        data.num_users * config.dim * 4
+    return (
+        sum(p.numel() * p.element_size() for p in engine.model.item_parameters())
+        + data.num_users * config.dim * 4
+    )
 
 
 def _header(engine: Engine, config: TrainConfig, data: PreparedData, plan, world: int) -> dict:
@@ -162,9 +176,14 @@ def _header(engine: Engine, config: TrainConfig, data: PreparedData, plan, world
     # Every rank's item side as it starts (fresh: the one-process init; resumed: the checkpoint).
     digests: list = [None] * world
     dist.all_gather_object(digests, item_digest(engine.model))
-    return {"config": config.model_dump(), "data": data.path, "workers": world,
-            "shard_pairs": plan.pairs, "steps_per_epoch": plan.steps_per_epoch,
-            "item_start_sha256": digests}
+    return {
+        "config": config.model_dump(),
+        "data": data.path,
+        "workers": world,
+        "shard_pairs": plan.pairs,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "item_start_sha256": digests,
+    }
 
 
 class RayEpochStats(Callback):
@@ -178,14 +197,23 @@ class RayEpochStats(Callback):
     def on_epoch_trained(self, engine, record):
         import torch.distributed as dist
 
-        stats = torch.tensor([record["loss"], record["sample_s"], record["train_s"]],
-                             dtype=torch.float64, device=engine.device)
+        stats = torch.tensor(
+            [record["loss"], record["sample_s"], record["train_s"]],
+            dtype=torch.float64,
+            device=engine.device,
+        )
         dist.all_reduce(stats[:1])
         dist.all_reduce(stats[1:], op=dist.ReduceOp.MAX)
-        record.update(loss=float(stats[0]) / self.replicas.world_size,
-                      sample_s=float(stats[1]), train_s=float(stats[2]))
-        mine = torch.tensor([record["peak_rss_mb"], record["sampler_state_bytes"]],
-                            dtype=torch.float64, device=engine.device)
+        record.update(
+            loss=float(stats[0]) / self.replicas.world_size,
+            sample_s=float(stats[1]),
+            train_s=float(stats[2]),
+        )
+        mine = torch.tensor(
+            [record["peak_rss_mb"], record["sampler_state_bytes"]],
+            dtype=torch.float64,
+            device=engine.device,
+        )
         every = [torch.zeros_like(mine) for _ in range(self.replicas.world_size)]
         dist.all_gather(every, mine)
         record["worker_peak_rss_mb"] = [float(t[0]) for t in every]
@@ -207,19 +235,28 @@ class RayReporter(Callback):
 
         record = records[-1]
         due = bool(test) or bool(self.every and engine.epoch % self.every == 0)
-        checkpoint_dir = _write_checkpoint(engine, self.data, self.config,
-                                           self.metrics(records, test), self.plan,
-                                           self.rank) if due else None
+        checkpoint_dir = (
+            _write_checkpoint(
+                engine, self.data, self.config, self.metrics(records, test), self.plan, self.rank
+            )
+            if due
+            else None
+        )
         # Report only when there is something new (validation, a checkpoint, the end): each
         # report is a barrier plus a round trip to the controller (~1 s on 2 cores). Every
         # report carries the latest validation metrics (schedulers such as ASHA need them each
         # time); test metrics appear only in the final one.
         if "valid" in record or due:
             last_valid = _reported_valid(records, test)
-            report = {"epoch": engine.epoch, "loss": record["loss"],
-                      **{f"valid_{k}": v for k, v in last_valid.items()},
-                      **{f"test_{k}": v for k, v in (test or {}).items()}}
-            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            report = {
+                "epoch": engine.epoch,
+                "loss": record["loss"],
+                **{f"valid_{k}": v for k, v in last_valid.items()},
+                **{f"test_{k}": v for k, v in (test or {}).items()},
+            }
+            checkpoint = (
+                ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            )
             ray.train.report(report, checkpoint=checkpoint)
         if checkpoint_dir:
             shutil.rmtree(os.path.dirname(checkpoint_dir), ignore_errors=True)
@@ -243,12 +280,22 @@ def _write_checkpoint(engine, data, config, metrics, plan, rank) -> str:
     world = len(plan.shards)
     path = os.path.join(tempfile.mkdtemp(prefix="adasir-ckpt-"), "checkpoint")
     if rank == 0:
-        state = {k: v.detach().cpu() for k, v in engine.model.state_dict().items()
-                 if k != "user_emb"}
-        save_checkpoint(path, model_name=config.model, dim=config.dim, state=state,
-                        item_counts=data.item_counts(), data=data, config=config.model_dump(),
-                        metrics=metrics, epoch=engine.epoch, optimizer=None,
-                        user_shards=shard_table(plan.shards))
+        state = {
+            k: v.detach().cpu() for k, v in engine.model.state_dict().items() if k != "user_emb"
+        }
+        save_checkpoint(
+            path,
+            model_name=config.model,
+            dim=config.dim,
+            state=state,
+            item_counts=data.item_counts(),
+            data=data,
+            config=config.model_dump(),
+            metrics=metrics,
+            epoch=engine.epoch,
+            optimizer=None,
+            user_shards=shard_table(plan.shards),
+        )
     write_user_shard(path, rank, world, plan.shards[rank], engine.model.user_emb)
     return path
 
@@ -268,9 +315,13 @@ def connect(address: str | None, workers: int = 1) -> None:
         return
     # A local Ray sized for this machine; workers import the project through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)
-    ray.init(num_cpus=max(os.cpu_count() or 1, workers), object_store_memory=256 * 1024 * 1024,
-             runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, include_dashboard=True,
-             log_to_driver=True)
+    ray.init(
+        num_cpus=max(os.cpu_count() or 1, workers),
+        object_store_memory=256 * 1024 * 1024,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        include_dashboard=True,
+        log_to_driver=True,
+    )
 
 
 def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu: bool) -> None:
@@ -281,24 +332,38 @@ def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu
     plan_shards(data.splits["train"].users, data.num_users, workers, config.batch_size)
 
 
-def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers: int,
-                   gpu: bool = False, max_failures: int = 2, checkpoint_every: int = 0,
-                   address: str | None = None, storage_path: str | None = None,
-                   resume: bool = False, item_exchange: str = "auto") -> dict:
+def train_with_ray(
+    config: TrainConfig,
+    data: PreparedData,
+    out: str,
+    *,
+    workers: int,
+    gpu: bool = False,
+    max_failures: int = 2,
+    checkpoint_every: int = 0,
+    address: str | None = None,
+    storage_path: str | None = None,
+    resume: bool = False,
+    item_exchange: str = "auto",
+) -> dict:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     check_ray_request(config, data, workers, gpu)
     if config.refit:
-        progress_logger().info("refit: in-process runs only for now; this Ray run keeps the "
-                               "best validated epoch's model")
+        progress_logger().info(
+            "refit: in-process runs only for now; this Ray run keeps the "
+            "best validated epoch's model"
+        )
         config = config.model_copy(update={"refit": False})
     connect(address, workers)
     resources = ray.cluster_resources()
     if gpu and resources.get("GPU", 0) < workers:
-        raise ValueError(f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
-                         f"{int(resources.get('GPU', 0))}")
+        raise ValueError(
+            f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
+            f"{int(resources.get('GPU', 0))}"
+        )
     cpus = resources.get("CPU", 1)
     cpus_per_worker = max(1, int(cpus // workers)) if not gpu else 1
     if cpus < workers * (0 if gpu else 1):
@@ -306,18 +371,27 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train": config.model_dump(), "data": data.path, "out": out,
-                           "gpu": gpu, "threads": cpus_per_worker,
-                           "checkpoint_every": checkpoint_every, "item_exchange": item_exchange,
-                           "resume_from": os.path.join(out, "checkpoint") if resume else None,
-                           "pid_dir": os.path.join(out, "workers")},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+        train_loop_config={
+            "train": config.model_dump(),
+            "data": data.path,
+            "out": out,
+            "gpu": gpu,
+            "threads": cpus_per_worker,
+            "checkpoint_every": checkpoint_every,
+            "item_exchange": item_exchange,
+            "resume_from": os.path.join(out, "checkpoint") if resume else None,
+            "pid_dir": os.path.join(out, "workers"),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
         # A fresh name per run: reusing a name would silently resume an old run.
-        run_config=RunConfig(name=f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-                             storage_path=storage,
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        run_config=RunConfig(
+            name=f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
@@ -333,6 +407,8 @@ def train_with_ray(config: TrainConfig, data: PreparedData, out: str, *, workers
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
     sent, ddp = metrics.get("allreduce_bytes_per_step"), metrics.get("ddp_bytes_per_step")
     if sent is not None and ddp is not None:
-        progress_logger().info(f"item exchange: {sent:,} bytes a step per worker ({ddp:,} for "
-                               f"DDP's all-reduce of every parameter)")
+        progress_logger().info(
+            f"item exchange: {sent:,} bytes a step per worker ({ddp:,} for "
+            f"DDP's all-reduce of every parameter)"
+        )
     return metrics

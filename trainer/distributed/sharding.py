@@ -19,8 +19,13 @@ class ShardPlan:
     pairs: list[int]
 
 
-def plan_shards(train_users: np.ndarray | None, num_users: int, workers: int, batch_size: int,
-                degree: np.ndarray | None = None) -> ShardPlan:
+def plan_shards(
+    train_users: np.ndarray | None,
+    num_users: int,
+    workers: int,
+    batch_size: int,
+    degree: np.ndarray | None = None,
+) -> ShardPlan:
     """Deterministic, pair-balanced partition of the users with train pairs.
 
     Users are ordered by train degree (descending, ties by id) and dealt in a snake
@@ -34,8 +39,10 @@ def plan_shards(train_users: np.ndarray | None, num_users: int, workers: int, ba
     if workers < 1:
         raise ValueError("workers must be ≥ 1")
     if workers > active.size:
-        raise ValueError(f"--workers {workers} is more than the {active.size} users with train "
-                         "pairs: every worker needs at least one user")
+        raise ValueError(
+            f"--workers {workers} is more than the {active.size} users with train "
+            "pairs: every worker needs at least one user"
+        )
     order = active[np.lexsort((active, -degree[active]))]
     lap = np.arange(order.size) % (2 * workers)
     owner = np.where(lap < workers, lap, 2 * workers - 1 - lap)

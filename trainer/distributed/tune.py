@@ -51,7 +51,9 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchSpace:
-        given = [k for k in ("grid", "choice", "uniform", "loguniform") if getattr(self, k) is not None]
+        given = [
+            k for k in ("grid", "choice", "uniform", "loguniform") if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError("give exactly one of grid, choice, uniform, loguniform")
         for k in ("grid", "choice"):
@@ -154,16 +156,22 @@ class TuneSpec(BaseModel):
         if "sampler.name" in self.search:
             names = self.search["sampler.name"].candidates()
             for option in self.fixed.get("sampler", {}):
-                if not any(option in options_of(n).model_fields for n in names if n in registered()):
-                    raise ValueError(f"fixed sampler option {option!r} is taken by none of the "
-                                     f"searched samplers {names}")
+                if not any(
+                    option in options_of(n).model_fields for n in names if n in registered()
+                ):
+                    raise ValueError(
+                        f"fixed sampler option {option!r} is taken by none of the "
+                        f"searched samplers {names}"
+                    )
         for key, space in self.search.items():
             for value in space.candidates():
                 try:
                     self.train_config({key: value})
                 except ValidationError as exc:
-                    raise ValueError(f"search.{key} = {value!r} is not a valid option: "
-                                     f"{exc.errors()[0]['msg']} ({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
+                    raise ValueError(
+                        f"search.{key} = {value!r} is not a valid option: "
+                        f"{exc.errors()[0]['msg']} ({'.'.join(map(str, exc.errors()[0]['loc']))})"
+                    ) from None
 
 
 def load_spec(path: str) -> TuneSpec:
@@ -185,7 +193,9 @@ def load_spec(path: str) -> TuneSpec:
         spec.check()
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ValueError(f"{path}: fixed.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ValueError(
+            f"{path}: fixed.{'.'.join(map(str, first['loc']))}: {first['msg']}"
+        ) from None
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     return spec
@@ -202,13 +212,23 @@ def run_trial(trial_config: dict) -> None:
     res = trial_config["resources"]
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train": trial_config["train"], "data": trial_config["data"],
-                           "gpu": res["gpu"], "threads": max(1, int(res["cpus_per_worker"]))},
-        scaling_config=ScalingConfig(num_workers=res["workers"], use_gpu=res["gpu"],
-                                     resources_per_worker={"CPU": res["cpus_per_worker"]}),
-        run_config=RunConfig(name=f"trial-{uuid.uuid4().hex[:10]}", storage_path=trial_config["storage"],
-                             failure_config=FailureConfig(max_failures=1),
-                             callbacks=[TuneReportCallback()]),
+        train_loop_config={
+            "train": trial_config["train"],
+            "data": trial_config["data"],
+            "gpu": res["gpu"],
+            "threads": max(1, int(res["cpus_per_worker"])),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=res["workers"],
+            use_gpu=res["gpu"],
+            resources_per_worker={"CPU": res["cpus_per_worker"]},
+        ),
+        run_config=RunConfig(
+            name=f"trial-{uuid.uuid4().hex[:10]}",
+            storage_path=trial_config["storage"],
+            failure_config=FailureConfig(max_failures=1),
+            callbacks=[TuneReportCallback()],
+        ),
     )
     trainer.fit()
 
@@ -236,33 +256,52 @@ def run_search(spec: TuneSpec, out: str, data: PreparedData) -> list[dict]:
 
     epochs = spec.train_config({}).epochs
     # Trials report at validation epochs, so ASHA counts epochs, not reports.
-    scheduler = (ASHAScheduler(time_attr="epoch", max_t=epochs,
-                               grace_period=spec.scheduler.grace_period,
-                               reduction_factor=spec.scheduler.reduction_factor)
-                 if spec.scheduler.type == "asha" else FIFOScheduler())
+    scheduler = (
+        ASHAScheduler(
+            time_attr="epoch",
+            max_t=epochs,
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+        if spec.scheduler.type == "asha"
+        else FIFOScheduler()
+    )
     tuner = tune.Tuner(
         # The trial driver holds a token CPU share (Tune refuses zero); the Train workers it
         # starts hold the real CPUs, so drivers cannot starve their own workers.
         tune.with_resources(trial, {"cpu": 0.01}),
         param_space={k: spec.search[k].to_tune() for k in keys},
-        tune_config=tune.TuneConfig(metric=METRIC, mode="max", scheduler=scheduler,
-                                    num_samples=spec.num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            scheduler=scheduler,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+        ),
         # A fresh name each run: reusing one would silently resume an old search.
-        run_config=tune.RunConfig(name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-                                  storage_path=storage),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            storage_path=storage,
+        ),
     )
     grid = tuner.fit()
     rows = []
     for result in grid:
         m = result.metrics or {}
-        rows.append({"trial": os.path.basename(result.path) if result.path else "",
-                     **{k: (result.config or {}).get(k) for k in keys},
-                     "epochs": m.get("epoch"), "valid_ndcg@50": m.get(METRIC),
-                     "valid_recall@50": m.get("valid_recall@50"),
-                     "test_ndcg@50": m.get("test_ndcg@50"), "test_recall@50": m.get("test_recall@50"),
-                     "time_s": m.get("time_total_s"), "checkpoint": m.get("checkpoint_path"),
-                     "error": str(result.error) if result.error else None})
+        rows.append(
+            {
+                "trial": os.path.basename(result.path) if result.path else "",
+                **{k: (result.config or {}).get(k) for k in keys},
+                "epochs": m.get("epoch"),
+                "valid_ndcg@50": m.get(METRIC),
+                "valid_recall@50": m.get("valid_recall@50"),
+                "test_ndcg@50": m.get("test_ndcg@50"),
+                "test_recall@50": m.get("test_recall@50"),
+                "time_s": m.get("time_total_s"),
+                "checkpoint": m.get("checkpoint_path"),
+                "error": str(result.error) if result.error else None,
+            }
+        )
     if not os.environ.get("RAY_ADDRESS"):
         ray.shutdown()  # the local Ray this search started
     return rows
@@ -286,14 +325,25 @@ def write_results(rows: list[dict], spec: TuneSpec, out: str) -> dict | None:
     scored = [r for r in rows if r["valid_ndcg@50"] is not None]
     best = max(scored, key=lambda r: r["valid_ndcg@50"]) if scored else None
     if best is not None:
-        lines += ["", f"Best by validation NDCG@50: trial {best['trial']} "
-                  f"({', '.join(f'{k}={best[k]}' for k in sorted(spec.search))})."]
+        lines += [
+            "",
+            f"Best by validation NDCG@50: trial {best['trial']} "
+            f"({', '.join(f'{k}={best[k]}' for k in sorted(spec.search))}).",
+        ]
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(f"# Tune search `{spec.name}` on `{spec.dataset}`\n\n" + "\n".join(lines) + "\n")
     if best is not None:
         with open(os.path.join(out, "best.json"), "w") as fh:
-            json.dump({"trial": best, "train_config": spec.train_config(
-                {k: best[k] for k in spec.search}).model_dump()}, fh, indent=2)
+            json.dump(
+                {
+                    "trial": best,
+                    "train_config": spec.train_config(
+                        {k: best[k] for k in spec.search}
+                    ).model_dump(),
+                },
+                fh,
+                indent=2,
+            )
         if best["checkpoint"] and os.path.isdir(best["checkpoint"]):
             target = os.path.join(out, "best", "checkpoint")
             tmp = target + f".tmp{os.getpid()}"
@@ -303,7 +353,9 @@ def write_results(rows: list[dict], spec: TuneSpec, out: str) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("config", help="a YAML file in tune_configs/")
     ap.add_argument("--output", help="override the config's output directory")
     args = ap.parse_args(argv)

@@ -27,8 +27,13 @@ def _renameat2(a: str, b: str, flags: int) -> int | None:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return None
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
         return 0
     err = ctypes.get_errno()

@@ -35,8 +35,14 @@ import torch
 from trainer.outputs.atomic import replace_directory
 
 CHECKPOINT_VERSION = 2  # 2 added sharded user tables; 1 is read as it was
-FILES = ("model.pt", "seen.parquet", "users.parquet", "items.parquet", "config.json",
-         "metrics.json")
+FILES = (
+    "model.pt",
+    "seen.parquet",
+    "users.parquet",
+    "items.parquet",
+    "config.json",
+    "metrics.json",
+)
 
 
 class CheckpointError(ValueError):
@@ -54,26 +60,32 @@ def ids_digest(ids) -> str:
 
 def shard_table(shards: list[np.ndarray]) -> list[dict]:
     """model.pt's `user_shards` entry for a partition of the users into `shards`."""
-    return [{"file": shard_file(k, len(shards)), "users": int(len(ids)), "ids_sha256": ids_digest(ids)}
-            for k, ids in enumerate(shards)]
+    return [
+        {"file": shard_file(k, len(shards)), "users": int(len(ids)), "ids_sha256": ids_digest(ids)}
+        for k, ids in enumerate(shards)
+    ]
 
 
-def write_user_shard(directory: str, k: int, world: int, ids: np.ndarray,
-                     rows: torch.Tensor) -> None:
+def write_user_shard(
+    directory: str, k: int, world: int, ids: np.ndarray, rows: torch.Tensor
+) -> None:
     """One worker's rows of the user table, atomically, into a checkpoint directory."""
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, shard_file(k, world))
     tmp = f"{final}.tmp{os.getpid()}"
-    torch.save({"ids": torch.as_tensor(np.asarray(ids, dtype=np.int64)),
-                "rows": rows.detach().cpu()}, tmp)
+    torch.save(
+        {"ids": torch.as_tensor(np.asarray(ids, dtype=np.int64)), "rows": rows.detach().cpu()}, tmp
+    )
     os.replace(tmp, final)
 
 
 def _read_shard(path: str, entry: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     file = os.path.join(path, entry["file"])
     if not os.path.isfile(file):
-        raise CheckpointError(f"{path}: user shard {entry['file']} is missing (a worker's part "
-                              "of the checkpoint never arrived)")
+        raise CheckpointError(
+            f"{path}: user shard {entry['file']} is missing (a worker's part "
+            "of the checkpoint never arrived)"
+        )
     try:
         part = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -117,14 +129,31 @@ def _write_seen(data_path: str, out: str) -> None:
         for split in ("train", "valid"):
             source = pq.ParquetFile(os.path.join(data_path, f"{split}.parquet"))
             for batch in source.iter_batches(batch_size=1 << 20, columns=["user", "item"]):
-                writer.write_table(pa.table({
-                    "user": batch.column("user").to_numpy().astype(np.int32),
-                    "item": batch.column("item").to_numpy().astype(np.int32)}, schema=schema))
+                writer.write_table(
+                    pa.table(
+                        {
+                            "user": batch.column("user").to_numpy().astype(np.int32),
+                            "item": batch.column("item").to_numpy().astype(np.int32),
+                        },
+                        schema=schema,
+                    )
+                )
 
 
-def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, torch.Tensor],
-                    item_counts: np.ndarray, data, config: dict, metrics: dict, epoch: int,
-                    optimizer: dict | None = None, user_shards: list[dict] | None = None) -> str:
+def save_checkpoint(
+    path: str,
+    *,
+    model_name: str,
+    dim: int,
+    state: dict[str, torch.Tensor],
+    item_counts: np.ndarray,
+    data,
+    config: dict,
+    metrics: dict,
+    epoch: int,
+    optimizer: dict | None = None,
+    user_shards: list[dict] | None = None,
+) -> str:
     """Write a checkpoint directory at `path` (replacing one that is there). With
     `user_shards` (shard_table), `state` has no user table: the workers write their shard files
     (write_user_shard) into the same checkpoint, and it is complete once they all have."""
@@ -133,16 +162,28 @@ def save_checkpoint(path: str, *, model_name: str, dim: int, state: dict[str, to
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
     try:
-        torch.save({"format_version": CHECKPOINT_VERSION, "model": model_name, "dim": dim,
-                    "num_users": data.num_users, "num_items": data.num_items,
-                    "state": {k: v.detach().cpu() for k, v in state.items()},
-                    "item_counts": torch.as_tensor(item_counts), "epoch": epoch,
-                    "optimizer": optimizer, "user_shards": user_shards}, os.path.join(tmp, "model.pt"))
+        torch.save(
+            {
+                "format_version": CHECKPOINT_VERSION,
+                "model": model_name,
+                "dim": dim,
+                "num_users": data.num_users,
+                "num_items": data.num_items,
+                "state": {k: v.detach().cpu() for k, v in state.items()},
+                "item_counts": torch.as_tensor(item_counts),
+                "epoch": epoch,
+                "optimizer": optimizer,
+                "user_shards": user_shards,
+            },
+            os.path.join(tmp, "model.pt"),
+        )
         _write_seen(data.path, os.path.join(tmp, "seen.parquet"))
         for name in ("users.parquet", "items.parquet"):
             shutil.copyfile(os.path.join(data.path, name), os.path.join(tmp, name))
-        write_json_atomic(os.path.join(tmp, "config.json"),
-                          {"train": config, "dataset": {"path": data.path, **data.manifest}})
+        write_json_atomic(
+            os.path.join(tmp, "config.json"),
+            {"train": config, "dataset": {"path": data.path, **data.manifest}},
+        )
         write_json_atomic(os.path.join(tmp, "metrics.json"), metrics)
         os.chmod(tmp, 0o755)
         # A checkpoint that cannot be read never replaces one that can (the shard files of a
@@ -173,38 +214,65 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
             metrics = json.load(fh)
         tables = _tables(path, full=users is None)
     except Exception as exc:  # truncated zip, bad JSON, bad Parquet: all the same to a reader
-        raise CheckpointError(f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(
+            f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})"
+        ) from None
     if blob.get("format_version") not in (1, CHECKPOINT_VERSION):
-        raise CheckpointError(f"{path}: checkpoint format {blob.get('format_version')} "
-                              f"is not {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {blob.get('format_version')} is not {CHECKPOINT_VERSION}"
+        )
     state = blob["state"]
     n_u, n_i, d = blob["num_users"], blob["num_items"], blob["dim"]
     if blob.get("user_shards") is not None:
-        state["user_emb"] = (torch.zeros(0, d) if users is not None and len(users) == 0
-                             else _user_rows(path, blob, None if users is None else np.asarray(users)))
+        state["user_emb"] = (
+            torch.zeros(0, d)
+            if users is not None and len(users) == 0
+            else _user_rows(path, blob, None if users is None else np.asarray(users))
+        )
     elif users is not None:
         state["user_emb"] = state["user_emb"][torch.as_tensor(np.asarray(users, dtype=np.int64))]
     n_rows = n_u if users is None else len(users)
-    if (tuple(state["user_emb"].shape) != (n_rows, d) or tuple(state["item_emb"].shape) != (n_i, d)
-            or tables["n_users"] != n_u or tables["n_items"] != n_i):
+    if (
+        tuple(state["user_emb"].shape) != (n_rows, d)
+        or tuple(state["item_emb"].shape) != (n_i, d)
+        or tables["n_users"] != n_u
+        or tables["n_items"] != n_i
+    ):
         raise CheckpointError(f"{path}: tensor shapes disagree with the id maps")
     if not with_optimizer:
         blob.pop("optimizer", None)
-    return {**blob, "config": config, "metrics": metrics, "user_ids": tables["user_ids"],
-            "item_ids": tables["item_ids"], "seen_users": tables["seen_users"],
-            "seen_items": tables["seen_items"], "path": path}
+    return {
+        **blob,
+        "config": config,
+        "metrics": metrics,
+        "user_ids": tables["user_ids"],
+        "item_ids": tables["item_ids"],
+        "seen_users": tables["seen_users"],
+        "seen_items": tables["seen_items"],
+        "path": path,
+    }
 
 
 def _tables(path: str, full: bool) -> dict:
     """The id maps and seen pairs (full), or just their row counts."""
     if not full:
         pq.read_metadata(os.path.join(path, "seen.parquet"))  # readable, at least
-        return {"n_users": pq.read_metadata(os.path.join(path, "users.parquet")).num_rows,
-                "n_items": pq.read_metadata(os.path.join(path, "items.parquet")).num_rows,
-                "user_ids": None, "item_ids": None, "seen_users": None, "seen_items": None}
+        return {
+            "n_users": pq.read_metadata(os.path.join(path, "users.parquet")).num_rows,
+            "n_items": pq.read_metadata(os.path.join(path, "items.parquet")).num_rows,
+            "user_ids": None,
+            "item_ids": None,
+            "seen_users": None,
+            "seen_items": None,
+        }
     user_ids = pq.read_table(os.path.join(path, "users.parquet")).column("id").to_pylist()
     item_ids = pq.read_table(os.path.join(path, "items.parquet")).column("id").to_pylist()
     seen = pq.read_table(os.path.join(path, "seen.parquet"))
-    return {"n_users": len(user_ids), "n_items": len(item_ids), "user_ids": user_ids,
-            "item_ids": item_ids, "seen_users": seen.column("user").to_numpy().astype(np.int64),
-            "seen_items": seen.column("item").to_numpy().astype(np.int64)}
+    return {
+        "n_users": len(user_ids),
+        "n_items": len(item_ids),
+        "user_ids": user_ids,
+        "item_ids": item_ids,
+        "seen_users": seen.column("user").to_numpy().astype(np.int64),
+        "seen_items": seen.column("item").to_numpy().astype(np.int64),
+    }

@@ -58,29 +58,42 @@ class RunDir:
         if os.path.exists(self.out) and not os.path.isdir(self.out):
             raise RunDirError(f"--out {out}: exists and is not a directory")
         state = read_state(self.out) if exists else {}
-        if state.get("state") == "running" and _pid_alive(int(state.get("pid", -1))) \
-                and state.get("host") == socket.gethostname():
+        if (
+            state.get("state") == "running"
+            and _pid_alive(int(state.get("pid", -1)))
+            and state.get("host") == socket.gethostname()
+        ):
             raise RunDirError(f"--out {out}: a run (pid {state['pid']}) is still writing there")
         if resume and not os.path.isfile(os.path.join(self.out, "checkpoint", "model.pt")):
             raise RunDirError(f"--resume: {out} has no checkpoint to continue from")
         if exists and not (overwrite or resume):
             what = f"a {state['state']} run" if state.get("state") else "files"
-            raise RunDirError(f"--out {out}: holds {what} already; pass --overwrite to replace "
-                              "it or --resume to continue it")
+            raise RunDirError(
+                f"--out {out}: holds {what} already; pass --overwrite to replace "
+                "it or --resume to continue it"
+            )
         self.staging = exists and overwrite
         if self.staging:
-            self.work = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.staging-",
-                                         dir=os.path.dirname(self.out))
+            self.work = tempfile.mkdtemp(
+                prefix=f".{os.path.basename(self.out)}.staging-", dir=os.path.dirname(self.out)
+            )
         else:
             os.makedirs(self.out, exist_ok=True)
             self.work = self.out
 
     def _write(self, state: str, **extra) -> None:
         previous = read_state(self.work)
-        write_json_atomic(os.path.join(self.work, STATE_FILE), {
-            "state": state, "pid": os.getpid(), "host": socket.gethostname(),
-            "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+        write_json_atomic(
+            os.path.join(self.work, STATE_FILE),
+            {
+                "state": state,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **extra,
+            },
+        )
 
     def start(self) -> None:
         self._write("running", resumed=self.resume)
