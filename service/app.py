@@ -28,7 +28,13 @@ log = logging.getLogger("adasir.service")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     os.makedirs(settings.model_root, exist_ok=True)
+    docs = (
+        {}
+        if settings.docs_are_public
+        else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    )
     app = FastAPI(
+        **docs,
         title="AdaSIR service",
         version="0.1.0",
         description="Train recommenders with AdaSIR on Ray and serve their top-k.",

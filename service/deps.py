@@ -45,6 +45,15 @@ def require_token(
     _check_token(cfg, credentials)
 
 
+def token_ok(cfg: Settings, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """Whether the request carries the configured token (never, when none is configured)."""
+    try:
+        _check_token(cfg, credentials)
+    except HTTPException:
+        return False
+    return True
+
+
 def recommend_guard(
     cfg: Settings = Depends(settings),
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),

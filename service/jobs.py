@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import threading
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.names import is_safe_name
 from trainer.core.config import TrainConfig
 from trainer.core.presets import DEFAULT_PRESET, PresetName, build_config
+from trainer.project import PROJECT_ROOT
 
 
 class DatasetError(ValueError):
@@ -95,12 +97,20 @@ class UnknownJob(KeyError):
     pass
 
 
+class TooManyJobs(RuntimeError):
+    """ADASIR_MAX_RUNNING_JOBS jobs are pending or running already."""
+
+
+ACTIVE = ("PENDING", "RUNNING")
+
+
 class JobService:
     """Submit, list, inspect and stop jobs; a job writes to MODEL_ROOT/jobs/<job id>."""
 
     def __init__(self, settings):
         self.settings = settings
         self._client = None
+        self._submit_lock = threading.Lock()
 
     @property
     def client(self):
@@ -114,7 +124,21 @@ class JobService:
         return os.path.join(self.settings.model_root, "jobs", job_id)
 
     def submit(self, request: JobRequest) -> str:
+        """Submit the job, or raise TooManyJobs when the limit of active jobs is reached (the
+        count and the submission happen under one lock, so concurrent requests cannot both
+        take the last place)."""
         data_dir = resolve_dataset(self.settings.data_root, request.dataset)
+        with self._submit_lock:
+            active = sum(1 for j in self.list() if j["status"] in ACTIVE)
+            if active >= self.settings.max_running_jobs:
+                raise TooManyJobs(
+                    f"{active} jobs are pending or running, the limit "
+                    f"(ADASIR_MAX_RUNNING_JOBS) is {self.settings.max_running_jobs}; "
+                    "retry when one has finished"
+                )
+            return self._submit(request, data_dir)
+
+    def _submit(self, request: JobRequest, data_dir: str) -> str:
         job_id = f"adasir-{uuid.uuid4().hex[:12]}"
         out = self.out_dir(job_id)  # made by the job itself: a refused job leaves nothing
         runtime_env: dict = {}
@@ -155,7 +179,7 @@ class JobService:
         return {
             "id": job_id,
             "status": str(info.status.value if hasattr(info.status, "value") else info.status),
-            "message": info.message,
+            "message": self.redact_message(info.message),
             "request": json.loads((info.metadata or {}).get("request", "{}")),
             "start_time": info.start_time,
             "end_time": info.end_time,
@@ -182,8 +206,37 @@ class JobService:
         out["latest_epoch"] = epochs[-1] if epochs else None
         out["epochs_done"] = len(epochs)
         logs = self.client.get_job_logs(job_id) or ""
-        out["log_tail"] = logs.splitlines()[-log_lines:]
+        out["log_tail"] = self.redact_lines(logs.splitlines())[-log_lines:]
         return out
+
+    def redact(self, text: str) -> str:
+        """`text` with the data, model and project roots replaced by their names."""
+        for root, name in (
+            (self.settings.model_root, "<model root>"),
+            (self.settings.data_root, "<data root>"),
+            (PROJECT_ROOT, "<project>"),
+        ):
+            text = text.replace(root, name)
+        return text
+
+    def redact_message(self, message: str | None) -> str | None:
+        """Ray's status message: its last line that is not a traceback frame, redacted."""
+        kept = self.redact_lines((message or "").splitlines())
+        return kept[-1] if kept else message and self.redact(message)
+
+    def redact_lines(self, lines: list[str]) -> list[str]:
+        """Log lines without filesystem roots and without traceback frames (a failed job
+        keeps its last line, the error itself)."""
+        kept, in_traceback = [], False
+        for line in lines:
+            if line.startswith("Traceback (most recent call last)"):
+                in_traceback = True
+                continue
+            if in_traceback and (line.startswith(" ") or not line.strip()):
+                continue
+            in_traceback = False
+            kept.append(self.redact(line))
+        return kept
 
     def stop(self, job_id: str) -> dict:
         self._info(job_id)

@@ -82,6 +82,51 @@ def describe(model_id: str, config: dict, metrics: dict, blob: dict | None = Non
     return info
 
 
+class LoadFailures:
+    """Newer checkpoints that failed to load while an older copy serves: remembered per model
+    and checkpoint version (model.pt's mtime) and retried after a delay that doubles from
+    1 s to 60 s, so a broken file costs one load attempt per delay, not one per request."""
+
+    FIRST_DELAY_S, MAX_DELAY_S = 1.0, 60.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_model: dict[str, dict] = {}
+
+    def waiting(self, model_id: str, mtime: float | None) -> bool:
+        with self._lock:
+            f = self._by_model.get(model_id)
+            return f is not None and f["mtime"] == mtime and time.monotonic() < f["retry_at"]
+
+    def record(self, model_id: str, mtime: float | None, exc: Exception) -> bool:
+        """Note a failed load; True when this version had not failed before (worth a log)."""
+        with self._lock:
+            f = self._by_model.get(model_id)
+            new = f is None or f["mtime"] != mtime
+            delay = self.FIRST_DELAY_S if new else min(self.MAX_DELAY_S, f["delay"] * 2)
+            self._by_model[model_id] = {
+                "mtime": mtime,
+                "delay": delay,
+                "retry_at": time.monotonic() + delay,
+                "error": str(exc),
+                "since": time.time() if new else f["since"],
+            }
+            return new
+
+    def clear(self, model_id: str) -> None:
+        with self._lock:
+            self._by_model.pop(model_id, None)
+
+    def describe(self, model_id: str) -> dict | None:
+        """What GET /models says of a failing newer checkpoint (no paths)."""
+        with self._lock:
+            f = self._by_model.get(model_id)
+            if f is None:
+                return None
+            reason = f["error"].split(": ", 1)[-1]  # the message after the checkpoint's path
+            return {"error": reason, "since": f["since"], "retry_in_s": f["delay"]}
+
+
 class ModelRegistry:
     def __init__(self, root: str, cache_size: int = 4, scan_interval: float = 1.0):
         self.root = os.path.abspath(root)
@@ -92,6 +137,7 @@ class ModelRegistry:
         self._index: dict[str, str] = {}
         self._latest: str | None = None
         self._scanned_at = -float("inf")
+        self._failures = LoadFailures()
 
     def scan(self) -> dict[str, str]:
         """model id → checkpoint directory, for every run under the root (a walk)."""
@@ -147,6 +193,8 @@ class ModelRegistry:
             if cached is not None and (mtime is None or cached.mtime == mtime):
                 self._cache.move_to_end(model_id)  # unchanged, or mid-replacement: keep serving
                 return cached
+            if cached is not None and self._failures.waiting(model_id, mtime):
+                return cached  # this checkpoint failed to load a moment ago: not yet again
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:  # outside the registry lock: one slow load blocks no other model
             with self._lock:
@@ -160,12 +208,15 @@ class ModelRegistry:
                     if isinstance(exc, OSError):
                         raise UnknownModel(f"model {model_id!r} disappeared") from None
                     raise
-                log.warning(
-                    "model %s: newer checkpoint not loadable yet (%s); serving the cached one",
-                    model_id,
-                    exc,
-                )
+                if self._failures.record(model_id, mtime, exc):
+                    log.warning(
+                        "model %s: newer checkpoint not loadable (%s); serving the "
+                        "cached one, retrying with backoff",
+                        model_id,
+                        exc,
+                    )
                 return cached
+        self._failures.clear(model_id)
         with self._lock:
             self._cache[model_id] = loaded
             self._cache.move_to_end(model_id)
@@ -183,6 +234,10 @@ class ModelRegistry:
                 with open(os.path.join(path, "metrics.json")) as fh:
                     metrics = json.load(fh)
                 out.append(describe(model_id, config, metrics))
+                failure = self._failures.describe(model_id)
+                if failure:
+                    failure["error"] = failure["error"].replace(self.root, "<model root>")
+                    out[-1]["load_error"] = failure
             except (OSError, ValueError) as exc:
                 out.append(
                     {"id": model_id, "error": f"unreadable checkpoint ({type(exc).__name__})"}

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     """ADASIR_API_TOKEN: bearer token for the job endpoints. Unset ⇒ they are refused."""
     protect_recommend: bool = False
     """ADASIR_PROTECT_RECOMMEND=1: /recommend and /models need the token too."""
+    public_docs: bool | None = None
+    """ADASIR_PUBLIC_DOCS: whether /docs, /redoc and /openapi.json are served to anyone
+    (default: yes, unless ADASIR_PROTECT_RECOMMEND is set; then no)."""
     model_cache: int = Field(4, ge=1, le=1000)
     """ADASIR_MODEL_CACHE: models kept loaded at once (least recently used is dropped)."""
     job_working_dir: str | None = PROJECT_ROOT
@@ -32,6 +35,11 @@ class Settings(BaseSettings):
     job_script: str = "trainer/run.py"
     """ADASIR_JOB_SCRIPT: the training entry point a job runs (default trainer/run.py, relative
     to the uploaded working_dir; /app/trainer/run.py in the project's image)."""
+    max_running_jobs: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1, le=10_000
+    )
+    """ADASIR_MAX_RUNNING_JOBS: jobs this service keeps pending or running at once; one more
+    is a 429 with Retry-After (default: half this host's CPUs, at least 1)."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     """ADASIR_MAX_BODY_BYTES: larger request bodies get 413 before they are read (1 MiB)."""
     max_batch_items: int = Field(100_000, ge=1)
@@ -49,6 +57,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v: str | None) -> str | None:
         return None if v is None or v == "" or v.lower() == "none" else v
+
+    @property
+    def docs_are_public(self) -> bool:
+        return not self.protect_recommend if self.public_docs is None else self.public_docs
 
     @property
     def cache_size(self) -> int:

@@ -349,6 +349,16 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
         assert tune.returncode == 0, (tune.stdout + tune.stderr)[-3000:]
         assert len((tmp_path / "tune" / "results.csv").read_text().strip().splitlines()) == 3
         assert (tmp_path / "tune" / "best" / "checkpoint" / "model.pt").exists()
+        # --workers without --ray-address while this cluster runs: the run joins it and says so.
+        joined = subprocess.run(
+            _run_args(tiny_data, tmp_path / "joined", "--workers", "2", "--epochs", "2"),
+            capture_output=True,
+            text=True,
+            env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
+            timeout=400,
+        )
+        assert joined.returncode == 0, (joined.stdout + joined.stderr)[-3000:]
+        assert "joining the cluster already running on this host" in joined.stdout
     finally:
         subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
 

@@ -342,3 +342,95 @@ def test_fold_in_similar_items_and_filters(roots):
     assert client.post("/similar", json={"model": "run-a", "items": ["zz"]}).status_code == 404
     r = client.post("/recommend", json={"model": "run-a"})
     assert r.status_code == 422
+
+
+def test_a_broken_newer_checkpoint_is_retried_with_backoff_not_per_request(
+    roots, tmp_path, monkeypatch
+):
+    """A newer model.pt that fails to load under a cached model: the cached copy answers,
+    the load is tried once (then after a doubling delay), GET /models says why, and a
+    repaired checkpoint is picked up once the delay has passed."""
+    import service.model_store as store
+
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    client = _client((data_root, root))
+    user = load_checkpoint(str(root / "run-a" / "checkpoint"))["user_ids"][3]
+    ask = {"model": "run-a", "user": user, "k": 5}
+    good = client.post("/recommend", json=ask).json()["items"]
+    attempts = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda *a: attempts.append(a) or real_load(*a))
+    model_pt = root / "run-a" / "checkpoint" / "model.pt"
+    healthy = model_pt.read_bytes()
+    model_pt.write_bytes(healthy[:100])
+    os.utime(model_pt, (os.path.getmtime(model_pt) + 5,) * 2)
+    for _ in range(20):
+        r = client.post("/recommend", json=ask)
+        assert r.status_code == 200 and r.json()["items"] == good
+    assert len(attempts) == 1
+    listed = {m["id"]: m for m in client.get("/models").json()["models"]}
+    assert "unreadable" in listed["run-a"]["load_error"]["error"]
+    assert str(root) not in str(listed["run-a"])
+    model_pt.write_bytes(healthy)
+    os.utime(model_pt, (os.path.getmtime(model_pt) + 10,) * 2)  # a new version: no waiting
+    assert client.post("/recommend", json=ask).status_code == 200 and len(attempts) == 2
+    assert "load_error" not in {m["id"]: m for m in client.get("/models").json()["models"]}["run-a"]
+
+
+def test_protected_recommendations_hide_loaded_models_and_docs(roots):
+    client = _client(roots, ADASIR_PROTECT_RECOMMEND="1", ADASIR_API_TOKEN="t0k")
+    assert "models_loaded" not in client.get("/readyz").json()
+    auth = {"Authorization": "Bearer t0k"}
+    assert "models_loaded" in client.get("/readyz", headers=auth).json()
+    assert client.get("/docs").status_code == 404
+    assert client.get("/openapi.json").status_code == 404
+    public = _client(
+        roots, ADASIR_PROTECT_RECOMMEND="1", ADASIR_API_TOKEN="t0k", ADASIR_PUBLIC_DOCS="1"
+    )
+    assert public.get("/openapi.json").status_code == 200
+    assert _client(roots).get("/openapi.json").status_code == 200  # open by default
+
+
+def test_job_logs_and_messages_name_no_roots_and_carry_no_tracebacks(roots):
+    from service.jobs import JobService
+    from service.settings import Settings
+
+    data_root, model_root = roots
+    jobs = JobService(
+        Settings.from_env(
+            {"ADASIR_DATA_ROOT": str(data_root), "ADASIR_MODEL_ROOT": str(model_root)}
+        )
+    )
+    log = [
+        f"data {data_root}/tiny: 600 users",
+        "Traceback (most recent call last):",
+        f'  File "{model_root}/x.py", line 3, in f',
+        "    raise ValueError('x')",
+        f"ValueError: cannot write {model_root}/jobs/a",
+    ]
+    kept = jobs.redact_lines(log)
+    assert kept == [
+        "data <data root>/tiny: 600 users",
+        "ValueError: cannot write <model root>/jobs/a",
+    ]
+    assert jobs.redact_message("\n".join(log)) == "ValueError: cannot write <model root>/jobs/a"
+
+
+def test_a_cluster_that_refuses_the_services_credentials_is_a_503_without_its_url(roots):
+    """What Ray's job client raises when the service runs without the cluster's
+    RAY_AUTH_MODE (an AuthenticationError): a 503 that says what to set."""
+
+    class AuthenticationError(Exception):
+        pass
+
+    class RefusingJobs:
+        def list(self):
+            raise AuthenticationError("Unauthorized: http://10.1.2.3:8265")
+
+    client = _client(roots, ADASIR_API_TOKEN="t0k")
+    client.app.state.jobs = RefusingJobs()
+    r = client.get("/jobs", headers={"Authorization": "Bearer t0k"})
+    assert r.status_code == 503 and "RAY_AUTH_MODE" in r.json()["detail"]
+    assert "8265" not in r.text and "127.0.0.1:9" not in r.text

@@ -56,6 +56,7 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
         "ADASIR_MODEL_ROOT": str(model_root),
         "ADASIR_RAY_ADDRESS": f"http://127.0.0.1:{dash}",
         "ADASIR_API_TOKEN": "e2e-token",
+        "ADASIR_MAX_RUNNING_JOBS": "1",
     }
     auth = {"Authorization": "Bearer e2e-token"}
     try:
@@ -73,6 +74,9 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             )
             assert r.status_code == 201, r.text
             job = r.json()["id"]
+            # One job is the limit here: another while it runs is a 429 saying when to retry.
+            again = http.post("/jobs", headers=auth, json={"dataset": "tiny"})
+            assert again.status_code == 429 and again.headers["Retry-After"] == "30", again.text
             status = None
             deadline = time.time() + 300
             while time.time() < deadline:

@@ -6,6 +6,7 @@ import os
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from service import deps
 
@@ -19,13 +20,16 @@ async def healthz():
 
 
 @router.get("/readyz")
-async def readyz(cfg=Depends(deps.settings), rec=Depends(deps.recommender)):
-    """Readiness: the model root is readable (503 if not); which models are loaded and
-    whether the job endpoints are enabled."""
+async def readyz(
+    cfg=Depends(deps.settings),
+    rec=Depends(deps.recommender),
+    credentials: HTTPAuthorizationCredentials | None = Depends(deps.bearer),
+):
+    """Readiness: the model root is readable (503 if not) and whether the job endpoints are
+    enabled; which models are loaded too, unless ADASIR_PROTECT_RECOMMEND asks for the token
+    and the request has none."""
     ok = os.path.isdir(cfg.model_root) and os.access(cfg.model_root, os.R_OK)
-    body = {
-        "ready": ok,
-        "models_loaded": rec.registry.cached_ids(),
-        "jobs_enabled": cfg.api_token is not None,
-    }
+    body = {"ready": ok, "jobs_enabled": cfg.api_token is not None}
+    if not cfg.protect_recommend or deps.token_ok(cfg, credentials):
+        body["models_loaded"] = rec.registry.cached_ids()
     return JSONResponse(status_code=200 if ok else 503, content=body)

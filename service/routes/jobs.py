@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 
 from service import deps
-from service.jobs import DatasetError, JobRequest, UnknownJob
+from service.jobs import DatasetError, JobRequest, TooManyJobs, UnknownJob
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(deps.require_token)])
 
 
 def _on_cluster(cfg, call, *args):
-    """Run a Jobs API call; an unreachable cluster or unknown job is a clear HTTP error."""
+    """Run a Jobs API call; an unknown job, an unreachable cluster or one that refuses the
+    service's credentials is a one-line HTTP error (a 503 never names the cluster's URL)."""
     import requests
 
     try:
@@ -20,7 +21,17 @@ def _on_cluster(cfg, call, *args):
         raise HTTPException(404, f"unknown job {exc.args[0]!r}") from None
     except (ConnectionError, requests.exceptions.RequestException) as exc:
         raise HTTPException(
-            503, f"Ray cluster at {cfg.ray_address} is unreachable ({type(exc).__name__})"
+            503,
+            f"the Ray cluster is unreachable ({type(exc).__name__}); check "
+            "ADASIR_RAY_ADDRESS and that the cluster is up",
+        ) from None
+    except Exception as exc:
+        if "Authentication" not in type(exc).__name__:
+            raise
+        raise HTTPException(
+            503,
+            "the Ray cluster refused the service's credentials: start the service with "
+            "the RAY_AUTH_MODE the cluster uses (and, for token mode, its token)",
         ) from None
 
 
@@ -32,6 +43,8 @@ def submit_job(req: JobRequest, jobs=Depends(deps.jobs), cfg=Depends(deps.settin
         job_id = _on_cluster(cfg, jobs.submit, req)
     except DatasetError as exc:
         raise HTTPException(422, str(exc)) from None
+    except TooManyJobs as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "30"}) from None
     return {"id": job_id, "model": f"jobs/{job_id}"}
 
 

@@ -313,6 +313,17 @@ def connect(address: str | None, workers: int = 1) -> None:
     if address:
         ray.init(address=address)
         return
+    running = _cluster_on_this_host()
+    if running:
+        progress_logger().info(
+            f"Ray: joining the cluster already running on this host "
+            f"({running}); --ray-address chooses another"
+        )
+        ray.init(address=running)
+        return
+    progress_logger().info(
+        f"Ray: starting a local Ray with {max(os.cpu_count() or 1, workers)} CPUs for this run"
+    )
     # A local Ray sized for this machine; workers import the project through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)
     ray.init(
@@ -322,6 +333,18 @@ def connect(address: str | None, workers: int = 1) -> None:
         include_dashboard=True,
         log_to_driver=True,
     )
+
+
+def _cluster_on_this_host() -> str | None:
+    """The address of the cluster the last `ray start` on this host began, if it still runs
+    (a second local instance beside it would leave Ray's own helpers unsure which to join)."""
+    try:
+        from ray._private.services import find_bootstrap_address
+
+        address = find_bootstrap_address(None)
+    except Exception:  # noqa: BLE001 - a private API: no answer means no cluster
+        return None
+    return address or None
 
 
 def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu: bool) -> None:
@@ -347,7 +370,13 @@ def train_with_ray(
     item_exchange: str = "auto",
 ) -> dict:
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     check_ray_request(config, data, workers, gpu)
@@ -391,6 +420,8 @@ def train_with_ray(
             storage_path=storage,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Ray Train's own INFO lines (each report, each checkpoint) stay in its log files.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()
@@ -405,7 +436,7 @@ def train_with_ray(
     os.rmdir(tmp)
     metrics = blob["metrics"]
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
-    sent, ddp = metrics.get("allreduce_bytes_per_step"), metrics.get("ddp_bytes_per_step")
+    sent, ddp = metrics.get("exchange_bytes_per_step"), metrics.get("ddp_bytes_per_step")
     if sent is not None and ddp is not None:
         progress_logger().info(
             f"item exchange: {sent:,} bytes a step per worker ({ddp:,} for "

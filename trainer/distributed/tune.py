@@ -203,7 +203,7 @@ def load_spec(path: str) -> TuneSpec:
 
 def run_trial(trial_config: dict) -> None:
     """A Tune trial: build and fit one TorchTrainer; its reports reach Tune via the callback."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -228,6 +228,7 @@ def run_trial(trial_config: dict) -> None:
             storage_path=trial_config["storage"],
             failure_config=FailureConfig(max_failures=1),
             callbacks=[TuneReportCallback()],
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     trainer.fit()
