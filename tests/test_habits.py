@@ -22,6 +22,7 @@ LAYERS = [
     "trainer.data",
     "trainer.core",
     "trainer.distributed",
+    "trainer.export",
     "trainer.api",
     "trainer.cli",
     "service",

@@ -39,6 +39,7 @@ from trainer.data.prepare import (
     write_prepared,
 )
 from trainer.errors import UsageError
+from trainer.export import export_top_k
 from trainer.outputs.atomic import replace_directory
 from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
 
@@ -306,6 +307,27 @@ class Model:
             for s, i in zip(top.values.tolist(), top.indices.tolist())
             if s > float("-inf")
         ]
+
+    def export(
+        self,
+        path: str | os.PathLike,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+        block: int = 4096,
+    ) -> dict:
+        """Every user's top k to one Parquet file (columns user, rank, item, score), streamed
+        in blocks of users with bounded memory (trainer/export.py). Returns its counts."""
+        return export_top_k(
+            self,
+            os.fspath(path),
+            k,
+            exclude_seen=exclude_seen,
+            block=block,
+            allowed=self.allowed_items(filter_items, candidates),
+        )
 
     # -- index-level (the service ranks through these) -------------------------------------
 

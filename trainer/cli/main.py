@@ -58,15 +58,30 @@ def recommend(argv: list[str]) -> int:
     ap.add_argument("--exclude", help="items never to return, comma-separated")
     ap.add_argument("--candidates", help="the only items that may be returned, comma-separated")
     ap.add_argument("--fallback", choices=["none", "popularity"], default="none")
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="every user's top k to --out (Parquet: user, rank, item, score)",
+    )
+    ap.add_argument("--out", help="with --all: the Parquet file to write")
     args = ap.parse_args(argv)
-    if not (args.user or args.items or args.similar):
-        ap.error("give --user, --items or --similar")
+    if not (args.user or args.items or args.similar or args.all):
+        ap.error("give --user, --items, --similar or --all")
+    if args.all and not args.out:
+        ap.error("--all writes to a file: give --out recs.parquet")
     if args.k < 1:
         raise ValueError("-k must be ≥ 1")
     from trainer.api import Model
 
     model = Model.load(args.model)
     filters = {"filter_items": _ids(args.exclude), "candidates": _ids(args.candidates)}
+    if args.all:
+        stats = model.export(args.out, args.k, exclude_seen=not args.include_seen, **filters)
+        print(
+            f"wrote {stats['rows']:,} rows for {stats['users']:,} users to {args.out} in "
+            f"{stats['seconds']:.1f} s",
+            file=sys.stderr,
+        )
     if args.user:
         for result in model.answer(
             args.user, args.k, exclude_seen=not args.include_seen, fallback=args.fallback, **filters
