@@ -39,7 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Train recommenders with AdaSIR on Ray and serve their top-k.",
     )
-    registry = ModelRegistry(settings.model_root, settings.cache_size, settings.scan_interval_s)
+    registry = ModelRegistry(
+        settings.model_root, settings.cache_size, settings.scan_interval_s, settings.ann_min_items
+    )
     app.state.settings, app.state.registry = settings, registry
     app.state.recommender, app.state.jobs = Recommender(registry), JobService(settings)
     for module in (health, models, recommend, jobs):

@@ -128,8 +128,15 @@ class LoadFailures:
 
 
 class ModelRegistry:
-    def __init__(self, root: str, cache_size: int = 4, scan_interval: float = 1.0):
+    def __init__(
+        self,
+        root: str,
+        cache_size: int = 4,
+        scan_interval: float = 1.0,
+        ann_min_items: int = Model.ann_min_items,
+    ):
         self.root = os.path.abspath(root)
+        self.ann_min_items = ann_min_items
         self.cache_size, self.scan_interval = cache_size, scan_interval
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -203,6 +210,7 @@ class ModelRegistry:
                     return cached  # another request loaded it meanwhile
             try:
                 loaded = _load(model_id, path, mtime)
+                loaded.model.ann_min_items = self.ann_min_items
             except (CheckpointError, OSError) as exc:
                 if cached is None:
                     if isinstance(exc, OSError):

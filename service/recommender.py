@@ -38,6 +38,7 @@ class Recommender:
         exclude_items=None,
         candidates=None,
         mark_unknown: bool = False,
+        exact: bool = False,
     ) -> tuple[str, list[dict]]:
         loaded = self.registry.get(model_id)
         check_k(loaded.model, k, exclude_items, candidates)
@@ -50,6 +51,7 @@ class Recommender:
                 filter_items=exclude_items,
                 candidates=candidates,
                 mark_unknown=mark_unknown,
+                exact=exact,
             )
         except UnknownIds as exc:
             raise UnknownIds(exc.kind, exc.ids, loaded.model_id) from None

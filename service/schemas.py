@@ -42,6 +42,8 @@ class RecommendRequest(Filters):
     history)."""
     fallback: Literal["none", "popularity"] = "none"
     """For a user the model does not know: `none` → 404; `popularity` → most popular items."""
+    exact: bool = False
+    """Score every item even where the model's catalogue is searched through ANN."""
 
     @model_validator(mode="after")
     def _user_or_items(self):
@@ -59,6 +61,8 @@ class BatchRecommendRequest(Filters):
     fallback: Literal["none", "popularity"] = "none"
     """For users the model does not know: `none` → they are answered with no items and an
     `error`; `popularity` → the most popular items."""
+    exact: bool = False
+    """Score every item even where the model's catalogue is searched through ANN."""
 
 
 class SimilarRequest(Filters):

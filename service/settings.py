@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     )
     """ADASIR_MAX_RUNNING_JOBS: jobs this service keeps pending or running at once; one more
     is a 429 with Retry-After (default: half this host's CPUs, at least 1)."""
+    ann_min_items: int = Field(200_000, ge=0)
+    """ADASIR_ANN_MIN_ITEMS: models with this many items or more rank users through an HNSW
+    index (faiss; built on first use, cached beside the checkpoint); 0: always exact.
+    Requests can still ask for `"exact": true`."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     """ADASIR_MAX_BODY_BYTES: larger request bodies get 413 before they are read (1 MiB)."""
     max_batch_items: int = Field(100_000, ge=1)

@@ -148,3 +148,24 @@ def test_export_writes_every_users_top_k_as_recommend_does(model, tmp_path):
     with pytest.raises(ValueError, match="k = 0"):
         model.export(tmp_path / "bad.parquet", k=0)
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_ann_ranking_keeps_filters_exact_and_finds_the_exact_top_k(model, tmp_path):
+    """Above ann_min_items the model ranks through HNSW: seen, excluded and disallowed items
+    never appear, and the top k matches exact scoring (a small catalogue: HNSW finds all)."""
+    copy = Model.load(model.save(tmp_path / "m"))
+    users = copy.user_ids[:40]
+    exact = copy.recommend(users, k=10)
+    copy.ann_min_items = 1
+    banned = [i for i, _ in exact[0][:3]]
+    approx = copy.recommend(users, k=10)
+    found = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact))
+    assert found / (10 * len(users)) >= 0.95
+    df = _frame()
+    for user, recs in zip(users, copy.recommend(users, k=10, filter_items=banned)):
+        got = {i for i, _ in recs}
+        assert len(got) == 10 and not got & set(df[df.user == user].item) and not got & set(banned)
+    allow = copy.item_ids[:12]
+    for recs in copy.recommend(users[:5], k=5, candidates=allow):
+        assert {i for i, _ in recs} <= set(allow)
+    assert (tmp_path / "m" / "checkpoint" / "ann-hnsw.faiss").is_file()  # cached for next load

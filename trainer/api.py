@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pools.interactions import InteractionIndex
+from trainer.core.ann import AnnRanker, load_or_build
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
@@ -59,6 +61,9 @@ class Model:
     """A trained recommender: query and item vectors whose dot products are its scores, the
     external ids, and the items each known user has seen (train and validation)."""
 
+    ann_min_items: int = 200_000
+    """Catalogues this large or larger rank known users through an HNSW index (0: never)."""
+
     def __init__(self, blob: dict, keep_alive: object | None = None):
         self._blob, self._keep_alive = blob, keep_alive
         train = (blob.get("config") or {}).get("train", {})
@@ -92,6 +97,8 @@ class Model:
         )
         self.item_counts = torch.as_tensor(blob["item_counts"]).double()
         self._scorer = VectorScorer(self.queries, self.items)
+        self._ann: AnnRanker | None = None
+        self._ann_lock = threading.Lock()
         self._unit_items = F.normalize(self.items, dim=1)
 
     # -- files -------------------------------------------------------------------------
@@ -238,6 +245,7 @@ class Model:
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
         mark_unknown: bool = False,
+        exact: bool = False,
     ) -> list[dict]:
         """Each user's top k as JSON-ready {"user", "fallback", "items": [{"item", "score"}]}
         (what `adasir recommend` prints and POST /recommend answers). A user the model does
@@ -252,7 +260,7 @@ class Model:
         results: dict[str, dict] = {}
         if known:
             scores, items = self.rank_users(
-                [self.user_index[u] for u in known], k, exclude_seen, allowed
+                [self.user_index[u] for u in known], k, exclude_seen, allowed, exact
             )
             for user, recs in zip(known, self._named(scores, items)):
                 results[user] = {"user": user, "fallback": None, "items": _as_dicts(recs)}
@@ -348,11 +356,36 @@ class Model:
         return allowed
 
     def rank_users(
-        self, rows: list[int], k: int, exclude_seen: bool, allowed: torch.Tensor | None = None
+        self,
+        rows: list[int],
+        k: int,
+        exclude_seen: bool,
+        allowed: torch.Tensor | None = None,
+        exact: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Known users (indices) → (scores [B, k'], item indices [B, k']); −inf marks a slot
-        with no eligible item left."""
+        with no eligible item left. Catalogues of `ann_min_items` items or more are searched
+        through an HNSW index (trainer/core/ann.py; filters stay exact) unless `exact`."""
+        if not exact and self.ann_min_items and self.num_items >= self.ann_min_items:
+            if k < 1:
+                raise UsageError("k must be ≥ 1")
+            users = torch.as_tensor(rows, dtype=torch.long)
+            if exclude_seen:
+                pos, cols = self.seen.rows_of(users)
+                seen = [cols[pos == r] for r in range(len(rows))]
+            else:
+                seen = [torch.zeros(0, dtype=torch.long)] * len(rows)
+            return self.ann().rank(self.queries[users], k, seen, allowed)
         return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
+
+    def ann(self) -> AnnRanker:
+        """The HNSW ranker over this model's items, built on first use and cached beside the
+        checkpoint (ann-hnsw.faiss) where the directory allows."""
+        with self._ann_lock:
+            if self._ann is None:
+                cache = os.path.join(self._blob["path"], "ann-hnsw.faiss")
+                self._ann = AnnRanker(load_or_build(self.items, cache), self.items)
+            return self._ann
 
     def _named(self, scores: torch.Tensor, items: torch.Tensor) -> list[Recommendations]:
         out = []

@@ -58,7 +58,15 @@ def recommend(req: RecommendRequest, rec=Depends(deps.recommender), cfg=Depends(
         )
         return {"model": model_id, **result}
     model_id, results = _answer(
-        cfg, req.model, rec.recommend, [req.user], req.k, req.exclude_seen, req.fallback, **filters
+        cfg,
+        req.model,
+        rec.recommend,
+        [req.user],
+        req.k,
+        req.exclude_seen,
+        req.fallback,
+        exact=req.exact,
+        **filters,
     )
     return {"model": model_id, **results[0]}
 
@@ -88,6 +96,7 @@ def recommend_batch(
         exclude_items=req.exclude_items,
         candidates=req.candidates,
         mark_unknown=True,
+        exact=req.exact,
     )
     return {"model": model_id, "results": results}
 
