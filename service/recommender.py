@@ -22,11 +22,21 @@ def check_k(model: Model, k: int, exclude_items, candidates) -> None:
 
 
 class Recommender:
-    """recommend / recommend_history / similar(model id, …) → (model id, results); unknown
-    users or items raise trainer.api.UnknownIds naming the model."""
+    """recommend / recommend_history / similar(model id, …) → (model id, results): each
+    checks k against the model and the filters (FilterTooNarrow) and re-raises unknown users
+    or items as trainer.api.UnknownIds naming the model."""
 
     def __init__(self, registry: ModelRegistry):
         self.registry = registry
+
+    def _ask(self, model_id: str, k: int, exclude_items, candidates, question, kind=None):
+        """(model id, question(model)) for the model `model_id` names."""
+        loaded = self.registry.get(model_id)
+        check_k(loaded.model, k, exclude_items, candidates)
+        try:
+            return loaded.model_id, question(loaded.model)
+        except UnknownIds as exc:
+            raise UnknownIds(kind or exc.kind, exc.ids, loaded.model_id) from None
 
     def recommend(
         self,
@@ -40,10 +50,12 @@ class Recommender:
         mark_unknown: bool = False,
         exact: bool = False,
     ) -> tuple[str, list[dict]]:
-        loaded = self.registry.get(model_id)
-        check_k(loaded.model, k, exclude_items, candidates)
-        try:
-            return loaded.model_id, loaded.model.answer(
+        return self._ask(
+            model_id,
+            k,
+            exclude_items,
+            candidates,
+            lambda model: model.answer(
                 users,
                 k,
                 exclude_seen=exclude_seen,
@@ -52,9 +64,8 @@ class Recommender:
                 candidates=candidates,
                 mark_unknown=mark_unknown,
                 exact=exact,
-            )
-        except UnknownIds as exc:
-            raise UnknownIds(exc.kind, exc.ids, loaded.model_id) from None
+            ),
+        )
 
     def recommend_history(
         self,
@@ -66,31 +77,30 @@ class Recommender:
         exclude_items=None,
         candidates=None,
     ) -> tuple[str, dict]:
-        loaded = self.registry.get(model_id)
-        check_k(loaded.model, k, exclude_items, candidates)
-        try:
-            return loaded.model_id, loaded.model.answer_history(
+        return self._ask(
+            model_id,
+            k,
+            exclude_items,
+            candidates,
+            lambda model: model.answer_history(
                 items,
                 k,
                 user=user,
                 exclude_seen=exclude_seen,
                 filter_items=exclude_items,
                 candidates=candidates,
-            )
-        except UnknownIds as exc:
-            raise UnknownIds("history item", exc.ids, loaded.model_id) from None
+            ),
+            kind="history item",
+        )
 
     def similar(
         self, model_id: str, items: list[str], k: int, exclude_items=None, candidates=None
     ) -> tuple[str, list[dict]]:
-        loaded = self.registry.get(model_id)
-        check_k(loaded.model, k, exclude_items, candidates)
-        model = loaded.model
-        try:
+        def question(model):
             found = model.similar_items(items, k, filter_items=exclude_items, candidates=candidates)
-        except UnknownIds as exc:
-            raise UnknownIds(exc.kind, exc.ids, loaded.model_id) from None
-        return loaded.model_id, [
-            {"item": item, "items": [{"item": i, "score": s} for i, s in recs]}
-            for item, recs in zip(items, found)
-        ]
+            return [
+                {"item": item, "items": [{"item": i, "score": s} for i, s in recs]}
+                for item, recs in zip(items, found)
+            ]
+
+        return self._ask(model_id, k, exclude_items, candidates, question)

@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     """ADASIR_ANN_MIN_ITEMS: models with this many items or more rank users through an HNSW
     index (faiss; built on first use, cached beside the checkpoint); 0: always exact.
     Requests can still ask for `"exact": true`."""
+    serve_replicas: int = Field(1, ge=1, le=1000)
+    """ADASIR_SERVE_REPLICAS: Ray Serve replicas (`adasir serve --ray`); the minimum when
+    autoscaling."""
+    serve_max_replicas: int = Field(1, ge=1, le=1000)
+    """ADASIR_SERVE_MAX_REPLICAS: above ADASIR_SERVE_REPLICAS, Serve autoscales between the
+    two on ADASIR_SERVE_TARGET_ONGOING_REQUESTS per replica."""
+    serve_target_ongoing_requests: float = Field(4.0, gt=0)
+    serve_max_ongoing_requests: int = Field(16, ge=1)
+    """ADASIR_SERVE_MAX_ONGOING_REQUESTS: requests one replica takes at once (more queue)."""
+    serve_replica_cpus: float = Field(0.5, gt=0)
+    """ADASIR_SERVE_REPLICA_CPUS: logical CPUs each replica reserves."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     """ADASIR_MAX_BODY_BYTES: larger request bodies get 413 before they are read (1 MiB)."""
     max_batch_items: int = Field(100_000, ge=1)

@@ -125,3 +125,25 @@ def test_cluster_launcher():
     assert len(launcher["provider"]["worker_ips"]) >= launcher["min_workers"]
     assert any("ray start --head" in c for c in launcher["head_start_ray_commands"])
     assert "/shared:/shared" in " ".join(launcher["docker"]["run_options"])
+
+
+def test_rayservice_runs_the_serve_application_with_known_settings():
+    """deploy/kuberay/rayservice.yaml: the project's image and Ray version, an import path
+    that resolves to the bound Serve application, and only settings the service reads."""
+    from service.settings import Settings
+
+    (doc,) = _docs("kuberay/rayservice.yaml")
+    assert doc["kind"] == "RayService"
+    assert doc["spec"]["rayClusterConfig"]["rayVersion"].startswith(_pinned_ray())
+    assert set(_images(doc)) == {f"adasir-service:{_project()['version']}"}
+    (app,) = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"]
+    module, attr = app["import_path"].split(":")
+    import importlib
+
+    from ray.serve import Application
+
+    assert isinstance(getattr(importlib.import_module(module), attr), Application)
+    env = app["runtime_env"]["env_vars"]
+    fields = {f"ADASIR_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    Settings.from_env(env)  # the values validate

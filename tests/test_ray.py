@@ -248,6 +248,58 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, tmp_path):
+    """The driver and its local Ray are SIGKILLed mid-run: OUT/checkpoint was never copied,
+    but --resume continues from the newest complete checkpoint under OUT/ray."""
+    from trainer.outputs.checkpoint import load_checkpoint, resume_source
+
+    out = tmp_path / "run"
+    args = _run_args(
+        tiny_data,
+        out,
+        "--workers",
+        "2",
+        "--epochs",
+        "10",
+        "--eval-every",
+        "5",
+        "--checkpoint-every",
+        "2",
+    )
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            source = resume_source(str(out)) if (out / "ray").exists() else None
+            if source and load_checkpoint(source)["epoch"] >= 4:
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=_env(), timeout=120)
+    assert not (out / "checkpoint").exists()
+    newest = load_checkpoint(resume_source(str(out)))["epoch"]
+    assert newest >= 4
+    again = subprocess.run(
+        [*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=400
+    )
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 11))
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 10
+    assert f"epoch {newest + 1}/10" in again.stdout and "epoch 1/10" not in again.stdout
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     env = _env()

@@ -21,19 +21,11 @@ commands:
 
 
 def serve(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="adasir serve",
-        description="Start the HTTP service; "
-        "it is configured by ADASIR_* variables (docs/service.md).",
-    )
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    args = ap.parse_args(argv)
-    import uvicorn
+    """`adasir serve` is the service's own launcher (service/cli.py), found by name as uvicorn
+    finds `service.app:app`: the trainer package imports nothing of the service."""
+    import importlib
 
-    uvicorn.run("service.app:app", host=args.host, port=args.port, workers=args.workers)
-    return 0
+    return importlib.import_module("service.cli").main(argv)
 
 
 def recommend(argv: list[str]) -> int:

@@ -27,6 +27,7 @@ from trainer.core.presets import DEFAULT_PRESET, PRESETS, build_config, fit_to_d
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.errors import is_usage_error, one_line
+from trainer.outputs.checkpoint import resume_source
 from trainer.outputs.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
@@ -190,9 +191,9 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-def check_resume_config(out: str, config: TrainConfig) -> None:
+def check_resume_config(out: str, config: TrainConfig, storage_path: str | None = None) -> None:
     """Refuse --resume with options other than the checkpoint's, naming the fields."""
-    path = os.path.join(out, "checkpoint", "config.json")
+    path = os.path.join(resume_source(out, storage_path) or out, "config.json")
     try:
         with open(path) as fh:
             saved = json.load(fh)["train"]
@@ -292,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
             from trainer.distributed.ray_train import check_ray_request
 
             check_ray_request(config, data, args.workers, args.gpu)
-        rundir = RunDir(out, overwrite=args.overwrite, resume=args.resume)
+        rundir = RunDir(
+            out, overwrite=args.overwrite, resume=args.resume, storage_path=args.storage_path
+        )
         if args.resume:  # before run.json is touched
-            check_resume_config(out, config)
+            check_resume_config(out, config, args.storage_path)
         print(describe_run(config, data, out, args.workers), flush=True)
         rundir.start()
         # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as

@@ -11,7 +11,12 @@ from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.core.logs import progress_logger
 from trainer.data.dataset import PreparedData
-from trainer.outputs.checkpoint import load_checkpoint, save_checkpoint, write_json_atomic
+from trainer.outputs.checkpoint import (
+    load_checkpoint,
+    resume_source,
+    save_checkpoint,
+    write_json_atomic,
+)
 from trainer.outputs.rundir import RunDirError
 
 
@@ -38,7 +43,8 @@ def checkpoint_engine(
 
 def resume_engine(engine: Engine, out: str) -> list[dict]:
     """Load OUT/checkpoint into the engine; returns the epoch records it covers."""
-    blob = load_checkpoint(os.path.join(out, "checkpoint"), with_optimizer=True)
+    source = resume_source(out) or os.path.join(out, "checkpoint")
+    blob = load_checkpoint(source, with_optimizer=True)
     try:
         return engine.restore(blob)
     except (RuntimeError, KeyError, ValueError) as exc:

@@ -40,6 +40,7 @@ from trainer.errors import TrainingFailed
 from trainer.outputs.atomic import replace_directory
 from trainer.outputs.checkpoint import (
     load_checkpoint,
+    resume_source,
     save_checkpoint,
     shard_table,
     write_json_atomic,
@@ -408,7 +409,7 @@ def train_with_ray(
             "threads": cpus_per_worker,
             "checkpoint_every": checkpoint_every,
             "item_exchange": item_exchange,
-            "resume_from": os.path.join(out, "checkpoint") if resume else None,
+            "resume_from": resume_source(out, storage) if resume else None,
             "pid_dir": os.path.join(out, "workers"),
         },
         scaling_config=ScalingConfig(

@@ -276,3 +276,42 @@ def _tables(path: str, full: bool) -> dict:
         "seen_users": seen.column("user").to_numpy().astype(np.int64),
         "seen_items": seen.column("item").to_numpy().astype(np.int64),
     }
+
+
+def resume_source(out: str, storage_path: str | None = None) -> str | None:
+    """The checkpoint `--resume` continues OUT from: OUT/checkpoint, else the newest complete
+    checkpoint a Ray run left under its storage (OUT/ray by default; a driver killed before
+    the end never copied one to OUT/checkpoint). None: nothing to continue from."""
+    final = os.path.join(out, "checkpoint")
+    if os.path.isfile(os.path.join(final, "model.pt")):
+        return final
+    storage = storage_path or os.path.join(out, "ray")
+    candidates = [
+        os.path.join(run, name)
+        for run in (os.path.join(storage, d) for d in _listdir(storage))
+        for name in _listdir(run)
+        if name.startswith("checkpoint_")
+    ]
+    for path in sorted(candidates, key=_checkpoint_epoch, reverse=True):
+        try:
+            load_checkpoint(path)  # complete: every shard file present and consistent
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _checkpoint_epoch(path: str) -> tuple[int, float]:
+    """A Ray checkpoint's epoch (from model.pt's header), then its age: newest first."""
+    try:
+        blob = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+        return int(blob.get("epoch", -1)), os.path.getmtime(path)
+    except Exception:  # noqa: BLE001 - unreadable: tried last
+        return -1, 0.0

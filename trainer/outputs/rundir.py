@@ -19,7 +19,7 @@ import time
 
 from trainer.errors import UsageError
 from trainer.outputs.atomic import replace_directory
-from trainer.outputs.checkpoint import write_json_atomic
+from trainer.outputs.checkpoint import resume_source, write_json_atomic
 
 STATE_FILE = "run.json"
 
@@ -49,7 +49,14 @@ def read_state(out: str) -> dict:
 class RunDir:
     """Where a run writes (`work`), and the state it records there."""
 
-    def __init__(self, out: str, *, overwrite: bool = False, resume: bool = False):
+    def __init__(
+        self,
+        out: str,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        storage_path: str | None = None,
+    ):
         if overwrite and resume:
             raise RunDirError("give --overwrite (replace OUT) or --resume (continue it), not both")
         self.out = os.path.abspath(out)
@@ -64,7 +71,7 @@ class RunDir:
             and state.get("host") == socket.gethostname()
         ):
             raise RunDirError(f"--out {out}: a run (pid {state['pid']}) is still writing there")
-        if resume and not os.path.isfile(os.path.join(self.out, "checkpoint", "model.pt")):
+        if resume and resume_source(self.out, storage_path) is None:
             raise RunDirError(f"--resume: {out} has no checkpoint to continue from")
         if exists and not (overwrite or resume):
             what = f"a {state['state']} run" if state.get("state") else "files"
