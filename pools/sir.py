@@ -46,9 +46,8 @@ class BatchSIROptions(ResampledOptions):
     """Distinct users of a batch that share one candidate set: the batch's users are split into
     groups of this size, each group draws its own |K| candidates, and each group is one GEMM of
     a batched [G, g, d] × [G, d, K] product. Same arithmetic for any size; smaller groups give a
-    step more distinct candidates (ml-1m: one set for the whole batch pushed every user's
-    negatives into the same 200 items and lost 0.03 validation NDCG@50 to DNS; 16 beat 64 on
-    validation on ml-1m and the Gowalla-size set)."""
+    step more distinct candidates (one set for the whole batch pushes every user's negatives
+    into the same few items; benchmarks/README.md has the comparison that chose 16)."""
 
     ess_target: float | None = Field(None, gt=0.0, lt=1.0)
     """Adaptive hardness: when set, τ is not fixed but steered after every step so

@@ -68,8 +68,8 @@ class PhaseTimer:
 
 
 def _adam(params, lr: float) -> torch.optim.Adam:
-    """Fused Adam (one kernel over all parameters: half the step time of the default on a
-    Gowalla-size model on CPU), falling back where a device or build lacks it."""
+    """Fused Adam (one kernel over all parameters rather than one per tensor), falling back
+    where a device or build lacks it."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)

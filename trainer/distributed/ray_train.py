@@ -19,16 +19,18 @@ Adam moments start afresh.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 
 import torch
 
 from pools.replicas import Replicas
-from trainer.core.callbacks import Callback, ConsoleProgress, MetricsFile, RunMetrics
+from trainer.core.callbacks import Callback, MetricsFile, RunMetrics, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.engine import Engine
 from trainer.core.logs import progress_logger
@@ -131,11 +133,8 @@ def train_worker(cfg: dict) -> None:
         },
     )
     callbacks: list[Callback] = [RayEpochStats(replicas)]
-    if rank == 0:
-        callbacks += [
-            ConsoleProgress(progress_logger().info),
-            MetricsFile(cfg.get("out") or "", metrics),
-        ]
+    if rank == 0:  # the driver prints progress from this file (MetricsTail)
+        callbacks.append(MetricsFile(cfg.get("out") or "", metrics))
     callbacks.append(RayReporter(data, config, plan, rank, metrics, cfg.get("checkpoint_every", 0)))
     engine.fit(callbacks, history)
 
@@ -312,7 +311,7 @@ def connect(address: str | None, workers: int = 1) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=False)
         return
     running = _cluster_on_this_host()
     if running:
@@ -320,7 +319,7 @@ def connect(address: str | None, workers: int = 1) -> None:
             f"Ray: joining the cluster already running on this host "
             f"({running}); --ray-address chooses another"
         )
-        ray.init(address=running)
+        ray.init(address=running, log_to_driver=False)
         return
     progress_logger().info(
         f"Ray: starting a local Ray with {max(os.cpu_count() or 1, workers)} CPUs for this run"
@@ -332,8 +331,55 @@ def connect(address: str | None, workers: int = 1) -> None:
         object_store_memory=256 * 1024 * 1024,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
         include_dashboard=True,
-        log_to_driver=True,
+        log_to_driver=False,  # workers' and Ray's own lines stay in Ray's logs: MetricsTail
     )
+
+
+class MetricsTail:
+    """The driver's progress: one line per epoch that rank 0 writes to OUT/metrics.json, and
+    the early-stopping choice at the end, printed here in order, so the console has the run's
+    lines and not the workers' or Ray's (the driver runs with log_to_driver off)."""
+
+    def __init__(self, path: str, epochs: int, every_s: float = 0.5):
+        self.path, self.epochs, self.every_s = path, epochs, every_s
+        self.printed, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        try:  # a resumed run: what the file already holds was printed before
+            with open(self.path) as fh:
+                self.printed = len(json.load(fh).get("epochs", []))
+        except (OSError, ValueError):
+            self.printed = 0
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            with open(self.path) as fh:
+                metrics = json.load(fh)
+        except (OSError, ValueError):
+            return  # not written yet, or being replaced
+        log = progress_logger().info
+        records = metrics.get("epochs", [])
+        for record in records[self.printed :]:
+            log(format_epoch(record, self.epochs))
+            choice = record.get("early_stopping") if "test" in metrics else None
+            if choice and choice.get("best_epoch") is not None:
+                log(
+                    f"best validation {choice['metric']} {choice['best_valid']:.4f} at epoch "
+                    f"{choice['best_epoch']}: its parameters are tested and saved"
+                )
+        self.printed = max(self.printed, len(records))
 
 
 def _cluster_on_this_host() -> str | None:
@@ -425,7 +471,8 @@ def train_with_ray(
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()
+    with MetricsTail(os.path.join(out, "metrics.json"), config.epochs):
+        result = trainer.fit()
     if result.checkpoint is None:
         raise TrainingFailed(f"Ray run ended without a checkpoint: {result.error}")
     final = os.path.join(out, "checkpoint")
