@@ -41,15 +41,43 @@ def fold_in(
     for row, h in enumerate(histories):
         history[row, h] = True
     start = torch.stack([items[h].mean(0) for h in histories])
+    lr = FOLD_IN_LR * (start.norm(dim=1).mean().item() or 1.0)
+    if loss != "bpr":
+        q = _softmax_fit(start, items, history, temperature, l2, cosine, steps, lr)
+        return F.normalize(q, dim=1) if cosine else q
     q = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([q], lr=FOLD_IN_LR * (start.norm(dim=1).mean().item() or 1.0))
-    objective = _bpr_objective if loss == "bpr" else _softmax_objective
+    opt = torch.optim.Adam([q], lr=lr)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
-        objective(_scores(q, items, cosine), history, temperature, q, l2).backward()
+        _bpr_objective(_scores(q, items, cosine), history, temperature, q, l2).backward()
         opt.step()
     q = q.detach()
     return F.normalize(q, dim=1) if cosine else q
+
+
+@torch.no_grad()
+def _softmax_fit(start, items, history, temperature, l2, cosine, steps, lr) -> torch.Tensor:
+    """Adam on the full-softmax objective with its gradient written out (no autograd: two
+    GEMMs and a softmax per step). With s = u·V (u = q/‖q‖ for cosine), the gradient is
+    Vᵀ(softmax(s/T) − y)/T with y the history's uniform weights, projected off u and divided
+    by ‖q‖ for cosine, plus 2·l2·q."""
+    y = history.float() / history.sum(1, keepdim=True).clamp(min=1)
+    q = start.clone()
+    m, v = torch.zeros_like(q), torch.zeros_like(q)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    for t in range(1, steps + 1):
+        norm = q.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        u = q / norm if cosine else q
+        g_s = (torch.softmax(u @ items.T / temperature, dim=1) - y) / temperature
+        g = g_s @ items
+        if cosine:
+            g = (g - u * (u * g).sum(1, keepdim=True)) / norm
+        g = g + 2 * l2 * q
+        m.mul_(beta1).add_(g, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step = lr / (1 - beta1**t)
+        q -= step * m / ((v / (1 - beta2**t)).sqrt() + eps)
+    return q
 
 
 def _softmax_objective(scores, history, temperature, q, l2) -> torch.Tensor:
