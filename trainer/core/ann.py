@@ -24,6 +24,9 @@ HNSW_M = 32
 """Neighbours per node: more is better recall and a bigger, slower-to-build graph."""
 
 EF_CONSTRUCTION = 80
+EF_SEARCH_MIN = 256
+"""Candidates HNSW keeps while searching (at least 4× the items asked for): more is better
+recall for more time a query (benchmarks/README.md has the trade-off measured)."""
 EXACT_BELOW = 50_000
 """Allow-lists of at most this many items are scored exactly instead of searched."""
 
@@ -93,7 +96,7 @@ class AnnRanker:
         banned = 0 if allowed is None else n_items - int(allowed.sum())
         fetch = min(n_items, k + max((len(s) for s in seen_rows), default=0) + banned + 16)
         q = np.hstack([queries.numpy(), np.zeros((b, 1), np.float32)]).astype(np.float32)
-        self.index.hnsw.efSearch = max(64, 2 * fetch)
+        self.index.hnsw.efSearch = max(EF_SEARCH_MIN, 4 * fetch)
         _, found = self.index.search(q, fetch)
         for row in range(b):
             cand = torch.as_tensor(found[row][found[row] >= 0], dtype=torch.long)
