@@ -340,17 +340,14 @@ class MetricsTail:
     the early-stopping choice at the end, printed here in order, so the console has the run's
     lines and not the workers' or Ray's (the driver runs with log_to_driver off)."""
 
-    def __init__(self, path: str, epochs: int, every_s: float = 0.5):
+    def __init__(self, path: str, epochs: int, after_epoch: int = 0, every_s: float = 0.5):
+        """after_epoch: the epoch a resumed run continues from (its earlier lines were printed
+        by the run that trained them)."""
         self.path, self.epochs, self.every_s = path, epochs, every_s
-        self.printed, self._stop = 0, threading.Event()
+        self.printed, self._stop = after_epoch, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self):
-        try:  # a resumed run: what the file already holds was printed before
-            with open(self.path) as fh:
-                self.printed = len(json.load(fh).get("epochs", []))
-        except (OSError, ValueError):
-            self.printed = 0
         self._thread.start()
         return self
 
@@ -370,8 +367,7 @@ class MetricsTail:
         except (OSError, ValueError):
             return  # not written yet, or being replaced
         log = progress_logger().info
-        records = metrics.get("epochs", [])
-        for record in records[self.printed :]:
+        for record in [r for r in metrics.get("epochs", []) if r["epoch"] > self.printed]:
             log(format_epoch(record, self.epochs))
             choice = record.get("early_stopping") if "test" in metrics else None
             if choice and choice.get("best_epoch") is not None:
@@ -379,7 +375,7 @@ class MetricsTail:
                     f"best validation {choice['metric']} {choice['best_valid']:.4f} at epoch "
                     f"{choice['best_epoch']}: its parameters are tested and saved"
                 )
-        self.printed = max(self.printed, len(records))
+            self.printed = record["epoch"]
 
 
 def _cluster_on_this_host() -> str | None:
@@ -445,6 +441,8 @@ def train_with_ray(
     if cpus < workers * (0 if gpu else 1):
         raise ValueError(f"--workers {workers} needs {workers} CPUs; the cluster has {int(cpus)}")
     storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
+    resume_from = resume_source(out, storage) if resume else None
+    done = load_checkpoint(resume_from, users=[])["epoch"] if resume_from else 0
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -455,7 +453,7 @@ def train_with_ray(
             "threads": cpus_per_worker,
             "checkpoint_every": checkpoint_every,
             "item_exchange": item_exchange,
-            "resume_from": resume_source(out, storage) if resume else None,
+            "resume_from": resume_from,
             "pid_dir": os.path.join(out, "workers"),
         },
         scaling_config=ScalingConfig(
@@ -471,7 +469,7 @@ def train_with_ray(
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    with MetricsTail(os.path.join(out, "metrics.json"), config.epochs):
+    with MetricsTail(os.path.join(out, "metrics.json"), config.epochs, done):
         result = trainer.fit()
     if result.checkpoint is None:
         raise TrainingFailed(f"Ray run ended without a checkpoint: {result.error}")
