@@ -393,3 +393,11 @@ def test_ids_longer_than_the_service_takes_are_refused_where_data_enters(tmp_pat
     with pytest.raises(DataError, match=f"user id has {MAX_ID_CHARS + 1} characters"):
         prepare(str(tmp_path / "out"), NO_CORE, str(path))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_parquet_input_with_a_null_user_id_is_one_line(tmp_path):
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(pa.table({"user": ["a", None, "b"], "item": ["x", "y", "z"]}), path)
+    with pytest.raises(DataError, match="row 2 .*empty user id"):
+        prepare(str(tmp_path / "out"), NO_CORE, str(path))
+    assert not (tmp_path / "out").exists()

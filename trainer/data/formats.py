@@ -166,7 +166,8 @@ def _columns_to_raw(path, table: pa.Table, names, delimiter) -> RawInteractions:
 
 
 def _first_empty(col: pa.Array) -> int:
-    bad = pc.or_(pc.is_null(col), pc.equal(pc.utf8_length(col), 0))
+    empty = pc.fill_null(pc.equal(pc.utf8_length(col), 0), False)  # null length: not empty
+    bad = pc.or_(pc.is_null(col), empty)
     return int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
 
 
