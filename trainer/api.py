@@ -174,9 +174,7 @@ class Model:
     ) -> Recommendations:
         """The k best items for a user the model never saw, from their item history (fold-in,
         trainer/core/fold_in.py). Unknown history items are ignored; none known raises."""
-        known = [self.item_index[i] for i in items if i in self.item_index]
-        if not known:
-            raise UnknownIds("item", list(items))
+        known = self._history_indices(items)
         return self._rank_history(
             known, k, exclude_history, self.allowed_items(filter_items, candidates)
         )
@@ -192,10 +190,16 @@ class Model:
 
     def fold_in(self, items: Sequence[str]) -> torch.Tensor:
         """The query vector [d] of a user with this item history (unknown items ignored)."""
+        known = self._history_indices(items)
+        return self.fold_in_indices([known])[0]
+
+    def _history_indices(self, items: Sequence[str]) -> list[int]:
+        """The known items of a history as indices (unknown ones ignored); none known raises
+        UnknownIds."""
         known = [self.item_index[i] for i in items if i in self.item_index]
         if not known:
             raise UnknownIds("item", list(items))
-        return self.fold_in_indices([known])[0]
+        return known
 
     def fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
         """Query vectors [B, d] for histories of item indices."""
@@ -285,13 +289,14 @@ class Model:
         """The top k for a query fitted to an item history (fold-in), JSON-ready as `answer`'s,
         with "fold_in": {"items_used", "unknown_items"}. A known `user`'s own train and
         validation items join the history. Raises UnknownIds when no history item is known."""
-        known = list(dict.fromkeys(self.item_index[i] for i in items if i in self.item_index))
         unknown = [i for i in items if i not in self.item_index]
+        known = [self.item_index[i] for i in items if i in self.item_index]
         if user is not None and user in self.user_index:
             _, own = self.seen.rows_of(torch.as_tensor([self.user_index[user]]))
-            known = list(dict.fromkeys(known + own.tolist()))
+            known += own.tolist()
         if not known:
             raise UnknownIds("item", unknown)
+        known = list(dict.fromkeys(known))
         recs = self._rank_history(
             known, k, exclude_seen, self.allowed_items(filter_items, candidates)
         )
