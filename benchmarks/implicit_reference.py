@@ -49,6 +49,15 @@ class Factors:
         return self.p[users] @ self.q[items].T
 
 
+def train_matrix(data: PreparedData) -> sp.csr_matrix:
+    """The train split as a users × items CSR matrix of ones (implicit's input)."""
+    tr = data.splits["train"]
+    return sp.csr_matrix(
+        (np.ones(len(tr.users), dtype=np.float32), (tr.users, tr.items)),
+        shape=(data.num_users, data.num_items),
+    )
+
+
 def evaluator(data: PreparedData):
     engine = Engine(TrainConfig(epochs=1, topk=(20, 50)), data)
 
@@ -138,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     data = PreparedData.load(args.data)
-    tr = data.splits["train"]
-    x = sp.csr_matrix(
-        (np.ones(len(tr.users), dtype=np.float32), (tr.users, tr.items)),
-        shape=(data.num_users, data.num_items),
-    )
-    evaluate = evaluator(data)
+    x, evaluate = train_matrix(data), evaluator(data)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = [
         "| model | chosen on validation | seeds | test Recall@20 | test NDCG@20 | "

@@ -188,3 +188,20 @@ def test_without_a_validation_split_there_is_nothing_to_refit(tmp_path):
     cfg = TrainConfig(**{**OVERFIT, "epochs": 3}, refit=True)
     metrics = train_in_process(cfg, PreparedData.load(out), str(tmp_path / "run"))
     assert "refit" not in metrics and len(metrics["epochs"]) == 3
+
+
+def test_a_callback_can_end_the_run_after_an_epoch(tiny_data):
+    """engine.stop_requested (set by a callback) ends fit after that epoch: validated there
+    (although not a validation epoch), the best epoch restored and tested, as a normal end."""
+    from trainer.core.callbacks import Callback
+    from trainer.core.engine import Engine
+
+    class StopAtTwo(Callback):
+        def on_epoch_trained(self, engine, record):
+            engine.stop_requested = engine.epoch == 2
+
+    cfg = TrainConfig(epochs=10, eval_every=5, batch_size=512, sampler={"name": "uniform"})
+    result = Engine(cfg, PreparedData.load(tiny_data)).fit([StopAtTwo()])
+    assert [r["epoch"] for r in result["epochs"]] == [1, 2]
+    assert "valid" in result["epochs"][-1] and result["test"]
+    assert result["early_stopping"]["best_epoch"] == 2

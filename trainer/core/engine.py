@@ -223,6 +223,10 @@ class Engine:
         self.timer = PhaseTimer(dev)
         self.eval_subset = self._eval_subset(config, data, shard)
         self.eval_population = 0  # users with an item in the split last evaluated, all workers
+        self.stop_requested = False
+        """Set by a callback (on_epoch_trained) to end fit after this epoch: it validates,
+        restores the best epoch and tests as at a normal end. Under Ray every rank must set it
+        at the same epoch (validation and the test are collective)."""
 
     # -- one epoch -----------------------------------------------------------------------
 
@@ -417,14 +421,14 @@ class Engine:
             for cb in callbacks:
                 cb.on_epoch_trained(self, record)
             t0 = time.perf_counter()
-            if self.is_eval_epoch():
+            if self.is_eval_epoch() or self.stop_requested:
                 valid, sample = self.evaluate_sample("valid")
                 if self.eval_population:  # no validation split: nothing to record or stop on
                     record["valid"] = valid
                     if sample:
                         record["valid_sample"] = sample
                     self._after_validation(best, record)
-            done = self.epoch == cfg.epochs or best.should_stop
+            done = self.epoch == cfg.epochs or best.should_stop or self.stop_requested
             if done:
                 test = self._final_test(best, record)
             record["eval_s"] = time.perf_counter() - t0

@@ -1,0 +1,175 @@
+"""Variants of the `recommended` recipe, each changing one thing, scored on validation only.
+
+    python -m benchmarks.recipe_sweep --data runs/data/gowalla-lightgcn:64,runs/data/ml-1m:32 \
+        --device cuda --workers 12 --budget-s 240 --out benchmarks/reports/recipe_sweep
+
+Every variant trains as the preset does (early stopping on validation Recall@20, lr halved
+on a plateau) with no refit, in its own process; the processes share the device (a CPU run:
+use --workers 2 --threads 1). A run still going when the budget is spent validates once more
+and stops there (its row says so). Rows: best validation Recall@20 and NDCG@50 and the epoch,
+the run's wall seconds, and the test metrics of the chosen epoch, which are recorded but
+never used to choose. Results go to OUT/sweep.jsonl as runs finish, then OUT/sweep.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+from benchmarks.report_utils import command_line, write_report
+from trainer.core.callbacks import Callback
+
+# name: TrainConfig fields over the preset (sampler fields under "sampler").
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "neg500": {"sampler": {"num_negatives": 500}},
+    "neg2000": {"sampler": {"num_negatives": 2000}},
+    "neg4000": {"sampler": {"num_negatives": 4000}},
+    "per-pair800": {"sampler": {"num_negatives": 800, "shared_negatives": False}},
+    "batch512": {"batch_size": 512},
+    "batch2048": {"batch_size": 2048},
+    "lr0.005": {"lr": 0.005},
+    "lr0.02": {"lr": 0.02},
+    "T0.09": {"loss_temperature": 0.09, "positive_temperature": 0.1098},
+    "T+1.4": {"positive_temperature": 0.112},
+    "patience5": {"early_stopping_patience": 5},
+    "eval1-patience8": {"eval_every": 1, "early_stopping_patience": 8},
+    "bsl+adasir-b": {
+        "sampler": {
+            "name": "adasir-b",
+            "num_negatives": 50,
+            "num_candidates": 1000,
+            "temperature": 0.08,
+        }
+    },
+}
+
+
+class Deadline(Callback):
+    """Ends the run after the epoch during which `at` (time.time()) passed: the engine then
+    validates, restores the best epoch and tests, as at a normal end."""
+
+    def __init__(self, at: float):
+        self.at, self.hit = at, False
+
+    def on_epoch_trained(self, engine, record) -> None:
+        if time.time() >= self.at and engine.epoch < engine.config.epochs:
+            engine.stop_requested = self.hit = True
+
+
+def run_one(job: dict) -> dict:
+    """Train one (variant, dataset, seed) job in this process; its result row."""
+    import torch
+
+    from trainer.core.engine import Engine
+    from trainer.core.presets import build_config
+    from trainer.data.dataset import PreparedData
+
+    if time.time() >= job["deadline"]:
+        return {}  # the budget was spent before this job's turn
+    torch.set_num_threads(job["threads"])
+    given = {**VARIANTS[job["variant"]], "dim": job["dim"], "seed": job["seed"]}
+    given.update(device=job["device"], refit=False)
+    config = build_config("recommended", given)
+    start = time.time()
+    deadline = Deadline(job["deadline"])
+    result = Engine(config, PreparedData.load(job["data"])).fit([deadline])
+    best = result["early_stopping"]
+    chosen = next(r for r in result["epochs"] if r["epoch"] == best["best_epoch"])
+    return {
+        **{k: job[k] for k in ("variant", "data", "dim", "seed")},
+        "best_epoch": best["best_epoch"],
+        "epochs": len(result["epochs"]),
+        "valid": chosen["valid"],
+        "test": result["test"],
+        "seconds": round(time.time() - start, 1),
+        "epoch_s": round(
+            sum(r["sample_s"] + r["train_s"] for r in result["epochs"]) / len(result["epochs"]),
+            3,
+        ),
+        "cut_by_budget": deadline.hit,
+        "curve": [
+            (r["epoch"], round(r["valid"]["recall@20"], 4))
+            for r in result["epochs"]
+            if "valid" in r
+        ],
+    }
+
+
+def jobs(args) -> list[dict]:
+    """Every (seed, dataset, variant) job in the order they are started."""
+    deadline = time.time() + args.budget_s
+    out = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for spec in args.data.split(","):
+            path, dim = spec.rsplit(":", 1)
+            for variant in args.variants.split(","):
+                out.append(
+                    dict(variant=variant, data=path, dim=int(dim), seed=seed, device=args.device)
+                    | dict(threads=args.threads, deadline=deadline)
+                )
+    return out
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| data | variant | seed | valid Recall@20 | valid NDCG@50 | best epoch | epochs "
+        "| s/epoch (sample + train) | wall s | test Recall@20 | test NDCG@20 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["data"], r["seed"], -r["valid"]["recall@20"])):
+        cut = " (budget)" if r["cut_by_budget"] else ""
+        lines.append(
+            f"| {os.path.basename(r['data'])} | {r['variant']} | {r['seed']} "
+            f"| {r['valid']['recall@20']:.4f} | {r['valid']['ndcg@50']:.4f} | {r['best_epoch']} "
+            f"| {r['epochs']}{cut} | {r['epoch_s']:.2f} | {r['seconds']:.0f} "
+            f"| {r['test']['recall@20']:.4f} | {r['test']['ndcg@20']:.4f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", required=True, help="comma list of PATH:DIM")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    ap.add_argument("--budget-s", type=float, default=3600.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with context.Pool(args.workers) as pool, open(os.path.join(args.out, "sweep.jsonl"), "a") as fh:
+        for row in filter(None, pool.imap_unordered(run_one, jobs(args))):
+            rows.append(row)
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            print(table([row])[-1], flush=True)
+    about = [
+        f"Device {args.device}, {args.workers} runs at a time, {args.threads} torch thread(s) "
+        f"each: the seconds are for comparing variants with each other in this run only.",
+        "",
+        "Variants (over `recommended`, with `--dim` as given and no refit): "
+        + "; ".join(f"`{k}` {json.dumps(VARIANTS[k])}" for k in args.variants.split(",")),
+        "",
+    ]
+    write_report(
+        args.out, "sweep", "Recipe sweep on validation", command_line(), about + table(rows)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
