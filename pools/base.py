@@ -53,6 +53,9 @@ class Negatives:
         approximation for samplers whose Q has no closed form: DNS, WARP, AOBPR, SRNS, IRGAN).
     invalid: [B, n] bool or None. Entries the loss ignores (a shared negative that is one of
         the row's user's train positives).
+    invalid_at: (rows [m], cols [m]) or None. The same entries as coordinates, where a sampler
+        has them without a [B, n] mask (shared uniform negatives); read them through
+        `invalid_mask`, or as coordinates where a loss can use them (BSL).
 
     items may be [n]: negatives shared by every row of the batch, scored with one GEMM.
     """
@@ -63,10 +66,20 @@ class Negatives:
     hinge_margin: float | None = None
     log_proposal: torch.Tensor | None = None
     invalid: torch.Tensor | None = None
+    invalid_at: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def shared(self) -> bool:
         return self.items.dim() == 1
+
+    def invalid_mask(self, batch_size: int) -> torch.Tensor | None:
+        """The invalid entries as a [batch_size, n] bool mask (None: every entry counts)."""
+        if self.invalid is not None or self.invalid_at is None:
+            return self.invalid
+        n = self.items.shape[-1]
+        mask = torch.zeros(batch_size, n, dtype=torch.bool, device=self.items.device)
+        mask[self.invalid_at] = True
+        return mask
 
 
 @dataclass(frozen=True)
@@ -185,13 +198,21 @@ class NegativeSampler:
         set with probability k/N, as k·Q says), masked through the users' positives in
         O(B · degree); any other Q, or k > N, gives k draws of Q, masked by lookup."""
         exclude = self.config.exclude_positives
-        if isinstance(self.proposal, UniformProposal) and k <= self.num_items:
-            items = torch.randperm(self.num_items, device=self.device, generator=generator)[:k]
+        if self._draws_distinct_uniform(k):
+            items = self._distinct_uniform(k, generator)
             return items, self.positives.mask_of_distinct(users, items) if exclude else None
         items = self.proposal.draw((k,), generator)
         return items, self.positives.contains(
             users, items.expand(users.numel(), k)
         ) if exclude else None
+
+    def _draws_distinct_uniform(self, k: int) -> bool:
+        """Whether `_draw_shared` makes k distinct uniform draws (else k draws of Q)."""
+        return isinstance(self.proposal, UniformProposal) and k <= self.num_items
+
+    def _distinct_uniform(self, k: int, generator: torch.Generator) -> torch.Tensor:
+        """k distinct items [k], uniformly at random."""
+        return torch.randperm(self.num_items, device=self.device, generator=generator)[:k]
 
     def _log_q_of_draws(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """log Q(j|c) of items [B, m] drawn by `_draw_from_proposal`: uniform over the user's

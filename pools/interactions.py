@@ -96,14 +96,21 @@ class InteractionIndex:
         """contains(users, items shared by every row) for distinct items [n] → bool [B, n].
 
         Costs O(B · degree) through the users' interactions instead of O(B · n) look-ups."""
+        rows, cols = self.hits_of_distinct(users, items)
+        mask = torch.zeros(users.numel(), items.numel(), dtype=torch.bool, device=self.device)
+        mask[rows, cols] = True
+        return mask
+
+    def hits_of_distinct(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where mask_of_distinct is True, as (rows [m], cols [m]): no [B, n] mask is made."""
         position = torch.full((self.num_items,), -1, dtype=torch.long, device=self.device)
         position[items] = torch.arange(items.numel(), device=self.device)
         rows, cols = self.rows_of(users)
         hit = position[cols]
         keep = hit >= 0
-        mask = torch.zeros(users.numel(), items.numel(), dtype=torch.bool, device=self.device)
-        mask[rows[keep], hit[keep]] = True
-        return mask
+        return rows[keep], hit[keep]
 
     def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The interactions of `users` as (row in `users`, item) pairs (host sync for the size)."""

@@ -77,6 +77,11 @@ class ProposalSampler(NegativeSampler):
         return Negatives(items, log_proposal=self._log_q_of_draws(users, items))
 
     def _shared(self, users, n, generator) -> Negatives:
+        if self._draws_distinct_uniform(n):  # the invalid entries as coordinates, no mask
+            items = self._distinct_uniform(n, generator)
+            exclude = self.config.exclude_positives
+            at = self.positives.hits_of_distinct(users, items) if exclude else None
+            return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid_at=at)
         items, invalid = self._draw_shared(users, n, generator)
         return Negatives(items, log_proposal=self.proposal.log_prob(items), invalid=invalid)
 

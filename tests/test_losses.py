@@ -143,9 +143,11 @@ def test_written_out_softmax_gradient_matches_autograd():
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_bilateral_softmax_loss_matches_autograd_reference():
+@pytest.mark.parametrize("form", ["mask", "coordinates"])
+def test_bilateral_softmax_loss_matches_autograd_reference(form):
     """BSL's hand-written gradient equals autograd through logsumexp; invalid negatives and a
-    pair with none valid are left out of the negative side."""
+    pair with none valid are left out of the negative side, given as a mask or as the
+    coordinates a shared uniform sampler hands over."""
     from trainer.core.loss import bilateral_softmax_loss
 
     g = torch.Generator().manual_seed(3)
@@ -157,7 +159,9 @@ def test_bilateral_softmax_loss_matches_autograd_reference():
     loss = bilateral_softmax_loss(
         pos,
         neg_s,
-        Negatives(neg_s.detach().long(), invalid=invalid),
+        Negatives(neg_s.detach().long(), invalid=invalid)
+        if form == "mask"
+        else Negatives(neg_s.detach().long(), invalid_at=invalid.nonzero(as_tuple=True)),
         temperature=0.1,
         positive_temperature=0.12,
     )

@@ -78,8 +78,9 @@ def test_sampler_contract(name, setup):
     assert neg.items.shape == (256, n) and neg.items.dtype == torch.long
     assert int(neg.items.min()) >= 0 and int(neg.items.max()) < positives.num_items
     acting = positives.contains(users, neg.items)  # a train item the loss would use as negative
-    if neg.invalid is not None:
-        acting &= ~neg.invalid
+    invalid = neg.invalid_mask(users.numel())
+    if invalid is not None:
+        acting &= ~invalid
     assert not acting.any(), f"{name} returned a train positive"
     if neg.logit_offset is not None:
         assert neg.logit_offset.shape == (256, n) and torch.isfinite(neg.logit_offset).all()
@@ -342,3 +343,20 @@ def test_per_user_state_holds_item_ids_as_int32(setup):
     srns.refresh(model, torch.Generator().manual_seed(0))
     assert srns.tracked.dtype == srns.memory.dtype == torch.int32
     assert srns.state_size_bytes() == U * 20 * 4 + U * 20 * 3 * 4 + U * 20 + (U + 1) * 5 * 4
+
+
+def test_shared_uniform_negatives_hand_over_the_invalid_entries_as_coordinates(tiny_data):
+    """Shared uniform negatives carry their invalid entries as coordinates (no [B, n] mask):
+    exactly the drawn items that are the row's user's train items."""
+    from trainer.data.dataset import PreparedData
+
+    data = PreparedData.load(tiny_data)
+    positives = data.index("train", torch.device("cpu"))
+    counts = torch.as_tensor(data.item_counts())
+    cfg = sampler_config(name="uniform", num_negatives=200, shared_negatives=True)
+    sampler = build_sampler(cfg, positives, counts)
+    users = torch.arange(64)
+    neg = sampler.sample(None, users, torch.zeros(64, dtype=torch.long), torch.Generator())
+    assert neg.invalid is None and neg.invalid_at is not None
+    expected = positives.contains(users, neg.items.expand(64, -1))
+    assert expected.any() and torch.equal(neg.invalid_mask(64), expected)

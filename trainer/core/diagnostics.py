@@ -44,8 +44,9 @@ def negative_diagnostics(engine, seed: int = 12345) -> dict[str, float]:
         engine.valid.contains(users, uniform) | engine.test.contains(users, uniform)
     ).float()
     scores = model.score(users, items)
-    if negatives.invalid is not None:  # shared negatives: only what counts for the user
-        valid = (~negatives.invalid).float()
+    invalid = negatives.invalid_mask(users.numel())
+    if invalid is not None:  # shared negatives: only what counts for the user
+        valid = (~invalid).float()
         neg_score = float((scores * valid).sum() / valid.sum())
         false_neg = float((held_out * valid).sum() / valid.sum())
     else:

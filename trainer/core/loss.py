@@ -65,8 +65,9 @@ def negative_weights(neg_scores: torch.Tensor, negatives: Negatives) -> torch.Te
         if negatives.logit_offset is not None
         else torch.zeros_like(neg_scores)
     )
-    if negatives.invalid is not None:
-        logits = logits.masked_fill(negatives.invalid, float("-inf"))
+    invalid = negatives.invalid_mask(neg_scores.shape[0])
+    if invalid is not None:
+        logits = logits.masked_fill(invalid, float("-inf"))
         # A row whose every entry is invalid gets weight 0, not NaN.
         return torch.softmax(logits, dim=1).nan_to_num(0.0)
     if negatives.logit_offset is None:
@@ -161,7 +162,8 @@ def sampled_softmax_loss(
         else torch.full((), -math.log(num_items), device=neg_scores.device)
     )
     shift = (log_q + math.log(n)).expand_as(neg_scores)
-    per_pair = _SampledSoftmax.apply(pos_scores, neg_scores, shift, negatives.invalid, temperature)
+    invalid = negatives.invalid_mask(neg_scores.shape[0])
+    per_pair = _SampledSoftmax.apply(pos_scores, neg_scores, shift, invalid, temperature)
     return _weighted_mean(per_pair, negatives)
 
 
@@ -180,8 +182,9 @@ def contrastive_loss(
     below the margin m and costs nothing once there.
     """
     per_neg = F.relu(neg_scores - margin)
-    if negatives.invalid is not None:
-        valid = (~negatives.invalid).float()
+    invalid = negatives.invalid_mask(neg_scores.shape[0])
+    if invalid is not None:
+        valid = (~invalid).float()
         neg_term = (per_neg * valid).sum(1) / valid.sum(1).clamp(min=1.0)
     else:
         neg_term = per_neg.mean(dim=1)
@@ -190,25 +193,33 @@ def contrastive_loss(
 
 class _NegativeLogMeanExp(torch.autograd.Function):
     """log mean_j e^{r_j/T} over a pair's valid negatives (0 for a pair with none), its
-    gradient written out: ∂/∂r_j = softmax_j / T. One [B, n] buffer, as _SampledSoftmax."""
+    gradient written out: ∂/∂r_j = softmax_j / T. The invalid entries come as coordinates
+    (rows, cols): set to −inf one by one rather than through a [B, n] mask."""
 
     @staticmethod
-    def forward(ctx, neg_scores, invalid, temperature):
-        probs = neg_scores.detach() / temperature
-        count = torch.full_like(probs[:, 0], float(probs.shape[1]))
-        if invalid is not None:
-            probs.masked_fill_(invalid, float("-inf"))
-            count = (~invalid).sum(dim=1).to(probs.dtype)
-        log_total, _ = _softmax_rows_(probs)
+    def forward(ctx, neg_scores, invalid_rows, invalid_cols, temperature):
+        logits = neg_scores.detach() / temperature
+        batch, n = logits.shape
+        count = torch.full((batch,), n, dtype=logits.dtype, device=logits.device)
+        if invalid_rows is not None:
+            logits.index_put_((invalid_rows, invalid_cols), logits.new_tensor(float("-inf")))
+            count -= torch.bincount(invalid_rows, minlength=batch).to(logits.dtype)
+        top, at = logits.max(dim=1, keepdim=True)
+        probs = torch.softmax(logits, dim=1)
+        # log Σ_j e^{l_j} = max_j l_j − log softmax at the max: no second pass over the row.
+        log_total = (top - torch.log(probs.gather(1, at))).squeeze(1)
+        empty = count == 0
+        if bool(empty.any()):  # a pair with no valid negative: no gradient, loss term 0
+            probs[empty] = 0.0
         ctx.save_for_backward(probs)
         ctx.temperature = temperature
         out = log_total - torch.log(count.clamp(min=1.0))
-        return out.masked_fill(~torch.isfinite(out), 0.0)  # a pair with no valid negative
+        return out.masked_fill(~torch.isfinite(out), 0.0)
 
     @staticmethod
     def backward(ctx, grad):
         (probs,) = ctx.saved_tensors
-        return probs * (grad / ctx.temperature)[:, None], None, None
+        return probs * (grad / ctx.temperature)[:, None], None, None, None
 
 
 def bilateral_softmax_loss(
@@ -229,7 +240,13 @@ def bilateral_softmax_loss(
     stops pushing scores of positives that already lead their negatives. Invalid negatives are
     left out of the mean; the log-proposal is not read (uniform draws: a constant shift).
     """
-    neg_side = _NegativeLogMeanExp.apply(neg_scores, negatives.invalid, temperature)
+    if negatives.invalid_at is not None:
+        rows, cols = negatives.invalid_at
+    elif negatives.invalid is not None:
+        rows, cols = negatives.invalid.nonzero(as_tuple=True)
+    else:
+        rows = cols = None
+    neg_side = _NegativeLogMeanExp.apply(neg_scores, rows, cols, temperature)
     t_pos = positive_temperature or temperature
     return _weighted_mean(neg_side - pos_scores / t_pos, negatives)
 
