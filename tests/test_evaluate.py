@@ -82,3 +82,23 @@ def test_interval_of_a_constant_is_zero_and_shrinks_with_the_finite_population()
     assert ci95({"m": 5.0}, {"m": 5.0}, 5, 100)["m"] == 0.0
     wide = ci95({"m": 2.0}, {"m": 2.0}, 4, 10**6)["m"]
     assert ci95({"m": 2.0}, {"m": 2.0}, 4, 4)["m"] == 0.0 < wide
+
+
+def test_ranking_through_the_reused_score_buffer_equals_the_models_own_scores(tiny_data):
+    """A model with serving vectors is ranked through one score buffer reused chunk after
+    chunk (the last chunk smaller): the sums are those of ranking with model.score_all."""
+    from trainer.core.evaluate import ranking_sums
+
+    engine = Engine(TrainConfig(epochs=1, score="cosine"), PreparedData.load(tiny_data))
+    engine.train_epoch()
+    model = engine.model.eval()
+
+    class OwnScores:  # no serving_vectors: ranked by the model's score_all
+        num_items = model.num_items
+        score_all, score_shared = model.score_all, model.score_shared
+
+    chunk = 37 * model.num_items  # 37 users a chunk
+    mine = ranking_sums(model, engine.valid, [engine.positives], chunk_elements=chunk)
+    theirs = ranking_sums(OwnScores(), engine.valid, [engine.positives], chunk_elements=chunk)
+    assert mine[1] == theirs[1] and mine[1] % 37 != 0
+    assert mine[0] == pytest.approx(theirs[0], abs=1e-9)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pools.interactions import InteractionIndex
-from trainer.core.topk import ITEM_BLOCK, top_k
+from trainer.core.topk import ITEM_BLOCK, ReusingScorer, top_k
 
 FULL_RANKING_LIMIT = 2 * 10**10
 """users × items above which `eval_users=None` samples DEFAULT_EVAL_USERS users."""
@@ -83,6 +83,8 @@ def ranking_sums(
         for m in ("ndcg", "recall")
     }
     sq = {name: torch.zeros_like(v) for name, v in sums.items()}
+    if hasattr(model, "serving_vectors") and targets.num_items <= ITEM_BLOCK:
+        model = ReusingScorer(*model.serving_vectors())  # item vectors made once, not per chunk
     for start in range(0, users_all.numel(), chunk):
         users = users_all[start : start + chunk]
         top = top_k(model, users, kmax, masked).indices  # [C, kmax]

@@ -30,6 +30,24 @@ class VectorScorer:
         return self.queries.index_select(0, users) @ self.items.index_select(0, items).T
 
 
+class ReusingScorer(VectorScorer):
+    """A VectorScorer whose `score_all` writes into one buffer, reused from call to call: for
+    a loop that ranks chunk after chunk and is done with each chunk's scores before the next
+    (evaluation), where a fresh [chunk, N] matrix per call costs about a third more than the
+    product itself on CPU. The returned scores are overwritten by the next call."""
+
+    def __init__(self, queries: torch.Tensor, items: torch.Tensor):
+        super().__init__(queries, items)
+        self._buffer = torch.empty(0, device=items.device, dtype=items.dtype)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        need = users.numel() * self.num_items
+        if self._buffer.numel() < need:
+            self._buffer = torch.empty(need, device=self.items.device, dtype=self.items.dtype)
+        out = self._buffer[:need].view(users.numel(), self.num_items)
+        return torch.mm(self.queries.index_select(0, users), self.items.T, out=out)
+
+
 @torch.no_grad()
 def top_k(
     model,
