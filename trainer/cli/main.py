@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(rest)
     except Exception as exc:  # usage errors: one line; bugs keep their traceback
-        from trainer.errors import is_usage_error, one_line
+        from trainer.errors import error_line, is_usage_error
 
         if not is_usage_error(exc):
             raise
-        print(f"adasir {command}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"adasir {command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ trainer/run.py ...`), on --ray-address, or on a local Ray it starts when none is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from trainer.core.logs import progress_logger
 from trainer.core.presets import DEFAULT_PRESET, PRESETS, build_config, fit_to_data
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
-from trainer.errors import is_usage_error, one_line
+from trainer.errors import error_line, is_usage_error
 from trainer.outputs.checkpoint import resume_source
 from trainer.outputs.rundir import RunDir, RunDirError
 
@@ -314,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 130
         except BaseException as exc:
-            rundir.fail(f"{type(exc).__name__}: {exc}")
+            # A full disk may refuse run.json too; the run's error is what is reported.
+            with contextlib.suppress(OSError):
+                rundir.fail(f"{type(exc).__name__}: {exc}")
             raise
         rundir.complete()
     except Exception as exc:  # usage errors: one clear line; bugs keep their traceback
         if not is_usage_error(exc):
             raise
-        kind = "" if isinstance(exc, ValueError) else f"{type(exc).__name__}: "
-        print(f"run: error: {kind}{one_line(exc)}", file=sys.stderr)
+        print(f"run: error: {error_line(exc)}", file=sys.stderr)
         return 2
     test = metrics["test"]
     print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)

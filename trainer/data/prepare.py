@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from trainer.data.formats import MAX_ID_CHARS, DataError, RawInteractions, read_interactions
 from trainer.data.synthetic import SyntheticSpec, generate
-from trainer.errors import one_line
+from trainer.errors import error_line, is_usage_error
 from trainer.outputs.atomic import place_directory, replace_directory
 
 FORMAT_VERSION = 1
@@ -341,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = prepare(
             args.out, opts, args.input, args.format, args.test_input, args.synthetic, args.overwrite
         )
-    except DataError as exc:
-        print(f"prepare: error: {one_line(exc)}", file=sys.stderr)
+    except Exception as exc:  # bad input or a refused write: one line; bugs keep a traceback
+        if not is_usage_error(exc):
+            raise
+        print(f"prepare: error: {error_line(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(manifest["counts"]))
     return 0

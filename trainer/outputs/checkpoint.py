@@ -21,6 +21,8 @@ Users in no shard (no train pairs) keep zero rows.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -114,11 +116,19 @@ def _user_rows(path: str, blob: dict, users: np.ndarray | None) -> torch.Tensor:
 
 
 def write_json_atomic(path: str, obj) -> None:
+    """Write `obj` to a temporary sibling, then rename it over `path`: readers see the old
+    file or the new one; a failed write (a full disk) leaves `path` as it was and no
+    temporary file."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_seen(data_path: str, out: str) -> None:
@@ -138,6 +148,29 @@ def _write_seen(data_path: str, out: str) -> None:
                         schema=schema,
                     )
                 )
+
+
+def _save_tensors(obj: dict, path: str) -> None:
+    """torch.save, with a write the disk refused reported as the OSError it is: torch turns a
+    full disk into a RuntimeError ("unexpected pos ..."), which would read as a bug."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError:
+        needed = sum(t.numel() * t.element_size() for t in _tensors_in(obj))
+        if shutil.disk_usage(os.path.dirname(path)).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from None
+        raise
+
+
+def _tensors_in(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors_in(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors_in(value)
 
 
 def save_checkpoint(
@@ -162,7 +195,7 @@ def save_checkpoint(
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
     try:
-        torch.save(
+        _save_tensors(
             {
                 "format_version": CHECKPOINT_VERSION,
                 "model": model_name,

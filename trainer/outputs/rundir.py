@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -90,17 +91,25 @@ class RunDir:
 
     def _write(self, state: str, **extra) -> None:
         previous = read_state(self.work)
-        write_json_atomic(
-            os.path.join(self.work, STATE_FILE),
-            {
-                "state": state,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                **extra,
-            },
-        )
+        path = os.path.join(self.work, STATE_FILE)
+        record = {
+            "state": state,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **extra,
+        }
+        try:
+            write_json_atomic(path, record)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC or not os.path.isfile(path):
+                raise
+            # A full disk has no room for a second copy: the final state is written over the
+            # old one, in the block it already holds (readers tolerate a torn read).
+            with open(path, "r+") as fh:
+                fh.write(json.dumps(record, indent=2) + "\n")
+                fh.truncate()
 
     def start(self) -> None:
         self._write("running", resumed=self.resume)
