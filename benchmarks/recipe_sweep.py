@@ -66,7 +66,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     from trainer.core.engine import Engine
-    from trainer.core.presets import build_config
+    from trainer.core.presets import build_config, fit_to_data
     from trainer.data.dataset import PreparedData
 
     if time.time() >= job["deadline"]:
@@ -74,10 +74,11 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     given = {**VARIANTS[job["variant"]], "dim": job["dim"], "seed": job["seed"]}
     given.update(device=job["device"], refit=False)
-    config = build_config("recommended", given)
+    data = PreparedData.load(job["data"])
+    config = fit_to_data(build_config("recommended", given), data.num_items, given)
     start = time.time()
     deadline = Deadline(job["deadline"])
-    result = Engine(config, PreparedData.load(job["data"])).fit([deadline])
+    result = Engine(config, data).fit([deadline])
     best = result["early_stopping"]
     chosen = next(r for r in result["epochs"] if r["epoch"] == best["best_epoch"])
     return {

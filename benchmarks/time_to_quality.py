@@ -32,7 +32,7 @@ import torch
 from benchmarks.report_utils import command_line, save_figure, write_report
 from trainer.core.callbacks import Callback
 from trainer.core.engine import Engine
-from trainer.core.presets import build_config
+from trainer.core.presets import build_config, fit_to_data
 from trainer.data.dataset import PreparedData
 
 # name: (preset, options over it). BPR's lr and L2 are what validation chose on
@@ -44,8 +44,10 @@ TRAINERS: dict[str, tuple[str, dict]] = {
     "dns": ("paper", {**_BPR, "sampler": {"name": "dns"}}),
 }
 IMPLICIT_ITERATIONS = {"als": [1, 2, 3, 5, 8, 15], "bpr": [10, 25, 50, 100, 200]}
-IMPLICIT_OPTIONS = {  # chosen on gowalla-lightgcn's validation (implicit_reference.py)
+IMPLICIT_OPTIONS = {
+    # ALS: α and λ chosen on gowalla-lightgcn's validation (implicit_reference.py's report).
     "als": {"alpha": 100.0, "lambda": 0.1},
+    # BPR: the start of implicit_reference.py's grid, not tuned: a lower bound for BPR.
     "bpr": {"lr": 0.01, "lambda": 0.01},
 }
 
@@ -65,15 +67,17 @@ class WallCurve(Callback):
             self.points.append((seconds, records[-1]["epoch"], records[-1]["valid"]["recall@20"]))
 
 
-def trainer_config(name: str, args):
+def trainer_config(name: str, args, num_items: int):
+    """The trainer's config as the command line builds it (a preset's negative count that
+    the catalogue cannot hold is fitted to it)."""
     preset, options = TRAINERS[name]
     given = {**options, "dim": args.dim, "seed": args.seed, "device": args.device}
-    return build_config(preset, given)
+    return fit_to_data(build_config(preset, given), num_items, given)
 
 
 def product_curve(name: str, data: PreparedData, args) -> dict:
     curve = WallCurve()
-    result = Engine(trainer_config(name, args), data).fit([curve])
+    result = Engine(trainer_config(name, args, data.num_items), data).fit([curve])
     return {"points": curve.points, "test": result["test"], "epochs": len(result["epochs"])}
 
 
@@ -91,7 +95,7 @@ def implicit_curve(kind: str, data: PreparedData, args) -> dict:
 
 def epoch_profiles(names: list[str], data: PreparedData, args) -> dict[str, dict]:
     """Median sample / train seconds per epoch over interleaved rounds, and one validation."""
-    engines = {n: Engine(trainer_config(n, args), data) for n in names}
+    engines = {n: Engine(trainer_config(n, args, data.num_items), data) for n in names}
     for engine in engines.values():
         engine.train_epoch()  # warm-up
     rounds: dict[str, list[dict]] = {n: [] for n in names}
@@ -149,7 +153,7 @@ def profile_rows(profiles: dict[str, dict]) -> list[str]:
     return lines
 
 
-def plot(curves: dict[str, dict], reference: float | None, out: str, name: str) -> str:
+def plot(curves: dict[str, dict], reference: float | None, out: str, name: str, title: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -159,7 +163,7 @@ def plot(curves: dict[str, dict], reference: float | None, out: str, name: str) 
     if reference:
         ax.axhline(reference, color="grey", linestyle=":", label="reference (ALS)")
     ax.set_xscale("log")
-    ax.set(xlabel="wall seconds", ylabel="validation Recall@20", title=name)
+    ax.set(xlabel="wall seconds", ylabel="validation Recall@20", title=title)
     ax.legend()
     return save_figure(fig, out, name)
 
@@ -181,7 +185,8 @@ def report(args, profiles: dict, curves: dict, reference: float | None) -> None:
         "",
     ]
     if curves:
-        figure = plot(curves, reference, args.out, name)
+        title = f"{os.path.basename(os.path.normpath(args.data))}, {args.device}"
+        figure = plot(curves, reference, args.out, name, title)
         body += [*summary_rows(curves, reference), "", f"![curves]({os.path.basename(figure)})"]
     write_report(args.out, name, "Time to quality", command_line(), body)
 

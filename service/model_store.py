@@ -143,6 +143,8 @@ class ModelRegistry:
         self._loading: dict[str, threading.Lock] = {}  # one load per model at a time
         self._index: dict[str, str] = {}
         self._latest: str | None = None
+        self._latest_of: dict[str, str] = {}  # dataset name → its newest model id
+        self._datasets: dict[tuple[str, float], str] = {}  # (checkpoint, mtime) → dataset
         self._scanned_at = -float("inf")
         self._failures = LoadFailures()
 
@@ -170,14 +172,43 @@ class ModelRegistry:
             mtimes = {m: t for m, t in mtimes.items() if t is not None}
             self._index, self._scanned_at = found, now
             self._latest = max(mtimes, key=mtimes.get) if mtimes else None
+            self._latest_of = {}
+            for model_id in sorted(mtimes, key=mtimes.get):  # newest last: it wins
+                dataset = self._dataset_of(found[model_id], mtimes[model_id])
+                if dataset:
+                    self._latest_of[dataset] = model_id
         return self._index
 
-    def resolve(self, model_id: str) -> tuple[str, str]:
+    def _dataset_of(self, checkpoint_dir: str, mtime: float) -> str | None:
+        """The name of the dataset a checkpoint was trained on (its directory's name), read
+        once per checkpoint version."""
+        key = (checkpoint_dir, mtime)
+        if key not in self._datasets:
+            try:
+                with open(os.path.join(checkpoint_dir, "config.json")) as fh:
+                    path = json.load(fh).get("dataset", {}).get("path") or ""
+            except (OSError, ValueError, AttributeError):
+                path = ""
+            self._datasets[key] = os.path.basename(os.path.normpath(path)) if path else ""
+        return self._datasets[key] or None
+
+    def _newest(self, model_id: str) -> str:
+        """`latest`: the most recently written checkpoint; `latest:DATASET`: the most recently
+        written one trained on the dataset named DATASET (as GET /models names it)."""
+        self.index()
         if model_id == "latest":
-            self.index()
             if self._latest is None:
                 raise UnknownModel("no trained models yet")
-            model_id = self._latest
+            return self._latest
+        dataset = model_id.removeprefix("latest:")
+        if dataset not in self._latest_of:
+            known = ", ".join(sorted(self._latest_of)) or "none yet"
+            raise UnknownModel(f"no model trained on dataset {dataset!r} (datasets: {known})")
+        return self._latest_of[dataset]
+
+    def resolve(self, model_id: str) -> tuple[str, str]:
+        if model_id == "latest" or model_id.startswith("latest:"):
+            model_id = self._newest(model_id)
         elif not is_safe_name(model_id):
             raise UnknownModel(f"unknown model {model_id!r}")
         path = os.path.join(self.root, *model_id.split("/"), "checkpoint")

@@ -29,7 +29,8 @@ class Filters(BaseModel):
 
 class RecommendRequest(Filters):
     model: str = Field("latest", min_length=1, max_length=300)
-    """A model id from GET /models, or `latest` (the most recently written checkpoint)."""
+    """A model id from GET /models, `latest` (the most recently written checkpoint) or
+    `latest:DATASET` (the most recently written one trained on that dataset)."""
     user: ExternalId | None = None
     """The user's external id, as in the training data."""
     items: list[ExternalId] | None = Field(None, min_length=1, max_length=10_000)

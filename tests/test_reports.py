@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -239,3 +240,58 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
     )
     assert ref.returncode == 0, ref.stderr[-3000:]
     assert "| implicit ALS, d = 64 |" in (out / "implicit_reference.md").read_text()
+
+
+@pytest.mark.slow
+def test_time_to_quality_and_the_recipe_sweep_write_their_reports(tiny_data, tmp_path):
+    """Both issue-24/23 benchmarks run end to end on a tiny set: the curves reach the report
+    with a row per trainer, and the sweep writes one JSON line per finished variant."""
+    out = tmp_path / "ttq"
+    _run_script(
+        "time_to_quality",
+        tiny_data,
+        out,
+        "--dim",
+        "8",
+        "--trainers",
+        "bpr-uniform",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--implicit",
+        "als",
+    )
+    md = (out / "time_to_quality_cpu.md").read_text()
+    assert (
+        "| bpr-uniform |" in md
+        and "| implicit-als |" in md
+        and (out / "time_to_quality_cpu.png").exists()
+    )
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.recipe_sweep",
+            "--data",
+            f"{tiny_data}:8",
+            "--variants",
+            "base,batch512",
+            "--workers",
+            "2",
+            "--budget-s",
+            "60",
+            "--out",
+            str(sweep),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
+    assert sorted(r["variant"] for r in rows) == ["base", "batch512"]
+    assert all(r["curve"] and 0 < r["valid"]["recall@20"] <= 1 for r in rows)

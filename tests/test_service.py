@@ -434,3 +434,33 @@ def test_a_cluster_that_refuses_the_services_credentials_is_a_503_without_its_ur
     r = client.get("/jobs", headers={"Authorization": "Bearer t0k"})
     assert r.status_code == 503 and "RAY_AUTH_MODE" in r.json()["detail"]
     assert "8265" not in r.text and "127.0.0.1:9" not in r.text
+
+
+def test_latest_of_a_dataset_is_its_newest_model(roots, tmp_path):
+    """`latest:DATASET` is the newest checkpoint trained on that dataset, `latest` the newest
+    of all; a dataset with no model is a 404 that lists the datasets there are."""
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    shutil.copytree(data_root / "tiny", tmp_path / "other")
+    train_in_process(
+        TrainConfig(epochs=1, batch_size=1024),
+        PreparedData.load(str(tmp_path / "other")),
+        str(root / "run-other"),
+        log=lambda s: None,
+    )
+    newest_tiny = max(
+        ("run-a", "team/run-b"),
+        key=lambda m: (root / m / "checkpoint" / "model.pt").stat().st_mtime,
+    )
+    client = _client((data_root, root))
+    user = load_checkpoint(str(root / "run-a" / "checkpoint"))["user_ids"][0]
+    for asked, answered in (
+        ("latest:tiny", newest_tiny),
+        ("latest:other", "run-other"),
+        ("latest", "run-other"),
+    ):
+        r = client.post("/recommend", json={"model": asked, "user": user})
+        assert r.status_code == 200 and r.json()["model"] == answered, (asked, r.text)
+    r = client.post("/recommend", json={"model": "latest:nope", "user": user})
+    assert r.status_code == 404 and "other, tiny" in r.json()["detail"]
