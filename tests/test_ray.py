@@ -196,7 +196,10 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
+    from trainer.outputs.checkpoint import load_checkpoint, newest_ray_checkpoint
+
     out = tmp_path / "run"
+    newest = None
     proc = subprocess.Popen(
         _run_args(
             tiny_data,
@@ -229,6 +232,7 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
                 if 3 <= done < 12:
                     killed = int(pid_file.read_text())
                     os.kill(killed, signal.SIGKILL)
+                    newest = newest_ray_checkpoint(str(out / "ray"))
                     break
             time.sleep(0.2)
         output, _ = proc.communicate(timeout=400)
@@ -241,9 +245,15 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 13))
     assert "test" in metrics
     assert int((out / "workers" / "rank-1.pid").read_text()) != killed  # a new worker
-    from trainer.outputs.checkpoint import load_checkpoint
-
     assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 12
+    # Every restarted worker continued from the newest complete checkpoint there was when
+    # rank 1 died (or a newer one that completed after), not an older one Ray had registered.
+    at_kill = load_checkpoint(newest, users=[])["epoch"] if newest else 0
+    restarts = (out / "workers" / "restarts").read_text().splitlines()
+    assert restarts and all(int(line.split()[-1]) >= at_kill for line in restarts), (
+        at_kill,
+        restarts,
+    )
 
 
 @pytest.mark.ray

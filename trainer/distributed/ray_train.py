@@ -42,6 +42,7 @@ from trainer.errors import TrainingFailed
 from trainer.outputs.atomic import replace_directory
 from trainer.outputs.checkpoint import (
     load_checkpoint,
+    newest_ray_checkpoint,
     resume_source,
     save_checkpoint,
     shard_table,
@@ -145,14 +146,32 @@ def _resume(engine: Engine, cfg: dict) -> list[dict]:
     import ray.train
 
     resumed = ray.train.get_checkpoint()
+    # After a failure, Ray's controller may not have registered the newest checkpoint (the
+    # workers persisted it, the report had not reached the controller): the newest complete
+    # one of this Ray run's own storage is taken when it is newer than Ray's.
+    on_disk = newest_ray_checkpoint(cfg["storage"], cfg["ray_run"]) if cfg.get("ray_run") else None
+    sources = [s for s in (on_disk, cfg.get("resume_from")) if s]
+    blob = None
     if resumed is not None:
         with resumed.as_directory() as d:
             blob = load_checkpoint(d, users=engine.shard)  # this worker's shard file only
-    elif cfg.get("resume_from"):
-        blob = load_checkpoint(cfg["resume_from"], users=engine.shard)
-    else:
+    for source in sources:
+        if blob is None or load_checkpoint(source, users=[])["epoch"] > blob["epoch"]:
+            blob = load_checkpoint(source, users=engine.shard)
+    if blob is None:
         return []
+    if resumed is not None or on_disk:  # a restart after a failure, not a first start
+        _note_restart(cfg, blob["epoch"])
     return engine.restore(blob)
+
+
+def _note_restart(cfg: dict, epoch: int) -> None:
+    """OUT/workers/restarts: one line per worker restart after a failure, with the epoch it
+    continued from (what the run's failure handling did, for its operator and the tests)."""
+    pid_dir = cfg.get("pid_dir")
+    if pid_dir and os.path.isdir(pid_dir):
+        with open(os.path.join(pid_dir, "restarts"), "a") as fh:
+            fh.write(f"{os.getpid()} continued from epoch {epoch}\n")
 
 
 def _write_pid(pid_dir: str | None, rank: int) -> None:
@@ -443,6 +462,7 @@ def train_with_ray(
     storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
     resume_from = resume_source(out, storage) if resume else None
     done = load_checkpoint(resume_from, users=[])["epoch"] if resume_from else 0
+    ray_run = f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -454,6 +474,8 @@ def train_with_ray(
             "checkpoint_every": checkpoint_every,
             "item_exchange": item_exchange,
             "resume_from": resume_from,
+            "storage": storage,
+            "ray_run": ray_run,
             "pid_dir": os.path.join(out, "workers"),
         },
         scaling_config=ScalingConfig(
@@ -461,7 +483,7 @@ def train_with_ray(
         ),
         # A fresh name per run: reusing a name would silently resume an old run.
         run_config=RunConfig(
-            name=f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            name=ray_run,
             storage_path=storage,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),

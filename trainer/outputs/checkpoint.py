@@ -318,11 +318,22 @@ def resume_source(out: str, storage_path: str | None = None) -> str | None:
     final = os.path.join(out, "checkpoint")
     if os.path.isfile(os.path.join(final, "model.pt")):
         return final
-    storage = storage_path or os.path.join(out, "ray")
+    return newest_ray_checkpoint(storage_path or os.path.join(out, "ray"))
+
+
+def newest_ray_checkpoint(storage: str, run: str | None = None) -> str | None:
+    """The complete Ray checkpoint (every shard file present and consistent) of the highest
+    epoch under Ray storage (of the Ray run named `run` only, if given), whether or not Ray's
+    controller registered it; None if there is none."""
+    runs = (
+        [os.path.join(storage, run)]
+        if run
+        else [os.path.join(storage, d) for d in _listdir(storage)]
+    )
     candidates = [
-        os.path.join(run, name)
-        for run in (os.path.join(storage, d) for d in _listdir(storage))
-        for name in _listdir(run)
+        os.path.join(r, name)
+        for r in runs
+        for name in _listdir(r)
         if name.startswith("checkpoint_")
     ]
     for path in sorted(candidates, key=_checkpoint_epoch, reverse=True):
