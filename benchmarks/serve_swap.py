@@ -13,7 +13,9 @@ Loopback only, bounded in count and time. Trains two models of a small synthetic
 - /healthz is polled every 20 ms and its latency recorded.
 
 Reports requests, non-2xx answers (the deliberate 413s apart), misrouted answers and /healthz
-latency percentiles.
+latency percentiles. With `--failing-s S`, after the re-saves the clients run S seconds against
+the healthy model, then S seconds after a newer checkpoint that cannot be loaded (a truncated
+model.pt) replaced it: the cached model must keep answering, at the healthy throughput.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import time
 
 import httpx
 
+from benchmarks.report_utils import command_line
 from service.devserver import local_server
 from trainer.data.prepare import PrepareOptions, prepare
 from trainer.outputs.checkpoint import load_checkpoint
@@ -113,6 +116,26 @@ def _abuse_loop(base, users, stop, tally):
             stop.wait(1.0)
 
 
+def _phase(tally: Tally, seconds: float) -> tuple[float, int]:
+    """(requests a second, non-2xx answers) of the clients over the next `seconds`."""
+    with tally.lock:
+        requests, bad = tally.requests, tally.non_2xx
+    time.sleep(seconds)
+    with tally.lock:
+        return (tally.requests - requests) / seconds, tally.non_2xx - bad
+
+
+def _break_checkpoint(checkpoint: str) -> None:
+    """A newer model.pt that cannot be loaded takes the checkpoint's place."""
+    path = os.path.join(checkpoint, "model.pt")
+    head = open(path, "rb").read(100)
+    with open(path + ".broken", "wb") as fh:
+        fh.write(head)
+    os.replace(path + ".broken", path)
+    later = os.path.getmtime(path) + 5
+    os.utime(path, (later, later))
+
+
 def _health_loop(base, stop, latencies):
     with httpx.Client(base_url=base, timeout=30) as http:
         while not stop.is_set():
@@ -129,6 +152,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--saves", type=int, default=40)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--failing-s", type=float, default=0.0)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="serve-swap-")
     data, models = os.path.join(work, "data"), os.path.join(work, "models")
@@ -150,10 +174,17 @@ def main() -> int:
         for t in threads:
             t.start()
         t0 = time.perf_counter()
+        phases = []
         try:
             for n in range(args.saves):
                 _train(data, os.path.join(models, "swap"), "--overwrite", "--seed", str(n + 1))
                 first_save.set()
+            if args.failing_s:
+                phases.append(("healthy checkpoint", *_phase(tally, args.failing_s)))
+                _break_checkpoint(os.path.join(models, "swap", "checkpoint"))
+                phases.append(
+                    ("a newer checkpoint that fails to load", *_phase(tally, args.failing_s))
+                )
         finally:
             seconds = time.perf_counter() - t0
             stop.set()
@@ -166,7 +197,7 @@ def main() -> int:
             "# Serving while the model is re-saved",
             "",
             "```bash",
-            "python " + " ".join(sys.argv),
+            command_line(),
             "```",
             "",
             f"{args.saves} re-saves through `trainer/run.py --overwrite` in {seconds:.0f} s; "
@@ -184,6 +215,18 @@ def main() -> int:
             "",
             *(f"- {e}" for e in tally.errors),
             "",
+            *(
+                [
+                    f"Then {args.failing_s:.0f} s against each (same clients):",
+                    "",
+                    "| model on disk | requests a second | non-2xx |",
+                    "|---|---|---|",
+                    *(f"| {name} | {rate:.0f} | {bad} |" for name, rate, bad in phases),
+                    "",
+                ]
+                if phases
+                else []
+            ),
         ]
     )
     os.makedirs(args.out, exist_ok=True)
