@@ -128,7 +128,8 @@ def _phase(tally: Tally, seconds: float) -> tuple[float, int]:
 def _break_checkpoint(checkpoint: str) -> None:
     """A newer model.pt that cannot be loaded takes the checkpoint's place."""
     path = os.path.join(checkpoint, "model.pt")
-    head = open(path, "rb").read(100)
+    with open(path, "rb") as fh:
+        head = fh.read(100)
     with open(path + ".broken", "wb") as fh:
         fh.write(head)
     os.replace(path + ".broken", path)

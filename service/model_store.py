@@ -144,7 +144,7 @@ class ModelRegistry:
         self._index: dict[str, str] = {}
         self._latest: str | None = None
         self._latest_of: dict[str, str] = {}  # dataset name → its newest model id
-        self._datasets: dict[tuple[str, float], str] = {}  # (checkpoint, mtime) → dataset
+        self._datasets: dict[str, tuple[float, str]] = {}  # checkpoint → (mtime, dataset)
         self._scanned_at = -float("inf")
         self._failures = LoadFailures()
 
@@ -182,15 +182,16 @@ class ModelRegistry:
     def _dataset_of(self, checkpoint_dir: str, mtime: float) -> str | None:
         """The name of the dataset a checkpoint was trained on (its directory's name), read
         once per checkpoint version."""
-        key = (checkpoint_dir, mtime)
-        if key not in self._datasets:
+        seen = self._datasets.get(checkpoint_dir)
+        if seen is None or seen[0] != mtime:
             try:
                 with open(os.path.join(checkpoint_dir, "config.json")) as fh:
                     path = json.load(fh).get("dataset", {}).get("path") or ""
             except (OSError, ValueError, AttributeError):
                 path = ""
-            self._datasets[key] = os.path.basename(os.path.normpath(path)) if path else ""
-        return self._datasets[key] or None
+            seen = (mtime, os.path.basename(os.path.normpath(path)) if path else "")
+            self._datasets[checkpoint_dir] = seen
+        return seen[1] or None
 
     def _newest(self, model_id: str) -> str:
         """`latest`: the most recently written checkpoint; `latest:DATASET`: the most recently

@@ -269,29 +269,17 @@ def test_time_to_quality_and_the_recipe_sweep_write_their_reports(tiny_data, tmp
         and (out / "time_to_quality_cpu.png").exists()
     )
     sweep = tmp_path / "sweep"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.recipe_sweep",
-            "--data",
-            f"{tiny_data}:8",
-            "--variants",
-            "base,batch512",
-            "--workers",
-            "2",
-            "--budget-s",
-            "60",
-            "--out",
-            str(sweep),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    _run_script(
+        "recipe_sweep",
+        f"{tiny_data}:8",  # its --data is PATH:DIM
+        sweep,
+        "--variants",
+        "base,batch512",
+        "--workers",
+        "2",
+        "--budget-s",
+        "60",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
     assert sorted(r["variant"] for r in rows) == ["base", "batch512"]
     assert all(r["curve"] and 0 < r["valid"]["recall@20"] <= 1 for r in rows)

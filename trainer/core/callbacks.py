@@ -38,6 +38,14 @@ def format_epoch(record: dict, epochs: int) -> str:
     return line
 
 
+def format_choice(choice: dict, kept: str) -> str:
+    """The line that says which epoch early stopping chose and what became of it."""
+    return (
+        f"best validation {choice['metric']} {choice['best_valid']:.4f} at epoch "
+        f"{choice['best_epoch']}: its parameters are {kept}"
+    )
+
+
 class ConsoleProgress(Callback):
     """One progress line per epoch through `log`."""
 
@@ -50,10 +58,7 @@ class ConsoleProgress(Callback):
         if choice and choice["best_epoch"] is not None:
             stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""
             kept = "tested; a refit follows" if engine.config.refit else "tested and saved"
-            self.log(
-                f"{stopped}best validation {choice['metric']} {choice['best_valid']:.4f} at "
-                f"epoch {choice['best_epoch']}: its parameters are {kept}"
-            )
+            self.log(stopped + format_choice(choice, kept))
 
 
 class RunMetrics:

@@ -30,7 +30,7 @@ import uuid
 import torch
 
 from pools.replicas import Replicas
-from trainer.core.callbacks import Callback, MetricsFile, RunMetrics, format_epoch
+from trainer.core.callbacks import Callback, MetricsFile, RunMetrics, format_choice, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.engine import Engine
 from trainer.core.logs import progress_logger
@@ -156,8 +156,9 @@ def _resume(engine: Engine, cfg: dict) -> list[dict]:
         with resumed.as_directory() as d:
             blob = load_checkpoint(d, users=engine.shard)  # this worker's shard file only
     for source in sources:
-        if blob is None or load_checkpoint(source, users=[])["epoch"] > blob["epoch"]:
-            blob = load_checkpoint(source, users=engine.shard)
+        candidate = load_checkpoint(source, users=engine.shard)
+        if blob is None or candidate["epoch"] > blob["epoch"]:
+            blob = candidate
     if blob is None:
         return []
     if resumed is not None or on_disk:  # a restart after a failure, not a first start
@@ -390,10 +391,7 @@ class MetricsTail:
             log(format_epoch(record, self.epochs))
             choice = record.get("early_stopping") if "test" in metrics else None
             if choice and choice.get("best_epoch") is not None:
-                log(
-                    f"best validation {choice['metric']} {choice['best_valid']:.4f} at epoch "
-                    f"{choice['best_epoch']}: its parameters are tested and saved"
-                )
+                log(format_choice(choice, "tested and saved"))
             self.printed = record["epoch"]
 
 
