@@ -76,3 +76,49 @@ def test_other_user_sets_are_cut_from_the_assembled_table(sharded):
     users = np.sort(np.concatenate([plan.shards[0][:5], plan.shards[2][:5]]))
     rows = load_checkpoint(path, users=users)["state"]["user_emb"]
     assert torch.equal(rows, whole.model.user_emb.detach()[torch.as_tensor(users)])
+
+
+def test_export_blocks_read_ranges_of_a_sharded_table_as_the_model_ranks(sharded, tmp_path):
+    """CheckpointBlocks (the Ray Data export's worker) ranks a range of users from its rows of
+    the shard files and seen pairs alone: the same rows as Model.export over the whole table,
+    with and without seen items and an allow-list."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainer.api import Model
+    from trainer.export import CheckpointBlocks, allowed_mask
+
+    _, _, _, _, path = sharded
+    model = Model.load(path)
+    banned, allowed = model.item_ids[:7], model.item_ids[3:40]
+    for exclude_seen, mask in (
+        (True, None),
+        (False, allowed_mask(model.item_index, banned, allowed)),
+    ):
+        model.export(
+            tmp_path / "whole.parquet",
+            k=5,
+            exclude_seen=exclude_seen,
+            filter_items=None if mask is None else banned,
+            candidates=None if mask is None else allowed,
+        )
+        blocks = CheckpointBlocks(path, 5, exclude_seen, None if mask is None else mask.numpy())
+        cuts = [0, 1, 17, 60, model.num_users]  # uneven ranges, one of a single user
+        parts = pa.concat_tables([blocks.rank(lo, hi) for lo, hi in zip(cuts, cuts[1:])])
+        whole = pq.read_table(tmp_path / "whole.parquet")
+        assert parts.select(["user", "rank", "item"]).equals(whole.select(["user", "rank", "item"]))
+        scores = [t.column("score").to_numpy() for t in (parts, whole)]
+        np.testing.assert_allclose(*scores, rtol=1e-5)  # other block shapes, other BLAS sums
+
+
+def test_a_ray_export_never_replaces_what_is_not_an_export(sharded, tmp_path):
+    from trainer.distributed.export import export_top_k_ray
+    from trainer.errors import UsageError
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(UsageError, match="is not an earlier export"):
+        export_top_k_ray(sharded[-1], str(tmp_path / "mine"), k=5)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    with pytest.raises(UsageError, match="k = 0"):
+        export_top_k_ray(sharded[-1], str(tmp_path / "new"), k=0)

@@ -183,6 +183,7 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     ckpt = load_checkpoint(str(tmp_path / "w3" / "checkpoint"))
     assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == 15
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every shard made it in
+    _check_ray_export(tmp_path / "w3", tmp_path)
     gpu = subprocess.run(
         _run_args(odd_data, tmp_path / "g", "--workers", "1", "--gpu", "--epochs", "1"),
         capture_output=True,
@@ -191,6 +192,35 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
         timeout=200,
     )
     assert gpu.returncode == 2 and "needs 1 GPUs; the cluster has 0" in gpu.stderr
+
+
+def _check_ray_export(run, tmp_path):
+    """`adasir recommend --all --ray` on a sharded checkpoint: two Ray Data actors, each
+    reading its user ranges' rows of the shard files, write the in-process export's rows."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from trainer.api import Model
+
+    out = tmp_path / "recs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "recommend", "--model", str(run), "--all"]
+        + ["--ray", "--workers", "2", "-k", "5", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Parquet files) in" in proc.stderr
+    Model.load(run).export(tmp_path / "local.parquet", k=5)
+    order = [("user", "ascending"), ("rank", "ascending")]
+    ray_rows, local = (pq.read_table(p).sort_by(order) for p in (out, tmp_path / "local.parquet"))
+    columns = ["user", "rank", "item"]
+    assert ray_rows.num_rows > 0 and ray_rows.select(columns).equals(local.select(columns))
+    np.testing.assert_allclose(
+        ray_rows.column("score").to_numpy(), local.column("score").to_numpy(), rtol=1e-5
+    )
 
 
 @pytest.mark.ray

@@ -283,3 +283,26 @@ def test_time_to_quality_and_the_recipe_sweep_write_their_reports(tiny_data, tmp
     rows = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
     assert sorted(r["variant"] for r in rows) == ["base", "batch512"]
     assert all(r["curve"] and 0 < r["valid"]["recall@20"] <= 1 for r in rows)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_export_benchmark_runs_on_a_ray_node(tiny_data, tmp_path):
+    """benchmarks/export_nodes.py on one `ray start` node: both rows, the actor's memory."""
+    from trainer.api import fit
+
+    fit(tiny_data, dim=8, epochs=1, refit=False, out=tmp_path / "m")
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.export_nodes", "--model", str(tmp_path / "m")]
+        + ["-k", "5", "--nodes", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (out / "export_nodes.md").read_text()
+    assert "| in process |" in md and "| Ray Data, 1 node(s) |" in md
+    ray_row = next(line for line in md.splitlines() if "Ray Data, 1 node" in line)
+    assert ray_row.split("|")[-2].strip() not in ("", "—")  # the actor's peak was read

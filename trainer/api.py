@@ -41,9 +41,9 @@ from trainer.data.prepare import (
     write_prepared,
 )
 from trainer.errors import UsageError
-from trainer.export import export_top_k
+from trainer.export import allowed_mask, export_top_k
 from trainer.outputs.atomic import replace_directory
-from trainer.outputs.checkpoint import CheckpointError, load_checkpoint
+from trainer.outputs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
 
 Recommendations = list[tuple[str, float]]
 
@@ -106,11 +106,7 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
         """A run directory (holding checkpoint/) or a checkpoint directory."""
-        path = os.fspath(path)
-        inner = os.path.join(path, "checkpoint")
-        if os.path.isfile(os.path.join(inner, "model.pt")):
-            path = inner
-        return cls(load_checkpoint(path))
+        return cls(load_checkpoint(checkpoint_dir(path)))
 
     def save(self, path: str | os.PathLike) -> str:
         """Write this model as a run directory (PATH/checkpoint/, the format `adasir serve`
@@ -329,10 +325,11 @@ class Model:
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
-        block: int = 4096,
+        block: int | None = None,
     ) -> dict:
         """Every user's top k to one Parquet file (columns user, rank, item, score), streamed
-        in blocks of users with bounded memory (trainer/export.py). Returns its counts."""
+        in blocks of users with bounded memory (trainer/export.py; `block`: users a block,
+        by default what keeps a block's scores within 256 MB). Returns its counts."""
         return export_top_k(
             self,
             os.fspath(path),
@@ -347,18 +344,8 @@ class Model:
     def allowed_items(
         self, filter_items: Iterable[str] | None, candidates: Iterable[str] | None
     ) -> torch.Tensor | None:
-        """[N] bool of the items that may be returned, or None for all. Unknown ids in either
-        list are ignored; candidates of which none is known allow nothing."""
-        if filter_items is None and candidates is None:
-            return None
-        if candidates is None:
-            allowed = torch.ones(self.num_items, dtype=torch.bool)
-        else:
-            allowed = torch.zeros(self.num_items, dtype=torch.bool)
-            allowed[[self.item_index[i] for i in candidates if i in self.item_index]] = True
-        if filter_items is not None:
-            allowed[[self.item_index[i] for i in filter_items if i in self.item_index]] = False
-        return allowed
+        """[N] bool of the items that may be returned, or None for all (export.allowed_mask)."""
+        return allowed_mask(self.item_index, filter_items, candidates)
 
     def rank_users(
         self,

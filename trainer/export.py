@@ -1,23 +1,45 @@
-"""All-user export: every user's top k written to one Parquet file, streamed in blocks of
-users so memory stays one block of scores ([block, 65,536] at most) plus one row group.
+"""All-user export: every user's top k written to Parquet, streamed in blocks of users so
+memory stays one block of scores (SCORE_BLOCK_BYTES) plus one block's rows.
 
-Columns: user (string), rank (int16, 1 = best), item (string), score (float32). The file is
-written under a temporary name beside `path` and renamed into place once complete.
+Columns: user (string), rank (int16, 1 = best), item (string), score (float32). The output
+is written under a temporary name beside its path and renamed into place once complete.
+
+- `export_top_k`: a loaded Model, one file, in this process.
+- `CheckpointBlocks`: ranks a range of a checkpoint's users reading only that range's rows
+  of the user table and of the seen pairs (trainer/distributed/export.py runs it on Ray Data
+  workers, one range a batch).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+
+from pools.interactions import InteractionIndex
+from trainer.core.models import build_model
+from trainer.core.topk import ITEM_BLOCK, VectorScorer, top_k
+from trainer.outputs.checkpoint import load_checkpoint
 
 SCHEMA = pa.schema(
     [("user", pa.string()), ("rank", pa.int16()), ("item", pa.string()), ("score", pa.float32())]
 )
+
+
+SCORE_BLOCK_BYTES = 256 << 20
+"""The float32 scores of one block of users, [block, min(items, topk.ITEM_BLOCK)], stay
+within this: the export's memory is this plus one block's rows."""
+
+
+def users_per_block(num_items: int) -> int:
+    """How many users one export block ranks at a time (SCORE_BLOCK_BYTES)."""
+    return max(1, SCORE_BLOCK_BYTES // (4 * min(num_items, ITEM_BLOCK)))
 
 
 def export_top_k(
@@ -26,7 +48,7 @@ def export_top_k(
     k: int,
     *,
     exclude_seen: bool = True,
-    block: int = 4096,
+    block: int | None = None,
     users: list[int] | None = None,
     allowed: torch.Tensor | None = None,
 ) -> dict:
@@ -38,6 +60,7 @@ def export_top_k(
     path = os.path.abspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     rows = list(range(model.num_users)) if users is None else list(users)
+    block = block or users_per_block(model.num_items)
     item_ids = np.asarray(model.item_ids, dtype=object)
     user_ids = np.asarray(model.user_ids, dtype=object)
     start, written = time.perf_counter(), 0
@@ -57,6 +80,26 @@ def export_top_k(
     return {"users": len(rows), "rows": written, "seconds": time.perf_counter() - start}
 
 
+def allowed_mask(
+    item_index: dict[str, int],
+    filter_items: Iterable[str] | None,
+    candidates: Iterable[str] | None,
+) -> torch.Tensor | None:
+    """[N] bool of the items that may be returned, or None for all: the `candidates` (every
+    item if None) less `filter_items`. Unknown ids in either list are ignored; candidates of
+    which none is known allow nothing. item_index: external id → index, N entries."""
+    if filter_items is None and candidates is None:
+        return None
+    if candidates is None:
+        allowed = torch.ones(len(item_index), dtype=torch.bool)
+    else:
+        allowed = torch.zeros(len(item_index), dtype=torch.bool)
+        allowed[[item_index[i] for i in candidates if i in item_index]] = True
+    if filter_items is not None:
+        allowed[[item_index[i] for i in filter_items if i in item_index]] = False
+    return allowed
+
+
 def _block_table(
     users: np.ndarray, scores: torch.Tensor, items: torch.Tensor, item_ids: np.ndarray
 ) -> pa.Table:
@@ -72,3 +115,60 @@ def _block_table(
         },
         schema=SCHEMA,
     )
+
+
+class CheckpointBlocks:
+    """Top k of ranges of a checkpoint's users, for workers that must not hold the whole user
+    table: the item side and the item ids are read once; each range reads its own rows of the
+    user table (memory-mapped from model.pt, or picked from the shard files of a sharded
+    checkpoint), of users.parquet and of seen.parquet."""
+
+    def __init__(
+        self, path: str, k: int, exclude_seen: bool = True, allowed: np.ndarray | None = None
+    ):
+        head = load_checkpoint(path, users=[])  # the item side; no user rows, no id maps
+        train = head["config"].get("train", {})
+        self.path, self.exclude_seen = path, exclude_seen
+        self.num_users, self.num_items = int(head["num_users"]), int(head["num_items"])
+        if k < 1 or k > self.num_items:
+            raise ValueError(f"k = {k}: give 1 ≤ k ≤ {self.num_items} (the model's items)")
+        self.k = k
+        self._model = (head["model"], int(head["dim"]), train.get("score", "dot"))
+        self._item_state = {n: t for n, t in head["state"].items() if n != "user_emb"}
+        items = pq.read_table(os.path.join(path, "items.parquet"), columns=["id"])
+        self.item_ids = np.asarray(items.column("id").to_pylist(), dtype=object)
+        self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
+
+    def rank(self, lo: int, hi: int) -> pa.Table:
+        """The rows (user, rank, item, score) of users lo..hi−1, best first per user."""
+        users = np.arange(lo, hi, dtype=np.int64)
+        name, dim, score = self._model
+        blob = load_checkpoint(self.path, users=users)
+        model = build_model(name, len(users), self.num_items, dim, seed=0, score=score)
+        model.load_state_dict({**self._item_state, "user_emb": blob["state"]["user_emb"]})
+        queries, item_vectors = model.serving_vectors()
+        masked = [self._seen(lo, hi)] if self.exclude_seen else []
+        local = torch.arange(len(users))
+        scores, found = top_k(
+            VectorScorer(queries, item_vectors), local, self.k, masked, allowed=self.allowed
+        )
+        return _block_table(self._user_ids(lo, hi), scores, found, self.item_ids)
+
+    def _seen(self, lo: int, hi: int) -> InteractionIndex:
+        """The seen pairs of users lo..hi−1, as local rows 0..hi−lo−1."""
+        user = pc.field("user")
+        pairs = pq.read_table(
+            os.path.join(self.path, "seen.parquet"), filters=(user >= lo) & (user < hi)
+        )
+        rows = torch.as_tensor(pairs.column("user").to_numpy().astype(np.int64) - lo)
+        cols = torch.as_tensor(pairs.column("item").to_numpy().astype(np.int64))
+        return InteractionIndex(rows, cols, hi - lo, self.num_items)
+
+    def _user_ids(self, lo: int, hi: int) -> np.ndarray:
+        index = pc.field("index")
+        ids = pq.read_table(
+            os.path.join(self.path, "users.parquet"),
+            columns=["index", "id"],
+            filters=(index >= lo) & (index < hi),
+        ).sort_by("index")
+        return np.asarray(ids.column("id").to_pylist(), dtype=object)

@@ -56,13 +56,24 @@ def recommend(argv: list[str]) -> int:
         help="every user's top k to --out (Parquet: user, rank, item, score)",
     )
     ap.add_argument("--out", help="with --all: the Parquet file to write")
+    ap.add_argument(
+        "--ray",
+        action="store_true",
+        help="with --all: rank on Ray Data actors; --out is then a directory of Parquet files",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="with --ray: ranking actors")
+    ap.add_argument("--ray-address", help="with --ray: the cluster (default: RAY_ADDRESS or local)")
     args = ap.parse_args(argv)
     if not (args.user or args.items or args.similar or args.all):
         ap.error("give --user, --items, --similar or --all")
     if args.all and not args.out:
         ap.error("--all writes to a file: give --out recs.parquet")
+    if args.ray and not args.all:
+        ap.error("--ray applies to --all")
     if args.k < 1:
         raise ValueError("-k must be ≥ 1")
+    if args.all and args.ray:
+        return _export_on_ray(args)
     from trainer.api import Model
 
     model = Model.load(args.model)
@@ -71,7 +82,7 @@ def recommend(argv: list[str]) -> int:
         stats = model.export(args.out, args.k, exclude_seen=not args.include_seen, **filters)
         print(
             f"wrote {stats['rows']:,} rows for {stats['users']:,} users to {args.out} in "
-            f"{stats['seconds']:.1f} s",
+            f"{stats['seconds']:.2f} s",
             file=sys.stderr,
         )
     if args.user:
@@ -91,6 +102,30 @@ def recommend(argv: list[str]) -> int:
         args.similar, model.similar_items(args.similar, args.k, **filters) if args.similar else []
     ):
         print(json.dumps({"item": item, "items": [{"item": i, "score": s} for i, s in recs]}))
+    return 0
+
+
+def _export_on_ray(args) -> int:
+    """`--all --ray`: the export on Ray Data; the driver reads no user table."""
+    from trainer.distributed.export import export_top_k_ray
+    from trainer.distributed.ray_train import connect
+
+    connect(args.ray_address, args.workers)
+    stats = export_top_k_ray(
+        args.model,
+        args.out,
+        args.k,
+        exclude_seen=not args.include_seen,
+        filter_items=_ids(args.exclude),
+        candidates=_ids(args.candidates),
+        workers=args.workers,
+        cpus_per_worker=0.5,
+    )
+    print(
+        f"wrote {stats['rows']:,} rows for {stats['users']:,} users to {args.out} "
+        f"({stats['files']} Parquet files) in {stats['seconds']:.2f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -81,7 +81,11 @@ def write_user_shard(
     os.replace(tmp, final)
 
 
-def _read_shard(path: str, entry: dict, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_shard(
+    path: str, entry: dict, dim: int, mmap: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids [n], rows [n, d]) of one shard file; `mmap`: rows are read from disk only where
+    they are indexed."""
     file = os.path.join(path, entry["file"])
     if not os.path.isfile(file):
         raise CheckpointError(
@@ -89,7 +93,7 @@ def _read_shard(path: str, entry: dict, dim: int) -> tuple[torch.Tensor, torch.T
             "of the checkpoint never arrived)"
         )
     try:
-        part = torch.load(file, map_location="cpu", weights_only=True)
+        part = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         raise CheckpointError(f"{path}: {entry['file']} is unreadable ({exc})") from None
     ids, rows = part["ids"], part["rows"]
@@ -99,20 +103,31 @@ def _read_shard(path: str, entry: dict, dim: int) -> tuple[torch.Tensor, torch.T
 
 
 def _user_rows(path: str, blob: dict, users: np.ndarray | None) -> torch.Tensor:
-    """The user table of a sharded checkpoint: every user's row, or `users`' rows in order."""
+    """The user table of a sharded checkpoint: every user's row, or `users`' (sorted) rows in
+    order. A user no shard holds (no train pairs) has a row of zeros."""
     table, dim = blob["user_shards"], blob["dim"]
-    if users is not None:
-        wanted = ids_digest(users)
+    if users is None:
+        full = torch.zeros(blob["num_users"], dim)
         for entry in table:
-            if entry["ids_sha256"] == wanted:  # a restarted worker: its own file only
-                ids, rows = _read_shard(path, entry, dim)
-                order = torch.as_tensor(np.searchsorted(ids.numpy(), np.asarray(users)))
-                return rows[order]
-    full = torch.zeros(blob["num_users"], dim)
+            ids, rows = _read_shard(path, entry, dim)
+            full[ids] = rows
+        return full
+    wanted = ids_digest(users)
     for entry in table:
-        ids, rows = _read_shard(path, entry, dim)
-        full[ids] = rows
-    return full if users is None else full[torch.as_tensor(np.asarray(users, dtype=np.int64))]
+        if entry["ids_sha256"] == wanted:  # a restarted worker: its own file only
+            ids, rows = _read_shard(path, entry, dim)
+            order = torch.as_tensor(np.searchsorted(ids.numpy(), np.asarray(users)))
+            return rows[order]
+    # Any other subset (an export block): from each shard, only the rows of `users`.
+    users = np.asarray(users, dtype=np.int64)
+    out = torch.zeros(len(users), dim)
+    for entry in table:
+        ids, rows = _read_shard(path, entry, dim, mmap=True)
+        ids = ids.numpy()
+        at = np.minimum(np.searchsorted(users, ids), max(len(users) - 1, 0))
+        hit = (users[at] == ids) if len(users) else np.zeros(len(ids), dtype=bool)
+        out[torch.as_tensor(at[hit])] = rows[torch.as_tensor(hit)]
+    return out
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -229,6 +244,13 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_dir(path: str | os.PathLike) -> str:
+    """A run directory (holding checkpoint/) or a checkpoint directory → the checkpoint one."""
+    path = os.fspath(path)
+    inner = os.path.join(path, "checkpoint")
+    return inner if os.path.isfile(os.path.join(inner, "model.pt")) else path
+
+
 def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict:
     """Read and check a checkpoint. Raises CheckpointError naming what is wrong.
 
@@ -240,7 +262,13 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint (missing {', '.join(missing)})")
     try:
-        blob = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+        # A subset of the users is read through a memory map: only its rows come off disk.
+        blob = torch.load(
+            os.path.join(path, "model.pt"),
+            map_location="cpu",
+            weights_only=True,
+            mmap=users is not None and not with_optimizer,
+        )
         with open(os.path.join(path, "config.json")) as fh:
             config = json.load(fh)
         with open(os.path.join(path, "metrics.json")) as fh:
@@ -355,7 +383,10 @@ def _listdir(path: str) -> list[str]:
 def _checkpoint_epoch(path: str) -> tuple[int, float]:
     """A Ray checkpoint's epoch (from model.pt's header), then its age: newest first."""
     try:
-        blob = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+        # Memory-mapped: the epoch is read, the tables are not.
+        blob = torch.load(
+            os.path.join(path, "model.pt"), map_location="cpu", weights_only=True, mmap=True
+        )
         return int(blob.get("epoch", -1)), os.path.getmtime(path)
     except Exception:  # noqa: BLE001 - unreadable: tried last
         return -1, 0.0
