@@ -115,6 +115,9 @@ class InteractionIndex:
     def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The interactions of `users` as (row in `users`, item) pairs (host sync for the size)."""
         users = users.long()
+        if users.numel() == 1:  # one user (a serving request): a slice, no index arithmetic
+            lo, hi = self.offsets[users[0]].item(), self.offsets[users[0] + 1].item()
+            return torch.zeros(hi - lo, dtype=torch.long, device=self.device), self.items[lo:hi]
         start = self.offsets[users]
         length = self.offsets[users + 1] - start
         rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)

@@ -464,3 +464,20 @@ def test_latest_of_a_dataset_is_its_newest_model(roots, tmp_path):
         assert r.status_code == 200 and r.json()["model"] == answered, (asked, r.text)
     r = client.post("/recommend", json={"model": "latest:nope", "user": user})
     assert r.status_code == 404 and "other, tiny" in r.json()["detail"]
+
+
+def test_a_load_freezes_the_heap_and_an_evicted_model_is_still_freed(roots):
+    """After a load the registry freezes the heap (the collector's full passes then skip the
+    model's id strings, which stalled requests); a model evicted later is still freed."""
+    import gc
+    import weakref
+
+    from service.model_store import ModelRegistry
+
+    registry = ModelRegistry(str(roots[1]), cache_size=1)
+    gc.unfreeze()
+    first = weakref.ref(registry.get("run-a").model)
+    assert gc.get_freeze_count() > 0
+    registry.get("team/run-b")  # evicts run-a from the one-model cache
+    assert first() is None
+    gc.unfreeze()

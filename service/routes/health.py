@@ -21,8 +21,8 @@ async def healthz():
 
 @router.get("/readyz")
 async def readyz(
-    cfg=Depends(deps.settings),
-    rec=Depends(deps.recommender),
+    cfg: deps.SettingsDep,
+    rec: deps.RecommenderDep,
     credentials: HTTPAuthorizationCredentials | None = Depends(deps.bearer),
 ):
     """Readiness: the model root is readable (503 if not) and whether the job endpoints are

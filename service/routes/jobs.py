@@ -36,7 +36,7 @@ def _on_cluster(cfg, call, *args):
 
 
 @router.post("", status_code=201)
-def submit_job(req: JobRequest, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+def submit_job(req: JobRequest, jobs: deps.JobsDep, cfg: deps.SettingsDep):
     """Submit a training job to the Ray cluster: a dataset under the data root and TrainConfig
     fields over a preset. Returns the job id and the model id its checkpoint will have."""
     try:
@@ -49,18 +49,18 @@ def submit_job(req: JobRequest, jobs=Depends(deps.jobs), cfg=Depends(deps.settin
 
 
 @router.get("")
-def list_jobs(jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+def list_jobs(jobs: deps.JobsDep, cfg: deps.SettingsDep):
     """Every job this service submitted, newest first."""
     return {"jobs": _on_cluster(cfg, jobs.list)}
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+def get_job(job_id: str, jobs: deps.JobsDep, cfg: deps.SettingsDep):
     """One job: its status, the latest epoch's metrics and the tail of its log."""
     return _on_cluster(cfg, jobs.get, job_id)
 
 
 @router.delete("/{job_id}")
-def stop_job(job_id: str, jobs=Depends(deps.jobs), cfg=Depends(deps.settings)):
+def stop_job(job_id: str, jobs: deps.JobsDep, cfg: deps.SettingsDep):
     """Stop a job (its run keeps its last checkpoint)."""
     return _on_cluster(cfg, jobs.stop, job_id)

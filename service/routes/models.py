@@ -10,6 +10,6 @@ router = APIRouter(tags=["models"], dependencies=[Depends(deps.recommend_guard)]
 
 
 @router.get("/models")
-def list_models(rec=Depends(deps.recommender)):  # sync: the listing reads files
+def list_models(rec: deps.RecommenderDep):  # sync: the listing reads files
     """Every model under the model root: its id, dataset, config and test metrics."""
     return {"models": rec.registry.list()}

@@ -40,7 +40,7 @@ def _answer(cfg, model: str, call, *args, **kwargs):
 
 
 @router.post("/recommend", response_model=RecommendResponse)
-def recommend(req: RecommendRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)):
+def recommend(req: RecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """The top k items for one user of a model, best first, with their scores. With `items`,
     the user's query is fitted to that history first (fold-in): for users who signed up after
     training. `exclude_items` and `candidates` filter every answer exactly."""
@@ -72,9 +72,7 @@ def recommend(req: RecommendRequest, rec=Depends(deps.recommender), cfg=Depends(
 
 
 @router.post("/recommend/batch", response_model=BatchRecommendResponse)
-def recommend_batch(
-    req: BatchRecommendRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)
-):
+def recommend_batch(req: BatchRecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """The top k items for each of up to 1,000 users, in the order asked (users × k is
     bounded by ADASIR_MAX_BATCH_ITEMS). A user the model does not know is answered with no
     items and an `error` (or the popular items, with the popularity fallback); the others
@@ -102,7 +100,7 @@ def recommend_batch(
 
 
 @router.post("/similar", response_model=SimilarResponse)
-def similar(req: SimilarRequest, rec=Depends(deps.recommender), cfg=Depends(deps.settings)):
+def similar(req: SimilarRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """For each item, the k most similar items ("more like this"): the cosine of the model's
     item vectors, the item itself left out, filters applied."""
     model_id, results = _answer(

@@ -78,6 +78,9 @@ def top_k(
                 users, torch.arange(start, stop, device=users.device)
             ).float()
         for rows, cols in masks:
+            if stop - start == n_items:  # one block: every masked pair is inside it
+                scores[rows, cols] = -math.inf
+                continue
             inside = (cols >= start) & (cols < stop)
             scores[rows[inside], cols[inside] - start] = -math.inf
         if allowed is not None:
