@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import ChunkedRefreshOptions, ResampledOptions, weighting_offset
+from pools.draws import draw_rows
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
 
@@ -159,9 +160,7 @@ class AdaSIRSampler(NegativeSampler):
             u = torch.rand(log_w.shape, device=self.device, generator=generator)
             idx = (log_w - torch.log(-torch.log(u.clamp_(min=1e-20)))).topk(cfg.pool_size).indices
         else:
-            idx = torch.multinomial(
-                log_w.exp(), cfg.pool_size, replacement=True, generator=generator
-            )
+            idx = draw_rows(log_w.exp(), cfg.pool_size, generator)
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand, ess
 
     def _merge(self, users, items, log_w, score, generator):

@@ -185,6 +185,21 @@ def test_inverse_cdf_rows_follow_their_weights_and_skip_zeros():
         assert (counts[probs[r] == 0] == 0).all()
 
 
+def test_one_level_row_draws_follow_unnormalised_weights_and_skip_zeros():
+    """pools.draws.draw_rows (AdaSIR's pool refresh): each row's draws follow its weights,
+    whatever their sum; zero weights, leading and trailing, are never drawn."""
+    from pools.draws import draw_rows
+
+    weights = torch.tensor([[0.0, 2.0, 6.0, 0.0], [0.0, 0.0, 0.0, 3.0], [0.7, 0.0, 0.1, 0.2]])
+    slot = draw_rows(weights, 40000, torch.Generator().manual_seed(0))
+    assert slot.shape == (3, 40000)
+    for r in range(3):
+        counts = torch.bincount(slot[r], minlength=4).double()
+        want = (weights[r] / weights[r].sum()).double()
+        assert torch.allclose(counts / counts.sum(), want, atol=0.01), (r, counts)
+        assert (counts[weights[r] == 0] == 0).all()
+
+
 def test_two_level_draws_follow_wide_rows_across_blocks():
     """Rows wider than a block (101 columns: blocks of 32, the last one padded), unnormalised,
     with zero weights and a whole zero block: block then column reproduces the row's weights."""
