@@ -413,34 +413,6 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
         assert "epoch 3/3 loss" in submit.stdout  # progress reaches `ray job logs`
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["workers"] == 2 and len(metrics["epochs"]) == 3 and "test" in metrics
-        # The tiny Tune search, submitted the same way, runs its trials on this cluster.
-        import yaml
-
-        spec = yaml.safe_load(open(os.path.join(ROOT, "tune_configs", "tiny.yaml")))
-        spec.update(dataset=tiny_data, output=str(tmp_path / "tune"))
-        (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
-        tune = subprocess.run(
-            [
-                ray_bin,
-                "job",
-                "submit",
-                "--address",
-                f"http://127.0.0.1:{port}",
-                "--runtime-env-json",
-                runtime_env,
-                "--",
-                "python",
-                "trainer/tune.py",
-                str(tmp_path / "tiny.yaml"),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=400,
-        )
-        assert tune.returncode == 0, (tune.stdout + tune.stderr)[-3000:]
-        assert len((tmp_path / "tune" / "results.csv").read_text().strip().splitlines()) == 3
-        assert (tmp_path / "tune" / "best" / "checkpoint" / "model.pt").exists()
         # --workers without --ray-address while this cluster runs: the run joins it and says so.
         joined = subprocess.run(
             _run_args(tiny_data, tmp_path / "joined", "--workers", "2", "--epochs", "2"),

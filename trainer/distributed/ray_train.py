@@ -38,7 +38,7 @@ from trainer.core.models import item_digest
 from trainer.data.dataset import PreparedData, count_train, dataset_size
 from trainer.distributed.exchange import GradientExchange
 from trainer.distributed.sharding import plan_shards
-from trainer.errors import TrainingFailed
+from trainer.errors import TrainingFailed, UsageError
 from trainer.outputs.atomic import replace_directory
 from trainer.outputs.checkpoint import (
     load_checkpoint,
@@ -339,7 +339,14 @@ def connect(address: str | None, workers: int = 1) -> None:
             f"Ray: joining the cluster already running on this host "
             f"({running}); --ray-address chooses another"
         )
-        ray.init(address=running, log_to_driver=False)
+        try:
+            ray.init(address=running, log_to_driver=False)
+        except ConnectionError:
+            raise UsageError(
+                f"could not join the Ray cluster running on this host ({running}): if it "
+                "uses token authentication (Ray's default), set RAY_AUTH_MODE=token; or stop "
+                "it (ray stop) to run on a Ray of this run's own"
+            ) from None
         return
     progress_logger().info(
         f"Ray: starting a local Ray with {max(os.cpu_count() or 1, workers)} CPUs for this run"
