@@ -135,7 +135,7 @@ def test_save_and_load_round_trip(model, tmp_path):
 def test_export_writes_every_users_top_k_as_recommend_does(model, tmp_path):
     import pyarrow.parquet as pq
 
-    out = tmp_path / "recs.parquet"
+    out = tmp_path / "new" / "recs.parquet"  # a directory that is not there yet
     stats = model.export(out, k=4, block=7)  # several blocks, the last one short
     table = pq.read_table(out).to_pandas()
     assert stats["users"] == model.num_users and stats["rows"] == len(table) == 4 * model.num_users
@@ -144,7 +144,7 @@ def test_export_writes_every_users_top_k_as_recommend_does(model, tmp_path):
         mine = table[table.user == user].sort_values("rank")
         assert list(mine["rank"]) == [1, 2, 3, 4]
         assert list(mine["item"]) == [i for i, _ in model.recommend(user, k=4)]
-    assert not list(tmp_path.glob("*.tmp*"))
+    assert not list((tmp_path / "new").glob("*.tmp*"))
     with pytest.raises(ValueError, match="k = 0"):
         model.export(tmp_path / "bad.parquet", k=0)
     assert not (tmp_path / "bad.parquet").exists()

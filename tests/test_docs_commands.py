@@ -5,13 +5,14 @@ with a real `ray start` head, `ray job submit`, uvicorn and curl.
 What the script changes is said here and nowhere else: MovieLens-1M's file is a 300-user
 sample of it (a synthetic file in its format where ../shared is absent), epochs are 2, the
 service listens on a free port and the script waits for it, polls the job it submitted,
-runs docs/tune.md after `ray stop` (its note says what a running head needs) and stops Ray at
-the end; the two large Tune searches are validated, not run (hours on 2 cores).
+runs docs/tune.md after `ray stop` (its note says what a running head needs), before it the
+prose's `adasir recommend --model ...` commands on data.md's model, and stops Ray at the end; the two large Tune searches are validated, not run (hours on 2 cores).
 Benchmark commands run in tests/test_reports.py and tests/test_service*.py.
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import os
 import re
@@ -63,7 +64,21 @@ def _guide_commands() -> list[str]:
     return lines
 
 
-def _script(commands: list[str], sample: str, port: int) -> tuple[str, list[str]]:
+def _inline_commands() -> list[str]:
+    """`adasir recommend --model ...` spans in the guides' prose (a span may wrap lines)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        text = open(path, encoding="utf-8").read().replace("```", "")
+        for span in re.findall(r"`([^`]+)`", text):
+            span = " ".join(span.split())
+            if span.startswith("adasir recommend --model "):
+                found.append(span)
+    return found
+
+
+def _script(
+    commands: list[str], inline: list[str], sample: str, port: int
+) -> tuple[str, list[str]]:
     """The guides' commands as one bash script (the changes in this module's docstring), and
     the Tune configs left out of it."""
     # On any exit, the server started in the background goes too (its open stdout would keep
@@ -84,6 +99,9 @@ def _script(commands: list[str], sample: str, port: int) -> tuple[str, list[str]
         if cmd.startswith("adasir tune "):  # its dataset, as the config's own comment says
             if "ray stop" not in out:  # a fresh shell: docs/tune.md on a running head
                 out.append("ray stop")
+                # The prose's `adasir recommend` lines, on data.md's model (the quickstart's
+                # runs/models/demo is not made here).
+                out += [c.replace("runs/models/demo", "runs/ml1m-adasir") for c in inline]
             out.append(
                 "adasir prepare --synthetic users=600,items=400,mean=25,seed=1 --out runs/data/tiny"
             )
@@ -130,7 +148,7 @@ def test_the_guides_commands_run_in_order(tmp_path):
     sample = str(tmp_path / "ml-1m-sample.inter.gz")
     _ml1m_sample(sample)
     shutil.copytree(os.path.join(ROOT, "tune_configs"), tmp_path / "tune_configs")
-    script, validated = _script(_guide_commands(), sample, _free_port())
+    script, validated = _script(_guide_commands(), _inline_commands(), sample, _free_port())
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
@@ -154,6 +172,8 @@ def test_the_guides_commands_run_in_order(tmp_path):
     runs = tmp_path / "runs"
     for run in ("ml1m-adasir", "ray-n2", "job"):  # data.md, ray.md, ray.md's job
         assert (runs / run / "checkpoint" / "model.pt").is_file(), run
+    assert len(_inline_commands()) >= 3 and '"user": "1m_1"' in out  # training.md's query
+    assert (tmp_path / "recs.parquet").is_file() and list((tmp_path / "recs").glob("*.parquet"))
     assert "job status: SUCCEEDED" in out  # service.md's POST /jobs, run on the head
     assert '"model":"jobs/' in out.replace(" ", "") and '"user":"1m_1"' in out.replace(" ", "")
     check_tiny_search(runs / "tune" / "tiny", runs)  # docs/tune.md's search

@@ -58,6 +58,7 @@ def export_top_k(
     if k < 1 or k > model.num_items:
         raise ValueError(f"k = {k}: give 1 ≤ k ≤ {model.num_items} (the model's items)")
     path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     rows = list(range(model.num_users)) if users is None else list(users)
     block = block or users_per_block(model.num_items)
