@@ -12,6 +12,9 @@ Loopback only, bounded in count and time. Trains two models of a small synthetic
   every second;
 - /healthz is polled every 20 ms and its latency recorded.
 
+With `--ray-serve N`, the same app runs as a Ray Serve application (`adasir serve --ray`, N
+replicas on a local Ray) instead of one uvicorn process.
+
 Reports requests, non-2xx answers (the deliberate 413s apart), misrouted answers and /healthz
 latency percentiles. With `--failing-s S`, after the re-saves the clients run S seconds against
 the healthy model, then S seconds after a newer checkpoint that cannot be loaded (a truncated
@@ -32,7 +35,7 @@ import time
 import httpx
 
 from benchmarks.report_utils import command_line
-from service.devserver import local_server
+from service.devserver import local_ray_serve, local_server
 from trainer.data.prepare import PrepareOptions, prepare
 from trainer.outputs.checkpoint import load_checkpoint
 
@@ -154,6 +157,13 @@ def main() -> int:
     ap.add_argument("--saves", type=int, default=40)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--failing-s", type=float, default=0.0)
+    ap.add_argument(
+        "--ray-serve",
+        type=int,
+        default=0,
+        metavar="REPLICAS",
+        help="serve through `adasir serve --ray` with this many replicas instead of uvicorn",
+    )
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="serve-swap-")
     data, models = os.path.join(work, "data"), os.path.join(work, "models")
@@ -162,7 +172,15 @@ def main() -> int:
     _train(data, os.path.join(models, "swap"))
     users = load_checkpoint(os.path.join(models, "swap", "checkpoint"))["user_ids"]
     env = {**os.environ, "ADASIR_MODEL_ROOT": models, "ADASIR_DATA_ROOT": data}
-    with local_server(env, "--log-level", "warning") as base:
+    if args.ray_serve:
+        env.update(
+            RAY_AUTH_MODE="disabled",
+            ADASIR_SERVE_REPLICAS=str(args.ray_serve),
+            ADASIR_SERVE_REPLICA_CPUS="0.25",
+        )
+        env.pop("RAY_ADDRESS", None)
+    server = local_ray_serve(env) if args.ray_serve else local_server(env, "--log-level", "warning")
+    with server as base:
         stop, first_save, tally, latencies = threading.Event(), threading.Event(), Tally(), []
         threads = [
             threading.Thread(target=_client_loop, args=(base, users, stop, tally, first_save))
@@ -202,7 +220,8 @@ def main() -> int:
             "```",
             "",
             f"{args.saves} re-saves through `trainer/run.py --overwrite` in {seconds:.0f} s; "
-            f"{args.clients} client threads; cores: {os.cpu_count()}.",
+            f"{args.clients} client threads; cores: {os.cpu_count()}; served by "
+            + (f"Ray Serve, {args.ray_serve} replicas." if args.ray_serve else "one uvicorn."),
             "",
             "| what | measured |",
             "|---|---|",

@@ -1,8 +1,10 @@
-"""A local uvicorn for tests and benchmarks: started on a free loopback port, waited for until
-/healthz answers, stopped on exit. Loopback only."""
+"""A local uvicorn, or a local Ray Serve application, for tests and benchmarks: started on a
+free loopback port, waited for until it answers, stopped on exit. Loopback only."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,3 +57,37 @@ def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@contextmanager
+def local_ray_serve(env: dict, startup_s: float = 240.0):
+    """Yields the base URL of `adasir serve --ray` (Ray Serve on a local Ray it starts, with
+    the replicas `env` asks for); the process group and its Ray are stopped on exit."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "trainer.cli", "serve", "--ray", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray Serve did not start (exit {server.poll()})")
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
