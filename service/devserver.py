@@ -23,8 +23,6 @@ def free_port() -> int:
 @contextmanager
 def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen):
     """Yields the base URL of `uvicorn service.app:app` running with `env`."""
-    import httpx
-
     port = free_port()
     server = subprocess.Popen(
         [
@@ -44,15 +42,7 @@ def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn did not start (exit {server.poll()})") from None
-                time.sleep(0.1)
+        _wait_until_up(base + "/healthz", server, startup_s, 0.1, "uvicorn")
         yield base
     finally:
         server.terminate()
@@ -63,8 +53,6 @@ def local_server(env: dict, *uvicorn_args: str, startup_s: float = 60.0, **popen
 def local_ray_serve(env: dict, startup_s: float = 240.0):
     """Yields the base URL of `adasir serve --ray` (Ray Serve on a local Ray it starts, with
     the replicas `env` asks for); the process group and its Ray are stopped on exit."""
-    import httpx
-
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "trainer.cli", "serve", "--ray", "--port", str(port)],
@@ -76,18 +64,26 @@ def local_ray_serve(env: dict, startup_s: float = 240.0):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Ray Serve did not start (exit {server.poll()})")
-            time.sleep(1)
+        _wait_until_up(base + "/readyz", server, startup_s, 1.0, "Ray Serve")
         yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
         subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, within_s: float, pause_s: float, what):
+    """Poll `url` until it answers 200; RuntimeError once `server` has exited or `within_s`
+    has passed."""
+    import httpx
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start (exit {server.poll()})")
+        time.sleep(pause_s)

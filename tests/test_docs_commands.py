@@ -17,14 +17,13 @@ import gzip
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 
 import pytest
 from conftest import ROOT
-from test_readme import code_blocks
+from test_readme import code_blocks, run_bash_script
 from test_tune import check_tiny_search
+
+from service.devserver import free_port
 
 ML1M = os.path.join(ROOT, "..", "shared", "data", "ml-1m", "ml-1m.inter.gz")
 GUIDES = ["data.md", "ray.md", "service.md", "tune.md"]
@@ -134,12 +133,6 @@ def _wait_for_job(port: int) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 def test_the_guides_commands_run_in_order(tmp_path):
@@ -148,27 +141,11 @@ def test_the_guides_commands_run_in_order(tmp_path):
     sample = str(tmp_path / "ml-1m-sample.inter.gz")
     _ml1m_sample(sample)
     shutil.copytree(os.path.join(ROOT, "tune_configs"), tmp_path / "tune_configs")
-    script, validated = _script(_guide_commands(), _inline_commands(), sample, _free_port())
+    script, validated = _script(_guide_commands(), _inline_commands(), sample, free_port())
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     env.update(RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the script and anything it left running
-        except ProcessLookupError:
-            pass
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
-    assert proc.returncode == 0, f"{script}\n---\n{out[-4000:]}"
+    returncode, out = run_bash_script(script, tmp_path, env, timeout=900)
+    assert returncode == 0, f"{script}\n---\n{out[-4000:]}"
     runs = tmp_path / "runs"
     for run in ("ml1m-adasir", "ray-n2", "job"):  # data.md, ray.md, ray.md's job
         assert (runs / run / "checkpoint" / "model.pt").is_file(), run

@@ -21,6 +21,29 @@ def code_blocks(path: str, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
 
 
+def run_bash_script(script: str, cwd, env: dict, timeout: float) -> tuple[int, str]:
+    """(exit status, stdout and stderr) of `bash -c script` in its own process group, which
+    is killed afterwards with whatever it left running; Ray on this host is stopped too."""
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+    return proc.returncode, out
+
+
 def _section(text: str, title: str) -> str:
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
@@ -49,22 +72,8 @@ def test_quickstart_runs_as_written(tmp_path):
         pytest.skip("curl is not installed")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     script = "set -euo pipefail\n" + readme_block("Quickstart", "bash")
-    proc = subprocess.Popen(
-        ["bash", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    returncode, out = run_bash_script(script, tmp_path, env, timeout=600)
+    assert returncode == 0, out[-3000:]
     assert '"fallback":null' in out.replace(" ", "") and '"item":"i' in out.replace(" ", "")
     assert '"id":"adasir-' in out.replace(" ", "")  # the job was accepted
     assert (tmp_path / "runs" / "models" / "demo" / "checkpoint" / "model.pt").is_file()

@@ -134,8 +134,18 @@ class CheckpointBlocks:
         if k < 1 or k > self.num_items:
             raise ValueError(f"k = {k}: give 1 ≤ k ≤ {self.num_items} (the model's items)")
         self.k = k
-        self._model = (head["model"], int(head["dim"]), train.get("score", "dot"))
-        self._item_state = {n: t for n, t in head["state"].items() if n != "user_emb"}
+        # The item side once: a model with no user rows, whose query_vectors turn each
+        # range's user rows into queries.
+        self._model = build_model(
+            head["model"],
+            0,
+            self.num_items,
+            int(head["dim"]),
+            seed=0,
+            score=train.get("score", "dot"),
+        )
+        self._model.load_state_dict(head["state"])
+        self._item_vectors = self._model.serving_vectors()[1]
         items = pq.read_table(os.path.join(path, "items.parquet"), columns=["id"])
         self.item_ids = np.asarray(items.column("id").to_pylist(), dtype=object)
         self.allowed = None if allowed is None else torch.as_tensor(allowed, dtype=torch.bool)
@@ -143,15 +153,13 @@ class CheckpointBlocks:
     def rank(self, lo: int, hi: int) -> pa.Table:
         """The rows (user, rank, item, score) of users lo..hi−1, best first per user."""
         users = np.arange(lo, hi, dtype=np.int64)
-        name, dim, score = self._model
-        blob = load_checkpoint(self.path, users=users)
-        model = build_model(name, len(users), self.num_items, dim, seed=0, score=score)
-        model.load_state_dict({**self._item_state, "user_emb": blob["state"]["user_emb"]})
-        queries, item_vectors = model.serving_vectors()
+        rows = load_checkpoint(self.path, users=users)["state"]["user_emb"]
+        with torch.no_grad():
+            queries = self._model.query_vectors(rows).contiguous()
         masked = [self._seen(lo, hi)] if self.exclude_seen else []
         local = torch.arange(len(users))
         scores, found = top_k(
-            VectorScorer(queries, item_vectors), local, self.k, masked, allowed=self.allowed
+            VectorScorer(queries, self._item_vectors), local, self.k, masked, allowed=self.allowed
         )
         return _block_table(self._user_ids(lo, hi), scores, found, self.item_ids)
 

@@ -68,7 +68,11 @@ class FactorModel(nn.Module):
 
     def query(self, users: torch.Tensor) -> torch.Tensor:
         """users [B] → [B, d], the vector an item vector is dotted with."""
-        q = self.to_query(F.embedding(users, self.user_emb))
+        return self.query_vectors(F.embedding(users, self.user_emb))
+
+    def query_vectors(self, user_vectors: torch.Tensor) -> torch.Tensor:
+        """User embeddings [B, d] → the vectors item vectors are dotted with."""
+        q = self.to_query(user_vectors)
         return _unit(q) if self.cosine else q
 
     def item_vectors(self, v: torch.Tensor) -> torch.Tensor:
@@ -78,9 +82,8 @@ class FactorModel(nn.Module):
     def serving_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(queries [U, d], items [N, d]) whose dot products are this model's scores."""
         with torch.no_grad():
-            q = self.to_query(self.user_emb.detach())
             return (
-                (_unit(q) if self.cosine else q).contiguous(),
+                self.query_vectors(self.user_emb.detach()).contiguous(),
                 self.item_vectors(self.item_emb.detach()).contiguous(),
             )
 

@@ -1,8 +1,8 @@
 """All-user export over a Ray cluster with Ray Data: the users are cut into ranges, each
 range is one row of a dataset, and `map_batches` ranks them on a pool of actors, each of
 which holds the item side once and reads only its ranges' rows of the user table and seen
-pairs (trainer/export.py: CheckpointBlocks) and writes them as one Parquet file per range into a
-temporary directory, which replaces OUT only once every range's file is there.
+pairs (trainer/export.py: CheckpointBlocks) and writes them as one Parquet file per range
+into a temporary directory, which replaces OUT only once every range's file is there.
 
 The checkpoint must be on storage every node reads (a shared filesystem, as Ray Train's
 storage is); the output directory too.
@@ -56,10 +56,11 @@ def export_top_k_ray(
     workers: int = 2,
     cpus_per_worker: float = 1.0,
 ) -> dict:
-    """Every user's top k of `checkpoint` (a run or checkpoint directory) into the directory `out` (Parquet files: user,
-    rank, item, score), ranked by `workers` Ray Data actors over ranges of `block` users, on
-    the Ray this process is connected to; `filter_items` and `candidates` as Model.recommend
-    takes them. Returns {"users", "rows", "files", "seconds"}."""
+    """Every user's top k of `checkpoint` (a run or checkpoint directory) into the directory
+    `out` (Parquet files: user, rank, item, score), ranked by `workers` Ray Data actors over
+    ranges of `block` users, on the Ray this process is connected to; `filter_items` and
+    `candidates` as Model.recommend takes them. Returns {"users", "rows", "files",
+    "seconds"}."""
     import ray
 
     if workers < 1 or (block is not None and block < 1):
