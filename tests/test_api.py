@@ -125,6 +125,49 @@ def test_fold_in_fits_the_history_better_than_its_start_and_the_trained_query(mo
     assert len(recs) == 5 and not set(history) & {i for i, _ in recs}
 
 
+def test_fold_in_partition_sampled_from_a_large_catalogue_stands_for_all_of_it():
+    """Above FOLD_IN_NEGATIVES items the partition is stratified: the history and the row's
+    M/2 best-scoring items weigh 1, its uniform draws from the rest stand for all of the
+    rest; the fitted query then scores its history under the full softmax nearly as well as
+    the exact fit does (and is the exact fit when M ≥ N)."""
+    from trainer.core.fold_in import _sampled_partition, _softmax_objective, fold_in
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(30, 16, generator=g)
+    noisy = centres[torch.randint(0, 30, (6000,), generator=g)] + 0.5 * torch.randn(
+        6000, 16, generator=g
+    )
+    items = torch.nn.functional.normalize(noisy, dim=1)
+    near = (items @ torch.nn.functional.normalize(centres[3], dim=0)).topk(200).indices
+    histories = [torch.randperm(6000, generator=g)[:5], near[:40]]
+    history = torch.zeros(2, 6000, dtype=torch.bool)
+    for row, h in enumerate(histories):
+        history[row, h] = True
+    start = torch.stack([items[h].mean(0) for h in histories])
+    columns, offset, y = _sampled_partition(history, 1000, start @ items.T)
+    assert history[:, columns].sum(1).tolist() == [5, 40]  # every history item is scored
+    for row, h in enumerate((5, 40)):
+        weights = offset[row].exp()
+        own = history[row, columns]
+        assert y[row, own].sum() == pytest.approx(1.0) and y[row, ~own].eq(0).all()
+        assert weights[own].eq(1).all() and weights.eq(1).sum() == h + 500  # + its top 500
+        assert weights.sum().item() == pytest.approx(6000, rel=1e-4)  # the rest stands in
+
+    def full_objective(q: torch.Tensor) -> list[float]:
+        q = torch.nn.functional.normalize(q, dim=1)
+        return [
+            float(_softmax_objective(q[r : r + 1] @ items.T, history[r : r + 1], 0.2, q, 0.0))
+            for r in range(2)
+        ]
+
+    options = dict(cosine=True, loss="bsl", temperature=0.2)
+    exact = full_objective(fold_in(items, histories, negatives=6000, **options))
+    sampled_q = fold_in(items, histories, negatives=1000, **options)
+    assert torch.equal(fold_in(items, histories, negatives=1000, **options), sampled_q)
+    for s, e, st in zip(full_objective(sampled_q), exact, full_objective(start), strict=True):
+        assert e < s < e + 0.1 * (st - e)  # 90% of the exact fit's gain, not all of it
+
+
 def test_save_and_load_round_trip(model, tmp_path):
     path = model.save(tmp_path / "m")
     again = Model.load(path)
