@@ -225,16 +225,34 @@ class ModelRegistry:
             raise UnknownModel(f"unknown model {model_id!r}")
         return model_id, path
 
+    def _serving(self, model_id: str, mtime: float | None) -> LoadedModel | None:
+        """The cached model to answer with as it is, under self._lock: unchanged on disk,
+        mid-replacement (no model.pt: mtime None), or its newer checkpoint failed to load a
+        moment ago (not yet again); None when there is a load to do."""
+        cached = self._cache.get(model_id)
+        if cached is None:
+            return None
+        if mtime is None or cached.mtime == mtime or self._failures.waiting(model_id, mtime):
+            self._cache.move_to_end(model_id)
+            return cached
+        return None
+
+    def peek(self, model_id: str) -> LoadedModel | None:
+        """What get() would answer with without loading anything (a stat; no torch.load),
+        or None where get() has a load to do. Raises UnknownModel as get() does."""
+        model_id, path = self.resolve(model_id)
+        mtime = _mtime(path)
+        with self._lock:
+            return self._serving(model_id, mtime)
+
     def get(self, model_id: str) -> LoadedModel:
         model_id, path = self.resolve(model_id)
         mtime = _mtime(path)
         with self._lock:
+            serving = self._serving(model_id, mtime)
+            if serving is not None:
+                return serving
             cached = self._cache.get(model_id)
-            if cached is not None and (mtime is None or cached.mtime == mtime):
-                self._cache.move_to_end(model_id)  # unchanged, or mid-replacement: keep serving
-                return cached
-            if cached is not None and self._failures.waiting(model_id, mtime):
-                return cached  # this checkpoint failed to load a moment ago: not yet again
             gate = self._loading.setdefault(model_id, threading.Lock())
         with gate:  # outside the registry lock: one slow load blocks no other model
             with self._lock:

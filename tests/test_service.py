@@ -481,3 +481,36 @@ def test_a_load_freezes_the_heap_and_an_evicted_model_is_still_freed(roots):
     registry.get("team/run-b")  # evicts run-a from the one-model cache
     assert first() is None
     gc.unfreeze()
+
+
+def test_only_a_loaded_unchanged_model_is_answered_on_the_event_loop(roots, tmp_path):
+    """/recommend answers a known user on the event loop only where the registry can hand
+    over the cached model without a load (peek); a first request, a newer checkpoint, a
+    fold-in or an unknown model take the thread pool, and both paths answer alike."""
+    from service.model_store import ModelRegistry, UnknownModel
+    from service.recommender import Recommender
+    from service.routes.recommend import _answers_inline
+    from service.schemas import RecommendRequest
+
+    data_root, model_root = roots
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    registry = ModelRegistry(str(root))
+    rec = Recommender(registry)
+    user = load_checkpoint(str(root / "run-a" / "checkpoint"))["user_ids"][0]
+    ask = RecommendRequest(model="run-a", user=user, k=5)
+    assert registry.peek("run-a") is None and not _answers_inline(ask, rec)
+    loaded = registry.get("run-a")
+    assert registry.peek("run-a") is loaded and _answers_inline(ask, rec)
+    history = RecommendRequest(model="run-a", items=loaded.model.item_ids[:3], k=5)
+    assert not _answers_inline(history, rec)
+    assert not _answers_inline(RecommendRequest(model="nope", user=user, k=5), rec)
+    with pytest.raises(UnknownModel):
+        registry.peek("nope")
+    model_pt = root / "run-a" / "checkpoint" / "model.pt"
+    os.utime(model_pt, (os.path.getmtime(model_pt) + 5,) * 2)  # a newer checkpoint: load it
+    assert registry.peek("run-a") is None and not _answers_inline(ask, rec)
+    client = _client((data_root, root))
+    cold = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5})
+    warm = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5})
+    assert cold.status_code == warm.status_code == 200 and cold.json() == warm.json()

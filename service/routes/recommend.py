@@ -1,17 +1,22 @@
 """POST /recommend, /recommend/batch and /similar.
 
-Plain `def` handlers: FastAPI runs them in its thread pool, so loading a model (torch.load)
-and scoring never hold the event loop that answers /healthz and other models' requests.
-Responses are validated against their response models.
+Plain `def` handlers, which FastAPI runs in its thread pool, so that loading a model
+(torch.load) and scoring many users never hold the event loop that answers /healthz and other
+models' requests. One exception: /recommend for one known user of a model already loaded, on
+a catalogue small enough to score in about a millisecond, is answered on the event loop: the
+thread pool's hop cost more than the answer; that answer is serialised by the handler. The
+other responses are validated against their response models.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Response
+from starlette.concurrency import run_in_threadpool
 
 from service import deps
 from service.model_store import UnknownModel
-from service.recommender import FilterTooNarrow
+from service.recommender import FilterTooNarrow, Recommender
 from service.schemas import (
     BatchRecommendRequest,
     BatchRecommendResponse,
@@ -39,11 +44,38 @@ def _answer(cfg, model: str, call, *args, **kwargs):
         raise HTTPException(503, f"model {model!r} is unavailable: {reason}") from None
 
 
+INLINE_SCORES = 1 << 22
+"""items × d up to which one user's exact answer is computed on the event loop (≈ 1 ms)."""
+
+
+def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
+    """A known user's top k from a loaded model, exactly scored over a small catalogue."""
+    if req.items is not None:
+        return False  # fold-in: tens of steps
+    try:
+        loaded = rec.registry.peek(req.model)
+    except UnknownModel:
+        return False  # the thread-pool path says so
+    model = loaded.model if loaded is not None else None
+    if model is None or model.num_items * model.items.shape[1] > INLINE_SCORES:
+        return False
+    return req.exact or not model.ann_min_items or model.num_items < model.ann_min_items
+
+
 @router.post("/recommend", response_model=RecommendResponse)
-def recommend(req: RecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
+async def recommend(req: RecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """The top k items for one user of a model, best first, with their scores. With `items`,
     the user's query is fitted to that history first (fold-in): for users who signed up after
     training. `exclude_items` and `candidates` filter every answer exactly."""
+    if _answers_inline(req, rec):
+        # Serialised here: the answer's types are ours, and FastAPI's response validation
+        # cost as much as the ranking. The keys are the response model's, nulls included.
+        answer = {"fold_in": None, "error": None} | _recommend(req, rec, cfg)
+        return Response(orjson.dumps(answer), media_type="application/json")
+    return await run_in_threadpool(_recommend, req, rec, cfg)
+
+
+def _recommend(req: RecommendRequest, rec: Recommender, cfg) -> dict:
     filters = {"exclude_items": req.exclude_items, "candidates": req.candidates}
     if req.items is not None:
         model_id, result = _answer(

@@ -24,6 +24,8 @@ class VectorScorer:
         self.num_items = items.shape[0]
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        if users.numel() == 1:  # one request: a matrix-vector product over the item rows
+            return torch.mv(self.items, self.queries[users[0]]).unsqueeze(0)
         return self.queries.index_select(0, users) @ self.items.T
 
     def score_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
