@@ -14,6 +14,7 @@ from conftest import ROOT
 
 from trainer.core.config import TrainConfig
 from trainer.core.early_stopping import BestEpoch
+from trainer.core.evaluate import sample_users
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.outputs.checkpoint import load_checkpoint
@@ -90,8 +91,10 @@ def test_an_unknown_stopping_metric_is_refused():
 def test_ray_workers_agree_on_the_stopping_epoch(tiny_data, tmp_path):
     """Two Ray workers see the same (summed) validation metrics, so every rank stops at the
     same epoch, by the in-process rule, and the run ends without a hung report. (The epoch
-    itself need not be the in-process run's: the shards draw other random streams.)"""
-    config = json.dumps({**OVERFIT, "lr": 0.05, "early_stopping_patience": 1})
+    itself need not be the in-process run's: the shards draw other random streams.) They
+    validate a sample of 300 users between them, the same global sample as in one process,
+    and the kept model once in full at the end."""
+    config = json.dumps({**OVERFIT, "lr": 0.05, "early_stopping_patience": 1, "valid_users": 300})
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "disabled",
@@ -125,6 +128,13 @@ def test_ray_workers_agree_on_the_stopping_epoch(tiny_data, tmp_path):
     assert len(valid) == best + 1 < OVERFIT["epochs"], valid  # one validation of patience
     assert valid[best - 1] == max(valid) == metrics["early_stopping"]["best_valid"]
     assert metrics["epochs"][-1]["restored_epoch"] == best
+    data = PreparedData.load(tiny_data)
+    sample = torch.as_tensor(sample_users(data.num_users, 300, 0))
+    counted = int((data.index("valid", "cpu").degree[sample] > 0).sum())
+    assert all(e["valid_sample"]["users"] == counted for e in metrics["epochs"] if "valid" in e)
+    full = metrics["epochs"][-1]["valid_full"]
+    assert set(full) == set(valid_metrics := metrics["epochs"][best - 1]["valid"])
+    assert full != valid_metrics  # every user, not the sample
     ckpt = load_checkpoint(str(out / "checkpoint"))
     assert ckpt["metrics"]["early_stopping"]["best_epoch"] == best
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every rank's rows made it in

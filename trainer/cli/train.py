@@ -183,6 +183,7 @@ RESUMABLE_CHANGES = frozenset(
         "device",
         "eval_every",
         "eval_users",
+        "valid_users",
         "topk",
         "diagnostics",
         "early_stopping_patience",

@@ -102,6 +102,15 @@ class TrainConfig(BaseModel):
     on every worker. A sample's metrics come with 95% intervals (`valid_sample`, `test_sample`
     in metrics.json)."""
 
+    valid_users: int | None = Field(None, ge=0)
+    """Users ranked at each validation early stopping watches. None: a fixed seeded sample of
+    10,000 users where a full validation would cost more than all the training between two
+    validations (estimated from users × items against train pairs and negatives: a rule of
+    the data and options, not of the machine, so a command trains the same model anywhere),
+    else as `eval_users`; 0: as `eval_users`; N: a sample of N. When it is a sample, the model
+    early stopping keeps is validated in full once more, at the end (`valid_full` in that
+    epoch's record of metrics.json)."""
+
     topk: tuple[int, ...] = (10, 20, 50)
     """Cut-offs of NDCG@k and Recall@k."""
 

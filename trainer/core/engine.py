@@ -24,7 +24,13 @@ from trainer.core.callbacks import Callback
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.diagnostics import negative_diagnostics
 from trainer.core.early_stopping import BestEpoch
-from trainer.core.evaluate import ci95, eval_sample_size, ranking_sums, sample_users
+from trainer.core.evaluate import (
+    ci95,
+    eval_sample_size,
+    ranking_sums,
+    sample_users,
+    valid_sample_size,
+)
 from trainer.core.loss import batch_loss, l2_penalty
 from trainer.core.models import build_model
 from trainer.core.row_adam import LazyRowAdam
@@ -221,7 +227,14 @@ class Engine:
         self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
         self.epoch = 0
         self.timer = PhaseTimer(dev)
-        self.eval_subset = self._eval_subset(config, data, shard)
+        size = (data.num_users, data.num_items)
+        n_test = eval_sample_size(config.eval_users, *size)
+        n_valid = valid_sample_size(config, *size, data.splits["train"].users.size)
+        self.eval_subset = self._eval_subset(n_test, shard)
+        """The users the test ranks (and the kept model's last validation); None: all."""
+        self.valid_subset = self._eval_subset(n_valid, shard)
+        """The users each validation early stopping watches ranks; None: all."""
+        self.validates_a_sample = n_valid < n_test  # the same on every rank
         self.eval_population = 0  # users with an item in the split last evaluated, all workers
         self.stop_requested = False
         """Set by a callback (on_epoch_trained) to end fit after this epoch: it validates,
@@ -313,37 +326,44 @@ class Engine:
 
     # -- evaluation ----------------------------------------------------------------------
 
-    @staticmethod
-    def _eval_subset(config: TrainConfig, data: PreparedData, shard) -> torch.Tensor | None:
-        """Local indices of the sampled users this engine evaluates; None: all of its users."""
-        n = eval_sample_size(config.eval_users, data.num_users, data.num_items)
-        if n >= data.num_users:
+    def _eval_subset(self, n: int, shard) -> torch.Tensor | None:
+        """Local indices of this engine's users in the seeded sample of n global users (the
+        same users on every worker); None: n covers every user."""
+        if n >= self.data.num_users:
             return None
-        sample = sample_users(data.num_users, n, config.seed)
+        sample = sample_users(self.data.num_users, n, self.config.seed)
         local = sample if shard is None else np.nonzero(np.isin(shard, sample))[0]
-        return torch.as_tensor(local, dtype=torch.long, device=config.device)
+        return torch.as_tensor(local, dtype=torch.long, device=self.config.device)
+
+    def _ranked_users(self, split: str, final: bool) -> torch.Tensor | None:
+        return self.valid_subset if split == "valid" and not final else self.eval_subset
 
     def evaluate_sums(
-        self, split: str, squares: dict | None = None
+        self, split: str, squares: dict | None = None, final: bool = False
     ) -> tuple[dict[str, float], int]:
-        """Sums of per-user metrics over this engine's users and how many users counted."""
+        """Sums of per-user metrics over this engine's users and how many users counted.
+        final: validation ranks the test's users (`eval_subset`), not `valid_subset`."""
         self.model.eval()
         targets = self.valid if split == "valid" else self.test
         masked = [self.positives] if split == "valid" else [self.positives, self.valid]
+        users = self._ranked_users(split, final)
         return ranking_sums(
-            self.model, targets, masked, self.config.topk, users=self.eval_subset, squares=squares
+            self.model, targets, masked, self.config.topk, users=users, squares=squares
         )
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def evaluate(self, split: str, final: bool = False) -> dict[str, float]:
         """Mean metrics over every user with a `split` item: this engine's users, summed with
         the other workers' through `replicas` under Ray (each worker ranks its own users)."""
-        return self.evaluate_sample(split)[0]
+        return self.evaluate_sample(split, final)[0]
 
-    def evaluate_sample(self, split: str) -> tuple[dict[str, float], dict | None]:
+    def evaluate_sample(
+        self, split: str, final: bool = False
+    ) -> tuple[dict[str, float], dict | None]:
         """(means, sample) — sample is None for full ranking, else {"users": users counted,
-        "of": users with a `split` item, "ci95": half-widths of 95% intervals of the means}."""
+        "of": users with a `split` item, "ci95": half-widths of 95% intervals of the means}.
+        final: see evaluate_sums."""
         squares: dict = {}
-        sums, n = self.evaluate_sums(split, squares)
+        sums, n = self.evaluate_sums(split, squares, final)
         names = sorted(sums)
         targets = self.valid if split == "valid" else self.test
         eligible = int((targets.degree > 0).sum())
@@ -356,7 +376,7 @@ class Engine:
         count, population = int(totals[-2]), int(totals[-1])
         self.eval_population = population  # 0: the split is empty on every worker
         means = {k: (totals[i] / count if count else 0.0) for i, k in enumerate(names)}
-        if self.eval_subset is None:
+        if self._ranked_users(split, final) is None:
             return means, None
         sq = {k: totals[len(names) + i] for i, k in enumerate(names)}
         interval = ci95({k: totals[i] for i, k in enumerate(names)}, sq, count, population)
@@ -458,6 +478,8 @@ class Engine:
         if best.restore(self.model, self.epoch):
             record["restored_epoch"] = best.best_epoch
         record["early_stopping"] = best.summary()
+        if self.validates_a_sample and self.eval_population:
+            record["valid_full"] = self.evaluate("valid", final=True)
         test, sample = self.evaluate_sample("test")
         if sample:
             record["test_sample"] = sample

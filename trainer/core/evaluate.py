@@ -37,6 +37,31 @@ def eval_sample_size(eval_users: int | None, num_users: int, num_items: int) -> 
     return num_users if eval_users == 0 else min(num_users, eval_users)
 
 
+VALID_SHARE = 1.0
+"""A full validation costing more than this share of the training between two validations is
+replaced by a sample of DEFAULT_EVAL_USERS users (`valid_users=None`). At a share of 0.18
+(the default on gowalla-lightgcn) a sample moved early stopping's epoch enough to cost test
+quality (benchmarks/README.md, "Sampled validation"); above 1 validation is most of a run."""
+
+PAIR_COST = 1_100
+"""What one training pair costs beside scoring its 1 + n items, in ranked scores: BPR's epoch
+on gowalla-lightgcn is 3.8 µs a pair and a full ranking 3.2 ns a score (benchmarks/README.md,
+"Sampled validation")."""
+
+
+def valid_sample_size(config, num_users: int, num_items: int, train_pairs: int) -> int:
+    """How many users each validation before the last ranks (see TrainConfig.valid_users):
+    the ranking's scores (users × items) against the training's between two validations
+    (pairs × (PAIR_COST + 2 × (1 + n)), a score forward and one backward per scored item)."""
+    full = eval_sample_size(config.eval_users, num_users, num_items)
+    if config.valid_users is not None:
+        return full if config.valid_users == 0 else min(full, config.valid_users)
+    ranking = full * num_items
+    per_pair = PAIR_COST + 2 * (1 + config.sampler.num_negatives)
+    training = config.eval_every * train_pairs * per_pair
+    return full if ranking <= VALID_SHARE * training else min(full, DEFAULT_EVAL_USERS)
+
+
 def ci95(sums: dict[str, float], squares: dict[str, float], n: int, population: int) -> dict:
     """Half-widths of normal 95% intervals of the means of a simple random sample of n users
     out of `population` (finite-population corrected)."""
