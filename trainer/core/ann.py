@@ -96,8 +96,7 @@ class AnnRanker:
         banned = 0 if allowed is None else n_items - int(allowed.sum())
         fetch = min(n_items, k + max((len(s) for s in seen_rows), default=0) + banned + 16)
         q = np.hstack([queries.numpy(), np.zeros((b, 1), np.float32)]).astype(np.float32)
-        self.index.hnsw.efSearch = max(EF_SEARCH_MIN, 4 * fetch)
-        _, found = self.index.search(q, fetch)
+        _, found = self.search(q, fetch)
         for row in range(b):
             cand = torch.as_tensor(found[row][found[row] >= 0], dtype=torch.long)
             keep = ~torch.isin(cand, seen_rows[row])
@@ -118,6 +117,14 @@ class AnnRanker:
             out_s[row, : top.values.numel()] = top.values
             out_i[row, : top.indices.numel()] = cand[top.indices]
         return out_s, out_i
+
+    def search(self, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's `fetch` nearest items of each query row. The search width goes with
+        the call, not onto the shared index: concurrent requests ask for different widths."""
+        import faiss
+
+        params = faiss.SearchParametersHNSW(efSearch=max(EF_SEARCH_MIN, 4 * fetch))
+        return self.index.search(q, fetch, params=params)
 
     def _rank_subset(self, queries, k, seen_rows, subset: torch.Tensor):
         """Exact top k over the items in `subset`, each row's seen items masked."""
