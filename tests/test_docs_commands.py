@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import json
 import os
 import re
 import shutil
@@ -149,6 +150,10 @@ def test_the_guides_commands_run_in_order(tmp_path):
     runs = tmp_path / "runs"
     for run in ("ml1m-adasir", "ray-n2", "job"):  # data.md, ray.md, ray.md's job
         assert (runs / run / "checkpoint" / "model.pt").is_file(), run
+    job = json.loads((runs / "job" / "metrics.json").read_text())
+    assert job["workers"] == 2 and "test" in job
+    tailed = out[out.index("Tailing logs until the job exits") :]
+    assert "epoch 2/2 loss" in tailed[: tailed.index("succeeded")]  # progress reaches the logs
     assert len(_inline_commands()) >= 3 and '"user": "1m_1"' in out  # training.md's query
     assert (tmp_path / "recs.parquet").is_file() and list((tmp_path / "recs").glob("*.parquet"))
     assert "job status: SUCCEEDED" in out  # service.md's POST /jobs, run on the head

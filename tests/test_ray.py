@@ -340,10 +340,12 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
+def test_workers_join_the_cluster_running_on_this_host(tiny_data, tmp_path):
+    """`--workers N` without --ray-address while a `ray start` head runs here: the run joins
+    it and says so. (`ray job submit` against a real head runs in tests/test_docs_commands.py,
+    as docs/ray.md gives it.)"""
     ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
     env = _env()
-    port = "8266"
     start = subprocess.run(
         [
             ray_bin,
@@ -352,7 +354,7 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
             "--num-cpus",
             "2",
             "--dashboard-port",
-            port,
+            "8266",
             "--object-store-memory",
             str(256 * 1024 * 1024),
             "--disable-usage-stats",
@@ -364,56 +366,6 @@ def test_ray_job_submit_against_a_real_head(tiny_data, tmp_path):
     )
     assert start.returncode == 0, start.stderr
     try:
-        out = tmp_path / "job"
-        runtime_env = json.dumps(
-            {
-                "working_dir": ROOT,
-                "excludes": [
-                    "runs/",
-                    ".git/",
-                    "benchmarks/results/",
-                    "benchmarks/reports/",
-                    "*.egg-info/",
-                ],
-            }
-        )
-        submit = subprocess.run(
-            [
-                ray_bin,
-                "job",
-                "submit",
-                "--address",
-                f"http://127.0.0.1:{port}",
-                "--runtime-env-json",
-                runtime_env,
-                "--",
-                "python",
-                "trainer/run.py",
-                "--data",
-                tiny_data,
-                "--out",
-                str(out),
-                "--workers",
-                "2",
-                "--epochs",
-                "3",
-                "--eval-every",
-                "3",
-                "--lr",
-                "0.01",
-                "--batch-size",
-                "1024",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=400,
-        )
-        assert submit.returncode == 0, (submit.stdout + submit.stderr)[-3000:]
-        assert "epoch 3/3 loss" in submit.stdout  # progress reaches `ray job logs`
-        metrics = json.loads((out / "metrics.json").read_text())
-        assert metrics["workers"] == 2 and len(metrics["epochs"]) == 3 and "test" in metrics
-        # --workers without --ray-address while this cluster runs: the run joins it and says so.
         joined = subprocess.run(
             _run_args(tiny_data, tmp_path / "joined", "--workers", "2", "--epochs", "2"),
             capture_output=True,
