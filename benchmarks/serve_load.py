@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -89,29 +90,35 @@ async def load(base: str, users: list[str], n: int, concurrency: int, k: int, ma
 
 
 WRK_SCRIPT = """
-local users = {%s}
-local k = %d
+local bodies = {%s}
 math.randomseed(%d)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
-  local u = users[math.random(#users)]
-  return wrk.format(nil, "/recommend", nil,
-    '{"model": "gowalla-like", "user": "' .. u .. '", "k": ' .. k .. '}')
+  return wrk.format(nil, "/recommend", nil, bodies[math.random(#bodies)])
 end
 """
 
 
-def run_wrk(base: str, users: list[str], n: int, concurrency: int, k: int, max_seconds: float):
-    """wrk (Debian package): a C load generator, so the client costs far less CPU than httpx.
-    wrk is bounded by time (max_seconds); the request count is what that time allows."""
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def recommend_bodies(users: list[str], k: int, model: str = "gowalla-like") -> list[str]:
+    """JSON bodies of POST /recommend for 2,000 users drawn (seeded) from `users`."""
+    rng = random.Random(0)
+    return [json.dumps({"model": model, "user": rng.choice(users), "k": k}) for _ in range(2000)]
+
+
+def run_wrk(base: str, bodies: list[str], concurrency: int, max_seconds: float):
+    """wrk (Debian package): a C load generator, so the client costs far less CPU than httpx;
+    each request POSTs one of `bodies` to /recommend, drawn at random. wrk is bounded by time
+    (max_seconds); the request count is what that time allows."""
     import re
     import shutil
 
-    threads = 2
-    rng = random.Random(0)
-    sample = [rng.choice(users) for _ in range(2000)]
-    script = WRK_SCRIPT % (", ".join(f'"{u}"' for u in sample), k, 0)
+    threads = min(2, concurrency)  # wrk needs a connection per thread
+    script = WRK_SCRIPT % (", ".join(_lua_string(b) for b in bodies), 0)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     proc = subprocess.run(
@@ -183,7 +190,7 @@ def main() -> int:
         ).raise_for_status()
         if args.client == "wrk":
             total, rps, p50, p99, errors, raw = run_wrk(
-                base, users, args.requests, args.concurrency, args.k, args.max_seconds
+                base, recommend_bodies(users, args.k), args.concurrency, args.max_seconds
             )
         else:
             lat, errors, wall = asyncio.run(

@@ -1,5 +1,5 @@
 """What the routers depend on: settings, the token check, the model registry, the jobs, as
-typed `Annotated` aliases (SettingsDep, RecommenderDep, JobsDep).
+typed `Annotated` aliases (SettingsDep, RecommenderDep, JobsDep, FoldInLimiterDep).
 
 Every dependency here is `async def`: none blocks, and FastAPI runs a plain `def` dependency
 in its thread pool, a hop per dependency per request that cost more than the lookup."""
@@ -7,8 +7,10 @@ in its thread pool, a hop per dependency per request that cost more than the loo
 from __future__ import annotations
 
 import hmac
+import os
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -68,6 +70,16 @@ async def recommend_guard(
         _check_token(cfg, credentials)
 
 
+async def fold_in_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's one limiter of concurrent fold-ins (made in the event loop, on first use)."""
+    state = request.app.state
+    if getattr(state, "fold_in_limiter", None) is None:
+        cfg: Settings = state.settings
+        state.fold_in_limiter = anyio.CapacityLimiter(cfg.fold_in_slots or os.cpu_count() or 1)
+    return state.fold_in_limiter
+
+
 SettingsDep = Annotated[Settings, Depends(settings)]
+FoldInLimiterDep = Annotated[anyio.CapacityLimiter, Depends(fold_in_limiter)]
 RecommenderDep = Annotated[Recommender, Depends(recommender)]
 JobsDep = Annotated[JobService, Depends(jobs)]

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     """ADASIR_SERVE_MAX_ONGOING_REQUESTS: requests one replica takes at once (more queue)."""
     serve_replica_cpus: float = Field(0.5, gt=0)
     """ADASIR_SERVE_REPLICA_CPUS: logical CPUs each replica reserves."""
+    fold_in_slots: int | None = Field(None, ge=1, le=1000)
+    """ADASIR_FOLD_IN_SLOTS: fold-in requests computed at once, the others waiting their turn
+    (default: this host's CPUs); more at once only contend for the GIL (docs/service.md has
+    the measurement)."""
     max_body_bytes: int = Field(1 << 20, ge=1024)
     """ADASIR_MAX_BODY_BYTES: larger request bodies get 413 before they are read (1 MiB)."""
     max_batch_items: int = Field(100_000, ge=1)

@@ -514,3 +514,16 @@ def test_only_a_loaded_unchanged_model_is_answered_on_the_event_loop(roots, tmp_
     cold = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5})
     warm = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5})
     assert cold.status_code == warm.status_code == 200 and cold.json() == warm.json()
+
+
+def test_fold_ins_share_a_limiter_of_the_configured_size(roots):
+    """Fold-in requests run at most ADASIR_FOLD_IN_SLOTS at a time (default: the host's
+    CPUs): more at once only contend for the GIL. 0 is refused at start-up."""
+    user_items = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))["item_ids"][:3]
+    for env, slots in (({"ADASIR_FOLD_IN_SLOTS": "1"}, 1), ({}, os.cpu_count())):
+        client = _client(roots, **env)
+        r = client.post("/recommend", json={"model": "run-a", "items": user_items, "k": 3})
+        assert r.status_code == 200 and r.json()["fold_in"]["items_used"] == 3
+        assert client.app.state.fold_in_limiter.total_tokens == slots
+    with pytest.raises(ValueError, match="fold_in_slots"):
+        _client(roots, ADASIR_FOLD_IN_SLOTS="0")

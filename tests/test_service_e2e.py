@@ -176,3 +176,43 @@ def test_oversized_bodies_get_413_over_real_http(tmp_path):
         assert http.get("/healthz").json() == {"status": "ok"}
         r = http.post("/recommend", json={"user": "u"})
         assert r.status_code == 404 and "no trained models" in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_the_fold_in_load_benchmark_runs_over_real_http(tiny_data, tmp_path):
+    """benchmarks/serve_fold_in.py (and serve_load's wrk driver it shares) against a real
+    uvicorn, briefly: every request answered, none an error."""
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    from benchmarks.serve_fold_in import main
+    from trainer.core.config import TrainConfig
+    from trainer.core.training import train_in_process
+    from trainer.data.dataset import PreparedData
+
+    run = tmp_path / "models" / "tiny-run"
+    config = TrainConfig(epochs=1, lr=0.01, batch_size=1024, loss="softmax", score="cosine")
+    train_in_process(config, PreparedData.load(tiny_data), str(run), log=lambda s: None)
+    assert (
+        main(
+            [
+                "--model",
+                str(run),
+                "--concurrency",
+                "1,2",
+                "--max-seconds",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = (tmp_path / "serve_fold_in.md").read_text()
+    rows = [
+        line.split("|")
+        for line in report.splitlines()
+        if line.startswith("| 1 |") or line.startswith("| 2 |")
+    ]
+    assert len(rows) == 2 and all(
+        int(r[2].replace(",", "")) > 0 and r[6].strip() == "0" for r in rows
+    )

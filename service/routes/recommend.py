@@ -10,6 +10,7 @@ other responses are validated against their response models.
 
 from __future__ import annotations
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
@@ -63,7 +64,12 @@ def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
 
 
 @router.post("/recommend", response_model=RecommendResponse)
-async def recommend(req: RecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
+async def recommend(
+    req: RecommendRequest,
+    rec: deps.RecommenderDep,
+    cfg: deps.SettingsDep,
+    fold_ins: deps.FoldInLimiterDep,
+):
     """The top k items for one user of a model, best first, with their scores. With `items`,
     the user's query is fitted to that history first (fold-in): for users who signed up after
     training. `exclude_items` and `candidates` filter every answer exactly."""
@@ -72,6 +78,8 @@ async def recommend(req: RecommendRequest, rec: deps.RecommenderDep, cfg: deps.S
         # cost as much as the ranking. The keys are the response model's, nulls included.
         answer = {"fold_in": None, "error": None} | _recommend(req, rec, cfg)
         return Response(orjson.dumps(answer), media_type="application/json")
+    if req.items is not None:  # fold-in: tens of small torch steps, GIL-bound in parallel
+        return await anyio.to_thread.run_sync(_recommend, req, rec, cfg, limiter=fold_ins)
     return await run_in_threadpool(_recommend, req, rec, cfg)
 
 
