@@ -507,6 +507,12 @@ def test_only_a_loaded_unchanged_model_is_answered_on_the_event_loop(roots, tmp_
     assert not _answers_inline(RecommendRequest(model="nope", user=user, k=5), rec)
     with pytest.raises(UnknownModel):
         registry.peek("nope")
+    # Searched through ANN: on the event loop only once its graph is in memory.
+    loaded.model.ann_min_items = 1
+    assert not _answers_inline(ask, rec)
+    loaded.model.ann()
+    assert _answers_inline(ask, rec)
+    loaded.model.ann_min_items = 0
     model_pt = root / "run-a" / "checkpoint" / "model.pt"
     os.utime(model_pt, (os.path.getmtime(model_pt) + 5,) * 2)  # a newer checkpoint: load it
     assert registry.peek("run-a") is None and not _answers_inline(ask, rec)

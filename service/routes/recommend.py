@@ -3,9 +3,10 @@
 Plain `def` handlers, which FastAPI runs in its thread pool, so that loading a model
 (torch.load) and scoring many users never hold the event loop that answers /healthz and other
 models' requests. One exception: /recommend for one known user of a model already loaded, on
-a catalogue small enough to score in about a millisecond, is answered on the event loop: the
-thread pool's hop cost more than the answer; that answer is serialised by the handler. The
-other responses are validated against their response models.
+a catalogue small enough to score in about a millisecond or through an HNSW graph already in
+memory, is answered on the event loop: the thread pool's hop cost more than the answer; that
+answer is serialised by the handler. The other responses are validated against their response
+models.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ INLINE_SCORES = 1 << 22
 
 
 def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
-    """A known user's top k from a loaded model, exactly scored over a small catalogue."""
+    """A known user's top k from a loaded model: scored exactly over a small catalogue, or
+    searched in an HNSW graph already in memory."""
     if req.items is not None:
         return False  # fold-in: tens of steps
     try:
@@ -58,9 +60,11 @@ def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
     except UnknownModel:
         return False  # the thread-pool path says so
     model = loaded.model if loaded is not None else None
-    if model is None or model.num_items * model.items.shape[1] > INLINE_SCORES:
+    if model is None:
         return False
-    return req.exact or not model.ann_min_items or model.num_items < model.ann_min_items
+    if not req.exact and model.ann_min_items and model.num_items >= model.ann_min_items:
+        return model.ann_ready  # a search of a graph already built: about a millisecond
+    return model.num_items * model.items.shape[1] <= INLINE_SCORES
 
 
 @router.post("/recommend", response_model=RecommendResponse)
