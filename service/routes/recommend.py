@@ -88,6 +88,7 @@ async def recommend(
 
 
 def _recommend(req: RecommendRequest, rec: Recommender, cfg) -> dict:
+    """The /recommend answer as a dict, on whichever thread the handler chose."""
     filters = {"exclude_items": req.exclude_items, "candidates": req.candidates}
     if req.items is not None:
         model_id, result = _answer(
