@@ -144,7 +144,7 @@ def test_fold_in_partition_sampled_from_a_large_catalogue_stands_for_all_of_it()
     for row, h in enumerate(histories):
         history[row, h] = True
     start = torch.stack([items[h].mean(0) for h in histories])
-    columns, offset, y = _sampled_partition(history, 1000, start @ items.T)
+    columns, offset, y = _sampled_partition(history, 1000, start, items, cosine=False)
     assert history[:, columns].sum(1).tolist() == [5, 40]  # every history item is scored
     for row, h in enumerate((5, 40)):
         weights = offset[row].exp()

@@ -47,7 +47,7 @@ def fold_in(
     start = torch.stack([items[h].mean(0) for h in histories])
     lr = FOLD_IN_LR * (start.norm(dim=1).mean().item() or 1.0)
     if loss != "bpr":
-        columns, offset, y = _sampled_partition(history, negatives, _scores(start, items, cosine))
+        columns, offset, y = _sampled_partition(history, negatives, start, items, cosine)
         q = _softmax_fit(start, items[columns], y, offset, temperature, l2, cosine, steps, lr)
         return F.normalize(q, dim=1) if cosine else q
     q = start.clone().requires_grad_(True)
@@ -62,27 +62,29 @@ def fold_in(
 
 @torch.no_grad()
 def _sampled_partition(
-    history: torch.Tensor, negatives: int, start_scores: torch.Tensor
+    history: torch.Tensor, negatives: int, start: torch.Tensor, items: torch.Tensor, cosine: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The columns a softmax fold-in scores, [C], and per row [B, C] each column's
     log-weight in the partition and the row's target distribution (uniform over its history).
 
-    Stratified: the row's own history and its M/2 best-scoring other items at the start
-    (most of the partition's mass at a low temperature) weigh 1; M/2 uniform draws from the
-    rest weigh (N − |H| − M/2)/k for the row's k draws outside those, so that they stand
-    for the whole tail; columns of other rows only weigh nothing (−inf). M ≥ N: every item,
-    exactly."""
+    Stratified: the row's own history and the M/2 other items its start query (`start`
+    [B, d]) scores highest (most of the partition's mass at a low temperature) weigh 1; M/2
+    uniform draws from the rest weigh (N − |H| − M/2)/k for the row's k draws outside those,
+    so that they stand for the whole tail; columns of other rows only weigh nothing (−inf).
+    M ≥ N: every item, exactly, and no start scores are computed."""
     b, n = history.shape
     if negatives >= n:
         return torch.arange(n), torch.zeros(b, n), _targets(history)
     top = torch.zeros_like(history)
+    start_scores = _scores(start, items, cosine)  # only here: M ≥ N needs no ranking
     best = start_scores.masked_fill(history, -torch.inf).topk(negatives // 2, dim=1).indices
     top.scatter_(1, best, True)
     drawn = torch.zeros(n, dtype=torch.bool)
     g = torch.Generator().manual_seed(0)
     drawn[torch.randperm(n, generator=g)[: negatives - negatives // 2]] = True
     columns = torch.nonzero(drawn | history.any(0) | top.any(0)).squeeze(1)
-    own, exact = history[:, columns], top[:, columns] | history[:, columns]
+    own = history[:, columns]
+    exact = top[:, columns] | own
     stand_in = drawn[columns].expand(b, -1) & ~exact
     rest = n - exact.sum(1, keepdim=True)
     weight = rest / stand_in.sum(1, keepdim=True).clamp(min=1)
