@@ -29,8 +29,7 @@ import torch
 
 from benchmarks.ann import vectors
 from benchmarks.report_utils import command_line, write_report
-from benchmarks.serve_load import recommend_bodies, run_wrk
-from service.devserver import local_server
+from benchmarks.serve_load import CONNECTIONS_TABLE, connection_rows, quiet_server, recommend_bodies
 from trainer.core.ann import build_index
 from trainer.core.config import TrainConfig
 from trainer.data.dataset import PreparedData
@@ -97,29 +96,22 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--items must be a multiple of {USERS}")
     run = build_run(os.path.abspath(args.root), args.items, args.index_cache)
     models = os.path.dirname(run)
-    env = {**os.environ, "ADASIR_MODEL_ROOT": models, "ADASIR_DATA_ROOT": models}
-    env["OMP_NUM_THREADS"] = "1"
     users = [f"u{u:06d}" for u in range(USERS)]
     bodies = recommend_bodies(users, args.k, model="ann-1m")
-    rows = []
-    with local_server(env, "--log-level", "warning", "--no-access-log") as base:
+    with quiet_server(models) as base:
         warm = httpx.post(
             base + "/recommend",
             json={"model": "ann-1m", "user": users[0], "k": args.k},
             timeout=600,
         )
         warm.raise_for_status()  # loads the model and reads its graph
-        for clients in (int(c) for c in args.concurrency.split(",")):
-            total, rps, p50, p99, errors, _ = run_wrk(base, bodies, clients, args.max_seconds)
-            rows.append(f"| {clients} | {total:,} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
-            print(rows[-1], flush=True)
+        rows = connection_rows(base, bodies, args.concurrency, args.max_seconds)
     body = [
         f"{args.items:,} items, d = {DIM}, {USERS:,} users with {PER_USER} items each "
         f"(about 40 of them seen: masked), k = {args.k}, HNSW (trainer/core/ann.py); one uvicorn process, "
         "1 torch thread, wrk on the same 2 cores.",
         "",
-        "| connections | requests | requests/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        *CONNECTIONS_TABLE,
         *rows,
     ]
     write_report(args.out, "serve_ann", "ANN over HTTP", command_line(), body)

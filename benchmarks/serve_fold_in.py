@@ -23,8 +23,7 @@ import httpx
 import torch
 
 from benchmarks.report_utils import command_line, write_report
-from benchmarks.serve_load import run_wrk
-from service.devserver import local_server
+from benchmarks.serve_load import CONNECTIONS_TABLE, connection_rows, quiet_server
 from trainer.api import Model
 
 
@@ -55,25 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     model = Model.load(run)
     bodies = history_bodies(model, model_id, args.k)
     sizes = [len(json.loads(b)["items"]) for b in bodies]
-    env = {**os.environ, "ADASIR_MODEL_ROOT": root, "ADASIR_DATA_ROOT": root}
-    env["OMP_NUM_THREADS"] = "1"
-    rows = []
-    with local_server(env, "--log-level", "warning", "--no-access-log") as base:
+    with quiet_server(root) as base:
         first = httpx.post(base + "/recommend", json=json.loads(bodies[0]), timeout=300)
         first.raise_for_status()  # loads the model before measuring
         assert first.json()["fold_in"]["items_used"] > 0
-        for clients in (int(c) for c in args.concurrency.split(",")):
-            total, rps, p50, p99, errors, _ = run_wrk(base, bodies, clients, args.max_seconds)
-            rows.append(f"| {clients} | {total:,} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
-            print(rows[-1], flush=True)
+        rows = connection_rows(base, bodies, args.concurrency, args.max_seconds)
     body = [
         f"Model `{model_id}`: {model.num_users:,} users × {model.num_items:,} items, "
         f"d = {model.items.shape[1]}, loss {model.config.get('loss')}; histories of "
         f"{min(sizes)}–{max(sizes)} items (median {sorted(sizes)[len(sizes) // 2]}), "
         f"k = {args.k}; one uvicorn process, 1 torch thread, wrk on the same 2 cores.",
         "",
-        "| connections | requests | requests/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|",
+        *CONNECTIONS_TABLE,
         *rows,
     ]
     write_report(args.out, "serve_fold_in", "Fold-in over HTTP", command_line(), body)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -154,6 +155,36 @@ def run_wrk(base: str, bodies: list[str], concurrency: int, max_seconds: float):
     return total, rps, ms(50), ms(99), errors, out
 
 
+CONNECTIONS_TABLE = [
+    "| connections | requests | requests/s | p50 ms | p99 ms | errors |",
+    "|---|---|---|---|---|---|",
+]
+
+
+@contextmanager
+def quiet_server(model_root: str):
+    """The base URL of one uvicorn serving `model_root` with 1 torch thread, no access log."""
+    env = {
+        **os.environ,
+        "ADASIR_MODEL_ROOT": model_root,
+        "ADASIR_DATA_ROOT": model_root,
+        "OMP_NUM_THREADS": "1",
+    }
+    with local_server(env, "--log-level", "warning", "--no-access-log") as base:
+        yield base
+
+
+def connection_rows(base: str, bodies: list[str], concurrency: str, max_seconds: float):
+    """One CONNECTIONS_TABLE row per connection count in `concurrency` (comma-separated),
+    each from its own wrk run of `bodies`."""
+    rows = []
+    for clients in (int(c) for c in concurrency.split(",")):
+        total, rps, p50, p99, errors, _ = run_wrk(base, bodies, clients, max_seconds)
+        rows.append(f"| {clients} | {total:,} | {rps:.0f} | {p50:.1f} | {p99:.1f} | {errors} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,13 +206,7 @@ def main() -> int:
     args = ap.parse_args()
     model_root = tempfile.mkdtemp(prefix="adasir-load-")
     model_id, users = build_checkpoint(args.data, model_root)
-    env = {
-        **os.environ,
-        "ADASIR_MODEL_ROOT": model_root,
-        "ADASIR_DATA_ROOT": model_root,
-        "OMP_NUM_THREADS": "1",
-    }
-    with local_server(env, "--log-level", "warning", "--no-access-log") as base:
+    with quiet_server(model_root) as base:
         # Load the model before measuring: the first request reads the checkpoint.
         httpx.post(
             base + "/recommend",
