@@ -133,3 +133,8 @@ def test_a_sampled_validation_ends_with_the_kept_models_full_validation(tiny_dat
     assert last["valid_full"] == full.evaluate("valid")
     assert last["valid_full"] != last["valid"]  # the sample's means are not the full ones
     assert result["test"] == full.evaluate("test")  # the test ranks every user
+
+
+def test_a_negative_validation_sample_is_refused_naming_the_option():
+    with pytest.raises(ValueError, match="valid_users"):
+        TrainConfig(valid_users=-1)
