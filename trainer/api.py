@@ -370,12 +370,6 @@ class Model:
             return self.ann().rank(self.queries[users], k, seen, allowed)
         return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
 
-    @property
-    def ann_ready(self) -> bool:
-        """Whether the HNSW ranker is built or loaded (a search then takes about a
-        millisecond; the first use of ann() may build it, minutes at 10⁶ items)."""
-        return self._ann is not None
-
     def ann(self) -> AnnRanker:
         """The HNSW ranker over this model's items, built on first use and cached beside the
         checkpoint (ann-hnsw.faiss) where the directory allows."""

@@ -3,9 +3,10 @@
 Plain `def` handlers, which FastAPI runs in its thread pool, so that loading a model
 (torch.load) and scoring many users never hold the event loop that answers /healthz and other
 models' requests. One exception: /recommend for one known user of a model already loaded, on
-a catalogue small enough to score in about a millisecond or through an HNSW graph already in
-memory, is answered on the event loop: the thread pool's hop cost more than the answer; that
-answer is serialised by the handler. The other responses are validated against their response
+a catalogue small enough to score exactly in about a millisecond, is answered on the event
+loop: the thread pool's hop cost more than the answer; that answer is serialised by the
+handler. HNSW searches stay in the thread pool, where concurrent ones are searched as one
+batch (trainer/core/ann.py). The other responses are validated against their response
 models.
 """
 
@@ -51,8 +52,7 @@ INLINE_SCORES = 1 << 22
 
 
 def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
-    """A known user's top k from a loaded model: scored exactly over a small catalogue, or
-    searched in an HNSW graph already in memory."""
+    """A known user's top k from a loaded model, scored exactly over a small catalogue."""
     if req.items is not None:
         return False  # fold-in: tens of steps
     try:
@@ -63,7 +63,7 @@ def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
     if model is None:
         return False
     if not req.exact and model.ann_min_items and model.num_items >= model.ann_min_items:
-        return model.ann_ready  # a search of a graph already built: about a millisecond
+        return False  # searched: in the thread pool, batched with concurrent searches
     return model.num_items * model.items.shape[1] <= INLINE_SCORES
 
 
