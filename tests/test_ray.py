@@ -229,7 +229,7 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     from trainer.outputs.checkpoint import load_checkpoint, newest_ray_checkpoint
 
     out = tmp_path / "run"
-    newest = None
+    at_kill = 0
     proc = subprocess.Popen(
         _run_args(
             tiny_data,
@@ -263,6 +263,8 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
                     killed = int(pid_file.read_text())
                     os.kill(killed, signal.SIGKILL)
                     newest = newest_ray_checkpoint(str(out / "ray"))
+                    # read now: Ray deletes checkpoints older than the ones it keeps
+                    at_kill = load_checkpoint(newest, users=[])["epoch"] if newest else 0
                     break
             time.sleep(0.2)
         output, _ = proc.communicate(timeout=400)
@@ -278,7 +280,6 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 12
     # Every restarted worker continued from the newest complete checkpoint there was when
     # rank 1 died (or a newer one that completed after), not an older one Ray had registered.
-    at_kill = load_checkpoint(newest, users=[])["epoch"] if newest else 0
     restarts = (out / "workers" / "restarts").read_text().splitlines()
     assert restarts and all(int(line.split()[-1]) >= at_kill for line in restarts), (
         at_kill,
@@ -300,7 +301,7 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
         "--workers",
         "2",
         "--epochs",
-        "10",
+        "30",
         "--eval-every",
         "5",
         "--checkpoint-every",
@@ -317,9 +318,9 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
     try:
         while time.time() < deadline:
             source = resume_source(str(out)) if (out / "ray").exists() else None
-            if source and load_checkpoint(source)["epoch"] >= 4:
+            if source and load_checkpoint(source)["epoch"] >= 4:  # of 30: time to kill it
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(60)
@@ -333,9 +334,17 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
     )
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 11))
-    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 10
-    assert f"epoch {newest + 1}/10" in again.stdout and "epoch 1/10" not in again.stdout
+    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 31))
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 30
+    assert f"epoch {newest + 1}/30" in again.stdout and "epoch 1/30" not in again.stdout
+    # --resume of a run that is done (as when its driver dies after the last checkpoint):
+    # nothing is trained, the same model is tested and written again.
+    done = subprocess.run(
+        [*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=400
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "epoch 30/30" not in done.stdout
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 30
 
 
 @pytest.mark.ray

@@ -249,10 +249,19 @@ class RayReporter(Callback):
     def __init__(self, data, config, plan, rank, metrics: RunMetrics, checkpoint_every: int):
         self.data, self.config, self.plan, self.rank = data, config, plan, rank
         self.metrics, self.every = metrics, checkpoint_every
+        self.trained = False
+
+    def on_fit_end(self, engine, result):
+        """A run resumed from its final epoch's checkpoint (its driver died before copying
+        it) trains nothing: that model, tested, is checkpointed and reported again, so that
+        the driver has a checkpoint to copy."""
+        if not self.trained and result["epochs"]:
+            self.on_epoch_end(engine, result["epochs"], result["test"])
 
     def on_epoch_end(self, engine, records, test):
         import ray.train
 
+        self.trained = True
         record = records[-1]
         due = bool(test) or bool(self.every and engine.epoch % self.every == 0)
         checkpoint_dir = (
