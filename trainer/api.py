@@ -362,9 +362,9 @@ class Model:
             if k < 1:
                 raise UsageError("k must be ≥ 1")
             users = torch.as_tensor(rows, dtype=torch.long)
-            if exclude_seen:
-                pos, cols = self.seen.rows_of(users)
-                seen = [cols[pos == r] for r in range(len(rows))]
+            if exclude_seen:  # each user's slice of the CSR rows: no masks over all of them
+                offsets, items = self.seen.offsets.numpy(), self.seen.items
+                seen = [items[offsets[u] : offsets[u + 1]] for u in rows]
             else:
                 seen = [torch.zeros(0, dtype=torch.long)] * len(rows)
             return self.ann().rank(self.queries[users], k, seen, allowed)
