@@ -5,8 +5,10 @@ time, and per-request latency with concurrent clients, beside exact scoring.
 
 Item and query vectors are unit-length mixtures of Gaussians (the shape a cosine model's
 tables take: items in clusters, users near some of them), d = 32. Each request is one
-user's top k with 20 seen items masked, as `Model.rank_users` asks it
-(trainer/core/ann.py); exact scoring is the project's blockwise top-k. Concurrent clients
+user's top k with its seen items masked (`--seen` of them: random items, or with `--seen-near`
+drawn from the user's exact top 100, where masked items crowd the top as a trained model's
+do), as `Model.rank_users` asks it (trainer/core/ann.py); exact scoring is the project's
+blockwise top-k. Concurrent clients
 are threads of this process calling the ranker (faiss and torch release the GIL while they
 compute), each timing its own requests.
 """
@@ -72,6 +74,18 @@ def _ranker(items: torch.Tensor, cache: str | None) -> tuple[AnnRanker, str]:
     ), f"index build {build_s:.0f} s (once per checkpoint, then cached beside it)"
 
 
+def _seen_items(items, queries, count: int, near: bool, g: torch.Generator) -> torch.Tensor:
+    """[Q, count] masked items per user: uniform over the catalogue, or (near) distinct
+    items of the user's exact top 100."""
+    if not near:
+        return torch.randint(items.shape[0], (queries.shape[0], count), generator=g)
+    if count > 100:
+        raise SystemExit("--seen-near draws from the top 100: --seen must be at most 100")
+    top = top_k(VectorScorer(queries, items), torch.arange(queries.shape[0]), 100, []).indices
+    pick = torch.rand(top.shape, generator=g).argsort(dim=1)[:, :count]
+    return top.gather(1, pick)
+
+
 def p(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
@@ -86,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=800)
+    ap.add_argument("--seen", type=int, default=20, help="items masked per user")
+    ap.add_argument(
+        "--seen-near",
+        action="store_true",
+        help="draw them from each user's exact top 100 rather than from all items",
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument(
         "--index-cache",
@@ -95,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     items = vectors(args.items, args.dim, 2000, g)
     queries = vectors(args.queries, args.dim, 2000, g)
-    seen_items = torch.randint(args.items, (args.queries, 20), generator=g)
+    seen_items = _seen_items(items, queries, args.seen, args.seen_near, g)
     seen = InteractionIndex(
-        torch.arange(args.queries).repeat_interleave(20),
+        torch.arange(args.queries).repeat_interleave(args.seen),
         seen_items.reshape(-1),
         args.queries,
         args.items,
@@ -130,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(ms) / (sum(ms) / 1000 / args.clients):.0f} |"
         )
     body = [
-        f"{args.items:,} items, d = {args.dim}, k = {args.k}, {args.queries} users with 20 "
-        f"seen items each; {args.clients} concurrent clients (threads) on this machine.",
+        f"{args.items:,} items, d = {args.dim}, k = {args.k}, {args.queries} users with "
+        f"{args.seen} seen items each ({'from their exact top 100' if args.seen_near else 'random'})"
+        f"; {args.clients} concurrent clients (threads) on this machine.",
         "",
         f"recall@{args.k} of HNSW against exact: **{recall:.4f}**; {build_note}.",
         "",

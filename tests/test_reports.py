@@ -306,3 +306,26 @@ def test_the_export_benchmark_runs_on_a_ray_node(tiny_data, tmp_path):
     assert "| in process |" in md and "| Ray Data, 1 node(s) |" in md
     ray_row = next(line for line in md.splitlines() if "Ray Data, 1 node" in line)
     assert ray_row.split("|")[-2].strip() not in ("", "—")  # the actor's peak was read
+
+
+def test_the_ann_benchmark_runs_with_seen_items_near_the_top(tmp_path):
+    """benchmarks/ann.py on 5,000 items, the masked items drawn from each user's exact top
+    100: the report's recall (HNSW finds all of so small a catalogue) and both latency rows."""
+    args = [sys.executable, "-m", "benchmarks.ann", "--items", "5000", "--queries", "50"]
+    args += ["--requests", "40", "--clients", "2", "--seen", "10", "--seen-near"]
+    proc = subprocess.run(
+        [*args, "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "ann.md").read_text()
+    recall = float(md.split("against exact: **")[1].split("**")[0])
+    assert recall >= 0.95 and "10 seen items each (from their exact top 100)" in md
+    assert "| HNSW (M 32) | 40 |" in md and "| exact, blockwise |" in md
+    bad = subprocess.run(
+        [*args[:-3], "--seen", "101", "--seen-near", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert bad.returncode != 0 and "at most 100" in bad.stderr
