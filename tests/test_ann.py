@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -59,6 +60,11 @@ def test_a_failed_search_reaches_its_callers_and_an_idle_thread_ends(index):
     with pytest.raises(AssertionError):  # faiss refuses a row of the wrong width
         batcher.search(np.zeros((1, 3), np.float32), 5)
     assert batcher.search(_queries(1), 5)[1].shape == (1, 5)  # the thread went on
+    # In a batch, a bad row fails only its own caller; the others are answered.
+    bad, good = Future(), Future()
+    batcher._answer([(np.zeros((1, 3), np.float32), 5, bad), (_queries(1), 5, good)])
+    assert isinstance(bad.exception(timeout=5), AssertionError)
+    assert good.result(timeout=5)[1].shape == (1, 5)
     batcher._thread.join(timeout=5)
     assert not batcher._thread.is_alive() and not batcher._running  # idle: the thread ended
     assert batcher.search(_queries(1), 5)[1].shape == (1, 5)  # and starts again when asked

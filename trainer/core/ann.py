@@ -150,8 +150,11 @@ class SearchBatcher:
             fetch = max(job[1] for job in batch)
             dist, found = _search(self.index, np.vstack([job[0] for job in batch]), fetch)
         except Exception as exc:  # the callers see it, and the thread goes on
-            for *_, done in batch:
-                done.set_exception(exc)
+            if len(batch) > 1:  # one bad row must not fail the others: each searched alone
+                for job in batch:
+                    self._answer([job])
+            else:
+                batch[0][2].set_exception(exc)
             return
         for row, (_, want, done) in enumerate(batch):
             done.set_result((dist[row : row + 1, :want], found[row : row + 1, :want]))
@@ -162,7 +165,7 @@ class AnnRanker:
 
     def __init__(self, index, items: torch.Tensor):
         self.index, self.items = index, items
-        self._item_array = items.numpy()  # the same memory: numpy is cheaper per small call
+        self._item_array = items.detach().numpy()  # the same memory, cheaper per small call
         self.batcher = SearchBatcher(index)
 
     def rank(
@@ -181,7 +184,7 @@ class AnnRanker:
         banned = 0 if allowed is None else n_items - int(allowed.sum())
         fetch = min(n_items, k + max((len(s) for s in seen_rows), default=0) + banned + 16)
         q = np.zeros((b, queries.shape[1] + 1), np.float32)
-        q[:, :-1] = queries.numpy()
+        q[:, :-1] = queries.detach().numpy()
         _, found = self.search(q, fetch)
         out_s = np.full((b, k), -np.inf, np.float32)
         out_i = np.zeros((b, k), np.int64)
