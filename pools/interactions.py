@@ -112,12 +112,17 @@ class InteractionIndex:
         keep = hit >= 0
         return rows[keep], hit[keep]
 
+    def items_of(self, user: int) -> torch.Tensor:
+        """One user's items [degree]: a slice of the sorted rows, no index arithmetic."""
+        lo, hi = self.offsets[user : user + 2].tolist()
+        return self.items[lo:hi]
+
     def rows_of(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The interactions of `users` as (row in `users`, item) pairs (host sync for the size)."""
         users = users.long()
-        if users.numel() == 1:  # one user (a serving request): a slice, no index arithmetic
-            lo, hi = self.offsets[users[0]].item(), self.offsets[users[0] + 1].item()
-            return torch.zeros(hi - lo, dtype=torch.long, device=self.device), self.items[lo:hi]
+        if users.numel() == 1:  # one user (a serving request)
+            items = self.items_of(int(users[0]))
+            return torch.zeros(items.numel(), dtype=torch.long, device=self.device), items
         start = self.offsets[users]
         length = self.offsets[users + 1] - start
         rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)

@@ -288,8 +288,7 @@ class Model:
         unknown = [i for i in items if i not in self.item_index]
         known = [self.item_index[i] for i in items if i in self.item_index]
         if user is not None and user in self.user_index:
-            _, own = self.seen.rows_of(torch.as_tensor([self.user_index[user]]))
-            known += own.tolist()
+            known += self.seen.items_of(self.user_index[user]).tolist()
         if not known:
             raise UnknownIds("item", unknown)
         known = list(dict.fromkeys(known))
@@ -358,17 +357,21 @@ class Model:
         """Known users (indices) → (scores [B, k'], item indices [B, k']); −inf marks a slot
         with no eligible item left. Catalogues of `ann_min_items` items or more are searched
         through an HNSW index (trainer/core/ann.py; filters stay exact) unless `exact`."""
-        if not exact and self.ann_min_items and self.num_items >= self.ann_min_items:
+        if self.searches_ann(exact):
             if k < 1:
                 raise UsageError("k must be ≥ 1")
             users = torch.as_tensor(rows, dtype=torch.long)
-            if exclude_seen:  # each user's slice of the CSR rows: no masks over all of them
-                offsets, items = self.seen.offsets.numpy(), self.seen.items
-                seen = [items[offsets[u] : offsets[u + 1]] for u in rows]
+            if exclude_seen:  # each user's slice of the sorted rows: no masks over all of them
+                seen = [self.seen.items_of(u) for u in rows]
             else:
                 seen = [torch.zeros(0, dtype=torch.long)] * len(rows)
             return self.ann().rank(self.queries[users], k, seen, allowed)
         return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
+
+    def searches_ann(self, exact: bool = False) -> bool:
+        """Whether known users are ranked through the HNSW index (`ann_min_items` items or
+        more, `exact` not asked for) rather than by scoring every item."""
+        return not exact and bool(self.ann_min_items) and self.num_items >= self.ann_min_items
 
     def ann(self) -> AnnRanker:
         """The HNSW ranker over this model's items, built on first use and cached beside the

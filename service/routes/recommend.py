@@ -62,7 +62,7 @@ def _answers_inline(req: RecommendRequest, rec: Recommender) -> bool:
     model = loaded.model if loaded is not None else None
     if model is None:
         return False
-    if not req.exact and model.ann_min_items and model.num_items >= model.ann_min_items:
+    if model.searches_ann(req.exact):
         return False  # searched: in the thread pool, batched with concurrent searches
     return model.num_items * model.items.shape[1] <= INLINE_SCORES
 
