@@ -31,7 +31,7 @@ from trainer.core.evaluate import (
     sample_users,
     valid_sample_size,
 )
-from trainer.core.loss import batch_loss, l2_penalty
+from trainer.core.loss import add_l2_gradient_, batch_loss
 from trainer.core.models import build_model
 from trainer.core.row_adam import LazyRowAdam
 from trainer.data.dataset import PreparedData
@@ -101,36 +101,56 @@ class Optimizer:
         else:
             rest = list(model.parameters())
         self.dense = _adam(rest, config.lr) if rest else None
+        self._table_grads: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self, users, pos, negatives) -> torch.Tensor:
         model, cfg = self.model, self.config
-        if self.sparse:
-            # Leaves for the gathered rows: their .grad is the table gradient, row by row.
-            p = F.embedding(users, model.user_emb).detach().requires_grad_()
-            pos_v = F.embedding(pos, model.item_emb).detach().requires_grad_()
-            neg_v = F.embedding(negatives.items, model.item_emb).detach().requires_grad_()
-            pos_s, neg_s = model.score_vectors(p, pos_v, neg_v)
-            touched = (p, pos_v, neg_v)
-        else:
-            pos_s, neg_s, touched = model(users, pos, negatives.items)
+        # Leaves for the gathered rows: their .grad is the table gradient, row by row (autograd
+        # through F.embedding would zero-fill and scatter a table-sized gradient per lookup).
+        p = F.embedding(users, model.user_emb).detach().requires_grad_()
+        pos_v = F.embedding(pos, model.item_emb).detach().requires_grad_()
+        neg_v = F.embedding(negatives.items, model.item_emb).detach().requires_grad_()
+        pos_s, neg_s = model.score_vectors(p, pos_v, neg_v)
         loss = batch_loss(cfg, pos_s, neg_s, negatives, model.num_items)
-        if cfg.l2 > 0:
-            loss = loss + cfg.l2 * l2_penalty(*touched, batch_size=users.numel())
         if self.dense is not None:
             self.dense.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.l2 > 0:
+            penalty = add_l2_gradient_((p, pos_v, neg_v), cfg.l2, batch_size=users.numel())
+            loss = loss.detach() + penalty
+        if not self.sparse:
+            self._dense_table_step(users, p.grad, (pos, pos_v.grad), (negatives.items, neg_v.grad))
+            return loss.detach()
         if self.exchange is not None:
             self.exchange.after_backward(model)
         if self.dense is not None:
             self.dense.step()
-        if self.sparse:
-            self._row_step(
-                users,
-                p.grad,
-                torch.cat([pos, negatives.items.reshape(-1)]),
-                torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]),
-            )
+        self._row_step(
+            users,
+            p.grad,
+            torch.cat([pos, negatives.items.reshape(-1)]),
+            torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]),
+        )
         return loss.detach()
+
+    def _dense_table_step(self, users, user_grads, *item_rows) -> None:
+        """Dense Adam, the tables' gradients scattered into kept table-sized buffers (zeroed
+        after the step: a table fits in cache, so that costs less than zeroing the rows).
+        item_rows: (ids [...], gradient rows [..., d]) pairs, the positives' and negatives'."""
+        model = self.model
+        if self._table_grads is None:
+            self._table_grads = (torch.zeros_like(model.user_emb), torch.zeros_like(model.item_emb))
+        user_g, item_g = self._table_grads
+        user_g.index_add_(0, users, user_grads)
+        for ids, rows in item_rows:
+            item_g.index_add_(0, ids.reshape(-1), rows.reshape(-1, rows.shape[-1]))
+        model.user_emb.grad, model.item_emb.grad = user_g, item_g
+        if self.exchange is not None:
+            self.exchange.after_backward(model)
+        self.dense.step()
+        model.user_emb.grad = model.item_emb.grad = None
+        user_g.zero_()
+        item_g.zero_()
 
     def scale_lr(self, factor: float) -> float:
         """Multiply every learning rate by `factor` (plateau decay); returns the new rate."""

@@ -284,7 +284,17 @@ def batch_loss(
     return LOSSES[config.loss].compute(config, pos_scores, neg_scores, negatives, num_items)
 
 
-def l2_penalty(*embeddings: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """λ-free L2 on the embeddings a batch touched: Σ ||e||² / B (the usual BPR coupling).
-    Negatives shared by the batch ([n, d]) count once."""
-    return sum(e.pow(2).sum() for e in embeddings) / batch_size
+@torch.no_grad()
+def add_l2_gradient_(leaves: tuple[torch.Tensor, ...], weight: float, batch_size: int):
+    """L2 on the embeddings a batch touched, λ·Σ ||e||² / B (the usual BPR coupling), added by
+    hand after backward: each leaf's .grad gains 2λe/B, the penalty's gradient; returns the
+    penalty, for the loss value. Autograd through pow and sum took three passes over the
+    negatives' [B, n, d] rows. Negatives shared by the batch ([n, d]) count once."""
+    penalty = torch.zeros((), dtype=leaves[0].dtype, device=leaves[0].device)
+    for e in leaves:
+        flat = e.detach().reshape(-1)
+        penalty += torch.dot(flat, flat)
+        if e.grad is None:  # the loss did not reach this leaf
+            e.grad = torch.zeros_like(e)
+        e.grad.add_(e.detach(), alpha=2.0 * weight / batch_size)
+    return penalty * (weight / batch_size)
