@@ -122,18 +122,18 @@ class AdaSIRSampler(NegativeSampler):
             )
         ess = torch.zeros((), device=self.device)
         for start in range(0, self.num_users, cfg.refresh_chunk_users):
-            users = torch.arange(
-                start, min(start + cfg.refresh_chunk_users, self.num_users), device=self.device
-            )
+            rows = slice(start, min(start + cfg.refresh_chunk_users, self.num_users))
+            users = torch.arange(rows.start, rows.stop, device=self.device)
             items, log_w, score, cand, chunk_ess = self._resample(model, users, generator)
             ess += chunk_ess
             if not fresh and cfg.reuse_pool:
-                items, log_w, score = self._merge(users, items, log_w, score, generator)
-            self.pool_items[users] = items.to(self.id_dtype)
-            self.pool_log_w[users] = log_w
-            self.pool_score[users] = score
+                self._merge_(rows, items, log_w, score, generator)
+            else:
+                self.pool_items[rows] = items.to(self.id_dtype)
+                self.pool_log_w[rows] = log_w
+                self.pool_score[rows] = score
             if self.rank_weighted:
-                self.candidates[users] = cand.to(self.id_dtype)
+                self.candidates[rows] = cand.to(self.id_dtype)
         self.last_ess = float(ess) / max(1, self.num_users)
 
     def _resample(self, model, users, generator):
@@ -147,7 +147,7 @@ class AdaSIRSampler(NegativeSampler):
             scores = model.score_shared(users, shared)
         else:
             cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
-            scores = model.score(users, cand)
+            scores = model.score(users, cand, scratch=self.scratch)
             mask = self.positives.contains(users, cand) if cfg.exclude_positives else None
         logits = scores / cfg.temperature - self.proposal.log_prob(cand)
         if mask is not None:
@@ -163,20 +163,21 @@ class AdaSIRSampler(NegativeSampler):
             idx = draw_rows(log_w.exp(), cfg.pool_size, generator)
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand, ess
 
-    def _merge(self, users, items, log_w, score, generator):
-        """Step 4: R entries uniformly without replacement from old pool ∪ new pool."""
-        union = [
-            torch.cat([old[users], new], dim=1)
-            for old, new in (  # each [C, 2R]
-                (self.pool_items, items),
-                (self.pool_log_w, log_w),
-                (self.pool_score, score),
-            )
-        ]
-        keys = torch.rand(union[0].shape, device=self.device, generator=generator)
-        # Unsorted: pool slots are picked uniformly, so their order is immaterial (half the cost).
-        keep = keys.topk(self.config.pool_size, dim=1, sorted=False).indices
-        return tuple(t.gather(1, keep) for t in union)
+    def _merge_(self, rows: slice, items, log_w, score, generator) -> None:
+        """Step 4, in place on the pools' `rows`: the new pool keeps each of the 2R entries of
+        old pool ∪ new pool with probability 1/2, R in all. Slot j keeps its old entry or takes
+        the new pool's j-th on a fair coin: the new entries are i.i.d. draws, so whichever of
+        them fill the freed slots are a uniform choice, and every old entry survives with
+        probability 1/2 whatever its slot. (A uniform R-subset of the 2R by random keys and
+        top-k gives each entry the same 1/2 and cost 4× as much.)"""
+        take_new = torch.rand(items.shape, device=self.device, generator=generator) < 0.5
+        for pool, new in (
+            (self.pool_items, items.to(self.id_dtype)),
+            (self.pool_log_w, log_w),
+            (self.pool_score, score),
+        ):
+            old = pool[rows]
+            old.copy_(torch.where(take_new, new, old))
 
     def sample(self, model, users, pos_items, generator):
         if self.pool_items is None:
@@ -201,7 +202,8 @@ class AdaSIRSampler(NegativeSampler):
         slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
         if m == 1:
             return slot
-        now = model.score(users, self.pool_items[users[:, None], slot].long()).view(B, n, m)
+        picked = self.pool_items[users[:, None], slot].long()
+        now = model.score(users, picked, scratch=self.scratch).view(B, n, m)
         if cfg.pool_pick == "max":
             pick = now.argmax(dim=2, keepdim=True)
         else:
@@ -216,7 +218,7 @@ class AdaSIRSampler(NegativeSampler):
         """Eq. (3)'s J(rank) with rank from Eq. (2) over the user's uniform candidates K_c."""
         cand = self.candidates[users].long()  # [B, K]
         pos = model.score(users, pos_items[:, None]).squeeze(1)
-        rank = estimate_rank(pos, model.score(users, cand), self.num_items)
+        rank = estimate_rank(pos, model.score(users, cand, scratch=self.scratch), self.num_items)
         weight = self._harmonic[rank]
         if self.config.rank_weight_norm == "batch-mean":
             # The global batch's mean: every worker's share has the same size under Ray, so it

@@ -11,6 +11,7 @@ from pools.config import SamplerOptions
 from pools.interactions import InteractionIndex
 from pools.proposals import Proposal, UniformProposal
 from pools.replicas import Replicas
+from pools.scratch import RowScratch
 
 
 class ScoringModel(Protocol):
@@ -18,8 +19,11 @@ class ScoringModel(Protocol):
 
     num_items: int
 
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """users [B], items [B, K] → scores [B, K]."""
+    def score(
+        self, users: torch.Tensor, items: torch.Tensor, scratch: RowScratch | None = None
+    ) -> torch.Tensor:
+        """users [B], items [B, K] → scores [B, K]; where the model gathers item rows, into
+        `scratch` when given (outside autograd)."""
         ...
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
@@ -135,6 +139,8 @@ class NegativeSampler:
         self.proposal = proposal
         self.replicas = replicas or Replicas()
         self.device = positives.device
+        self.scratch = RowScratch()
+        """The buffer `model.score(..., scratch=)` gathers candidate rows into."""
         # Item ids kept in per-user state: int32 where they fit (half of int64's bytes).
         self.id_dtype = torch.int32 if num_items < 2**31 else torch.int64
 

@@ -112,7 +112,7 @@ class DNSSampler(NegativeSampler):
     def sample(self, model, users, pos_items, generator):
         n, m = self.config.num_negatives, self.config.dns_candidates
         cand = self.proposal.draw((users.numel(), n * m), generator)  # [B, n·m]
-        scores = model.score(users, cand).view(-1, n, m)
+        scores = model.score(users, cand, scratch=self.scratch).view(-1, n, m)
         if self.config.exclude_positives:
             # Positives among the candidates cannot win; a group of only positives is replaced.
             bad = self.positives.contains(users, cand).view(-1, n, m)

@@ -218,6 +218,54 @@ def test_pool_reuse_keeps_softmax():
     assert 0.5 * float((freq / freq.sum() - target).abs().sum()) < 0.06
 
 
+def test_pool_merge_keeps_each_entry_with_probability_half_in_every_slot():
+    """Step 4: each of old ∪ new survives with probability 1/2, R entries a pool, and an old
+    entry's survival does not depend on its slot (else low slots would hold stale entries
+    for ever)."""
+    users, r = 4000, 50
+    empty = InteractionIndex(
+        torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), users, 2 * r
+    )
+    sampler = build_sampler(
+        sampler_config(name="adasir-u", num_candidates=100, pool_size=r), empty, torch.ones(2 * r)
+    )
+    old = torch.arange(r, dtype=torch.int32).expand(users, r)
+    new = torch.arange(r, 2 * r).expand(users, r)
+    sampler.pool_items = old.clone()
+    sampler.pool_log_w = torch.zeros(users, r)
+    sampler.pool_score = old.float().clone()
+    zeros = torch.zeros(users, r)
+    sampler._merge_(slice(0, users), new, zeros, new.float(), torch.Generator().manual_seed(3))
+    kept_old = sampler.pool_items < r
+    assert torch.equal(sampler.pool_score, sampler.pool_items.float())  # fields move together
+    per_slot = kept_old.double().mean(dim=0)  # [R]: each slot's survival over 4,000 pools
+    assert abs(float(per_slot.mean()) - 0.5) < 0.01
+    assert float((per_slot - 0.5).abs().max()) < 0.04  # ±0.0079 one sd: 5 sd
+    # A kept old entry stays in its slot; a replaced one takes the new pool's entry there.
+    slots = torch.arange(r).expand(users, r)
+    assert torch.equal(sampler.pool_items.long() % r, slots)
+
+
+def test_row_scratch_scores_equal_fresh_gathers():
+    """Scores through the reused buffer equal the model's own, for every model and score;
+    a larger gather grows the buffer, a smaller one reuses it."""
+    from pools.scratch import RowScratch
+    from trainer.core.models import build_model
+
+    g = torch.Generator().manual_seed(0)
+    scratch = RowScratch()
+    for name, score in (("mf", "dot"), ("mf", "cosine"), ("gmf", "dot")):
+        model = build_model(name, 30, 400, 8, seed=1, score=score)
+        with torch.no_grad():
+            for k in (20, 7, 24):
+                users = torch.randint(0, 30, (16,), generator=g)
+                items = torch.randint(0, 400, (16, k), generator=g)
+                assert torch.allclose(
+                    model.score(users, items, scratch=scratch), model.score(users, items)
+                )
+    assert scratch._buffer.numel() == 16 * 24 * 8
+
+
 def test_rank_estimate_is_unbiased_within_the_floor():
     """Eq. (2): averaged over candidate draws, the estimate is the true rank within (N−1)/|K|."""
     n_items, k, trials = 1000, 200, 4000

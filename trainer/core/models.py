@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pools.scratch import RowScratch
+
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length (cosine scores); a zero row stays zero."""
@@ -91,14 +93,21 @@ class FactorModel(nn.Module):
         """User embeddings [B, d] → query vectors [B, d] (MF: themselves)."""
         return user_vectors
 
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, users: torch.Tensor, items: torch.Tensor, scratch: RowScratch | None = None
+    ) -> torch.Tensor:
+        """users [B], items [B, K] → scores [B, K]. `scratch` (no grad only): a buffer the
+        gathered [B, K, d] item rows are written to instead of a fresh tensor."""
         q = self.query(users)
         if items.shape[1] * 16 >= self.num_items:
             # Many candidates per user: one GEMM over all items and a gather beats gathering
             # [B, K, d] item vectors (memory-bound).
             return (q @ self.item_vectors(self.item_emb).T).gather(1, items)
-        v = self.item_vectors(F.embedding(items, self.item_emb))
-        return torch.bmm(v, q.unsqueeze(2)).squeeze(2)
+        if scratch is None:
+            rows = F.embedding(items, self.item_emb)
+        else:
+            rows = scratch.gather(self.item_emb, items)
+        return torch.bmm(self.item_vectors(rows), q.unsqueeze(2)).squeeze(2)
 
     def score_shared(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users [C], items [K] shared by all of them → scores [C, K], one GEMM."""
