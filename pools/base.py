@@ -186,15 +186,27 @@ class NegativeSampler:
         non-positive, so the promise holds exactly at a tiny bias for users whose positives
         carry most of Q's mass.
         """
-        if self.config.exclude_positives and isinstance(self.proposal, UniformProposal):
+        uniform = isinstance(self.proposal, UniformProposal)
+        if self.config.exclude_positives and uniform and not self._rejects_cheaply():
             return self.positives.sample_complement(users, per_user, generator)
         items = self.proposal.draw((users.numel(), per_user), generator)
+        if self.config.exclude_positives and uniform:
+            # The few train positives drawn are replaced by uniform non-positives: exactly
+            # uniform over the complement, 1/N + (deg/N)·1/(N − deg) = 1/(N − deg).
+            return self._replace_positives(users, items, generator)
         if not self.config.exclude_positives:
             return items
         for _ in range(3):
             bad = self.positives.contains(users, items)
             items = torch.where(bad, self.proposal.draw(items.shape, generator), items)
         return self._replace_positives(users, items, generator)
+
+    def _rejects_cheaply(self) -> bool:
+        """Whether drawing from all items and replacing the train positives beats drawing
+        from each user's complement: on CPU with the positives' bitset (one gather a lookup,
+        against a binary search over every train pair; 0.5 against 2.0 ms for [4,096, 5] at
+        Gowalla's size). On a GPU the complement's one search is cheap and needs no host sync."""
+        return self.device.type == "cpu" and self.positives.has_bitset
 
     def _draw_shared(
         self, users: torch.Tensor, k: int, generator: torch.Generator

@@ -61,6 +61,11 @@ class InteractionIndex:
     def device(self) -> torch.device:
         return self.keys.device
 
+    @property
+    def has_bitset(self) -> bool:
+        """Membership is one bitset gather (else a binary search over the sorted pairs)."""
+        return self._bits is not None
+
     def __len__(self) -> int:
         return int(self.keys.numel())
 

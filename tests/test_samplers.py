@@ -116,11 +116,22 @@ def test_keep_positives_option_allows_them(name, setup):
     assert positives.contains(users, neg.items).any()  # 25% of items are positives here
 
 
-def test_complement_sampling_is_uniform_over_non_positives():
+@pytest.mark.parametrize("path", ["complement", "bitset", "search"])
+def test_complement_sampling_is_uniform_over_non_positives(path):
+    """Uniform negatives avoid the user's train items, uniformly over the rest, whether drawn
+    from the complement or drawn from all items with the positives replaced (the CPU path
+    where membership is a bitset lookup; `search`: no bitset, so the complement)."""
+    users = torch.tensor([0, 1, 2])
     positives = _positives(3, 20, per_user=15, seed=5)
     g = torch.Generator().manual_seed(0)
-    users = torch.tensor([0, 1, 2])
-    draws = positives.sample_complement(users, 20000, g)
+    if path == "complement":
+        draws = positives.sample_complement(users, 20000, g)
+    else:
+        if path == "search":
+            positives._bits = None
+        sampler = build_sampler(config_for("uniform", num_negatives=20000), positives, None)
+        assert sampler._rejects_cheaply() == (path == "bitset")
+        draws = sampler.sample(None, users, torch.zeros(3, dtype=torch.long), g).items
     for row, u in enumerate(users):
         allowed = set(range(20)) - set(
             positives.items[positives.offsets[u] : positives.offsets[u + 1]].tolist()
