@@ -184,8 +184,9 @@ class AdaSIRSampler(NegativeSampler):
             raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
         cfg = self.config
         slot = self._pick_slots(model, users, generator)
-        items = self.pool_items[users[:, None], slot].long()
-        log_w = self.pool_log_w[users[:, None], slot]
+        flat = users[:, None] * cfg.pool_size + slot  # [B, n]: one flat gather per table
+        items = _take(self.pool_items, flat).long()
+        log_w = _take(self.pool_log_w, flat)
         offset = weighting_offset(log_w, cfg.weighting)
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
         # A pool entry is item j with probability ≈ |K|·Q(j)·w(j|c): j is among the |K|
@@ -202,12 +203,13 @@ class AdaSIRSampler(NegativeSampler):
         slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
         if m == 1:
             return slot
-        picked = self.pool_items[users[:, None], slot].long()
+        flat = users[:, None] * cfg.pool_size + slot
+        picked = _take(self.pool_items, flat).long()
         now = model.score(users, picked, scratch=self.scratch).view(B, n, m)
         if cfg.pool_pick == "max":
             pick = now.argmax(dim=2, keepdim=True)
         else:
-            drift = (now - self.pool_score[users[:, None], slot].view(B, n, m)) / cfg.temperature
+            drift = (now - _take(self.pool_score, flat).view(B, n, m)) / cfg.temperature
             pick = torch.multinomial(
                 torch.softmax(drift.view(B * n, m), dim=1), 1, generator=generator
             ).view(B, n, 1)
@@ -253,3 +255,9 @@ class AdaSIRSampler(NegativeSampler):
     def state_size_bytes(self) -> int:
         tensors = [self.pool_items, self.pool_log_w, self.pool_score, self.candidates]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def _take(table: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """table [U, R] at flat indices u·R + slot, any shape: an index_select on the flat view,
+    several times cheaper on CPU than advanced indexing with two index tensors."""
+    return table.view(-1).index_select(0, flat.reshape(-1)).view(flat.shape)
