@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import ChunkedRefreshOptions, ResampledOptions, weighting_offset
 from pools.draws import draw_rows
+from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
 
@@ -149,18 +150,21 @@ class AdaSIRSampler(NegativeSampler):
             cand = self.proposal.draw((users.numel(), cfg.num_candidates), generator)  # [C, K]
             scores = model.score(users, cand, scratch=self.scratch)
             mask = self.positives.contains(users, cand) if cfg.exclude_positives else None
-        logits = scores / cfg.temperature - self.proposal.log_prob(cand)
+        logits = scores / cfg.temperature
+        if not isinstance(self.proposal, UniformProposal):  # a constant shift cancels below
+            logits = logits - self.proposal.log_prob(cand)
         if mask is not None:
             # A user whose every candidate is a train item keeps them rather than an empty pool.
             mask &= ~mask.all(dim=1, keepdim=True)
             logits = logits.masked_fill(mask, float("-inf"))
         log_w = torch.log_softmax(logits, dim=1)
-        ess = (-torch.logsumexp(2 * log_w, dim=1)).exp().sum()  # Σ_users 1/Σw², Σw = 1
+        w = log_w.exp()
+        ess = w.square().sum(dim=1).reciprocal_().sum()  # Σ_users 1/Σw², Σw = 1
         if cfg.pool_distinct:  # Gumbel top-R: R successive draws ∝ w without replacement
             u = torch.rand(log_w.shape, device=self.device, generator=generator)
             idx = (log_w - torch.log(-torch.log(u.clamp_(min=1e-20)))).topk(cfg.pool_size).indices
         else:
-            idx = draw_rows(log_w.exp(), cfg.pool_size, generator)
+            idx = draw_rows(w, cfg.pool_size, generator)
         return cand.gather(1, idx), log_w.gather(1, idx), scores.gather(1, idx), cand, ess
 
     def _merge_(self, rows: slice, items, log_w, score, generator) -> None:
@@ -176,8 +180,8 @@ class AdaSIRSampler(NegativeSampler):
             (self.pool_log_w, log_w),
             (self.pool_score, score),
         ):
-            old = pool[rows]
-            old.copy_(torch.where(take_new, new, old))
+            old = pool[rows]  # a view: written in place (an elementwise op may alias its input)
+            torch.where(take_new, new, old, out=old)
 
     def sample(self, model, users, pos_items, generator):
         if self.pool_items is None:

@@ -301,7 +301,8 @@ class Engine:
         order, size = self._epoch_order(), self.config.batch_size
         for step in range(self.steps_per_epoch):
             idx = order[step * size : (step + 1) * size]
-            yield self.train_users[idx], self.train_items[idx]
+            # index_select, not tensor[idx]: several times faster on CPU.
+            yield self.train_users.index_select(0, idx), self.train_items.index_select(0, idx)
 
     def _epoch_order(self) -> torch.Tensor:
         """Pair indices for this epoch's steps: a permutation, cycled to fill steps × batch.
