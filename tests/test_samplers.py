@@ -277,6 +277,27 @@ def test_row_scratch_scores_equal_fresh_gathers():
     assert scratch._buffer.numel() == 16 * 24 * 8
 
 
+def test_popularity_proposal_draws_its_distribution():
+    """The alias table draws Q(i) ∝ log(1 + f_i): frequencies within sampling noise of Q,
+    items with no train count never drawn, log_prob the log of Q."""
+    from pools.proposals import PopularityProposal
+
+    counts = torch.randint(0, 50, (300,), generator=torch.Generator().manual_seed(4))
+    counts[:7] = 0
+    counts[7] = 5000  # one heavy item: its column and others' aliases carry its mass
+    proposal = PopularityProposal(counts)
+    target = torch.log1p(counts.double()) / torch.log1p(counts.double()).sum()
+    draws = proposal.draw((1000, 600), torch.Generator().manual_seed(5))
+    assert draws.shape == (1000, 600) and draws.dtype == torch.long
+    freq = torch.bincount(draws.reshape(-1), minlength=300).double() / draws.numel()
+    assert float(freq[:7].sum()) == 0.0
+    sd = (target * (1 - target) / draws.numel()).sqrt()
+    assert float(((freq - target).abs() / sd.clamp(min=1e-12))[7:].max()) < 5.0
+    assert torch.allclose(
+        proposal.log_prob(torch.arange(7, 300)).double(), target[7:].log(), atol=1e-5
+    )
+
+
 def test_rank_estimate_is_unbiased_within_the_floor():
     """Eq. (2): averaged over candidate draws, the estimate is the true rank within (N−1)/|K|."""
     n_items, k, trials = 1000, 200, 4000
