@@ -329,3 +329,22 @@ def test_the_ann_benchmark_runs_with_seen_items_near_the_top(tmp_path):
         timeout=300,
     )
     assert bad.returncode != 0 and "at most 100" in bad.stderr
+
+
+def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
+    """benchmarks/epoch_time.py with 2 rounds: every sampler timed once a round, A B then A B,
+    and the table gives each the median and the range."""
+    out = tmp_path / "epoch_time.md"
+    args = [sys.executable, "-m", "benchmarks.epoch_time", "--data", tiny_data, "--threads", "1"]
+    args += ["--samplers", "uniform,adasir-u", "--epochs", "1", "--rounds", "2"]
+    proc = subprocess.run(
+        [*args, "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = [line for line in proc.stdout.splitlines() if line.startswith("round ")]
+    order = [line.split(": ")[1].split()[0] for line in rounds]
+    assert order[:4] == ["uniform", "adasir-u", "uniform", "adasir-u"]
+    md = out.read_text()
+    assert "median (range) of 2 interleaved rounds" in md
+    row = next(line for line in md.splitlines() if line.startswith("| adasir-u |"))
+    assert "–" in row.split("|")[5]  # the epoch cell: median (min–max)
