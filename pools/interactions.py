@@ -113,9 +113,9 @@ class InteractionIndex:
         position = torch.full((self.num_items,), -1, dtype=torch.long, device=self.device)
         position[items] = torch.arange(items.numel(), device=self.device)
         rows, cols = self.rows_of(users)
-        hit = position[cols]
-        keep = hit >= 0
-        return rows[keep], hit[keep]
+        hit = _take(position, cols)
+        keep = (hit >= 0).nonzero().squeeze(1)
+        return rows.index_select(0, keep), hit.index_select(0, keep)
 
     def items_of(self, user: int) -> torch.Tensor:
         """One user's items [degree]: a slice of the sorted rows, no index arithmetic."""
@@ -128,13 +128,13 @@ class InteractionIndex:
         if users.numel() == 1:  # one user (a serving request)
             items = self.items_of(int(users[0]))
             return torch.zeros(items.numel(), dtype=torch.long, device=self.device), items
-        start = self.offsets[users]
-        length = self.offsets[users + 1] - start
+        start = _take(self.offsets, users)
+        length = _take(self.offsets, users + 1) - start
         rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)
-        within = torch.arange(rows.numel(), device=self.device) - torch.repeat_interleave(
-            torch.cumsum(length, 0) - length, length
-        )
-        return rows, self.items[start[rows] + within]
+        # Entry k of the output is item (start − where its row begins in the output) + k.
+        shift = start - (torch.cumsum(length, 0) - length)
+        flat = torch.arange(rows.numel(), device=self.device) + _take(shift, rows)
+        return rows, _take(self.items, flat)
 
     def sample_complement(
         self, users: torch.Tensor, per_user: int, generator: torch.Generator
