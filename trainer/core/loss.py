@@ -204,13 +204,11 @@ class _NegativeLogMeanExp(torch.autograd.Function):
         if invalid_rows is not None:
             logits.index_put_((invalid_rows, invalid_cols), logits.new_tensor(float("-inf")))
             count -= torch.bincount(invalid_rows, minlength=batch).to(logits.dtype)
-        top, at = logits.max(dim=1, keepdim=True)
-        probs = torch.softmax(logits, dim=1)
-        # log Σ_j e^{l_j} = max_j l_j − log softmax at the max: no second pass over the row.
-        log_total = (top - torch.log(probs.gather(1, at))).squeeze(1)
-        empty = count == 0
-        if bool(empty.any()):  # a pair with no valid negative: no gradient, loss term 0
-            probs[empty] = 0.0
+        # In place: the buffer becomes the softmax (a pair with no valid negative gets
+        # probabilities 0: no gradient, and its loss term is set to 0 below). max with its
+        # indices and a fresh softmax cost twice this.
+        log_total, _ = _softmax_rows_(logits)
+        probs = logits
         ctx.save_for_backward(probs)
         ctx.temperature = temperature
         out = log_total - torch.log(count.clamp(min=1.0))
