@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import ChunkedRefreshOptions, ResampledOptions, weighting_offset
 from pools.draws import draw_rows
+from pools.interactions import take
 from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
@@ -188,9 +189,10 @@ class AdaSIRSampler(NegativeSampler):
             raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
         cfg = self.config
         slot = self._pick_slots(model, users, generator)
-        flat = users[:, None] * cfg.pool_size + slot  # [B, n]: one flat gather per table
-        items = _take(self.pool_items, flat).long()
-        log_w = _take(self.pool_log_w, flat)
+        # [B, n] flat positions u·R + slot: one index_select per table, not advanced indexing.
+        flat = users[:, None] * cfg.pool_size + slot
+        items = take(self.pool_items.view(-1), flat).long()
+        log_w = take(self.pool_log_w.view(-1), flat)
         offset = weighting_offset(log_w, cfg.weighting)
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
         # A pool entry is item j with probability ≈ |K|·Q(j)·w(j|c): j is among the |K|
@@ -208,12 +210,12 @@ class AdaSIRSampler(NegativeSampler):
         if m == 1:
             return slot
         flat = users[:, None] * cfg.pool_size + slot
-        picked = _take(self.pool_items, flat).long()
+        picked = take(self.pool_items.view(-1), flat).long()
         now = model.score(users, picked, scratch=self.scratch).view(B, n, m)
         if cfg.pool_pick == "max":
             pick = now.argmax(dim=2, keepdim=True)
         else:
-            drift = (now - _take(self.pool_score, flat).view(B, n, m)) / cfg.temperature
+            drift = (now - take(self.pool_score.view(-1), flat).view(B, n, m)) / cfg.temperature
             pick = torch.multinomial(
                 torch.softmax(drift.view(B * n, m), dim=1), 1, generator=generator
             ).view(B, n, 1)
@@ -259,9 +261,3 @@ class AdaSIRSampler(NegativeSampler):
     def state_size_bytes(self) -> int:
         tensors = [self.pool_items, self.pool_log_w, self.pool_score, self.candidates]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-
-def _take(table: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """table [U, R] at flat indices u·R + slot, any shape: an index_select on the flat view,
-    several times cheaper on CPU than advanced indexing with two index tensors."""
-    return table.view(-1).index_select(0, flat.reshape(-1)).view(flat.shape)

@@ -76,8 +76,8 @@ class InteractionIndex:
         if self._bits is not None:
             return self._bit_lookup(
                 users.long().view(-1, *([1] * (items.dim() - 1))),
-                _take(self._item_word, items),
-                _take(self._item_bit, items),
+                take(self._item_word, items),
+                take(self._item_bit, items),
             )
         shape = items.shape
         query = users.long().view(-1, *([1] * (items.dim() - 1))) * self.num_items + items.long()
@@ -88,7 +88,7 @@ class InteractionIndex:
     def _bit_lookup(self, users, word, bit):
         """users broadcastable to word/bit (each entry's word index and bit in the bitset)."""
         flat = users * self._bits.shape[1] + word
-        return (_take(self._bits.view(-1), flat) & bit) != 0
+        return (take(self._bits.view(-1), flat) & bit) != 0
 
     def dense_mask(self, users: torch.Tensor) -> torch.Tensor:
         """A [len(users), num_items] bool matrix, True where the user interacted (host sync)."""
@@ -113,7 +113,7 @@ class InteractionIndex:
         position = torch.full((self.num_items,), -1, dtype=torch.long, device=self.device)
         position[items] = torch.arange(items.numel(), device=self.device)
         rows, cols = self.rows_of(users)
-        hit = _take(position, cols)
+        hit = take(position, cols)
         keep = (hit >= 0).nonzero().squeeze(1)
         return rows.index_select(0, keep), hit.index_select(0, keep)
 
@@ -128,13 +128,13 @@ class InteractionIndex:
         if users.numel() == 1:  # one user (a serving request)
             items = self.items_of(int(users[0]))
             return torch.zeros(items.numel(), dtype=torch.long, device=self.device), items
-        start = _take(self.offsets, users)
-        length = _take(self.offsets, users + 1) - start
+        start = take(self.offsets, users)
+        length = take(self.offsets, users + 1) - start
         rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)
         # Entry k of the output is item (start − where its row begins in the output) + k.
         shift = start - (torch.cumsum(length, 0) - length)
-        flat = torch.arange(rows.numel(), device=self.device) + _take(shift, rows)
-        return rows, _take(self.items, flat)
+        flat = torch.arange(rows.numel(), device=self.device) + take(shift, rows)
+        return rows, take(self.items, flat)
 
     def sample_complement(
         self, users: torch.Tensor, per_user: int, generator: torch.Generator
@@ -157,7 +157,7 @@ class InteractionIndex:
         return (k + before).clamp_(max=self.num_items - 1)
 
 
-def _take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """table[index] for a 1-D table and an index of any shape: index_select on the flat index
     runs 3-4× faster on CPU than advanced indexing."""
     return table.index_select(0, index.reshape(-1).long()).view(index.shape)
