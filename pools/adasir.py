@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import ChunkedRefreshOptions, ResampledOptions, weighting_offset
 from pools.draws import draw_rows
-from pools.interactions import take
+from pools.interactions import take_cells
 from pools.proposals import UniformProposal
 from pools.rank import estimate_rank, harmonic_table
 from pools.registry import register
@@ -189,10 +189,8 @@ class AdaSIRSampler(NegativeSampler):
             raise RuntimeError("AdaSIR pools are empty: call refresh(model, generator) first")
         cfg = self.config
         slot = self._pick_slots(model, users, generator)
-        # [B, n] flat positions u·R + slot: one index_select per table, not advanced indexing.
-        flat = users[:, None] * cfg.pool_size + slot
-        items = take(self.pool_items.view(-1), flat).long()
-        log_w = take(self.pool_log_w.view(-1), flat)
+        items = take_cells(self.pool_items, users, slot).long()
+        log_w = take_cells(self.pool_log_w, users, slot)
         offset = weighting_offset(log_w, cfg.weighting)
         pos_weight = self._rank_weight(model, users, pos_items) if self.rank_weighted else None
         # A pool entry is item j with probability ≈ |K|·Q(j)·w(j|c): j is among the |K|
@@ -209,13 +207,12 @@ class AdaSIRSampler(NegativeSampler):
         slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
         if m == 1:
             return slot
-        flat = users[:, None] * cfg.pool_size + slot
-        picked = take(self.pool_items.view(-1), flat).long()
+        picked = take_cells(self.pool_items, users, slot).long()
         now = model.score(users, picked, scratch=self.scratch).view(B, n, m)
         if cfg.pool_pick == "max":
             pick = now.argmax(dim=2, keepdim=True)
         else:
-            drift = (now - take(self.pool_score.view(-1), flat).view(B, n, m)) / cfg.temperature
+            drift = (now - take_cells(self.pool_score, users, slot).view(B, n, m)) / cfg.temperature
             pick = torch.multinomial(
                 torch.softmax(drift.view(B * n, m), dim=1), 1, generator=generator
             ).view(B, n, 1)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from pools.interactions import take
+
 
 class Proposal:
     """A fixed distribution over `num_items` items that can be drawn from and evaluated."""
@@ -56,9 +58,7 @@ class PopularityProposal(Proposal):
         device = self.keep.device
         column = torch.randint(0, self.num_items, shape, device=device, generator=generator)
         coin = torch.rand(shape, device=device, generator=generator)
-        flat = column.reshape(-1)
-        stays = coin < self.keep.index_select(0, flat).view(shape)
-        return torch.where(stays, column, self.alias.index_select(0, flat).view(shape))
+        return torch.where(coin < take(self.keep, column), column, take(self.alias, column))
 
     def log_prob(self, items):
         return self.log_p[items]

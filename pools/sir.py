@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from pools.base import Capabilities, Negatives, NegativeSampler
 from pools.config import ResampledOptions, weighting_offset
+from pools.interactions import take_cells
 from pools.registry import register
 
 
@@ -116,7 +117,7 @@ class BatchSIRSampler(NegativeSampler):
         slot = draws.draw(row, cfg.num_negatives, generator)  # [B, n]
         k = sets.shape[1]
         set_of_pair = group.index_select(0, row)
-        items = _pick(sets, set_of_pair, slot)
+        items = take_cells(sets, set_of_pair, slot)
         invalid = None
         if cfg.exclude_positives and cfg.positive_draws != "redraw":
             invalid = self.positives.contains(users, items)
@@ -127,13 +128,13 @@ class BatchSIRSampler(NegativeSampler):
             # a positive after the redraws, rare) keeps its slot's log w: an approximation.
             def redraw(rows, g):
                 fresh = draws.draw(row.index_select(0, rows), 1, g)  # [k, 1]
-                return _pick(sets, set_of_pair.index_select(0, rows), fresh).squeeze(
+                return take_cells(sets, set_of_pair.index_select(0, rows), fresh).squeeze(
                     1
                 ), fresh.squeeze(1)
 
             items, _, slot = self._redraw_positives(users, items, redraw, generator, carry=slot)
         log_w = (
-            _pick(logits, row, slot) - top.index_select(0, row)
+            take_cells(logits, row, slot) - top.index_select(0, row)
         ) / self.tau - draws.log_total.index_select(0, row)[:, None]
         offset = weighting_offset(log_w, cfg.weighting)
         # j is among the K candidates with probability K/N, then drawn with probability w(j|c).
@@ -204,9 +205,3 @@ class _RowDraws:
         v = torch.rand(within.shape[0], 1, device=cdf.device, generator=generator) * within[:, -1:]
         at = torch.searchsorted(within, v, right=True).clamp_(max=self.block - 1)
         return (blk * self.block + at.view(blk.shape)).clamp_(max=self.k - 1)
-
-
-def _pick(table: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """table[rows[b], cols[b, j]] → like cols, through index_select on the flat table."""
-    flat = (rows[:, None] * table.shape[1] + cols).view(-1)
-    return table.reshape(-1).index_select(0, flat).view(cols.shape)
