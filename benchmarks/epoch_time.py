@@ -63,6 +63,8 @@ def main() -> int:
     )
     ap.add_argument("--out")
     args = ap.parse_args()
+    if args.rounds < 1 or args.epochs < 1:
+        ap.error("--rounds and --epochs must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not os.path.isfile(os.path.join(args.data, "manifest.json")):

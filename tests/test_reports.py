@@ -348,3 +348,7 @@ def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
     assert "median (range) of 2 interleaved rounds" in md
     row = next(line for line in md.splitlines() if line.startswith("| adasir-u |"))
     assert "–" in row.split("|")[5]  # the epoch cell: median (min–max)
+    bad = subprocess.run(
+        [*args[:-2], "--rounds", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert bad.returncode == 2 and "--rounds and --epochs must be at least 1" in bad.stderr
