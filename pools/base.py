@@ -204,8 +204,7 @@ class NegativeSampler:
     def _rejects_cheaply(self) -> bool:
         """Whether drawing from all items and replacing the train positives beats drawing
         from each user's complement: on CPU with the positives' bitset (one gather a lookup,
-        against a binary search over every train pair; 0.5 against 2.0 ms for [4,096, 5] at
-        Gowalla's size). On a GPU the complement's one search is cheap and needs no host sync."""
+        against a binary search over every train pair: benchmarks/kernels.py). On a GPU the complement's one search is cheap and needs no host sync."""
         return self.device.type == "cpu" and self.positives.has_bitset
 
     def _draw_shared(

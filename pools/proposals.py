@@ -40,8 +40,7 @@ class PopularityProposal(Proposal):
 
     Drawn through Walker's alias table (Vose's construction, built once): a draw is a uniform
     column and one coin against that column's threshold, O(1) whatever N, where an inverse
-    CDF is a binary search over N (21 against 3.4 ms for [2,048, 200] draws at Gowalla's 41k
-    items, 2 threads)."""
+    CDF is a binary search over N (benchmarks/kernels.py times both)."""
 
     def __init__(self, item_counts: torch.Tensor):
         self.num_items = item_counts.numel()

@@ -8,8 +8,8 @@ import torch
 class RowScratch:
     """A reused buffer for rows gathered from a table outside autograd (a sampler scoring its
     candidates). A fresh [2,048, 200, 32] float tensor is 52 MB, above glibc's largest mmap
-    threshold (32 MB): each one is mapped, page-faulted and zeroed by the kernel, which cost
-    about ten times the gather itself. One owner, one thread: not shared."""
+    threshold (32 MB): each one is mapped, page-faulted and zeroed by the kernel, which costs
+    several times the gather itself (benchmarks/kernels.py). One owner, one thread: not shared."""
 
     def __init__(self):
         self._buffer: torch.Tensor | None = None

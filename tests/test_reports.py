@@ -352,3 +352,24 @@ def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
         [*args[:-2], "--rounds", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert bad.returncode == 2 and "--rounds and --epochs must be at least 1" in bad.stderr
+
+
+def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
+    """benchmarks/kernels.py on the tiny set, one batch each: a row per operation, each a
+    positive time; --repeats 0 is a usage error."""
+    args = [sys.executable, "-m", "benchmarks.kernels", "--data", tiny_data, "--threads", "1"]
+    proc = subprocess.run(
+        [*args, "--repeats", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in (tmp_path / "kernels.md").read_text().splitlines() if "| " in line]
+    times = [float(line.split("|")[2]) for line in rows[1:]]  # after the header
+    assert len(times) == 13 and all(t > 0 for t in times)
+    bad = subprocess.run(
+        [*args, "--repeats", "0", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "--repeats must be at least 1" in bad.stderr
