@@ -373,3 +373,89 @@ def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
         [*args, "--repeats", "0", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "--repeats must be at least 1" in bad.stderr
+
+
+@pytest.mark.slow
+def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
+    """benchmarks/epoch_on_test.py replays a finished run's refit: at the run's chosen epoch
+    its test metrics are the run's own, exactly; a run without a refit is a one-line error."""
+    # test_early_stopping's refit run: validation dips (the lr halves) before its best epoch.
+    config = {
+        "lr": 0.25,
+        "dim": 128,
+        "l2": 0.0,
+        "batch_size": 1024,
+        "epochs": 15,
+        "eval_every": 1,
+        "early_stopping_patience": 4,
+        "lr_decay_on_plateau": 0.5,
+        "sampler": {"name": "uniform"},
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, refit in (("run", True), ("plain", False)):
+        train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data]
+        train += ["--preset", "paper", "--config", json.dumps({**config, "refit": refit})]
+        train += ["--threads", "1"]
+        done = subprocess.run(
+            [*train, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    chosen = run["refit"]["epochs"]
+    assert run["refit"]["lr_after_epoch"], "the replayed schedule should hold a decay"
+    replay = [sys.executable, "-m", "benchmarks.epoch_on_test", "--threads", "1"]
+    replay += ["--from-epoch", "1", "--every", "1", "--out", str(tmp_path / "report")]
+    proc = subprocess.run(
+        [*replay, "--run", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["epoch"] for r in rows] == list(range(1, chosen + 1))
+    assert rows[chosen - 1]["recall@20"] == run["test"]["recall@20"]
+    assert rows[chosen - 1]["ndcg@20"] == run["test"]["ndcg@20"]
+    assert "(the run’s choice)" in (tmp_path / "report" / "epoch_on_test.md").read_text()
+    bad = subprocess.run(
+        [*replay, "--run", str(tmp_path / "plain")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "has no refit to replay" in bad.stderr
+
+
+@pytest.mark.slow
+def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tmp_path):
+    """benchmarks/rescoring.py: its base row is the run's own best validation; a variant row
+    per β; a refitted model (it has seen the validation pairs) is a one-line error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, refit in (("valid", "--no-refit"), ("refit", "--refit")):
+        train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, refit]
+        train += ["--dim", "8", "--epochs", "3", "--eval-every", "1", "--threads", "1"]
+        done = subprocess.run(
+            [*train, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((tmp_path / "valid" / "metrics.json").read_text())
+    score = [sys.executable, "-m", "benchmarks.rescoring", "--data", tiny_data, "--threads", "1"]
+    score += ["--user", "0.1", "--item", "0.1", "--popularity", "0.01", "--norm", "0.05"]
+    score += ["--out", str(tmp_path / "report")]
+    proc = subprocess.run(
+        [*score, "--model", str(tmp_path / "valid")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "report" / "rescoring.md").read_text()
+    rows = [line.split("|") for line in report.splitlines() if line.startswith("| ")]
+    assert [r[1].strip() for r in rows[1:]] == [
+        "base (the trained tables)",
+        "user+0.1",
+        "item+0.1",
+        "popularity 0.01",
+        "item norm 0.05",
+    ]
+    assert float(rows[1][2]) == round(run["early_stopping"]["best_valid"], 4)
+    bad = subprocess.run(
+        [*score, "--model", str(tmp_path / "refit")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "trained on the validation pairs" in bad.stderr
