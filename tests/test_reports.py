@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -392,15 +393,16 @@ def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
         "sampler": {"name": "uniform"},
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, refit in (("run", True), ("plain", False)):
-        train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data]
-        train += ["--preset", "paper", "--config", json.dumps({**config, "refit": refit})]
-        train += ["--threads", "1"]
-        done = subprocess.run(
-            [*train, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--threads", "1"]
+    train += ["--preset", "paper", "--config", json.dumps({**config, "refit": True})]
+    done = subprocess.run(
+        [*train, "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (tmp_path / "plain").mkdir()  # a run without a refit: its metrics name none
+    plain = {k: v for k, v in run.items() if k not in ("refit", "before_refit")}
+    (tmp_path / "plain" / "metrics.json").write_text(json.dumps(plain))
     chosen = run["refit"]["epochs"]
     assert run["refit"]["lr_after_epoch"], "the replayed schedule should hold a decay"
     replay = [sys.executable, "-m", "benchmarks.epoch_on_test", "--threads", "1"]
@@ -430,14 +432,19 @@ def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tm
     """benchmarks/rescoring.py: its base row is the run's own best validation; a variant row
     per β; a refitted model (it has seen the validation pairs) is a one-line error."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, refit in (("valid", "--no-refit"), ("refit", "--refit")):
-        train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, refit]
-        train += ["--dim", "8", "--epochs", "3", "--eval-every", "1", "--threads", "1"]
-        done = subprocess.run(
-            [*train, "--out", str(tmp_path / name)], capture_output=True, text=True, env=env
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--no-refit"]
+    train += ["--dim", "8", "--epochs", "3", "--eval-every", "1", "--threads", "1"]
+    done = subprocess.run(
+        [*train, "--out", str(tmp_path / "valid")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     run = json.loads((tmp_path / "valid" / "metrics.json").read_text())
+    # The same checkpoint, marked as a refit's (one that has trained on the validation pairs).
+    shutil.copytree(tmp_path / "valid", tmp_path / "refit")
+    config_file = tmp_path / "refit" / "checkpoint" / "config.json"
+    saved = json.loads(config_file.read_text())
+    saved["train"]["refit"] = True
+    config_file.write_text(json.dumps(saved))
     score = [sys.executable, "-m", "benchmarks.rescoring", "--data", tiny_data, "--threads", "1"]
     score += ["--user", "0.1", "--item", "0.1", "--popularity", "0.01", "--norm", "0.05"]
     score += ["--out", str(tmp_path / "report")]
