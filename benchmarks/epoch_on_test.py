@@ -101,7 +101,7 @@ def main() -> int:
     if not run.get("refit"):
         ap.error(f"--run {args.run}: the run has no refit to replay")
     chosen = int(run["refit"]["epochs"])
-    epochs = args.epochs or chosen
+    epochs = chosen if args.epochs is None else args.epochs
     if epochs < 1 or args.every < 1 or args.from_epoch < 1:
         ap.error("--epochs, --every and --from-epoch must be at least 1")
     if args.threads:

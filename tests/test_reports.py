@@ -425,6 +425,13 @@ def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
         [*replay, "--run", str(tmp_path / "plain")], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "has no refit to replay" in bad.stderr
+    zero = subprocess.run(
+        [*replay, "--run", str(tmp_path / "run"), "--epochs", "0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert zero.returncode == 2 and "must be at least 1" in zero.stderr
 
 
 @pytest.mark.slow
