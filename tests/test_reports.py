@@ -124,6 +124,20 @@ def _run_script(name, tiny_data, out, *args):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _train(tiny_data, out, *args) -> dict:
+    """`adasir train` on the tiny set on one thread; returns its metrics.json."""
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--threads", "1"]
+        + [*args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
 
 
 @pytest.mark.slow
@@ -392,35 +406,23 @@ def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
         "lr_decay_on_plateau": 0.5,
         "sampler": {"name": "uniform"},
     }
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--threads", "1"]
-    train += ["--preset", "paper", "--config", json.dumps({**config, "refit": True})]
-    done = subprocess.run(
-        [*train, "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    refit = json.dumps({**config, "refit": True})
+    run = _train(tiny_data, tmp_path / "run", "--preset", "paper", "--config", refit)
     (tmp_path / "plain").mkdir()  # a run without a refit: its metrics name none
     plain = {k: v for k, v in run.items() if k not in ("refit", "before_refit")}
     (tmp_path / "plain" / "metrics.json").write_text(json.dumps(plain))
     chosen = run["refit"]["epochs"]
     assert run["refit"]["lr_after_epoch"], "the replayed schedule should hold a decay"
-    replay = [sys.executable, "-m", "benchmarks.epoch_on_test", "--threads", "1"]
-    replay += ["--from-epoch", "1", "--every", "1", "--out", str(tmp_path / "report")]
-    proc = subprocess.run(
-        [*replay, "--run", str(tmp_path / "run")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
+    options = ["--threads", "1", "--from-epoch", "1", "--every", "1"]
+    proc = _run_script(
+        "epoch_on_test", tiny_data, tmp_path / "report", *options, "--run", str(tmp_path / "run")
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["epoch"] for r in rows] == list(range(1, chosen + 1))
     assert rows[chosen - 1]["recall@20"] == run["test"]["recall@20"]
     assert rows[chosen - 1]["ndcg@20"] == run["test"]["ndcg@20"]
     assert "(the run’s choice)" in (tmp_path / "report" / "epoch_on_test.md").read_text()
+    replay = [sys.executable, "-m", "benchmarks.epoch_on_test", *options, "--out", str(tmp_path)]
     bad = subprocess.run(
         [*replay, "--run", str(tmp_path / "plain")], capture_output=True, text=True, cwd=ROOT
     )
@@ -438,14 +440,8 @@ def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
 def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tmp_path):
     """benchmarks/rescoring.py: its base row is the run's own best validation; a variant row
     per β; a refitted model (it has seen the validation pairs) is a one-line error."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--no-refit"]
-    train += ["--dim", "8", "--epochs", "3", "--eval-every", "1", "--threads", "1"]
-    done = subprocess.run(
-        [*train, "--out", str(tmp_path / "valid")], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = json.loads((tmp_path / "valid" / "metrics.json").read_text())
+    options = ["--no-refit", "--dim", "8", "--epochs", "3", "--eval-every", "1"]
+    run = _train(tiny_data, tmp_path / "valid", *options)
     # The same checkpoint, marked as a refit's (one that has trained on the validation pairs).
     shutil.copytree(tmp_path / "valid", tmp_path / "refit")
     config_file = tmp_path / "refit" / "checkpoint" / "config.json"
