@@ -76,6 +76,14 @@ CONTENDERS: dict[str, Contender] = {
         "validated epoch's model, trained on 90% of train",
         common=False,
     ),
+    "default+l2": Contender(
+        "recommended",
+        {"l2": 0.5},
+        [],
+        "the default command with `--l2 0.5` (the one lead of the 2026-12-05 screens, "
+        "chosen on validation with seeds 0 and 1): early stopping, then the refit",
+        common=False,
+    ),
     "softmax+shared1000": Contender(
         "recommended",
         {"loss": "softmax", "score": "cosine", "l2": 0.0, "loss_temperature": 0.1},
