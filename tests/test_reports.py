@@ -140,6 +140,12 @@ def _train(tiny_data, out, *args) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def _assert_usage_error(cmd: list[str], message: str) -> None:
+    """`cmd` exits with a one-line usage error (code 2) that says `message`."""
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_quiet_machine_scripts_read_table2s_cache(tiny_data, tmp_path):
     """contender_timing and sampler_profile time what Table 2 tuned (they train nothing new
@@ -363,10 +369,7 @@ def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
     assert "median (range) of 2 interleaved rounds" in md
     row = next(line for line in md.splitlines() if line.startswith("| adasir-u |"))
     assert "–" in row.split("|")[5]  # the epoch cell: median (min–max)
-    bad = subprocess.run(
-        [*args[:-2], "--rounds", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
-    assert bad.returncode == 2 and "--rounds and --epochs must be at least 1" in bad.stderr
+    _assert_usage_error([*args[:-2], "--rounds", "0"], "--rounds and --epochs must be at least 1")
 
 
 def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
@@ -384,10 +387,9 @@ def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
     rows = [line for line in (tmp_path / "kernels.md").read_text().splitlines() if "| " in line]
     times = [float(line.split("|")[2]) for line in rows[1:]]  # after the header
     assert len(times) == 13 and all(t > 0 for t in times)
-    bad = subprocess.run(
-        [*args, "--repeats", "0", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT
+    _assert_usage_error(
+        [*args, "--repeats", "0", "--out", str(tmp_path)], "--repeats must be at least 1"
     )
-    assert bad.returncode == 2 and "--repeats must be at least 1" in bad.stderr
 
 
 @pytest.mark.slow
@@ -423,17 +425,10 @@ def test_epoch_on_test_replays_the_refit_it_measures(tiny_data, tmp_path):
     assert rows[chosen - 1]["ndcg@20"] == run["test"]["ndcg@20"]
     assert "(the run’s choice)" in (tmp_path / "report" / "epoch_on_test.md").read_text()
     replay = [sys.executable, "-m", "benchmarks.epoch_on_test", *options, "--out", str(tmp_path)]
-    bad = subprocess.run(
-        [*replay, "--run", str(tmp_path / "plain")], capture_output=True, text=True, cwd=ROOT
+    _assert_usage_error([*replay, "--run", str(tmp_path / "plain")], "has no refit to replay")
+    _assert_usage_error(
+        [*replay, "--run", str(tmp_path / "run"), "--epochs", "0"], "must be at least 1"
     )
-    assert bad.returncode == 2 and "has no refit to replay" in bad.stderr
-    zero = subprocess.run(
-        [*replay, "--run", str(tmp_path / "run"), "--epochs", "0"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert zero.returncode == 2 and "must be at least 1" in zero.stderr
 
 
 @pytest.mark.slow
@@ -465,7 +460,6 @@ def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tm
         "item norm 0.05",
     ]
     assert float(rows[1][2]) == round(run["early_stopping"]["best_valid"], 4)
-    bad = subprocess.run(
-        [*score, "--model", str(tmp_path / "refit")], capture_output=True, text=True, cwd=ROOT
+    _assert_usage_error(
+        [*score, "--model", str(tmp_path / "refit")], "trained on the validation pairs"
     )
-    assert bad.returncode == 2 and "trained on the validation pairs" in bad.stderr
