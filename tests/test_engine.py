@@ -323,23 +323,15 @@ def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
     assert "sampler: checkpoint" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     assert (out / "metrics.json").read_bytes() == before
     assert json.loads((out / "run.json").read_text())["state"] == "complete"
-    # --resume continues from the checkpoint: epochs 1-3 kept, 4-5 trained.
-    resumed = _run(
-        "--data",
-        tiny_data,
-        "--out",
-        str(out),
-        "--epochs",
-        "5",
-        "--eval-every",
-        "5",
-        "--batch-size",
-        "1024",
-        "--lr",
-        "0.01",
-        "--resume",
-        timeout=300,
-    )
+    # A run that ended with its refit has no validated run left to extend: refused.
+    extend = ("--epochs", "5", "--eval-every", "5", "--resume")
+    refitted = _tiny_run(tiny_data, out, *extend)
+    assert refitted.returncode == 2 and "ended with its refit" in refitted.stderr
+    assert (out / "metrics.json").read_bytes() == before
+    # --resume continues a run from its checkpoint: epochs 1-3 kept, 4-5 trained.
+    assert _tiny_run(tiny_data, out, "--no-refit", "--overwrite").returncode == 0
+    before = (out / "metrics.json").read_bytes()
+    resumed = _tiny_run(tiny_data, out, "--no-refit", *extend)
     assert resumed.returncode == 0, resumed.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3, 4, 5]

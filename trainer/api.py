@@ -13,6 +13,7 @@ the model with external ids. Everything else in `trainer` is internal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -42,8 +43,14 @@ from trainer.data.prepare import (
 )
 from trainer.errors import UsageError
 from trainer.export import allowed_mask, export_top_k
-from trainer.outputs.atomic import replace_directory
-from trainer.outputs.checkpoint import CheckpointError, checkpoint_dir, load_checkpoint
+from trainer.outputs.atomic import replace_directory, temp_sibling_prefix
+from trainer.outputs.checkpoint import (
+    CheckpointError,
+    checkpoint_dir,
+    load_checkpoint,
+    save_target,
+)
+from trainer.outputs.rundir import RunDir
 
 Recommendations = list[tuple[str, float]]
 
@@ -110,19 +117,21 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> str:
         """Write this model as a run directory (PATH/checkpoint/, the format `adasir serve`
-        and `Model.load` read), replacing one that is there only once the new one is whole."""
-        path = os.path.abspath(os.fspath(path))
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+        and `Model.load` read); PATH may also name the checkpoint directory itself
+        (RUN/checkpoint). What is there is replaced only once the new copy is whole, and only
+        if it is this format's own: nothing, an empty directory, a checkpoint, or a directory
+        holding just one. Anything else raises UsageError naming what is there."""
+        run_dir, target = save_target(path)
+        os.makedirs(run_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=temp_sibling_prefix("checkpoint"), dir=run_dir)
         try:
-            shutil.copytree(self._blob["path"], os.path.join(tmp, "checkpoint"))
+            shutil.copytree(self._blob["path"], tmp, dirs_exist_ok=True)
             os.chmod(tmp, 0o755)
-            replace_directory(tmp, path)
+            replace_directory(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return path
+        return run_dir
 
     @property
     def num_users(self) -> int:
@@ -421,6 +430,7 @@ def fit(
     valid_ratio: float = 0.1,
     seed: int = 0,
     log=None,
+    overwrite: bool = False,
     **options,
 ) -> Model:
     """Train a model in this process and return it.
@@ -431,7 +441,8 @@ def fit(
     with `valid_ratio` of each user's items held out for early stopping and no test split.
     config: TrainConfig fields (a dict or a TrainConfig) over `preset`; `options` are more
     fields (dim=64, epochs=20, ...). out: the run directory to write (metrics.json and
-    checkpoint/); by default a temporary one that lives as long as the model.
+    checkpoint/); by default a temporary one that lives as long as the model. An existing
+    run there is refused unless `overwrite` (then replaced only once the new one completes).
     log: a callable that takes each progress line (default: silent).
     """
     given = dict(config.model_dump() if isinstance(config, TrainConfig) else config or {})
@@ -446,8 +457,28 @@ def fit(
         cfg = build_config(preset, given)
         cfg = fit_to_data(cfg, prepared.num_items, given, log)
         check_against_data(cfg, prepared.num_users, prepared.num_items)
-        train_in_process(cfg, prepared, out, log=log or (lambda line: None))
+        rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
+        _train_into(rundir, cfg, prepared, log or (lambda line: None))
     return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
+
+
+_FIT_OUT = ("fit(out=...)", "pass overwrite=True to replace it")
+
+
+def _train_into(rundir: RunDir, cfg: TrainConfig, data: PreparedData, log) -> None:
+    """Train in `rundir` as `adasir train` does: run.json running, then complete (an
+    overwritten run is swapped in only then), failed or stopped."""
+    rundir.start()
+    try:
+        train_in_process(cfg, data, rundir.work, log=log)
+    except KeyboardInterrupt:
+        rundir.stop()
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            rundir.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    rundir.complete()
 
 
 class _prepared:

@@ -2,7 +2,8 @@
 memory stays one block of scores (SCORE_BLOCK_BYTES) plus one block's rows.
 
 Columns: user (string), rank (int16, 1 = best), item (string), score (float32). The output
-is written under a temporary name beside its path and renamed into place once complete.
+is written under a hidden temporary name beside its path and renamed into place once
+complete; it replaces only an earlier export.
 
 - `export_top_k`: a loaded Model, one file, in this process.
 - `CheckpointBlocks`: ranks a range of a checkpoint's users reading only that range's rows
@@ -12,6 +13,7 @@ is written under a temporary name beside its path and renamed into place once co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -25,6 +27,8 @@ import torch
 from pools.interactions import InteractionIndex
 from trainer.core.models import build_model
 from trainer.core.topk import ITEM_BLOCK, VectorScorer, top_k
+from trainer.errors import UsageError
+from trainer.outputs.atomic import remove_stale_temps, temp_sibling_prefix
 from trainer.outputs.checkpoint import load_checkpoint
 
 SCHEMA = pa.schema(
@@ -58,8 +62,7 @@ def export_top_k(
     if k < 1 or k > model.num_items:
         raise ValueError(f"k = {k}: give 1 ≤ k ≤ {model.num_items} (the model's items)")
     path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = _writable_temp(path)
     rows = list(range(model.num_users)) if users is None else list(users)
     block = block or users_per_block(model.num_items)
     item_ids = np.asarray(model.item_ids, dtype=object)
@@ -75,10 +78,43 @@ def export_top_k(
                 written += table.num_rows
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
     return {"users": len(rows), "rows": written, "seconds": time.perf_counter() - start}
+
+
+def _writable_temp(path: str) -> str:
+    """The temporary sibling an export of `path` writes first: hidden, so that a directory
+    reader (pd.read_parquet(dir)) never takes it for a part, and named with this pid, so
+    that a killed export's is removed by the next one. Refuses (UsageError, one line) a path
+    whose replacement would lose something: a directory, or a file that is not an earlier
+    export; and a path that cannot be written."""
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory; give the Parquet file to write")
+    if os.path.lexists(path) and not is_export_file(path):
+        raise UsageError(
+            f"{path} exists and is not an earlier export (a Parquet file of columns "
+            f"{', '.join(SCHEMA.names)}): give a new path"
+        )
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        remove_stale_temps(parent, os.path.basename(path))
+        tmp = os.path.join(parent, temp_sibling_prefix(os.path.basename(path)) + "parquet")
+        open(tmp, "wb").close()
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return tmp
+
+
+def is_export_file(path: str) -> bool:
+    """Whether `path` is a Parquet file with the export's columns (what an export may
+    replace)."""
+    try:
+        return pq.read_schema(path).names == SCHEMA.names
+    except (OSError, pa.ArrowException):
+        return False
 
 
 def allowed_mask(

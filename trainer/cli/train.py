@@ -195,10 +195,12 @@ RESUMABLE_CHANGES = frozenset(
 
 def check_resume_config(out: str, config: TrainConfig, storage_path: str | None = None) -> None:
     """Refuse --resume with options other than the checkpoint's, naming the fields."""
-    path = os.path.join(resume_source(out, storage_path) or out, "config.json")
+    source = resume_source(out, storage_path) or out
     try:
-        with open(path) as fh:
+        with open(os.path.join(source, "config.json")) as fh:
             saved = json.load(fh)["train"]
+        with open(os.path.join(source, "metrics.json")) as fh:
+            refitted = "before_refit" in json.load(fh)
     except (OSError, ValueError, KeyError, TypeError):
         return  # an unreadable checkpoint is refused by the load itself, with its reason
     mine = config.model_dump(mode="json")
@@ -213,6 +215,12 @@ def check_resume_config(out: str, config: TrainConfig, storage_path: str | None 
             f"--resume continues the same run, but these options differ from "
             f"its checkpoint's ({shown}); only --epochs and what is measured may "
             f"change. Drop them, or start a new --out"
+        )
+    if refitted and saved.get("epochs") != config.epochs:
+        raise RunDirError(
+            f"--resume: the run in {out} ended with its refit, which replaced the validated "
+            f"model: there is no validated run left to extend to --epochs {config.epochs}. "
+            "Train a new --out instead"
         )
 
 

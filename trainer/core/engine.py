@@ -419,6 +419,7 @@ class Engine:
             "epoch": self.epoch,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -427,6 +428,8 @@ class Engine:
         self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
         if state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("generator") is not None:  # the draws continue as if never stopped
+            self.generator.set_state(state["generator"].cpu())
         self.epoch = int(state["epoch"])
 
     def restore(self, checkpoint: dict) -> list[dict]:
@@ -438,8 +441,15 @@ class Engine:
         # A checkpoint loaded with users=shard already holds just this shard's rows.
         if self.shard is not None and state["user_emb"].shape[0] != self.model.num_users:
             state["user_emb"] = state["user_emb"][torch.as_tensor(self.shard)]
-        optimizer = checkpoint.get("optimizer") if self.shard is None else None
-        self.load_state({"model": state, "optimizer": optimizer, "epoch": checkpoint["epoch"]})
+        whole = self.shard is None
+        self.load_state(
+            {
+                "model": state,
+                "optimizer": checkpoint.get("optimizer") if whole else None,
+                "generator": checkpoint.get("generator") if whole else None,
+                "epoch": checkpoint["epoch"],
+            }
+        )
         return checkpoint["metrics"].get("epochs", [])[: self.epoch]
 
     def fit(self, callbacks: Sequence[Callback] = (), history: list[dict] | None = None) -> dict:

@@ -4,6 +4,7 @@ OUT/checkpoint/ (the same checkpoint format a Ray run and the service use)."""
 from __future__ import annotations
 
 import os
+import shutil
 from typing import NamedTuple
 
 from trainer.core.callbacks import Callback, Checkpointer, ConsoleProgress, MetricsFile, RunMetrics
@@ -12,6 +13,7 @@ from trainer.core.engine import Engine
 from trainer.core.logs import progress_logger
 from trainer.data.dataset import PreparedData
 from trainer.outputs.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     resume_source,
     save_checkpoint,
@@ -19,16 +21,24 @@ from trainer.outputs.checkpoint import (
 )
 from trainer.outputs.rundir import RunDirError
 
+REFIT_CHECKPOINT = "refit-checkpoint"
+"""OUT's directory for a refit's checkpoints before its last epoch: OUT/checkpoint keeps the
+validated model, whole and servable, until the refit's final one replaces it."""
+
 
 def checkpoint_engine(
-    engine: Engine, out: str, metrics: dict, config: TrainConfig | None = None
+    engine: Engine,
+    out: str,
+    metrics: dict,
+    config: TrainConfig | None = None,
+    name: str = "checkpoint",
 ) -> str:
-    """The in-process engine's state as the shared checkpoint format; `config` is what the
-    checkpoint records as the run's options (default: the engine's)."""
+    """The in-process engine's state as the shared checkpoint format in OUT/`name`; `config`
+    is what the checkpoint records as the run's options (default: the engine's)."""
     st = engine.state()
     cfg = engine.config
     return save_checkpoint(
-        os.path.join(out, "checkpoint"),
+        os.path.join(out, name),
         model_name=cfg.model,
         dim=cfg.dim,
         state=st["model"],
@@ -38,6 +48,7 @@ def checkpoint_engine(
         metrics=metrics,
         epoch=engine.epoch,
         optimizer=st["optimizer"],
+        generator=st["generator"],
     )
 
 
@@ -63,9 +74,29 @@ def train_in_process(
     resume: bool = False,
 ) -> dict:
     """Train, validate, test and checkpoint into `out`; then refit on train + validation
-    when the config asks for it. Returns metrics.json's content."""
+    when the config asks for it. Returns metrics.json's content. `resume` continues where
+    the run in `out` stopped: the validated run from its checkpoint, or, once that run has
+    ended, the refit (from OUT/refit-checkpoint if it got that far)."""
     os.makedirs(out, exist_ok=True)
     log = log or progress_logger().info
+    saved = _saved_metrics(out) if resume else {}
+    if "refit" in saved and "before_refit" in saved:
+        return saved  # the refit ended too: nothing left to train
+    if _refit_due(config, saved):  # the validated run ended; the refit had not
+        validated, result = saved, saved
+        log("resume: the validated run had ended; the refit follows")
+    else:
+        validated, result = _validated_run(config, data, out, checkpoint_every, log, resume)
+    plan = refit_plan(config, result, data)
+    if plan is None:
+        return validated
+    return refit(config, data, out, plan, validated, log, checkpoint_every, resume)
+
+
+def _validated_run(
+    config: TrainConfig, data: PreparedData, out: str, checkpoint_every: int, log, resume: bool
+) -> tuple[dict, dict]:
+    """The run with early stopping on validation: (its metrics, Engine.fit's result)."""
     engine = Engine(config, data)
     history = resume_engine(engine, out) if resume else []
     metrics = RunMetrics({"config": config.model_dump(), "data": data.path, "workers": 0})
@@ -75,11 +106,23 @@ def train_in_process(
         Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every),
     ]
     result = engine.fit(callbacks, history)
-    validated = metrics(result["epochs"], result["test"])
-    plan = refit_plan(config, result, data)
-    if plan is None:
-        return validated
-    return refit(config, data, out, plan, validated, log)
+    return metrics(result["epochs"], result["test"]), result
+
+
+def _refit_due(config: TrainConfig, saved: dict) -> bool:
+    """Whether a resumed run's validated part had ended (tested, with the same epoch cap:
+    a larger --epochs continues it instead) and a refit is asked for."""
+    return (
+        config.refit and "test" in saved and saved.get("config", {}).get("epochs") == config.epochs
+    )
+
+
+def _saved_metrics(out: str) -> dict:
+    """The metrics of the checkpoint a resume continues from (empty: none)."""
+    source = resume_source(out)
+    if source is None:
+        return {}
+    return load_checkpoint(source)["metrics"]
 
 
 class RefitPlan(NamedTuple):
@@ -110,10 +153,19 @@ class LrSchedule(Callback):
 
 
 def refit(
-    config: TrainConfig, data: PreparedData, out: str, plan: RefitPlan, validated: dict, log
+    config: TrainConfig,
+    data: PreparedData,
+    out: str,
+    plan: RefitPlan,
+    validated: dict,
+    log,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict:
     """A fresh model (same seed) trained on train + validation for plan.epochs epochs with the
-    validated run's lr schedule, tested and checkpointed in place of the validated one."""
+    validated run's lr schedule, tested and checkpointed in place of the validated one. Every
+    `checkpoint_every` epochs it checkpoints to OUT/refit-checkpoint, which `resume`
+    continues from."""
     merged = data.with_validation_in_train()
     cfg = config.model_copy(
         update={"epochs": plan.epochs, "eval_every": plan.epochs, "early_stopping_patience": 0}
@@ -138,13 +190,33 @@ def refit(
             out.update(test=test, before_refit={"test": validated.get("test")})
         return out
 
+    def save(engine: Engine, m: dict) -> None:
+        final = "before_refit" in m
+        checkpoint_engine(engine, out, m, config, "checkpoint" if final else REFIT_CHECKPOINT)
+        if final:
+            shutil.rmtree(os.path.join(out, REFIT_CHECKPOINT), ignore_errors=True)
+
     engine = Engine(cfg, merged)
+    history = _resume_refit(engine, out, log) if resume else []
     callbacks = [
         LrSchedule(plan.lr_after_epoch),
         ConsoleProgress(lambda line: log(f"refit {line}")),
-        Checkpointer(lambda e, m: checkpoint_engine(e, out, m, config), metrics),
+        Checkpointer(save, metrics, checkpoint_every),
     ]
-    result = engine.fit(callbacks)
+    result = engine.fit(callbacks, history)
     final = metrics(result["epochs"], result["test"])
     write_json_atomic(os.path.join(out, "metrics.json"), final)
     return final
+
+
+def _resume_refit(engine: Engine, out: str, log) -> list[dict]:
+    """Continue a refit from OUT/refit-checkpoint (its records so far); none there: the
+    refit starts from its first epoch."""
+    path = os.path.join(out, REFIT_CHECKPOINT)
+    try:
+        blob = load_checkpoint(path, with_optimizer=True)
+    except CheckpointError:
+        return []
+    engine.restore(blob)
+    log(f"refit: resumed after epoch {engine.epoch}")
+    return blob["metrics"]["refit"]["records"][: engine.epoch]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 import tempfile
 
@@ -77,3 +78,42 @@ def replace_directory(new: str, dst: str) -> None:
     os.rename(dst, os.path.join(trash, "x"))
     os.rename(new, dst)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def temp_sibling_prefix(name: str) -> str:
+    """The prefix of this process's temporary siblings for `name`: hidden (a leading dot,
+    which directory readers such as pyarrow's skip) and carrying the pid, so that
+    `remove_stale_temps` can tell a dead writer's leftovers from a live one's."""
+    return f".{name}.tmp{os.getpid()}-"
+
+
+def remove_stale_temps(directory: str, name: str) -> None:
+    """Delete the temporary siblings of `name` in `directory` that writers which died (a
+    kill -9) left behind; a live writer's are kept."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.tmp(\d+)-")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.match(entry)
+        if match and not pid_alive(int(match.group(1))):
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

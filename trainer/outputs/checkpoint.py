@@ -3,7 +3,7 @@
 A checkpoint is a directory:
     model.pt       torch.save dict: format_version, model name, dim, num_users, num_items,
                    state (full user table and item-side parameters), item_counts [num_items],
-                   epoch; optionally optimizer state (for resuming)
+                   epoch; optionally optimizer and random-generator state (for resuming)
     seen.parquet   user, item (int32): train + validation pairs, masked when recommending
     users.parquet  index, id — external ids; items.parquet likewise
     config.json    the TrainConfig and the dataset manifest
@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainer.outputs.atomic import replace_directory
+from trainer.errors import UsageError
+from trainer.outputs.atomic import remove_stale_temps, replace_directory
 
 CHECKPOINT_VERSION = 2  # 2 added sharded user tables; 1 is read as it was
 FILES = (
@@ -201,6 +202,7 @@ def save_checkpoint(
     epoch: int,
     optimizer: dict | None = None,
     user_shards: list[dict] | None = None,
+    generator: torch.Tensor | None = None,
 ) -> str:
     """Write a checkpoint directory at `path` (replacing one that is there). With
     `user_shards` (shard_table), `state` has no user table: the workers write their shard files
@@ -221,6 +223,7 @@ def save_checkpoint(
                 "item_counts": torch.as_tensor(item_counts),
                 "epoch": epoch,
                 "optimizer": optimizer,
+                "generator": generator,
                 "user_shards": user_shards,
             },
             os.path.join(tmp, "model.pt"),
@@ -249,6 +252,57 @@ def checkpoint_dir(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     inner = os.path.join(path, "checkpoint")
     return inner if os.path.isfile(os.path.join(inner, "model.pt")) else path
+
+
+def is_checkpoint_dir(path: str) -> bool:
+    """A directory holding a checkpoint and nothing but what this format writes into one
+    (its files, user shards, the ANN cache and their temporary siblings)."""
+    if not os.path.isfile(os.path.join(path, "model.pt")):
+        return False
+    return all(_checkpoint_owned(name) for name in os.listdir(path))
+
+
+def _checkpoint_owned(name: str) -> bool:
+    bare = name.lstrip(".")
+    return (
+        any(bare.startswith(f) for f in FILES)
+        or bare.startswith("ann-hnsw")
+        or (bare.startswith("users-") and ".pt" in bare)
+    )
+
+
+def save_target(path: str | os.PathLike) -> tuple[str, str]:
+    """Where Model.save(path) writes: (the run directory, its checkpoint directory). PATH is
+    a run directory, or RUN/checkpoint. Refuses (UsageError, naming what is there) anything
+    that is not this format's own to replace: a file, or a directory holding anything but
+    one checkpoint (and the temporary siblings of a killed save, removed here)."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise UsageError("save: give the directory to write (the path is empty)")
+    path = os.path.abspath(text)
+    if os.path.basename(path) == "checkpoint":
+        run_dir, target = os.path.dirname(path), path
+    else:
+        run_dir, target = path, os.path.join(path, "checkpoint")
+    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
+        raise UsageError(f"save: {run_dir} exists and is not a directory")
+    remove_stale_temps(run_dir, "checkpoint")
+    if target != path and os.path.isdir(run_dir):
+        other = sorted(
+            n for n in os.listdir(run_dir) if n != "checkpoint" and not n.startswith(".checkpoint.")
+        )
+        if other:
+            raise UsageError(
+                f"save: {run_dir} holds other files ({', '.join(other[:5])}"
+                f"{', ...' if len(other) > 5 else ''}); save replaces only a directory "
+                "holding one checkpoint: give a new path, or RUN/checkpoint to replace a "
+                "run's checkpoint alone"
+            )
+    if os.path.lexists(target) and not (
+        os.path.isdir(target) and (not os.listdir(target) or is_checkpoint_dir(target))
+    ):
+        raise UsageError(f"save: {target} exists and is not a checkpoint; give a new path")
+    return run_dir, target
 
 
 def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict:
@@ -302,6 +356,7 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         raise CheckpointError(f"{path}: tensor shapes disagree with the id maps")
     if not with_optimizer:
         blob.pop("optimizer", None)
+        blob.pop("generator", None)
     return {
         **blob,
         "config": config,

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from trainer.errors import UsageError
-from trainer.outputs.atomic import replace_directory
+from trainer.outputs.atomic import pid_alive, replace_directory
 from trainer.outputs.checkpoint import resume_source, write_json_atomic
 
 STATE_FILE = "run.json"
@@ -29,14 +29,11 @@ class RunDirError(UsageError):
     """OUT cannot be used as asked (exit 2, one line)."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _is_run(out: str) -> bool:
+    """A directory a run wrote: its state file, or a checkpoint."""
+    return os.path.isfile(os.path.join(out, STATE_FILE)) or os.path.isfile(
+        os.path.join(out, "checkpoint", "model.pt")
+    )
 
 
 def read_state(out: str) -> dict:
@@ -57,28 +54,37 @@ class RunDir:
         overwrite: bool = False,
         resume: bool = False,
         storage_path: str | None = None,
+        names: tuple[str, str] = (
+            "--out",
+            "pass --overwrite to replace it or --resume to continue it",
+        ),
     ):
+        """names: what the caller calls OUT, and what it tells a user to do when OUT holds a
+        run already (the Python API says `out=` and `overwrite=True`)."""
+        opt, hint = names
         if overwrite and resume:
             raise RunDirError("give --overwrite (replace OUT) or --resume (continue it), not both")
         self.out = os.path.abspath(out)
         self.resume = resume
         exists = os.path.isdir(self.out) and bool(os.listdir(self.out))
         if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise RunDirError(f"--out {out}: exists and is not a directory")
+            raise RunDirError(f"{opt} {out}: exists and is not a directory")
         state = read_state(self.out) if exists else {}
         if (
             state.get("state") == "running"
-            and _pid_alive(int(state.get("pid", -1)))
+            and pid_alive(int(state.get("pid", -1)))
             and state.get("host") == socket.gethostname()
         ):
-            raise RunDirError(f"--out {out}: a run (pid {state['pid']}) is still writing there")
+            raise RunDirError(f"{opt} {out}: a run (pid {state['pid']}) is still writing there")
         if resume and resume_source(self.out, storage_path) is None:
             raise RunDirError(f"--resume: {out} has no checkpoint to continue from")
         if exists and not (overwrite or resume):
             what = f"a {state['state']} run" if state.get("state") else "files"
+            raise RunDirError(f"{opt} {out}: holds {what} already; {hint}")
+        if exists and overwrite and not _is_run(self.out):
             raise RunDirError(
-                f"--out {out}: holds {what} already; pass --overwrite to replace "
-                "it or --resume to continue it"
+                f"{opt} {out}: holds files that are not a run (no {STATE_FILE} or "
+                "checkpoint/); overwriting replaces only an earlier run: give a new path"
             )
         self.staging = exists and overwrite
         if self.staging:
