@@ -17,6 +17,7 @@ request that loads the model and its graph.
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import sys
@@ -30,6 +31,7 @@ import torch
 from benchmarks.ann import vectors
 from benchmarks.report_utils import command_line, write_report
 from benchmarks.serve_load import CONNECTIONS_TABLE, connection_rows, quiet_server, recommend_bodies
+from trainer.api import Model
 from trainer.core.ann import build_index
 from trainer.core.config import TrainConfig
 from trainer.data.dataset import PreparedData
@@ -42,7 +44,7 @@ USERS, PER_USER, DIM = 20_000, 50, 32
 def build_run(root: str, items: int, index_cache: str | None) -> str:
     """The model's run directory under `root` (made once): dataset, checkpoint, HNSW graph."""
     run = os.path.join(root, "models", "ann-1m")
-    if os.path.isfile(os.path.join(run, "checkpoint", "ann-hnsw.faiss")):
+    if glob.glob(os.path.join(run, "checkpoint", "ann-hnsw-*.faiss")):
         return run
     data_dir = os.path.join(root, "data", "ann-1m")
     source = os.path.join(root, "interactions.parquet")
@@ -70,7 +72,7 @@ def build_run(root: str, items: int, index_cache: str | None) -> str:
         metrics={"epochs": [], "test": {}},
         epoch=0,
     )
-    graph = os.path.join(ckpt, "ann-hnsw.faiss")
+    graph = Model.load(ckpt).ann_cache_path()
     if index_cache and os.path.isfile(index_cache):
         shutil.copyfile(index_cache, graph)  # the same vectors' graph
     else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shlex
 import threading
 import uuid
@@ -103,6 +105,10 @@ class TooManyJobs(RuntimeError):
 
 ACTIVE = ("PENDING", "RUNNING")
 
+_OTHER_PATH = re.compile(r"(?<![\w<>/.:-])/(?:[\w.\-]+/)+[\w.\-]*")
+"""An absolute path on the host, not one that a root's name already replaced, nor a URL's
+or a ratio's slash."""
+
 
 class JobService:
     """Submit, list, inspect and stop jobs; a job writes to MODEL_ROOT/jobs/<job id>."""
@@ -119,6 +125,18 @@ class JobService:
 
             self._client = JobSubmissionClient(self.settings.ray_address)
         return self._client
+
+    @property
+    def store(self) -> str:
+        """This service's job store: a digest of its model root. Jobs are tagged with it,
+        and a service sees only the jobs of its own store, not every job another service
+        submitted to the same cluster."""
+        root = os.path.realpath(self.settings.model_root)
+        return hashlib.sha256(root.encode()).hexdigest()[:16]
+
+    def _ours(self, info) -> bool:
+        meta = info.metadata or {}
+        return meta.get("adasir") == "1" and meta.get("store") == self.store
 
     def out_dir(self, job_id: str) -> str:
         return os.path.join(self.settings.model_root, "jobs", job_id)
@@ -157,7 +175,7 @@ class JobService:
             entrypoint=shlex.join(request.command(data_dir, out, self.settings.job_script)),
             submission_id=job_id,
             runtime_env=runtime_env,
-            metadata={"adasir": "1", "request": request.model_dump_json()},
+            metadata={"adasir": "1", "store": self.store, "request": request.model_dump_json()},
         )
         return job_id
 
@@ -170,7 +188,7 @@ class JobService:
             if "does not exist" in str(exc) or "404" in str(exc):
                 raise UnknownJob(job_id) from None
             raise
-        if (info.metadata or {}).get("adasir") != "1":
+        if not self._ours(info):
             raise UnknownJob(job_id)
         return info
 
@@ -187,7 +205,7 @@ class JobService:
         }
 
     def list(self) -> list[dict]:
-        jobs = [j for j in self.client.list_jobs() if (j.metadata or {}).get("adasir") == "1"]
+        jobs = [j for j in self.client.list_jobs() if self._ours(j)]
         return [
             self.summary(j) for j in sorted(jobs, key=lambda j: j.start_time or 0, reverse=True)
         ]
@@ -210,14 +228,16 @@ class JobService:
         return out
 
     def redact(self, text: str) -> str:
-        """`text` with the data, model and project roots replaced by their names."""
+        """`text` with the data, model and project roots replaced by their names, and any
+        other absolute path of two or more parts (the Ray session's, a home directory) by
+        <path>."""
         for root, name in (
             (self.settings.model_root, "<model root>"),
             (self.settings.data_root, "<data root>"),
             (PROJECT_ROOT, "<project>"),
         ):
             text = text.replace(root, name)
-        return text
+        return _OTHER_PATH.sub("<path>", text)
 
     def redact_message(self, message: str | None) -> str | None:
         """Ray's status message: its last line that is not a traceback frame, redacted."""

@@ -289,11 +289,7 @@ class ModelRegistry:
         out = []
         for model_id, path in sorted(self.index().items()):
             try:
-                with open(os.path.join(path, "config.json")) as fh:
-                    config = json.load(fh)
-                with open(os.path.join(path, "metrics.json")) as fh:
-                    metrics = json.load(fh)
-                out.append(describe(model_id, config, metrics))
+                out.append(describe(model_id, *_documents(path)))
                 failure = self._failures.describe(model_id)
                 if failure:
                     failure["error"] = failure["error"].replace(self.root, "<model root>")
@@ -307,6 +303,21 @@ class ModelRegistry:
     def cached_ids(self) -> list[str]:
         with self._lock:
             return list(self._cache)
+
+
+def _documents(path: str) -> tuple[dict, dict]:
+    """A checkpoint's config.json and metrics.json; ValueError unless both are objects and
+    the config has its train options (what `describe` reads)."""
+    docs = []
+    for name in ("config.json", "metrics.json"):
+        with open(os.path.join(path, name)) as fh:
+            docs.append(json.load(fh))
+    config, metrics = docs
+    if not (isinstance(config, dict) and isinstance(config.get("train"), dict)):
+        raise ValueError("config.json is not a checkpoint's")
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics.json is not an object")
+    return config, metrics
 
 
 def _settle_heap() -> None:

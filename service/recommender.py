@@ -76,6 +76,7 @@ class Recommender:
         exclude_seen: bool = True,
         exclude_items=None,
         candidates=None,
+        fallback: str = "none",
     ) -> tuple[str, dict]:
         return self._ask(
             model_id,
@@ -87,6 +88,7 @@ class Recommender:
                 k,
                 user=user,
                 exclude_seen=exclude_seen,
+                fallback=fallback,
                 filter_items=exclude_items,
                 candidates=candidates,
             ),

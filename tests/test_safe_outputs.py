@@ -5,7 +5,6 @@ would take for data."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -199,12 +198,14 @@ def test_a_killed_exports_temp_file_is_hidden_and_removed_by_the_next(model, tmp
         "m.export(sys.argv[2], k=2, block=1)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, run, str(out)])
-    deadline = time.monotonic() + 60
-    while not [n for n in os.listdir(out.parent) if n.startswith(".all.parquet.tmp")]:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 60
+        while not [n for n in os.listdir(out.parent) if n.startswith(".all.parquet.tmp")]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
     leftovers = [n for n in os.listdir(out.parent) if n.startswith(".")]
     assert leftovers and not out.exists()
     assert len(pd.read_parquet(out.parent)) == 2 * model.num_users  # the temp file is skipped
@@ -250,12 +251,14 @@ def test_a_run_killed_during_its_refit_resumes_the_refit(tiny_data, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_train_args(tiny_data, out), stdout=subprocess.DEVNULL)
     partial = out / "refit-checkpoint" / "model.pt"
-    deadline = time.monotonic() + 300
-    while not partial.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, "the refit never started"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 300
+        while not partial.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the refit never started"
+            time.sleep(0.02)
+    finally:
+        proc.kill()  # SIGKILL: nothing is cleaned up
+        proc.wait()
     validated = load_checkpoint(str(out / "checkpoint"))
     assert "before_refit" not in validated["metrics"], "killed after the refit ended"
     resumed = subprocess.run(

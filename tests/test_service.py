@@ -14,7 +14,7 @@ from service.settings import Settings
 from trainer.core.config import TrainConfig
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
-from trainer.outputs.checkpoint import load_checkpoint
+from trainer.outputs.checkpoint import load_checkpoint, state_digest
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,7 @@ def test_corrupt_checkpoint_fails_alone_and_newer_checkpoint_is_picked_up(roots,
     model_pt = root / "run-a" / "checkpoint" / "model.pt"
     blob = torch.load(model_pt, weights_only=True)
     blob["state"]["item_emb"] = -blob["state"]["item_emb"]
+    blob["state_sha256"] = state_digest(blob["state"])  # written as a checkpoint writes it
     torch.save(blob, model_pt)
     os.utime(model_pt, (os.path.getmtime(model_pt) + 5,) * 2)
     after = client.post("/recommend", json={"model": "run-a", "user": user, "k": 5}).json()["items"]

@@ -90,6 +90,16 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
             assert any("epoch 3/3" in line for line in info["log_tail"])
             assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
             assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
+            # Another service (its own model root) on the same cluster sees none of them.
+            from service.jobs import JobService, UnknownJob
+            from service.settings import Settings
+
+            other = JobService(
+                Settings.from_env({**env, "ADASIR_MODEL_ROOT": str(tmp_path / "other-models")})
+            )
+            assert job not in [j["id"] for j in other.list()]
+            with pytest.raises(UnknownJob):
+                other.get(job)
             # A job someone else submitted to the cluster is neither shown nor stopped.
             foreign = subprocess.run(
                 [

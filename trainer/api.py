@@ -21,12 +21,11 @@ import threading
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
 from pools.interactions import InteractionIndex
-from trainer.core.ann import AnnRanker, load_or_build
+from trainer.core.ann import AnnRanker, ann_cache_name, load_or_build
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
@@ -34,7 +33,7 @@ from trainer.core.presets import DEFAULT_PRESET, build_config, fit_to_data
 from trainer.core.topk import VectorScorer, top_k
 from trainer.core.training import train_in_process
 from trainer.data.dataset import PreparedData
-from trainer.data.formats import DataError, RawInteractions
+from trainer.data.formats import RawInteractions, frame_interactions, matrix_interactions
 from trainer.data.prepare import (
     FORMAT_VERSION,
     PrepareOptions,
@@ -47,6 +46,7 @@ from trainer.outputs.atomic import replace_directory, temp_sibling_prefix
 from trainer.outputs.checkpoint import (
     CheckpointError,
     checkpoint_dir,
+    file_stamp,
     load_checkpoint,
     save_target,
 )
@@ -157,7 +157,7 @@ class Model:
         filter_items are never recommended; candidates, if given, are the only items that may
         be. Raises UnknownIds for users the model does not know."""
         one = isinstance(users, str)
-        wanted = _as_list(users)
+        wanted = _as_list(users, "users")
         unknown = [u for u in wanted if u not in self.user_index]
         if unknown:
             raise UnknownIds("user", unknown)
@@ -199,12 +199,14 @@ class Model:
         return self.fold_in_indices([known])[0]
 
     def _history_indices(self, items: Sequence[str]) -> list[int]:
-        """The known items of a history as indices (unknown ones ignored); none known raises
+        """The known items of a history as indices, each once, in first-seen order (unknown
+        ones ignored): the one rule for a history, whoever asks. None known raises
         UnknownIds."""
+        items = _as_list(items, "history")
         known = [self.item_index[i] for i in items if i in self.item_index]
         if not known:
-            raise UnknownIds("item", list(items))
-        return known
+            raise UnknownIds("item", items)
+        return list(dict.fromkeys(known))
 
     def fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
         """Query vectors [B, d] for histories of item indices."""
@@ -229,7 +231,7 @@ class Model:
         """The k items most similar to an item (cosine of item vectors; the item itself left
         out) → [(item, similarity), ...], or one such list per item of a list."""
         one = isinstance(items, str)
-        wanted = _as_list(items)
+        wanted = _as_list(items, "items")
         unknown = [i for i in wanted if i not in self.item_index]
         if unknown:
             raise UnknownIds("item", unknown)
@@ -261,6 +263,8 @@ class Model:
         not know gets the most popular items (score: the item's train interaction count) with
         fallback="popularity" when `fallback` is "popularity"; else, with `mark_unknown`, no
         items and an "error", and otherwise UnknownIds is raised."""
+        users = _as_list(users, "users")
+        _check_fallback(fallback)
         known = [u for u in users if u in self.user_index]
         unknown = [u for u in users if u not in self.user_index]
         if unknown and fallback == "none" and not mark_unknown:
@@ -288,25 +292,35 @@ class Model:
         *,
         user: str | None = None,
         exclude_seen: bool = True,
+        fallback: str = "none",
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
     ) -> dict:
         """The top k for a query fitted to an item history (fold-in), JSON-ready as `answer`'s,
         with "fold_in": {"items_used", "unknown_items"}. A known `user`'s own train and
-        validation items join the history. Raises UnknownIds when no history item is known."""
+        validation items join the history. When no history item is known: the most popular
+        items with fallback="popularity", else UnknownIds."""
+        items = _as_list(items, "history")
+        _check_fallback(fallback)
         unknown = [i for i in items if i not in self.item_index]
-        known = [self.item_index[i] for i in items if i in self.item_index]
-        if user is not None and user in self.user_index:
-            known += self.seen.items_of(self.user_index[user]).tolist()
-        if not known:
-            raise UnknownIds("item", unknown)
-        known = list(dict.fromkeys(known))
-        recs = self._rank_history(
-            known, k, exclude_seen, self.allowed_items(filter_items, candidates)
+        history = items + (
+            [self.item_ids[i] for i in self.seen.items_of(self.user_index[user]).tolist()]
+            if user is not None and user in self.user_index
+            else []
         )
+        allowed = self.allowed_items(filter_items, candidates)
+        used: str | None = None
+        try:
+            known = self._history_indices(history)
+        except UnknownIds:
+            if fallback != "popularity":
+                raise UnknownIds("item", unknown) from None
+            recs, known, used = self.popular_items(k, allowed), [], "popularity"
+        else:
+            recs = self._rank_history(known, k, exclude_seen, allowed)
         return {
             "user": user,
-            "fallback": None,
+            "fallback": used,
             "items": _as_dicts(recs),
             "fold_in": {"items_used": len(known), "unknown_items": unknown},
         }
@@ -318,7 +332,7 @@ class Model:
             if allowed is None
             else self.item_counts.masked_fill(~allowed, -float("inf"))
         )
-        top = counts.topk(min(k, self.num_items))
+        top = counts.topk(check_k(k, self.num_items))
         return [
             (self.item_ids[i], s)
             for s, i in zip(top.values.tolist(), top.indices.tolist())
@@ -353,7 +367,11 @@ class Model:
         self, filter_items: Iterable[str] | None, candidates: Iterable[str] | None
     ) -> torch.Tensor | None:
         """[N] bool of the items that may be returned, or None for all (export.allowed_mask)."""
-        return allowed_mask(self.item_index, filter_items, candidates)
+        return allowed_mask(
+            self.item_index,
+            _optional_ids(filter_items, "filter_items"),
+            _optional_ids(candidates, "candidates"),
+        )
 
     def rank_users(
         self,
@@ -367,8 +385,7 @@ class Model:
         with no eligible item left. Catalogues of `ann_min_items` items or more are searched
         through an HNSW index (trainer/core/ann.py; filters stay exact) unless `exact`."""
         if self.searches_ann(exact):
-            if k < 1:
-                raise UsageError("k must be ≥ 1")
+            k = check_k(k)
             users = torch.as_tensor(rows, dtype=torch.long)
             if exclude_seen:  # each user's slice of the sorted rows: no masks over all of them
                 seen = [self.seen.items_of(u) for u in rows]
@@ -384,12 +401,30 @@ class Model:
 
     def ann(self) -> AnnRanker:
         """The HNSW ranker over this model's items, built on first use and cached beside the
-        checkpoint (ann-hnsw.faiss) where the directory allows."""
+        checkpoint (ann_cache_path) where the directory allows and the checkpoint is still
+        the one this model was loaded from."""
         with self._ann_lock:
             if self._ann is None:
-                cache = os.path.join(self._blob["path"], "ann-hnsw.faiss")
-                self._ann = AnnRanker(load_or_build(self.items, cache), self.items)
+                cache = self.ann_cache_path()
+                writable = self._checkpoint_unchanged()
+                index = load_or_build(self.items, cache, write=writable)
+                self._ann = AnnRanker(index, self.items)
             return self._ann
+
+    def ann_cache_path(self) -> str:
+        """Where this model's HNSW graph is cached: named by a digest of the item vectors it
+        indexes, so that no other tables' graph is ever read for them."""
+        return os.path.join(self._blob["path"], ann_cache_name(self.items))
+
+    def _checkpoint_unchanged(self) -> bool:
+        """Whether model.pt is still the file this model was read from (a retrained run may
+        have replaced the directory since)."""
+        try:
+            return file_stamp(os.path.join(self._blob["path"], "model.pt")) == self._blob.get(
+                "stamp"
+            )
+        except OSError:
+            return False
 
     def _named(self, scores: torch.Tensor, items: torch.Tensor) -> list[Recommendations]:
         out = []
@@ -398,8 +433,46 @@ class Model:
         return out
 
 
-def _as_list(ids: str | Sequence[str]) -> list[str]:
-    return [ids] if isinstance(ids, str) else list(ids)
+def _as_list(ids: str | Iterable[str], what: str = "ids") -> list[str]:
+    """Ids as a list: a bare string is one id (never its characters); anything but strings
+    is refused, since ids are the strings the model was trained with."""
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, (bytes, dict)) or not isinstance(ids, Iterable):
+        raise UsageError(f"{what}: give an id (a string) or a list of them, not {_kind(ids)}")
+    out = list(ids)
+    wrong = [i for i in out if not isinstance(i, str)]
+    if wrong:
+        raise UsageError(
+            f"{what}: ids are strings (as trained: the DataFrame's values as text); got "
+            f"{_kind(wrong[0])} {wrong[0]!r}"
+        )
+    return out
+
+
+FALLBACKS = ("none", "popularity")
+
+
+def _check_fallback(fallback: str) -> None:
+    if fallback not in FALLBACKS:
+        raise UsageError(f"fallback: give one of {list(FALLBACKS)}, not {fallback!r}")
+
+
+def _optional_ids(ids: str | Iterable[str] | None, what: str) -> list[str] | None:
+    return None if ids is None else _as_list(ids, what)
+
+
+def _kind(value) -> str:
+    return type(value).__name__
+
+
+def check_k(k, most: int | None = None) -> int:
+    """k as the int it must be (≥ 1; not a bool, a float or a string)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise UsageError(f"k must be a whole number ≥ 1, not {_kind(k)} {k!r}")
+    if k < 1:
+        raise UsageError(f"k must be ≥ 1, not {k}")
+    return int(k) if most is None else min(int(k), most)
 
 
 def _as_dicts(recs: Recommendations) -> list[dict]:
@@ -413,8 +486,7 @@ def _history_index(items: list[int], num_items: int) -> InteractionIndex:
 
 
 def _rank(scorer, rows: list[int], k: int, masked: list, allowed: torch.Tensor | None):
-    if k < 1:
-        raise UsageError("k must be ≥ 1")
+    k = check_k(k)
     return top_k(scorer, torch.as_tensor(rows, dtype=torch.long), k, masked, allowed=allowed)
 
 
@@ -518,28 +590,9 @@ def _raw_interactions(data) -> RawInteractions:
     """A DataFrame (user, item[, rating]) or a scipy sparse users × items matrix as string-id
     interactions."""
     if hasattr(data, "tocoo"):
-        coo = data.tocoo()
-        keep = coo.data != 0
-        return RawInteractions(
-            pa.array(coo.row[keep].astype(str)),
-            pa.array(coo.col[keep].astype(str)),
-            coo.data[keep].astype(np.float64),
-        )
+        return matrix_interactions(data, "the matrix")
     if hasattr(data, "columns"):
-        missing = [c for c in ("user", "item") if c not in data.columns]
-        if missing:
-            raise DataError(
-                f"the DataFrame has no column(s) {missing}; it needs user and item "
-                f"(and optionally rating); it has {list(data.columns)[:10]}"
-            )
-        if data[["user", "item"]].isna().to_numpy().any():
-            raise DataError("the DataFrame's user or item column has missing values")
-        ratings = data["rating"].to_numpy(dtype=np.float64) if "rating" in data.columns else None
-        return RawInteractions(
-            pa.array(data["user"].astype(str).to_numpy()),
-            pa.array(data["item"].astype(str).to_numpy()),
-            ratings,
-        )
+        return frame_interactions(data)
     raise UsageError(
         f"fit(data=...) takes a prepared dataset directory, a pandas DataFrame or "
         f"a scipy sparse matrix, not {type(data).__name__}"

@@ -99,6 +99,7 @@ def _recommend(req: RecommendRequest, rec: Recommender, cfg) -> dict:
             req.k,
             req.user,
             req.exclude_seen,
+            fallback=req.fallback,
             **filters,
         )
         return {"model": model_id, **result}
@@ -116,18 +117,21 @@ def _recommend(req: RecommendRequest, rec: Recommender, cfg) -> dict:
     return {"model": model_id, **results[0]}
 
 
+def _check_batch_size(size: int, what: str, cfg) -> None:
+    """A batch's answer (rows × k) within ADASIR_MAX_BATCH_ITEMS, else a 422."""
+    if size > cfg.max_batch_items:
+        raise HTTPException(
+            422, f"{what} × k = {size} is over {cfg.max_batch_items}: split the batch or lower k"
+        )
+
+
 @router.post("/recommend/batch", response_model=BatchRecommendResponse)
 def recommend_batch(req: BatchRecommendRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """The top k items for each of up to 1,000 users, in the order asked (users × k is
     bounded by ADASIR_MAX_BATCH_ITEMS). A user the model does not know is answered with no
     items and an `error` (or the popular items, with the popularity fallback); the others
     are answered all the same."""
-    if len(req.users) * req.k > cfg.max_batch_items:
-        raise HTTPException(
-            422,
-            f"users × k = {len(req.users) * req.k} is over "
-            f"{cfg.max_batch_items}: split the batch or lower k",
-        )
+    _check_batch_size(len(req.users) * req.k, "users", cfg)
     model_id, results = _answer(
         cfg,
         req.model,
@@ -147,7 +151,9 @@ def recommend_batch(req: BatchRecommendRequest, rec: deps.RecommenderDep, cfg: d
 @router.post("/similar", response_model=SimilarResponse)
 def similar(req: SimilarRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep):
     """For each item, the k most similar items ("more like this"): the cosine of the model's
-    item vectors, the item itself left out, filters applied."""
+    item vectors, the item itself left out, filters applied (items × k is bounded by
+    ADASIR_MAX_BATCH_ITEMS, as /recommend/batch's users × k is)."""
+    _check_batch_size(len(req.items) * req.k, "items", cfg)
     model_id, results = _answer(
         cfg,
         req.model,

@@ -94,7 +94,11 @@ def recommend(argv: list[str]) -> int:
         print(
             json.dumps(
                 model.answer_history(
-                    _ids(args.items), args.k, exclude_seen=not args.include_seen, **filters
+                    _ids(args.items),
+                    args.k,
+                    exclude_seen=not args.include_seen,
+                    fallback=args.fallback,
+                    **filters,
                 )
             )
         )

@@ -18,6 +18,7 @@ each searching alone took turns unfairly (benchmarks/README.md, "ANN").
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import queue
@@ -55,9 +56,16 @@ def build_index(items: torch.Tensor):
     return index
 
 
-def load_or_build(items: torch.Tensor, cache: str | None):
-    """The index cached at `cache` if it is there and fits, else a new one (written there
-    when the directory allows: a temp file, then a rename)."""
+def ann_cache_name(items: torch.Tensor) -> str:
+    """The cache file name of the graph over `items`: a digest of the vectors, so a graph
+    built from other tables is never taken for theirs."""
+    data = items.detach().cpu().contiguous().float().numpy().tobytes()
+    return f"ann-hnsw-{hashlib.sha256(data).hexdigest()[:20]}.faiss"
+
+
+def load_or_build(items: torch.Tensor, cache: str | None, write: bool = True):
+    """The index cached at `cache` if it is there and fits, else a new one (written there,
+    when `write` and the directory allow: a temp file, then a rename)."""
     import faiss
 
     if cache and os.path.isfile(cache):
@@ -68,7 +76,7 @@ def load_or_build(items: torch.Tensor, cache: str | None):
         except RuntimeError:
             pass  # unreadable: rebuilt below
     index = build_index(items)
-    if cache:
+    if cache and write:
         tmp = f"{cache}.tmp{os.getpid()}"
         try:
             faiss.write_index(index, tmp)

@@ -180,6 +180,11 @@ def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> N
     """What a config can only be checked against once the dataset is known (before any
     training or Ray worker starts): raises ValueError naming the option."""
     s: SamplerOptions = config.sampler
+    if num_items < 2:
+        raise ValueError(
+            f"the dataset has {num_items} item: training ranks a positive above other items, "
+            "so it needs at least 2"
+        )
     if s.num_negatives >= num_items:
         raise ValueError(
             f"--negatives {s.num_negatives}: the dataset has {num_items} items, so "

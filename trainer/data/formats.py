@@ -7,6 +7,7 @@ users×items sparse matrix under key `data`.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import math
 import os
@@ -92,8 +93,9 @@ def read_interactions(path: str, fmt: str = "auto") -> RawInteractions:
 
 
 def _open_text(path: str):
+    """A text file, a UTF-8 byte-order mark dropped (spreadsheets write one)."""
     opener = gzip.open if path.endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
 
 
 def _first_bad_line(path: str, delimiter: str, n_fields: int, rating_field: int | None):
@@ -116,25 +118,32 @@ def _first_bad_line(path: str, delimiter: str, n_fields: int, rating_field: int 
     return None, "unreadable"
 
 
-def _read_table(path: str, delimiter: str) -> pa.Table:
+def _read_table(path: str, delimiter: str, quoted: bool = False) -> pa.Table:
+    """Every column as strings (ids such as 007 stay as written); `quoted`: fields may be
+    quoted ("u0"), and the quotes are not part of the value."""
+    header = _header(path, delimiter, quoted)
     try:
         return pacsv.read_csv(
             path,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char='"' if quoted else False
+            ),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in _header(path, delimiter)}
+                column_types={name: pa.string() for name in header}
             ),
         )
     except pa.ArrowInvalid as exc:
-        header = _header(path, delimiter)
         line, why = _first_bad_line(path, delimiter, len(header), None)
         where = f"line {line}" if line else "parse error"
         raise DataError(f"{path}: {where}: {why} ({exc})") from None
 
 
-def _header(path: str, delimiter: str) -> list[str]:
+def _header(path: str, delimiter: str, quoted: bool = False) -> list[str]:
     with _open_text(path) as fh:
-        return fh.readline().rstrip("\r\n").split(delimiter)
+        line = fh.readline().rstrip("\r\n")
+    if quoted:
+        return next(csv.reader([line], delimiter=delimiter))
+    return line.split(delimiter)
 
 
 def _pick(names: list[str], wanted: tuple[str, ...], path: str, what: str, required: bool):
@@ -205,8 +214,8 @@ def _read_inter(path: str) -> RawInteractions:
 
 def _read_delimited(path: str, fmt: str) -> RawInteractions:
     delimiter = "\t" if fmt == "tsv" else ","
-    header = [h.strip() for h in _header(path, delimiter)]
-    table = _read_table(path, delimiter)
+    header = [h.strip() for h in _header(path, delimiter, quoted=True)]
+    table = _read_table(path, delimiter, quoted=True)
     return _columns_to_raw(path, table, header, delimiter)
 
 
@@ -254,10 +263,69 @@ def _read_mat(path: str) -> RawInteractions:
     if "data" not in content:
         keys = sorted(k for k in content if not k.startswith("__"))
         raise DataError(f"{path}: no 'data' matrix (keys: {keys})")
-    matrix = content["data"]
+    return matrix_interactions(content["data"], path)
+
+
+def matrix_interactions(matrix, source: str) -> RawInteractions:
+    """A users × items matrix (scipy sparse or dense) as interactions: each non-zero entry,
+    its row and column numbers as ids and its value as the rating. Negative and NaN entries
+    are refused: they would train as positives."""
+    import scipy.sparse
+
     if not scipy.sparse.issparse(matrix):
         matrix = scipy.sparse.coo_matrix(np.asarray(matrix, dtype=np.float64))
     coo = matrix.tocoo()
-    keep = coo.data != 0
-    rows, cols, vals = coo.row[keep], coo.col[keep], coo.data[keep].astype(np.float64)
-    return RawInteractions(pa.array(rows.astype(str)), pa.array(cols.astype(str)), vals)
+    vals = coo.data.astype(np.float64)
+    bad = ~np.isfinite(vals) | (vals < 0)
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: entry ({coo.row[at]}, {coo.col[at]}) is {vals[at]}; implicit feedback "
+            "is counts or weights ≥ 0 (negative and NaN entries would train as positives)"
+        )
+    keep = vals != 0
+    if not keep.any():
+        raise DataError(f"{source}: no non-zero entries")
+    rows, cols = coo.row[keep], coo.col[keep]
+    return RawInteractions(pa.array(rows.astype(str)), pa.array(cols.astype(str)), vals[keep])
+
+
+def frame_interactions(df) -> RawInteractions:
+    """A pandas DataFrame with columns user, item[, rating] as interactions, refused where a
+    file would be: missing columns or values, empty ids, non-finite ratings; and a column
+    that mixes types (1 and "1" would become one id)."""
+    import pandas as pd
+
+    missing = [c for c in ("user", "item") if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"the DataFrame has no column(s) {missing}; it needs user and item "
+            f"(and optionally rating); it has {list(df.columns)[:10]}"
+        )
+    if len(df) == 0:
+        raise DataError("the DataFrame has no rows")
+    if df[["user", "item"]].isna().to_numpy().any():
+        raise DataError("the DataFrame's user or item column has missing values")
+    for column in ("user", "item"):
+        kind = pd.api.types.infer_dtype(df[column], skipna=False)
+        if kind.startswith("mixed"):
+            types = sorted({type(v).__name__ for v in df[column]})
+            raise DataError(
+                f"the DataFrame's {column} column mixes types ({', '.join(types)}): ids such "
+                f"as 1 and '1' would become one; convert it first (df[{column!r}].astype(str))"
+            )
+    users = pa.array(df["user"].astype(str).to_numpy(), pa.string())
+    items = pa.array(df["item"].astype(str).to_numpy(), pa.string())
+    for col, what in ((users, "user"), (items, "item")):
+        if pc.any(pc.equal(pc.utf8_length(col), 0)).as_py():
+            raise DataError(f"the DataFrame: row {_first_empty(col)}: empty {what} id")
+    ratings = None
+    if "rating" in df.columns:
+        try:
+            ratings = df["rating"].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError("the DataFrame's rating column is not numbers") from None
+        if not np.isfinite(ratings).all():
+            at = int(np.flatnonzero(~np.isfinite(ratings))[0])
+            raise DataError(f"the DataFrame: row {at}: rating {ratings[at]} is not finite")
+    return RawInteractions(users, items, ratings)

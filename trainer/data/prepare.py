@@ -107,6 +107,21 @@ def _check_id_lengths(source: str, ids: pa.Array, kind: str) -> None:
         )
 
 
+def _check_ratings(source: str, ratings: np.ndarray | None, min_rating: float | None) -> None:
+    """Ratings that reach training must be finite and ≥ 0: a negative one (a dislike) would
+    train as a positive."""
+    if ratings is None:
+        return
+    kept = ratings if min_rating is None else ratings[ratings >= min_rating]
+    bad = ~np.isfinite(kept) | (kept < 0)
+    if bad.any():
+        raise DataError(
+            f"{source}: rating {kept[np.flatnonzero(bad)[0]]} would train as a positive; "
+            "ratings must be finite and ≥ 0: drop those rows, or give a minimum rating "
+            "(--min-rating) that leaves them out"
+        )
+
+
 def prepare_arrays(
     raw: RawInteractions,
     opts: PrepareOptions,
@@ -123,6 +138,7 @@ def prepare_arrays(
         keep = ratings >= opts.min_rating
         users_s, items_s = users_s.filter(pa.array(keep)), items_s.filter(pa.array(keep))
     n_rated = len(users_s)
+    _check_ratings(source, ratings, opts.min_rating)
     u, user_ids = _encode(users_s)
     i, item_ids = _encode(items_s)
     _check_id_lengths(source, user_ids, "user")

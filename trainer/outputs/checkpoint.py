@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 import pyarrow as pa
@@ -131,6 +132,28 @@ def _user_rows(path: str, blob: dict, users: np.ndarray | None) -> torch.Tensor:
     return out
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model state's names, shapes and bytes: model.pt records it, and a full
+    load checks it, so that altered parameters are refused rather than served."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_zip(file: str) -> None:
+    """A torch file's zip CRCs: a byte changed inside it (not re-saved) is found here."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{file}: unreadable ({exc})") from None
+    if bad is not None:
+        raise CheckpointError(f"{file}: damaged ({bad} fails its checksum)")
+
+
 def write_json_atomic(path: str, obj) -> None:
     """Write `obj` to a temporary sibling, then rename it over `path`: readers see the old
     file or the new one; a failed write (a full disk) leaves `path` as it was and no
@@ -211,6 +234,7 @@ def save_checkpoint(
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    cpu_state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     try:
         _save_tensors(
             {
@@ -219,7 +243,8 @@ def save_checkpoint(
                 "dim": dim,
                 "num_users": data.num_users,
                 "num_items": data.num_items,
-                "state": {k: v.detach().cpu() for k, v in state.items()},
+                "state": cpu_state,
+                "state_sha256": state_digest(cpu_state),
                 "item_counts": torch.as_tensor(item_counts),
                 "epoch": epoch,
                 "optimizer": optimizer,
@@ -328,6 +353,7 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         with open(os.path.join(path, "metrics.json")) as fh:
             metrics = json.load(fh)
         tables = _tables(path, full=users is None)
+        stamp = file_stamp(os.path.join(path, "model.pt"))
     except Exception as exc:  # truncated zip, bad JSON, bad Parquet: all the same to a reader
         raise CheckpointError(
             f"{path}: checkpoint is unreadable ({type(exc).__name__}: {exc})"
@@ -336,6 +362,9 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         raise CheckpointError(
             f"{path}: checkpoint format {blob.get('format_version')} is not {CHECKPOINT_VERSION}"
         )
+    _check_documents(path, config, metrics)
+    if users is None:
+        _check_integrity(path, blob)
     state = blob["state"]
     n_u, n_i, d = blob["num_users"], blob["num_items"], blob["dim"]
     if blob.get("user_shards") is not None:
@@ -354,6 +383,8 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         or tables["n_items"] != n_i
     ):
         raise CheckpointError(f"{path}: tensor shapes disagree with the id maps")
+    if users is None:
+        _check_seen(path, tables, n_u, n_i)
     if not with_optimizer:
         blob.pop("optimizer", None)
         blob.pop("generator", None)
@@ -366,7 +397,52 @@ def load_checkpoint(path: str, with_optimizer: bool = False, users=None) -> dict
         "seen_users": tables["seen_users"],
         "seen_items": tables["seen_items"],
         "path": path,
+        "stamp": stamp,
     }
+
+
+def file_stamp(path: str) -> tuple[int, int, int]:
+    """(inode, size, mtime in ns): a file replaced or rewritten has another stamp."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _check_documents(path: str, config, metrics) -> None:
+    """config.json and metrics.json hold what a checkpoint writes: objects, config's `train`
+    an object of options (a reader would otherwise fall back to other defaults, such as dot
+    products for a cosine model)."""
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise CheckpointError(
+            f"{path}: config.json is not a checkpoint's (an object with the run's train "
+            f"options); it holds {type(config).__name__} {json.dumps(config)[:60]}"
+        )
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{path}: metrics.json is not an object")
+
+
+def _check_integrity(path: str, blob: dict) -> None:
+    """model.pt's (and the shard files') zip CRCs, and its parameters against the digest it
+    recorded when written (checkpoints from before the digest are checked by CRC alone)."""
+    _check_zip(os.path.join(path, "model.pt"))
+    for entry in blob.get("user_shards") or []:
+        if os.path.isfile(os.path.join(path, entry["file"])):
+            _check_zip(os.path.join(path, entry["file"]))
+    recorded = blob.get("state_sha256")
+    if recorded is not None and state_digest(blob["state"]) != recorded:
+        raise CheckpointError(f"{path}: model.pt's parameters do not match their digest")
+
+
+def _check_seen(path: str, tables: dict, n_users: int, n_items: int) -> None:
+    """seen.parquet's pairs index real users and items."""
+    for name, values, n in (
+        ("user", tables["seen_users"], n_users),
+        ("item", tables["seen_items"], n_items),
+    ):
+        if values.size and (values.min() < 0 or values.max() >= n):
+            raise CheckpointError(
+                f"{path}: seen.parquet has {name} indices outside 0..{n - 1} "
+                f"({int(values.min())}..{int(values.max())})"
+            )
 
 
 def _tables(path: str, full: bool) -> dict:
