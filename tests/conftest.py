@@ -18,6 +18,19 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 
+def block_frame(users: int = 60, items: int = 40, pairs: int = 900, seed: int = 0):
+    """A pandas DataFrame (user, item) of users who like the items next to their own number:
+    a signal one epoch learns, small enough for many fits in a test."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, users, pairs)
+    i = (u + rng.integers(0, 8, pairs)) % items
+    df = pd.DataFrame({"user": [f"u{x}" for x in u], "item": [f"i{x}" for x in i]})
+    return df.drop_duplicates().reset_index(drop=True)
+
+
 class FixedScores:
     """A ScoringModel whose scores are a given [users, items] table."""
 

@@ -214,3 +214,14 @@ def test_ann_ranking_keeps_filters_exact_and_finds_the_exact_top_k(model, tmp_pa
     for recs in copy.recommend(users[:5], k=5, candidates=allow):
         assert {i for i, _ in recs} <= set(allow)
     assert os.path.isfile(copy.ann_cache_path())  # cached for the next load
+
+
+def test_fit_says_what_it_trains_first_then_each_epoch_and_the_refit(capsys):
+    fit(_frame(), dim=4, epochs=2, eval_every=1, name="blocks")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("training MF (d = 4") and "data blocks:" in lines[0]
+    assert "then a refit on train + valid" in lines[0]
+    assert any(line.startswith("epoch 2/2") and "valid recall@20" in line for line in lines)
+    assert any(line.startswith("refit: a fresh model") for line in lines)
+    fit(_frame(), dim=4, epochs=1, verbose=False)
+    assert capsys.readouterr().err == ""

@@ -208,7 +208,8 @@ def _refused(capsys, tmp_path, *argv) -> str:
         (" [1]", "expected a JSON object"),
         ('"text"', "expected a JSON object"),
         ("nowhere.json", "neither a JSON file"),
-        ('{"sampler": null}', "sampler must be an object"),
+        ('{"sampler": null}', "give a sampler name"),
+        ('{"sampler": "adasir"}', "'adasir-u'"),
         ('{"dim": true}', "dim"),
         ('{"diagnostics": "yes"}', "diagnostics"),
         ('{"epochs": "1"}', "epochs"),
@@ -260,3 +261,19 @@ def test_a_job_request_takes_no_coerced_values(field, value):
         JobRequest(**{"dataset": "tiny", field: value})
     with pytest.raises(ValueError, match="epochs"):
         JobRequest(dataset="tiny", train={"epochs": "3"})
+
+
+def test_a_sampler_name_is_taken_as_a_string_at_every_entry_point(tiny_data):
+    """`"sampler": "adasir-u"` means `{"name": "adasir-u"}` in Python, a --config, POST /jobs
+    and Tune alike; an unknown name is refused listing the known ones."""
+    from service.jobs import JobRequest
+    from trainer.cli.train import build_parser, config_from_args
+    from trainer.core.presets import build_config
+
+    named = build_config("recommended", {"sampler": "adasir-u"})
+    assert named == build_config("recommended", {"sampler": {"name": "adasir-u"}})
+    args = build_parser().parse_args(["--config", '{"sampler": "adasir-u"}'])
+    assert config_from_args(args) == named
+    assert JobRequest(dataset="tiny", train={"sampler": "adasir-u"}).config() == named
+    with pytest.raises(ValueError, match="'adasir-u', 'adasir-p'"):
+        build_config("recommended", {"sampler": "adasir"})

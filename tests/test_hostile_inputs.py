@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 import torch
+from conftest import block_frame
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -26,19 +27,11 @@ from trainer.errors import UsageError
 from trainer.outputs.checkpoint import CheckpointError
 
 
-def _frame(users: int = 60, items: int = 40, pairs: int = 900, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    u = rng.integers(0, users, pairs)
-    i = (u + rng.integers(0, 8, pairs)) % items
-    df = pd.DataFrame({"user": [f"u{x}" for x in u], "item": [f"i{x}" for x in i]})
-    return df.drop_duplicates().reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> str:
     """A saved model's run directory (cosine scores: the recommended preset)."""
     out = tmp_path_factory.mktemp("hostile") / "run"
-    fit(_frame(), dim=4, epochs=2, out=out)
+    fit(block_frame(), dim=4, epochs=2, out=out)
     return str(out)
 
 
@@ -98,10 +91,10 @@ def test_fold_in_of_only_unknown_items_falls_back_to_popularity(model):
 
 def test_a_stale_model_never_writes_its_index_beside_a_newer_one(tmp_path):
     out = tmp_path / "run"
-    fit(_frame(), dim=4, epochs=1, out=out)
+    fit(block_frame(), dim=4, epochs=1, out=out)
     old = Model.load(out)
     old.ann_min_items = 1
-    fit(_frame(users=55, seed=3), dim=4, epochs=1, out=out, overwrite=True)
+    fit(block_frame(users=55, seed=3), dim=4, epochs=1, out=out, overwrite=True)
     old.recommend(old.user_ids[:3], k=5)  # builds its index; must not cache it there
     assert not [n for n in os.listdir(out / "checkpoint") if n.startswith("ann-hnsw")]
     new = Model.load(out)
@@ -190,7 +183,7 @@ def test_mixed_id_types_bad_entries_and_empty_ids_are_refused():
         m = sp.csr_matrix(np.array([[1.0, value], [0.0, 2.0], [1.0, 1.0]]))
         with pytest.raises(DataError, match="negative and NaN entries would train"):
             fit(m, dim=4, epochs=1)
-    df = _frame()
+    df = block_frame()
     for rating, match in ((np.nan, "not finite"), (-1.0, "would train as a positive")):
         rated = df.assign(rating=[rating] + [1.0] * (len(df) - 1))
         with pytest.raises(DataError, match=match):

@@ -9,26 +9,18 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import block_frame
 
 from trainer import Model, fit
 from trainer.errors import UsageError
 
 
-def _frame(users: int = 60, items: int = 40, pairs: int = 900, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    u = rng.integers(0, users, pairs)
-    i = (u + rng.integers(0, 8, pairs)) % items
-    df = pd.DataFrame({"user": [f"u{x}" for x in u], "item": [f"i{x}" for x in i]})
-    return df.drop_duplicates().reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
 def model() -> Model:
-    return fit(_frame(), dim=4, epochs=1)
+    return fit(block_frame(), dim=4, epochs=1)
 
 
 def _tree(path) -> dict:
@@ -119,12 +111,12 @@ def test_a_killed_saves_leftovers_are_removed_by_the_next(model, tmp_path):
 
 def test_fit_refuses_an_existing_run_without_overwrite(model, tmp_path):
     out = tmp_path / "run"
-    first = fit(_frame(), dim=4, epochs=1, out=out)
+    first = fit(block_frame(), dim=4, epochs=1, out=out)
     before = _tree(out)
     with pytest.raises(UsageError, match=r"holds a complete run already; pass overwrite=True"):
-        fit(_frame(seed=1), dim=4, epochs=1, out=out)
+        fit(block_frame(seed=1), dim=4, epochs=1, out=out)
     assert _tree(out) == before
-    second = fit(_frame(users=50), dim=4, epochs=1, out=out, overwrite=True)
+    second = fit(block_frame(users=50), dim=4, epochs=1, out=out, overwrite=True)
     assert Model.load(out).user_ids == second.user_ids != first.user_ids
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
@@ -133,12 +125,12 @@ def test_fit_refuses_a_file_and_a_directory_that_is_not_a_run(tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("mine")
     with pytest.raises(UsageError, match="exists and is not a directory"):
-        fit(_frame(), dim=4, epochs=1, out=target)
+        fit(block_frame(), dim=4, epochs=1, out=target)
     assert target.read_text() == "mine"
     with pytest.raises(UsageError, match="holds files already"):
-        fit(_frame(), dim=4, epochs=1, out=tmp_path)
+        fit(block_frame(), dim=4, epochs=1, out=tmp_path)
     with pytest.raises(UsageError, match="not a run"):
-        fit(_frame(), dim=4, epochs=1, out=tmp_path, overwrite=True)
+        fit(block_frame(), dim=4, epochs=1, out=tmp_path, overwrite=True)
     assert target.read_text() == "mine"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -31,7 +32,7 @@ from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
 from trainer.core.presets import DEFAULT_PRESET, build_config, fit_to_data
 from trainer.core.topk import VectorScorer, top_k
-from trainer.core.training import train_in_process
+from trainer.core.training import describe_run, train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.data.formats import RawInteractions, frame_interactions, matrix_interactions
 from trainer.data.prepare import (
@@ -502,7 +503,9 @@ def fit(
     valid_ratio: float = 0.1,
     seed: int = 0,
     log=None,
+    verbose: bool = True,
     overwrite: bool = False,
+    name: str = "dataframe",
     **options,
 ) -> Model:
     """Train a model in this process and return it.
@@ -515,7 +518,9 @@ def fit(
     fields (dim=64, epochs=20, ...). out: the run directory to write (metrics.json and
     checkpoint/); by default a temporary one that lives as long as the model. An existing
     run there is refused unless `overwrite` (then replaced only once the new one completes).
-    log: a callable that takes each progress line (default: silent).
+    log: a callable that takes each progress line: what is trained first, one line per
+    epoch, then the refit's (default: standard error; `verbose=False` silences them).
+    name: what a DataFrame or matrix is called as a dataset (the service's `latest:NAME`).
     """
     given = dict(config.model_dump() if isinstance(config, TrainConfig) else config or {})
     given.update(options)
@@ -524,17 +529,29 @@ def fit(
         keep_alive = tempfile.TemporaryDirectory(prefix="adasir-fit-")
         out = keep_alive.name
     out = os.path.abspath(os.fspath(out))
-    with _prepared(data, valid_ratio, seed) as data_dir:
+    log = log or (_to_stderr if verbose else _silent)
+    with _prepared(data, valid_ratio, seed, name) as data_dir:
         prepared = PreparedData.load(data_dir)
         cfg = build_config(preset, given)
-        cfg = fit_to_data(cfg, prepared.num_items, given, log)
+        notes: list[str] = []  # said after the header, which says what is trained first
+        cfg = fit_to_data(cfg, prepared.num_items, given, notes.append)
         check_against_data(cfg, prepared.num_users, prepared.num_items)
         rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
-        _train_into(rundir, cfg, prepared, log or (lambda line: None))
+        for line in [describe_run(cfg, prepared, out, 0), *notes]:
+            log(line)
+        _train_into(rundir, cfg, prepared, log)
     return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
 
 
 _FIT_OUT = ("fit(out=...)", "pass overwrite=True to replace it")
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def _train_into(rundir: RunDir, cfg: TrainConfig, data: PreparedData, log) -> None:
@@ -557,19 +574,22 @@ class _prepared:
     """A context giving a prepared dataset directory for `data`: the directory itself, or a
     temporary one prepared from an in-memory table (removed on exit)."""
 
-    def __init__(self, data, valid_ratio: float, seed: int):
+    def __init__(self, data, valid_ratio: float, seed: int, name: str = "dataframe"):
         self.data, self.options = (
             data,
             PrepareOptions(kcore=0, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed),
         )
         self.tmp: tempfile.TemporaryDirectory | None = None
+        if not name or os.sep in name or name.startswith("."):
+            raise UsageError(f"name {name!r}: give a plain dataset name (no path)")
+        self.name = name
 
     def __enter__(self) -> str:
         if isinstance(self.data, (str, os.PathLike)):
             return os.fspath(self.data)
         raw = _raw_interactions(self.data)
         self.tmp = tempfile.TemporaryDirectory(prefix="adasir-data-")
-        out = os.path.join(self.tmp.name, "data")
+        out = os.path.join(self.tmp.name, self.name)
         result = prepare_arrays(raw, self.options, "in-memory data")
         manifest = {
             "format_version": FORMAT_VERSION,

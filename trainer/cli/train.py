@@ -24,8 +24,14 @@ import torch
 from trainer.cli.flags import add_config_flags, config_overrides
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
-from trainer.core.presets import DEFAULT_PRESET, PRESETS, build_config, fit_to_data
-from trainer.core.training import train_in_process
+from trainer.core.presets import (
+    DEFAULT_PRESET,
+    PRESETS,
+    build_config,
+    fit_to_data,
+    sampler_options,
+)
+from trainer.core.training import describe_run, train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.errors import error_line, is_usage_error
 from trainer.outputs.checkpoint import resume_source
@@ -123,11 +129,10 @@ def given_options(args) -> dict:
     """What the user set: the --config JSON, then --sampler-opt, then the flags (nested)."""
     base = read_config_option(args.config) if args.config else {}
     given = config_overrides(args)
-    sampler = base.pop("sampler", {})
-    if not isinstance(sampler, dict):
-        raise ValueError(
-            f"--config: sampler must be an object of sampler options, not {json.dumps(sampler)}"
-        )
+    try:
+        sampler = sampler_options(base.pop("sampler")) if "sampler" in base else {}
+    except ValueError as exc:
+        raise ValueError(f"--config: {exc}") from None
     sampler = {**sampler, **_sampler_options(args.sampler_opt), **given.pop("sampler", {})}
     base.update(given)
     return {**base, "sampler": sampler} if sampler else base
@@ -224,30 +229,6 @@ def check_resume_config(out: str, config: TrainConfig, storage_path: str | None 
         )
 
 
-def describe_run(config: TrainConfig, data: PreparedData, out: str, workers: int) -> str:
-    """The run's first line: what it trains, on what, where, and where it writes."""
-    s = config.sampler
-    negatives = (
-        f"{s.num_negatives} shared {s.name} negatives a batch"
-        if getattr(s, "shared_negatives", False)
-        else f"{s.name} negatives"
-    )
-    where = f"Ray Train, {workers} workers" if workers else "in this process"
-    valid = data.splits["valid"].users.size
-    stopping = (
-        f"early stopping on valid {config.early_stopping_metric}"
-        + (", then a refit on train + valid" if config.refit else "")
-        if valid and config.early_stopping_patience
-        else f"{config.epochs} epochs"
-    )
-    return (
-        f"training {config.model.upper()} (d = {config.dim}, {config.score} scores), "
-        f"{config.loss} loss over {negatives}, {stopping}, {where}; data "
-        f"{os.path.basename(data.path)}: {data.num_users} users, {data.num_items} items, "
-        f"{data.splits['train'].users.size} train and {valid} valid pairs; writing {out}"
-    )
-
-
 def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
     if args.workers == 0:
         return train_in_process(
@@ -297,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             args.out
             or os.path.join("runs", f"{config.sampler.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         )
-        config = fit_to_data(config, data.num_items, given, progress_logger().info)
+        notes: list[str] = []  # said after the header, which says what is trained first
+        config = fit_to_data(config, data.num_items, given, notes.append)
         check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
         if args.workers > 0:
             from trainer.distributed.ray_train import check_ray_request
@@ -309,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:  # before run.json is touched
             check_resume_config(out, config, args.storage_path)
         print(describe_run(config, data, out, args.workers), flush=True)
+        for line in notes:
+            progress_logger().info(line)
         rundir.start()
         # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as
         # a shell that starts the run in the background leaves it ignored.
@@ -337,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     test = metrics["test"]
     print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'checkpoint')}")
+    print(
+        f"query it: adasir recommend --model {os.path.relpath(out)} --user USER -k 10 "
+        f"(or serve it: adasir serve, docs/service.md)"
+    )
     return 0
 
 

@@ -26,7 +26,9 @@ class Callback:
         """After the last epoch."""
 
 
-def format_epoch(record: dict, epochs: int) -> str:
+def format_epoch(record: dict, epochs: int, metric: str = "recall@20") -> str:
+    """An epoch's progress line; a validated one shows `metric` (what early stopping
+    watches) first, then NDCG@50."""
     line = (
         f"epoch {record['epoch']}/{epochs} loss {record['loss']:.4f} "
         f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
@@ -34,7 +36,8 @@ def format_epoch(record: dict, epochs: int) -> str:
     )
     if "valid" in record:
         v = record["valid"]
-        line += f" valid ndcg@50 {v.get('ndcg@50', float('nan')):.4f} recall@50 {v.get('recall@50', float('nan')):.4f}"
+        shown = [metric] + [m for m in ("ndcg@50",) if m != metric]
+        line += " valid " + " ".join(f"{m} {v.get(m, float('nan')):.4f}" for m in shown)
     return line
 
 
@@ -53,7 +56,8 @@ class ConsoleProgress(Callback):
         self.log = log
 
     def on_epoch_end(self, engine, records, test):
-        self.log(format_epoch(records[-1], engine.config.epochs))
+        cfg = engine.config
+        self.log(format_epoch(records[-1], cfg.epochs, cfg.early_stopping_metric))
         choice = records[-1].get("early_stopping") if test else None
         if choice and choice["best_epoch"] is not None:
             stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""

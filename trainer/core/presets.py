@@ -60,11 +60,24 @@ _LOSS_PART = (
 _LOSS_PART_OF_SAMPLER = ("temperature",)
 
 
+def sampler_options(value) -> dict:
+    """The sampler as given: a name ("adasir-u", what --sampler takes) or an object of
+    sampler options ({"name": "adasir-u", "pool_size": 200})."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError(
+        f'sampler: give a sampler name (e.g. "adasir-u") or an object of sampler options, '
+        f"not {'null' if value is None else type(value).__name__}"
+    )
+
+
 def resolve(preset: str, given: dict) -> dict:
     """The TrainConfig fields of `preset` overridden by `given` (a nested dict: sampler options
     under "sampler"), before validation."""
     base = copy.deepcopy(PRESETS[preset])
-    mine = dict(given.get("sampler") or {})
+    mine = sampler_options(given["sampler"]) if "sampler" in given else {}
     preset_sampler = base.get("sampler", {})
     if "name" in mine and mine["name"] != preset_sampler.get("name", mine["name"]):
         base.pop("sampler", None)
@@ -88,8 +101,9 @@ def build_config(preset: str, given: dict):
 
     from trainer.core.config import TrainConfig
 
+    resolved = resolve(preset, given)
     try:
-        text = json.dumps(resolve(preset, given))
+        text = json.dumps(resolved)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"options must be JSON values ({exc})") from None
     return TrainConfig.model_validate_json(text, strict=True)
@@ -100,13 +114,13 @@ def fit_to_data(config, num_items: int, given: dict, log=None):
     `recommended`) becomes num_items − 1 (every other item); a count the user gave is left for
     check_against_data to refuse."""
     s = config.sampler
-    user_set = "num_negatives" in (given.get("sampler") or {})
+    user_set = "num_negatives" in sampler_options(given.get("sampler") or {})
     if user_set or s.num_negatives < num_items:
         return config
     n = max(1, num_items - 1)
     if log:
         log(
-            f"preset: {s.num_negatives} negatives per pair is more than the {num_items} items "
-            f"allow; using {n}"
+            f"note: the catalogue has {num_items} items, so each pair is ranked against the "
+            f"{n} others instead of the preset's {s.num_negatives} negatives"
         )
     return config.model_copy(update={"sampler": s.model_copy(update={"num_negatives": n})})

@@ -220,3 +220,27 @@ def _resume_refit(engine: Engine, out: str, log) -> list[dict]:
     engine.restore(blob)
     log(f"refit: resumed after epoch {engine.epoch}")
     return blob["metrics"]["refit"]["records"][: engine.epoch]
+
+
+def describe_run(config: TrainConfig, data: PreparedData, out: str, workers: int) -> str:
+    """The run's first line: what it trains, on what, where, and where it writes."""
+    s = config.sampler
+    negatives = (
+        f"{s.num_negatives} shared {s.name} negatives a batch"
+        if getattr(s, "shared_negatives", False)
+        else f"{s.name} negatives"
+    )
+    where = f"Ray Train, {workers} workers" if workers else "in this process"
+    valid = data.splits["valid"].users.size
+    stopping = (
+        f"early stopping on valid {config.early_stopping_metric}"
+        + (", then a refit on train + valid" if config.refit else "")
+        if valid and config.early_stopping_patience
+        else f"{config.epochs} epochs"
+    )
+    return (
+        f"training {config.model.upper()} (d = {config.dim}, {config.score} scores), "
+        f"{config.loss} loss over {negatives}, {stopping}, {where}; data "
+        f"{os.path.basename(data.path)}: {data.num_users} users, {data.num_items} items, "
+        f"{data.splits['train'].users.size} train and {valid} valid pairs; writing {out}"
+    )

@@ -376,10 +376,17 @@ class MetricsTail:
     the early-stopping choice at the end, printed here in order, so the console has the run's
     lines and not the workers' or Ray's (the driver runs with log_to_driver off)."""
 
-    def __init__(self, path: str, epochs: int, after_epoch: int = 0, every_s: float = 0.5):
+    def __init__(
+        self,
+        path: str,
+        epochs: int,
+        after_epoch: int = 0,
+        every_s: float = 0.5,
+        metric: str = "recall@20",
+    ):
         """after_epoch: the epoch a resumed run continues from (its earlier lines were printed
-        by the run that trained them)."""
-        self.path, self.epochs, self.every_s = path, epochs, every_s
+        by the run that trained them); metric: what early stopping watches (shown first)."""
+        self.path, self.epochs, self.every_s, self.metric = path, epochs, every_s, metric
         self.printed, self._stop = after_epoch, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -404,7 +411,7 @@ class MetricsTail:
             return  # not written yet, or being replaced
         log = progress_logger().info
         for record in [r for r in metrics.get("epochs", []) if r["epoch"] > self.printed]:
-            log(format_epoch(record, self.epochs))
+            log(format_epoch(record, self.epochs, self.metric))
             choice = record.get("early_stopping") if "test" in metrics else None
             if choice and choice.get("best_epoch") is not None:
                 log(format_choice(choice, "tested and saved"))
@@ -505,7 +512,10 @@ def train_with_ray(
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    with MetricsTail(os.path.join(out, "metrics.json"), config.epochs, done):
+    tail = MetricsTail(
+        os.path.join(out, "metrics.json"), config.epochs, done, metric=config.early_stopping_metric
+    )
+    with tail:
         result = trainer.fit()
     if result.checkpoint is None:
         raise TrainingFailed(f"Ray run ended without a checkpoint: {result.error}")
