@@ -77,7 +77,8 @@ def test_quickstart_runs_as_written(tmp_path):
     returncode, out = run_bash_script(script, tmp_path, env, timeout=600)
     assert returncode == 0, out[-3000:]
     assert '"fallback":null' in out.replace(" ", "") and '"item":"i' in out.replace(" ", "")
-    assert '"id":"adasir-' in out.replace(" ", "")  # the job was accepted
+    assert "SUCCEEDED" in out.splitlines()  # the job was followed to its end, not killed
+    assert '"model":"jobs/adasir-' in out.replace(" ", "")  # and its model answers
     assert (tmp_path / "runs" / "models" / "demo" / "checkpoint" / "model.pt").is_file()
 
 
@@ -128,11 +129,24 @@ def _doc_commands() -> list[list[str]]:
     ]:
         for block in code_blocks(path, "bash"):
             for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #")[0].strip()
-                for part in re.split(r"\s*(?:&&|;|\|)\s*", line):
-                    if part:
-                        commands.append(shlex.split(part.rstrip("&").strip()))
+                commands.extend(_simple_commands(line))
     return commands
+
+
+def _simple_commands(line: str) -> list[list[str]]:
+    """A shell line's simple commands: split at `&&`, `;`, `|` and `&` outside quotes, with
+    `$(...)` substitutions' own commands among them and comments dropped."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()")
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    out, current = [], []
+    for token in lexer:
+        if token and set(token) <= set(";&|()"):
+            out.append(current)
+            current = []
+        else:
+            current.append(token.removeprefix("$"))
+    out.append(current)
+    return [argv for argv in out if argv and argv[0] != "$"]
 
 
 def _strip_env(argv: list[str]) -> list[str]:
