@@ -13,7 +13,6 @@ the model with external ids. Everything else in `trainer` is internal.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -199,12 +198,12 @@ class Model:
         known = self._history_indices(items)
         return self.fold_in_indices([known])[0]
 
-    def _history_indices(self, items: Sequence[str]) -> list[int]:
+    def _history_indices(self, items: Sequence[str], extra: Sequence[int] = ()) -> list[int]:
         """The known items of a history as indices, each once, in first-seen order (unknown
-        ones ignored): the one rule for a history, whoever asks. None known raises
-        UnknownIds."""
+        ones ignored), then the indices `extra` (a known user's own items): the one rule for
+        a history, whoever asks. None known raises UnknownIds."""
         items = _as_list(items, "history")
-        known = [self.item_index[i] for i in items if i in self.item_index]
+        known = [self.item_index[i] for i in items if i in self.item_index] + list(extra)
         if not known:
             raise UnknownIds("item", items)
         return list(dict.fromkeys(known))
@@ -304,15 +303,15 @@ class Model:
         items = _as_list(items, "history")
         _check_fallback(fallback)
         unknown = [i for i in items if i not in self.item_index]
-        history = items + (
-            [self.item_ids[i] for i in self.seen.items_of(self.user_index[user]).tolist()]
+        own = (
+            self.seen.items_of(self.user_index[user]).tolist()
             if user is not None and user in self.user_index
             else []
         )
         allowed = self.allowed_items(filter_items, candidates)
         used: str | None = None
         try:
-            known = self._history_indices(history)
+            known = self._history_indices(items, own)
         except UnknownIds:
             if fallback != "popularity":
                 raise UnknownIds("item", unknown) from None
@@ -333,7 +332,7 @@ class Model:
             if allowed is None
             else self.item_counts.masked_fill(~allowed, -float("inf"))
         )
-        top = counts.topk(check_k(k, self.num_items))
+        top = counts.topk(_check_k(k, self.num_items))
         return [
             (self.item_ids[i], s)
             for s, i in zip(top.values.tolist(), top.indices.tolist())
@@ -386,7 +385,7 @@ class Model:
         with no eligible item left. Catalogues of `ann_min_items` items or more are searched
         through an HNSW index (trainer/core/ann.py; filters stay exact) unless `exact`."""
         if self.searches_ann(exact):
-            k = check_k(k)
+            k = _check_k(k)
             users = torch.as_tensor(rows, dtype=torch.long)
             if exclude_seen:  # each user's slice of the sorted rows: no masks over all of them
                 seen = [self.seen.items_of(u) for u in rows]
@@ -467,7 +466,7 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-def check_k(k, most: int | None = None) -> int:
+def _check_k(k, most: int | None = None) -> int:
     """k as the int it must be (≥ 1; not a bool, a float or a string)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise UsageError(f"k must be a whole number ≥ 1, not {_kind(k)} {k!r}")
@@ -487,7 +486,7 @@ def _history_index(items: list[int], num_items: int) -> InteractionIndex:
 
 
 def _rank(scorer, rows: list[int], k: int, masked: list, allowed: torch.Tensor | None):
-    k = check_k(k)
+    k = _check_k(k)
     return top_k(scorer, torch.as_tensor(rows, dtype=torch.long), k, masked, allowed=allowed)
 
 
@@ -539,7 +538,8 @@ def fit(
         rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
         for line in [describe_run(cfg, prepared, out, 0), *notes]:
             log(line)
-        _train_into(rundir, cfg, prepared, log)
+        with rundir.running():  # as `adasir train`: run.json, and a swap-in only when whole
+            train_in_process(cfg, prepared, rundir.work, log=log)
     return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
 
 
@@ -552,22 +552,6 @@ def _to_stderr(line: str) -> None:
 
 def _silent(line: str) -> None:
     pass
-
-
-def _train_into(rundir: RunDir, cfg: TrainConfig, data: PreparedData, log) -> None:
-    """Train in `rundir` as `adasir train` does: run.json running, then complete (an
-    overwritten run is swapped in only then), failed or stopped."""
-    rundir.start()
-    try:
-        train_in_process(cfg, data, rundir.work, log=log)
-    except KeyboardInterrupt:
-        rundir.stop()
-        raise
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            rundir.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    rundir.complete()
 
 
 class _prepared:

@@ -12,7 +12,6 @@ trainer/run.py ...`), on --ray-address, or on a local Ray it starts when none is
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -293,26 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_run(config, data, out, args.workers), flush=True)
         for line in notes:
             progress_logger().info(line)
-        rundir.start()
-        # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set too, as
-        # a shell that starts the run in the background leaves it ignored.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _interrupt)
         try:
-            metrics = _train(args, config, data, rundir.work)
+            with rundir.running():
+                # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set
+                # too, as a shell that starts the run in the background leaves it ignored.
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(signum, _interrupt)
+                metrics = _train(args, config, data, rundir.work)
         except KeyboardInterrupt:
-            rundir.stop()
             print(
                 f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
                 file=sys.stderr,
             )
             return 130
-        except BaseException as exc:
-            # A full disk may refuse run.json too; the run's error is what is reported.
-            with contextlib.suppress(OSError):
-                rundir.fail(f"{type(exc).__name__}: {exc}")
-            raise
-        rundir.complete()
     except Exception as exc:  # usage errors: one clear line; bugs keep their traceback
         if not is_usage_error(exc):
             raise

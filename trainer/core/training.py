@@ -3,6 +3,7 @@ OUT/checkpoint/ (the same checkpoint format a Ray run and the service use)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from typing import NamedTuple
@@ -118,11 +119,19 @@ def _refit_due(config: TrainConfig, saved: dict) -> bool:
 
 
 def _saved_metrics(out: str) -> dict:
-    """The metrics of the checkpoint a resume continues from (empty: none)."""
+    """metrics.json of the checkpoint a resume continues from (empty: none); only this is
+    read here: whichever checkpoint training continues from is loaded, and checked, then."""
     source = resume_source(out)
     if source is None:
         return {}
-    return load_checkpoint(source)["metrics"]
+    try:
+        with open(os.path.join(source, "metrics.json")) as fh:
+            metrics = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{source}: metrics.json is unreadable ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{source}: metrics.json is not an object")
+    return metrics
 
 
 class RefitPlan(NamedTuple):

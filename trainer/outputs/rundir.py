@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -119,6 +120,24 @@ class RunDir:
 
     def start(self) -> None:
         self._write("running", resumed=self.resume)
+
+    @contextlib.contextmanager
+    def running(self):
+        """The run's lifetime in run.json: `running` on entry, then `complete` (an
+        overwritten run swapped in only then), `stopped` on KeyboardInterrupt or `failed` on
+        any other error, which is raised again. A full disk that refuses run.json itself
+        leaves the run's own error to be reported."""
+        self.start()
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                self.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        self.complete()
 
     def complete(self) -> None:
         self._write("complete")
