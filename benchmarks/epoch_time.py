@@ -1,9 +1,17 @@
 """Seconds per training epoch, in-process, per sampler (batch 4096, d = 32, n = 5,
-|K| = |R| = 200: the paper's Gowalla settings).
+|K| = |R| = 200: the paper's Gowalla settings), or per recipe with the step eager and compiled.
 
     python -m benchmarks.epoch_time --device cpu --threads 2 --out benchmarks/results/epoch_time_cpu.md
     python -m benchmarks.epoch_time --data runs/data/gowalla-lightgcn --threads 2 --epochs 4 \\
         --rounds 3 --out benchmarks/reports/gowalla-lightgcn/epoch_time_cpu.md
+    python -m benchmarks.epoch_time --data runs/data/gowalla-lightgcn --threads 2 --epochs 3 \\
+        --rounds 3 --recipes default,adasir-u,uniform --compile off,on \\
+        --out benchmarks/reports/gowalla-lightgcn/epoch_time_compiled_cpu.md
+
+--recipes: "default" is the `recommended` preset at d = 64 (what `adasir train --dim 64` runs);
+a sampler name is the `paper` preset with that sampler. --compile: each recipe is timed with
+each `compile` option, in the same interleaved rounds; the warm-up epoch's seconds (which hold
+the compile) are reported beside the timed epochs.
 
 Without --data's manifest, Gowalla-size synthetic data (30k users, 41k items) is generated
 there. The first epoch (warm-up, first pool fill) is not counted; a round's figure is the
@@ -24,26 +32,92 @@ import torch
 
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
+from trainer.core.presets import build_config
 from trainer.data.dataset import PreparedData
 from trainer.data.prepare import PrepareOptions, prepare
 
 GOWALLA_LIKE = "users=29858,items=40988,mean=38,minimum=10,alpha=0.5,zipf=0.6,seed=0"
 
 
-def time_sampler(data, name: str, optimizer: str, epochs: int, device: str) -> tuple[float, float]:
-    """(sample s, train s) per epoch: the mean of `epochs` after one warm-up epoch."""
-    cfg = TrainConfig(
-        epochs=epochs + 1, lr=0.01, device=device, optimizer=optimizer, sampler={"name": name}
+def sampler_config(name: str, optimizer: str, epochs: int, device: str, compile_: str):
+    """A sampler's run at the paper's settings with lr 0.01 (the sampler table)."""
+    return TrainConfig(
+        epochs=epochs + 1,
+        lr=0.01,
+        device=device,
+        optimizer=optimizer,
+        sampler={"name": name},
+        compile=compile_,
     )
+
+
+def recipe_config(name: str, epochs: int, device: str, compile_: str):
+    """`default`: the recommended preset at d = 64; a sampler name: the paper preset with it."""
+    given = {"epochs": epochs + 1, "device": device, "compile": compile_}
+    if name == "default":
+        return build_config("recommended", {**given, "dim": 64})
+    return build_config("paper", {**given, "sampler": name})
+
+
+def time_config(data, cfg, epochs: int) -> dict:
+    """{"sample", "train": s per epoch, the mean of `epochs` after one warm-up epoch;
+    "warmup": the warm-up epoch's s (it holds the compile), "step": eager or compiled}."""
     engine = Engine(cfg, data)
-    engine.train_epoch()  # warm-up
+    t0 = time.perf_counter()
+    first = engine.train_epoch()
+    warmup = time.perf_counter() - t0
     recs = [engine.train_epoch() for _ in range(epochs)]
-    return statistics.mean(r["sample_s"] for r in recs), statistics.mean(r["train_s"] for r in recs)
+    compiled = engine.optimizer.compiled is not None and first.get("step") != "eager"
+    return {
+        "sample": statistics.mean(r["sample_s"] for r in recs),
+        "train": statistics.mean(r["train_s"] for r in recs),
+        "warmup": warmup,
+        "step": "compiled" if compiled else "eager",
+    }
 
 
 def _cell(values: list[float]) -> str:
     mid = statistics.median(values)
     return f"{mid:.3f}" if len(values) == 1 else f"{mid:.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def _runs(args) -> list[tuple[str, str, object]]:
+    """(label, optimizer or step, config) for each timed run."""
+    runs = []
+    for compile_ in args.compile.split(","):
+        if args.recipes:
+            for name in args.recipes.split(","):
+                cfg = recipe_config(name, args.epochs, args.device, compile_)
+                runs.append((name, f"compile {compile_}", cfg))
+            continue
+        for optimizer in args.optimizers.split(","):
+            for name in args.samplers.split(","):
+                cfg = sampler_config(name, optimizer, args.epochs, args.device, compile_)
+                runs.append((name, optimizer, cfg))
+    return runs
+
+
+def _table(data, args, runs, timings) -> str:
+    n_train = len(data.splits["train"].users)
+    rounds = f"median (range) of {args.rounds} interleaved rounds, " if args.rounds > 1 else ""
+    settings = "recipes as --recipes says" if args.recipes else "batch 4096, d=32, n=5, |K|=|R|=200"
+    lines = [
+        f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; {settings}; "
+        f"device {args.device}, torch threads {torch.get_num_threads()}; "
+        f"{rounds}each the mean of {args.epochs} epochs after one warm-up epoch.",
+        "",
+        "| run | optimizer / compile | step | sample s/epoch | train s/epoch | epoch s | warm-up epoch s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (name, how, _), rows in zip(runs, timings, strict=True):
+        sample, train = [r["sample"] for r in rows], [r["train"] for r in rows]
+        epoch = [r["sample"] + r["train"] for r in rows]
+        steps = "/".join(sorted({r["step"] for r in rows}))
+        lines.append(
+            f"| {name} | {how} | {steps} | {_cell(sample)} | {_cell(train)} | "
+            f"**{_cell(epoch)}** | {_cell([r['warmup'] for r in rows])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -52,8 +126,10 @@ def main() -> int:
     )
     ap.add_argument("--data", default="runs/data/gowalla-like")
     ap.add_argument("--samplers", default="uniform,adasir-u,adasir-p,adasir-w,dns,pris-p")
+    ap.add_argument("--recipes", default="", help="comma list: default and/or sampler names")
+    ap.add_argument("--compile", default="off", help="comma list of off, on, auto")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per sampler")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per run")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument(
@@ -72,33 +148,18 @@ def main() -> int:
         prepare(args.data, PrepareOptions(kcore=0), synthetic=GOWALLA_LIKE, overwrite=True)
         print(f"generated {args.data} in {time.perf_counter() - t0:.0f}s", flush=True)
     data = PreparedData.load(args.data)
-    n_train = len(data.splits["train"].users)
-    runs = [(o, s) for o in args.optimizers.split(",") for s in args.samplers.split(",")]
-    timings: dict[tuple[str, str], list[tuple[float, float]]] = {run: [] for run in runs}
+    runs = _runs(args)
+    timings: list[list[dict]] = [[] for _ in runs]
     for r in range(args.rounds):
-        for optimizer, name in runs:
-            timings[optimizer, name].append(
-                time_sampler(data, name, optimizer, args.epochs, args.device)
+        for (name, how, cfg), rows in zip(runs, timings, strict=True):
+            rows.append(time_config(data, cfg, args.epochs))
+            t = rows[-1]
+            print(
+                f"round {r + 1}: {name} {how} ({t['step']}) sample {t['sample']:.3f} "
+                f"train {t['train']:.3f} warm-up {t['warmup']:.1f}",
+                flush=True,
             )
-            s, t = timings[optimizer, name][-1]
-            print(f"round {r + 1}: {name} {optimizer} sample {s:.3f} train {t:.3f}", flush=True)
-    rounds = f"median (range) of {args.rounds} interleaved rounds, " if args.rounds > 1 else ""
-    lines = [
-        f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; batch 4096, "
-        f"d=32, n=5, |K|=|R|=200; device {args.device}, torch threads {torch.get_num_threads()}; "
-        f"{rounds}each the mean of {args.epochs} epochs after one warm-up epoch.",
-        "",
-        "| sampler | optimizer | sample s/epoch | train s/epoch | epoch s |",
-        "|---|---|---|---|---|",
-    ]
-    for optimizer, name in runs:
-        rows = timings[optimizer, name]
-        sample, train = [s for s, _ in rows], [t for _, t in rows]
-        epoch = [s + t for s, t in rows]
-        lines.append(
-            f"| {name} | {optimizer} | {_cell(sample)} | {_cell(train)} | **{_cell(epoch)}** |"
-        )
-    text = "\n".join(lines) + "\n"
+    text = _table(data, args, runs, timings)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w") as fh:

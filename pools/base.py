@@ -139,6 +139,8 @@ class NegativeSampler:
         self.proposal = proposal
         self.replicas = replicas or Replicas()
         self.device = positives.device
+        self._permutation: tuple[torch.Tensor | None, int] = (None, 0)
+        """A permutation of the items and how much of it `_distinct_uniform` has handed out."""
         self.scratch = RowScratch()
         """The buffer `model.score(..., scratch=)` gathers candidate rows into."""
         # Item ids kept in per-user state: int32 where they fit (half of int64's bytes).
@@ -146,6 +148,12 @@ class NegativeSampler:
 
     def refresh(self, model: ScoringModel, generator: torch.Generator) -> None:
         """Once per epoch, before the batches. Static samplers keep no state."""
+
+    def new_epoch(self) -> None:
+        """Before an epoch's first refresh: forget what draws carry from step to step (the
+        permutation `_distinct_uniform` slices), so an epoch draws only from the generator's
+        state at its start and a run resumed from a checkpoint draws what it would have."""
+        self._permutation = (None, 0)
 
     def sample(
         self,
@@ -228,8 +236,17 @@ class NegativeSampler:
         return isinstance(self.proposal, UniformProposal) and k <= self.num_items
 
     def _distinct_uniform(self, k: int, generator: torch.Generator) -> torch.Tensor:
-        """k distinct items [k], uniformly at random."""
-        return torch.randperm(self.num_items, device=self.device, generator=generator)[:k]
+        """k distinct items [k], a uniformly random k-subset.
+
+        Consecutive draws are consecutive slices of one random permutation of the items, drawn
+        again when it runs out: each draw is exactly a uniform k-subset, and drawing the
+        permutation (the cost) is shared by ⌊N/k⌋ draws."""
+        perm, used = self._permutation
+        if perm is None or used + k > perm.numel():
+            perm = torch.randperm(self.num_items, device=self.device, generator=generator)
+            used = 0
+        self._permutation = (perm, used + k)
+        return perm[used : used + k]
 
     def _log_q_of_draws(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """log Q(j|c) of items [B, m] drawn by `_draw_from_proposal`: uniform over the user's

@@ -45,6 +45,7 @@ class InteractionIndex:
         # A packed bitset [users, ceil(items / 63)] turns membership into one gather when it
         # fits the budget (63 bits a word keeps the int64 shifts clear of the sign bit).
         words = (self.num_items + 62) // 63
+        self._by_item: tuple[torch.Tensor, torch.Tensor] | None = None
         self._bits = None
         if self.num_users * words * 8 <= bitset_budget_bytes:
             bits = torch.zeros(self.num_users * words, dtype=torch.long, device=device)
@@ -109,13 +110,51 @@ class InteractionIndex:
     def hits_of_distinct(
         self, users: torch.Tensor, items: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where mask_of_distinct is True, as (rows [m], cols [m]): no [B, n] mask is made."""
-        position = torch.full((self.num_items,), -1, dtype=torch.long, device=self.device)
-        position[items] = torch.arange(items.numel(), device=self.device)
-        rows, cols = self.rows_of(users)
-        hit = take(position, cols)
-        keep = (hit >= 0).nonzero().squeeze(1)
-        return rows.index_select(0, keep), hit.index_select(0, keep)
+        """Where mask_of_distinct is True, as (rows [m], cols [m]): no [B, n] mask is made.
+
+        Walks the items' interactions (the item → users index), not the users': a batch's
+        users are drawn by their pairs, so they hold several times the interactions that as
+        many uniformly drawn items hold. A user at several rows of the batch hits at each."""
+        users = users.long()
+        col, holder = self._interactions_of_items(items)
+        rows_per_user = torch.bincount(users, minlength=self.num_users)
+        times = take(rows_per_user, holder)  # how many batch rows each interaction hits
+        hit = times.nonzero().squeeze(1)
+        col, holder, times = (
+            col.index_select(0, hit),
+            holder.index_select(0, hit),
+            times.index_select(0, hit),
+        )
+        # The batch rows of a user: a run of `rows_per_user` in the batch sorted by user.
+        by_user = torch.argsort(users, stable=True)
+        first = torch.cumsum(rows_per_user, 0) - rows_per_user
+        entry = torch.repeat_interleave(torch.arange(hit.numel(), device=self.device), times)
+        rank = torch.arange(entry.numel(), device=self.device) - take(
+            torch.cumsum(times, 0) - times, entry
+        )
+        rows = take(by_user, take(first, take(holder, entry)) + rank)
+        return rows, take(col, entry)
+
+    def _interactions_of_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interactions of items [k] as (position in `items`, user) pairs."""
+        offsets, holders = self._item_index()
+        start = take(offsets, items)
+        length = take(offsets, items + 1) - start
+        col = torch.repeat_interleave(torch.arange(items.numel(), device=self.device), length)
+        shift = start - (torch.cumsum(length, 0) - length)
+        flat = torch.arange(col.numel(), device=self.device) + take(shift, col)
+        return col, take(holders, flat)
+
+    def _item_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offsets [num_items + 1], users [nnz] sorted by item): built at first use."""
+        if self._by_item is None:
+            pair_users = self.keys // self.num_items
+            order = torch.argsort(self.items * self.num_users + pair_users)
+            counts = torch.bincount(self.items, minlength=self.num_items)
+            offsets = torch.zeros(self.num_items + 1, dtype=torch.long, device=self.device)
+            offsets[1:] = torch.cumsum(counts, 0)
+            self._by_item = (offsets, pair_users[order])
+        return self._by_item
 
     def items_of(self, user: int) -> torch.Tensor:
         """One user's items [degree]: a slice of the sorted rows, no index arithmetic."""

@@ -120,6 +120,13 @@ class TrainConfig(BaseModel):
     device: Literal["cpu", "cuda"] = "cpu"
     """Where all training tensors live."""
 
+    compile: Literal["auto", "on", "off"] = "auto"
+    """Train on the step compiled by torch.compile (trainer/core/fused_step.py: the bilateral
+    softmax over negatives shared by the batch, MF, lazy Adam; other recipes always step
+    eagerly). "auto": compiled on a run of at least 20,000 steps, where the compile's first
+    cost (some 20 s on a 2-core CPU) pays back; "on": whenever the recipe has a compiled
+    step; "off": never. A failed compile trains eagerly and says why in one line."""
+
     diagnostics: bool = False
     """Record per epoch how hard, how stale and how often falsely negative the sampler's
     negatives are (trainer/core/diagnostics.py) under each epoch's `negatives` in metrics.json."""

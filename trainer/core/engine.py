@@ -31,6 +31,7 @@ from trainer.core.evaluate import (
     sample_users,
     valid_sample_size,
 )
+from trainer.core.fused_step import compiled_step, keep_mask
 from trainer.core.loss import add_l2_gradient_, batch_loss
 from trainer.core.models import build_model
 from trainer.core.row_adam import LazyRowAdam
@@ -83,13 +84,21 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _backward(loss: torch.Tensor) -> torch.Tensor:
+    loss.backward()
+    return loss
+
+
 class Optimizer:
     """Dense Adam over every parameter (`adam`), or lazy row-wise Adam on the embedding tables
     plus dense Adam on the rest (`sparse-adam`). `step(model, users, pos, neg)` computes the
     loss, backpropagates and updates; it returns the loss tensor (not synchronised)."""
 
-    def __init__(self, model, config: TrainConfig, exchange=None):
+    def __init__(self, model, config: TrainConfig, exchange=None, compiled=None):
         self.model, self.config, self.exchange = model, config, exchange
+        self.compiled_kind, self.compiled = compiled or (None, None)
+        """compiled: (kind, Compiled) from fused_step.compiled_step — "fused", the whole step,
+        or "loss", the forward and its backward; None: every step eager."""
         self.lr = config.lr
         self.sparse = config.optimizer == "sparse-adam"
         if self.sparse:
@@ -104,17 +113,19 @@ class Optimizer:
         self._table_grads: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self, users, pos, negatives) -> torch.Tensor:
+        if self.compiled_kind == "fused" and self.compiled.ready and negatives.shared:
+            loss = self._fused_step(users, pos, negatives)
+            if loss is not None:
+                return loss
         model, cfg = self.model, self.config
         # Leaves for the gathered rows: their .grad is the table gradient, row by row (autograd
         # through F.embedding would zero-fill and scatter a table-sized gradient per lookup).
         p = F.embedding(users, model.user_emb).detach().requires_grad_()
         pos_v = F.embedding(pos, model.item_emb).detach().requires_grad_()
         neg_v = F.embedding(negatives.items, model.item_emb).detach().requires_grad_()
-        pos_s, neg_s = model.score_vectors(p, pos_v, neg_v)
-        loss = batch_loss(cfg, pos_s, neg_s, negatives, model.num_items)
         if self.dense is not None:
             self.dense.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self._forward_backward(p, pos_v, neg_v, negatives)
         if cfg.l2 > 0:
             penalty = add_l2_gradient_((p, pos_v, neg_v), cfg.l2, batch_size=users.numel())
             loss = loss.detach() + penalty
@@ -130,6 +141,49 @@ class Optimizer:
             p.grad,
             torch.cat([pos, negatives.items.reshape(-1)]),
             torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]),
+        )
+        return loss.detach()
+
+    def _forward_backward(self, p, pos_v, neg_v, negatives) -> torch.Tensor:
+        """The batch loss, its gradient left in the leaves' .grad: compiled where the run
+        compiles the loss (negatives per pair), else eager."""
+        if self.compiled_kind == "loss" and self.compiled.ready and not negatives.shared:
+            n = negatives
+            args = (n.items, n.logit_offset, n.pos_weight, n.log_proposal)
+            invalid = n.invalid_mask(p.shape[0])
+            loss = self.compiled(p, pos_v, neg_v, *args, invalid, n.hinge_margin, then=_backward)
+            if loss is not None:
+                return loss
+            for leaf in (p, pos_v, neg_v):  # a failed first call may have left gradients
+                leaf.grad = None
+        pos_s, neg_s = self.model.score_vectors(p, pos_v, neg_v)
+        return _backward(batch_loss(self.config, pos_s, neg_s, negatives, self.model.num_items))
+
+    def _fused_step(self, users, pos, negatives) -> torch.Tensor | None:
+        """The fused step's loss and row gradients, then the same row updates as the eager
+        step; None when the compile failed (the caller then steps eagerly)."""
+        model, cfg = self.model, self.config
+        p = model.user_emb.detach().index_select(0, users)
+        pos_v = model.item_emb.detach().index_select(0, pos)
+        neg_v = model.item_emb.detach().index_select(0, negatives.items)
+        keep = keep_mask(negatives, users.numel())
+        out = self.compiled(
+            p,
+            pos_v,
+            neg_v,
+            keep,
+            cfg.loss_temperature,
+            cfg.positive_temperature or cfg.loss_temperature,
+            model.cosine,
+            cfg.l2,
+        )
+        if out is None:
+            return None
+        loss, grad_p, grad_pos, grad_neg = out
+        if self.exchange is not None:
+            self.exchange.after_backward(model)
+        self._row_step(
+            users, grad_p, torch.cat([pos, negatives.items]), torch.cat([grad_pos, grad_neg])
         )
         return loss.detach()
 
@@ -239,12 +293,13 @@ class Engine:
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
         self.replicas = replicas or Replicas()
         self.sampler = build_sampler(config.sampler, self.positives, item_counts, self.replicas)
-        self.optimizer = Optimizer(self.model, config, exchange)
+        n_pairs = self.train_users.numel()
+        self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
+        compiled = compiled_step(config, self.model, self.steps_per_epoch, dev)
+        self.optimizer = Optimizer(self.model, config, exchange, compiled)
         self.generator = torch.Generator(dev).manual_seed(
             config.seed + 7919 * (0 if shard is None or shard.size == 0 else int(shard[0]) + 1)
         )
-        n_pairs = self.train_users.numel()
-        self.steps_per_epoch = steps_per_epoch or max(1, math.ceil(n_pairs / config.batch_size))
         self.epoch = 0
         self.timer = PhaseTimer(dev)
         size = (data.num_users, data.num_items)
@@ -270,6 +325,7 @@ class Engine:
         model.train()
         self._check_finite(0.0)  # a NaN model would otherwise fail inside the pool refresh
         with self.timer.phase("sample"):
+            self.sampler.new_epoch()
             self.sampler.refresh(model, self.generator)
         total = torch.zeros((), device=self.device)
         for step, (users, pos) in enumerate(self.epoch_batches()):
@@ -288,12 +344,24 @@ class Engine:
             "loss": mean_loss,
             "sample_s": times.get("sample", 0.0),
             "train_s": times.get("train", 0.0),
+            **self._compile_record(),
             "sampler_state_bytes": self.sampler.state_size_bytes(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
             record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
         return record
+
+    def _compile_record(self) -> dict:
+        """{"compile_s": the compile's seconds (inside train_s)} in the epoch that compiled
+        the step; {"step": "eager"} where the step was to be compiled and could not be."""
+        compiled = self.optimizer.compiled
+        if compiled is None:
+            return {}
+        if not compiled.ready:
+            return {"step": "eager"}
+        seconds = compiled.take_compile_s()
+        return {"compile_s": round(seconds, 2)} if seconds else {}
 
     def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches in order, (users [B], pos [B]) each; the pair order is drawn

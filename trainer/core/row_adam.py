@@ -36,8 +36,10 @@ class LazyRowAdam:
         # torch.optim.SparseAdam's arithmetic, so the two agree to rounding.
         step_size = self.lr * (1 - b2**self.steps) ** 0.5 / (1 - b1**self.steps)
         denom = v.sqrt().add_(self.eps)
-        # Scaled first: index_add_ with an alpha costs several times one without.
-        self.table.data.index_add_(0, unique, m.div_(denom).mul_(-step_size))
+        # Gathered, moved and written back: on CPU index_add_ goes through an expanded
+        # [k, d] index and costs twice this.
+        rows = self.table.data.index_select(0, unique)
+        self.table.data.index_copy_(0, unique, rows.add_(m.div_(denom).mul_(-step_size)))
 
     def state_dict(self) -> dict:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}

@@ -1,0 +1,197 @@
+"""The default's training step as one function of tensors, for `torch.compile`.
+
+The eager step (engine.Optimizer.step) runs autograd through the model and the loss: each
+operation is its own pass over the batch's [B, n] score matrix, which on a CPU is most of a
+step that is not the three GEMMs. Here the bilateral softmax loss over negatives shared by the
+batch and its gradient with respect to the gathered rows are written out, so the compiler
+fuses everything between the GEMMs into one pass over each row of scores (scale, mask, exp,
+row sums, the gradient's scale), and the step has no autograd graph to build.
+
+What it covers (`fusable`): MF, the `bsl` loss, negatives shared by the batch, no per-pair
+weights or logit offsets, lazy row-wise Adam; anything else trains on the eager step. The
+compiled and eager steps give the same losses and models to float tolerance
+(tests/test_fused_step.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from pools.base import Negatives
+from trainer.core.loss import batch_loss
+
+# A cosine score is at most 1, so r/T − 1/T ≤ 0 needs no row maximum; below this T the
+# smallest term e^{−2/T} would underflow float32, and the row maximum is taken instead.
+_CONSTANT_SHIFT_MIN_T = 0.03
+
+COMPILE_MIN_STEPS = 20_000
+"""`compile="auto"` compiles a run of at least this many steps (epochs × steps an epoch): a
+first compile costs some 20 s on a 2-core CPU, which a shorter run would not earn back."""
+
+
+def fusable(config) -> bool:
+    """Whether `config` trains on this step when compiled (else on the eager step)."""
+    s = config.sampler
+    return (
+        config.model == "mf"
+        and config.loss == "bsl"
+        and config.optimizer == "sparse-adam"
+        and s.name == "uniform"
+        and getattr(s, "shared_negatives", False)
+    )
+
+
+def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / ‖x‖ row by row, the clamped norms [.., 1]), as models._Unit."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-12)
+    return x / norm, norm
+
+
+def _unit_backward(grad: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    return (grad - unit * (grad * unit).sum(dim=-1, keepdim=True)) / norm
+
+
+def bsl_shared_step(
+    p: torch.Tensor,
+    pos_v: torch.Tensor,
+    neg_v: torch.Tensor,
+    keep: torch.Tensor,
+    temperature: float,
+    positive_temperature: float,
+    cosine: bool,
+    l2: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of loss.bilateral_softmax_loss over shared negatives, and its gradient.
+
+    p [B, d] users' rows, pos_v [B, d] their positives' rows, neg_v [n, d] the batch's shared
+    negatives' rows, keep [B, n] 1.0 where a negative counts for that pair (0.0: one of the
+    user's train items). Returns (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]);
+    l2 > 0 adds λ·Σ‖e‖²/B over the rows (the shared negatives once), as add_l2_gradient_.
+    """
+    batch = p.shape[0]
+    if cosine:
+        (q, q_norm), (a, a_norm), (b, b_norm) = _unit(p), _unit(pos_v), _unit(neg_v)
+    else:
+        q, a, b = p, pos_v, neg_v
+    logits = (q @ b.T) * (1.0 / temperature)
+    if cosine and temperature >= _CONSTANT_SHIFT_MIN_T:  # every logit − 1/T is ≤ 0
+        shift = torch.full((batch, 1), 1.0 / temperature, dtype=p.dtype, device=p.device)
+        terms = torch.exp(logits - shift) * keep
+    else:
+        masked = torch.where(keep > 0, logits, float("-inf"))
+        shift = masked.amax(dim=1, keepdim=True)
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        terms = torch.exp(masked - shift)
+    total = terms.sum(dim=1, keepdim=True)
+    count = keep.sum(dim=1, keepdim=True)
+    log_mean = shift + torch.log(total) - torch.log(count.clamp(min=1.0))
+    log_mean = torch.where(count > 0, log_mean, 0.0)  # a pair with no valid negative: 0
+    pos_scores = (q * a).sum(dim=1, keepdim=True)
+    loss = (log_mean - pos_scores * (1.0 / positive_temperature)).mean()
+    # ∂loss/∂logit_j = softmax_j / B over the valid negatives; ∂/∂score = that / T.
+    weights = terms * ((1.0 / (batch * temperature)) / total.clamp(min=1e-30))
+    pos_scale = 1.0 / (batch * positive_temperature)
+    grad_q = weights @ b - a * pos_scale
+    grad_b = weights.T @ q
+    grad_a = q * -pos_scale
+    if cosine:
+        grad_q = _unit_backward(grad_q, q, q_norm)
+        grad_a = _unit_backward(grad_a, a, a_norm)
+        grad_b = _unit_backward(grad_b, b, b_norm)
+    if l2 > 0:
+        scale = 2.0 * l2 / batch
+        grad_q, grad_a, grad_b = grad_q + scale * p, grad_a + scale * pos_v, grad_b + scale * neg_v
+        rows = (p * p).sum() + (pos_v * pos_v).sum() + (neg_v * neg_v).sum()
+        loss = loss + rows * (l2 / batch)
+    return loss, grad_q, grad_a, grad_b
+
+
+class Compiled:
+    """A step function through torch.compile, compiled at its first call.
+
+    `ready` False after a failed compile: the engine then trains on its eager step, and one
+    line (through `log`) says why. `compile_s`: the first call's seconds (the compile), read
+    once by the epoch it fell in. On CUDA the step is captured as a CUDA graph (mode
+    "reduce-overhead")."""
+
+    def __init__(self, fn, device: torch.device, log: Callable[[str], None] | None = None):
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        self.fn = torch.compile(fn, dynamic=False, mode=mode)
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.ready = True
+        self.compiled = False
+        self.compile_s = 0.0
+
+    def __call__(self, *args, then: Callable | None = None):
+        """fn(*args), then `then(result)` (the backward of a compiled forward, which compiles
+        at its first call too); None where the compile failed."""
+        if self.compiled:
+            out = self.fn(*args)
+            return then(out) if then else out
+        t0 = time.perf_counter()
+        try:
+            out = self.fn(*args)
+            out = then(out) if then else out
+        except Exception as exc:  # no C++ compiler, a backend error: train eagerly
+            self.ready = False
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.log(f"note: training on the eager step, torch.compile failed: {first}")
+            return None
+        self.compiled = True
+        self.compile_s = time.perf_counter() - t0
+        self.log(f"compiled the training step in {self.compile_s:.1f}s")
+        return out
+
+    def take_compile_s(self) -> float:
+        """The compile's seconds, once (0.0 afterwards)."""
+        seconds, self.compile_s = self.compile_s, 0.0
+        return seconds
+
+
+def scores_and_loss(model, config):
+    """The eager step's forward for negatives per pair ([B, n]), as a function of tensors for
+    torch.compile: (p, pos_v, neg_v, negatives' tensors and hinge margin) → the batch loss;
+    autograd (compiled with it) gives the rows' gradients."""
+
+    def forward(
+        p, pos_v, neg_v, items, logit_offset, pos_weight, log_proposal, invalid, hinge_margin
+    ):
+        negatives = Negatives(
+            items,
+            logit_offset=logit_offset,
+            pos_weight=pos_weight,
+            hinge_margin=hinge_margin,
+            log_proposal=log_proposal,
+            invalid=invalid,
+        )
+        pos_s, neg_s = model.score_vectors(p, pos_v, neg_v)
+        return batch_loss(config, pos_s, neg_s, negatives, model.num_items)
+
+    return forward
+
+
+def compiled_step(config, model, steps_per_epoch: int, device: torch.device):
+    """(kind, Compiled) for this run, or None: eager. kind "fused": `bsl_shared_step`, the
+    whole step; "loss": `scores_and_loss`, the forward and its backward."""
+    if config.compile == "off":
+        return None
+    if config.compile == "auto" and steps_per_epoch * config.epochs < COMPILE_MIN_STEPS:
+        return None
+    if fusable(config):
+        return "fused", Compiled(bsl_shared_step, device)
+    return "loss", Compiled(scores_and_loss(model, config), device)
+
+
+def keep_mask(negatives, batch: int) -> torch.Tensor:
+    """[B, n] float, 0.0 at the entries `negatives` marks invalid, 1.0 elsewhere."""
+    n = negatives.items.shape[-1]
+    keep = torch.ones(batch, n, dtype=torch.float32, device=negatives.items.device)
+    if negatives.invalid_at is not None:
+        keep.index_put_(negatives.invalid_at, keep.new_zeros(()))
+    elif negatives.invalid is not None:
+        keep.masked_fill_(negatives.invalid, 0.0)
+    return keep
