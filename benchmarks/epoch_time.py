@@ -4,8 +4,8 @@
     python -m benchmarks.epoch_time --device cpu --threads 2 --out benchmarks/results/epoch_time_cpu.md
     python -m benchmarks.epoch_time --data runs/data/gowalla-lightgcn --threads 2 --epochs 4 \\
         --rounds 3 --out benchmarks/reports/gowalla-lightgcn/epoch_time_cpu.md
-    python -m benchmarks.epoch_time --data runs/data/gowalla-lightgcn --threads 2 --epochs 3 \\
-        --rounds 3 --recipes default,adasir-u,uniform --compile off,on \\
+    python -m benchmarks.epoch_time --data runs/data/gowalla-lightgcn --threads 2 --epochs 4 \\
+        --rounds 2 --recipes default,adasir-u,uniform --compile off,on \\
         --out benchmarks/reports/gowalla-lightgcn/epoch_time_compiled_cpu.md
 
 --recipes: "default" is the `recommended` preset at d = 64 (what `adasir train --dim 64` runs);
@@ -76,6 +76,34 @@ def time_config(data, cfg, epochs: int) -> dict:
     }
 
 
+def time_paired(data, cfgs: list, epochs: int) -> list[list[dict]]:
+    """One engine per config (a recipe eager and compiled), each warmed up by one epoch, then
+    `epochs` epochs taken in turn (A, B, A, B, …): a slow spell of the machine falls on all of
+    them alike. Per config, a {"sample", "train", "warmup", "step"} record per timed epoch."""
+    engines, warmups, steps = [], [], []
+    for cfg in cfgs:
+        engine = Engine(cfg, data)
+        t0 = time.perf_counter()
+        first = engine.train_epoch()
+        warmups.append(time.perf_counter() - t0)
+        compiled = engine.optimizer.compiled is not None and first.get("step") != "eager"
+        steps.append("compiled" if compiled else "eager")
+        engines.append(engine)
+    out: list[list[dict]] = [[] for _ in cfgs]
+    for _ in range(epochs):
+        for i, engine in enumerate(engines):
+            r = engine.train_epoch()
+            out[i].append(
+                {
+                    "sample": r["sample_s"],
+                    "train": r["train_s"],
+                    "warmup": warmups[i],
+                    "step": steps[i],
+                }
+            )
+    return out
+
+
 def _cell(values: list[float]) -> str:
     mid = statistics.median(values)
     return f"{mid:.3f}" if len(values) == 1 else f"{mid:.3f} ({min(values):.3f}–{max(values):.3f})"
@@ -97,27 +125,69 @@ def _runs(args) -> list[tuple[str, str, object]]:
     return runs
 
 
+def _ratios(runs, timings) -> list[str]:
+    """Per run, the median over alternations of its epoch over the same recipe's first
+    compile option's epoch in that alternation ("" for that first run)."""
+    first: dict[str, list[dict]] = {}
+    out = []
+    for (name, _, _), rows in zip(runs, timings, strict=True):
+        if name not in first:
+            first[name] = rows
+            out.append("")
+            continue
+        pairs = [
+            (r["sample"] + r["train"]) / (b["sample"] + b["train"])
+            for r, b in zip(rows, first[name], strict=True)
+        ]
+        out.append(f"{statistics.median(pairs):.2f}")
+    return out
+
+
 def _table(data, args, runs, timings) -> str:
     n_train = len(data.splits["train"].users)
     rounds = f"median (range) of {args.rounds} interleaved rounds, " if args.rounds > 1 else ""
+    if args.recipes:
+        rounds = (
+            f"median (range) of {args.rounds} × {args.epochs} epochs, a recipe's compile "
+            "options taking epochs in turn; "
+        )
     settings = "recipes as --recipes says" if args.recipes else "batch 4096, d=32, n=5, |K|=|R|=200"
-    lines = [
+    command = "python -m benchmarks.epoch_time " + " ".join(sys.argv[1:])
+    lines = [f"# Epoch seconds\n\n```bash\n{command}\n```\n"] if args.recipes else []
+    lines += [
         f"{data.num_users} users, {data.num_items} items, {n_train} train pairs; {settings}; "
         f"device {args.device}, torch threads {torch.get_num_threads()}; "
-        f"{rounds}each the mean of {args.epochs} epochs after one warm-up epoch.",
+        f"{rounds}each after one warm-up epoch"
+        + ("." if args.recipes else f", each the mean of {args.epochs} epochs."),
         "",
-        "| run | optimizer / compile | step | sample s/epoch | train s/epoch | epoch s | warm-up epoch s |",
-        "|---|---|---|---|---|---|---|",
+        "| run | optimizer / compile | step | sample s/epoch | train s/epoch | epoch s | "
+        "× the first | warm-up epoch s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for (name, how, _), rows in zip(runs, timings, strict=True):
+    ratios = _ratios(runs, timings)
+    for (name, how, _), rows, ratio in zip(runs, timings, ratios, strict=True):
         sample, train = [r["sample"] for r in rows], [r["train"] for r in rows]
         epoch = [r["sample"] + r["train"] for r in rows]
         steps = "/".join(sorted({r["step"] for r in rows}))
         lines.append(
             f"| {name} | {how} | {steps} | {_cell(sample)} | {_cell(train)} | "
-            f"**{_cell(epoch)}** | {_cell([r['warmup'] for r in rows])} |"
+            f"**{_cell(epoch)}** | {ratio} | {_cell([r['warmup'] for r in rows])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _time_recipes(data, args, runs, timings) -> None:
+    for r in range(args.rounds):
+        for name in args.recipes.split(","):
+            mine = [i for i, run in enumerate(runs) if run[0] == name]
+            rows = time_paired(data, [runs[i][2] for i in mine], args.epochs)
+            for i, got in zip(mine, rows, strict=True):
+                timings[i].extend(got)
+                epoch = statistics.median(g["sample"] + g["train"] for g in got)
+                print(
+                    f"round {r + 1}: {name} {runs[i][1]} ({got[0]['step']}) {epoch:.3f} s",
+                    flush=True,
+                )
 
 
 def main() -> int:
@@ -150,7 +220,9 @@ def main() -> int:
     data = PreparedData.load(args.data)
     runs = _runs(args)
     timings: list[list[dict]] = [[] for _ in runs]
-    for r in range(args.rounds):
+    if args.recipes:  # a recipe's compile options alternate epoch by epoch, in one process
+        _time_recipes(data, args, runs, timings)
+    for r in range(0 if args.recipes else args.rounds):
         for (name, how, cfg), rows in zip(runs, timings, strict=True):
             rows.append(time_config(data, cfg, args.epochs))
             t = rows[-1]

@@ -34,6 +34,10 @@ def format_epoch(record: dict, epochs: int, metric: str = "recall@20") -> str:
         f"sample {record['sample_s']:.2f}s train {record['train_s']:.2f}s "
         f"eval {record.get('eval_s', 0.0):.2f}s"
     )
+    if "compile_s" in record:
+        line += f" (compiled the step in {record['compile_s']:.1f}s)"
+    if "compile_error" in record:
+        line += f" (eager step: torch.compile failed: {record['compile_error']})"
     if "valid" in record:
         v = record["valid"]
         shown = [metric] + [m for m in ("ndcg@50",) if m != metric]

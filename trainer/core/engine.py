@@ -353,15 +353,9 @@ class Engine:
         return record
 
     def _compile_record(self) -> dict:
-        """{"compile_s": the compile's seconds (inside train_s)} in the epoch that compiled
-        the step; {"step": "eager"} where the step was to be compiled and could not be."""
+        """The compiled step's part of the epoch record (fused_step.Compiled.take_record)."""
         compiled = self.optimizer.compiled
-        if compiled is None:
-            return {}
-        if not compiled.ready:
-            return {"step": "eager"}
-        seconds = compiled.take_compile_s()
-        return {"compile_s": round(seconds, 2)} if seconds else {}
+        return {} if compiled is None else compiled.take_record()
 
     def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches in order, (users [B], pos [B]) each; the pair order is drawn

@@ -15,7 +15,6 @@ compiled and eager steps give the same losses and models to float tolerance
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
@@ -113,18 +112,19 @@ def bsl_shared_step(
 class Compiled:
     """A step function through torch.compile, compiled at its first call.
 
-    `ready` False after a failed compile: the engine then trains on its eager step, and one
-    line (through `log`) says why. `compile_s`: the first call's seconds (the compile), read
-    once by the epoch it fell in. On CUDA the step is captured as a CUDA graph (mode
+    `ready` False after a failed compile: the engine then trains on its eager step, and the
+    epoch's record says why (`compile_error`, one line in the progress). `compile_s`: the
+    first call's seconds (the compile), read once by the epoch it fell in. On CUDA the step is captured as a CUDA graph (mode
     "reduce-overhead")."""
 
-    def __init__(self, fn, device: torch.device, log: Callable[[str], None] | None = None):
+    def __init__(self, fn, device: torch.device):
         mode = "reduce-overhead" if device.type == "cuda" else None
         self.fn = torch.compile(fn, dynamic=False, mode=mode)
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.ready = True
         self.compiled = False
         self.compile_s = 0.0
+        self.error: str | None = None
+        """Why the compile failed (its first line), until the epoch record takes it."""
 
     def __call__(self, *args, then: Callable | None = None):
         """fn(*args), then `then(result)` (the backward of a compiled forward, which compiles
@@ -138,18 +138,21 @@ class Compiled:
             out = then(out) if then else out
         except Exception as exc:  # no C++ compiler, a backend error: train eagerly
             self.ready = False
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            self.log(f"note: training on the eager step, torch.compile failed: {first}")
+            self.error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             return None
         self.compiled = True
         self.compile_s = time.perf_counter() - t0
-        self.log(f"compiled the training step in {self.compile_s:.1f}s")
         return out
 
-    def take_compile_s(self) -> float:
-        """The compile's seconds, once (0.0 afterwards)."""
+    def take_record(self) -> dict:
+        """What the epoch record says of the compile, once: {"compile_s": seconds} in the
+        epoch that compiled, {"step": "eager", "compile_error": why} in the one it failed,
+        {"step": "eager"} after a failure, {} otherwise."""
+        if not self.ready:
+            error, self.error = self.error, None
+            return {"step": "eager", **({"compile_error": error} if error else {})}
         seconds, self.compile_s = self.compile_s, 0.0
-        return seconds
+        return {"compile_s": round(seconds, 2)} if seconds else {}
 
 
 def scores_and_loss(model, config):
