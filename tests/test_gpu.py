@@ -35,3 +35,23 @@ def test_cuda_evaluation_matches_cpu(tiny_data):
     a, b = gpu.evaluate("test"), cpu.evaluate("test")
     for k in a:
         assert a[k] == pytest.approx(b[k], abs=1e-6)
+
+
+@pytest.mark.parametrize("given", [{"dim": 16, "batch_size": 256}, {"batch_size": 512}])
+def test_the_captured_step_trains_the_eager_model_on_cuda(tiny_data, given):
+    """--compile on CUDA: the fused default (a CUDA graph) and the compiled paper loss."""
+    from trainer.core.presets import build_config
+
+    preset = "recommended" if "dim" in given else "paper"
+    if preset == "recommended":
+        given = {**given, "sampler": {"num_negatives": 100}}
+    data = PreparedData.load(tiny_data)
+    runs = []
+    for compile_ in ("off", "on"):
+        cfg = build_config(preset, {**given, "device": "cuda", "epochs": 3, "compile": compile_})
+        engine = Engine(cfg, data)
+        runs.append(([engine.train_epoch()["loss"] for _ in range(3)], engine))
+    (eager_losses, eager), (compiled_losses, compiled) = runs
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for name, value in eager.model.state_dict().items():
+        assert torch.allclose(compiled.model.state_dict()[name], value, atol=1e-4), name
