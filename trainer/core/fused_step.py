@@ -1,4 +1,4 @@
-"""The default's training step as one function of tensors, for `torch.compile`.
+"""The training step as torch.compile runs it (TrainConfig.compile).
 
 The eager step (engine.Optimizer.step) runs autograd through the model and the loss: each
 operation is its own pass over the batch's [B, n] score matrix, which on a CPU is most of a
@@ -7,8 +7,9 @@ batch and its gradient with respect to the gathered rows are written out, so the
 fuses everything between the GEMMs into one pass over each row of scores (scale, mask, exp,
 row sums, the gradient's scale), and the step has no autograd graph to build.
 
-What it covers (`fusable`): MF, the `bsl` loss, negatives shared by the batch, no per-pair
-weights or logit offsets, lazy row-wise Adam; anything else trains on the eager step. The
+That fused step covers the default's recipe (`fusable`: MF, the `bsl` loss, uniform
+negatives shared by the batch, lazy row-wise Adam). Any other recipe with negatives per pair
+compiles its eager forward and, through AOTAutograd, its backward (`scores_and_loss`). The
 compiled and eager steps give the same losses and models to float tolerance
 (tests/test_fused_step.py).
 """
@@ -114,8 +115,8 @@ class Compiled:
 
     `ready` False after a failed compile: the engine then trains on its eager step, and the
     epoch's record says why (`compile_error`, one line in the progress). `compile_s`: the
-    first call's seconds (the compile), read once by the epoch it fell in. On CUDA the step is captured as a CUDA graph (mode
-    "reduce-overhead")."""
+    first call's seconds (the compile), read once by the epoch it fell in. On CUDA the step
+    is captured as a CUDA graph (mode "reduce-overhead")."""
 
     def __init__(self, fn, device: torch.device):
         mode = "reduce-overhead" if device.type == "cuda" else None
