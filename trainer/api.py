@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from pools.interactions import InteractionIndex
 from trainer.core.ann import AnnRanker, ann_cache_name, load_or_build
 from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.evaluate import ranking_sums
 from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
 from trainer.core.presets import DEFAULT_PRESET, build_config, fit_to_data
@@ -40,6 +41,7 @@ from trainer.data.prepare import (
     prepare_arrays,
     write_prepared,
 )
+from trainer.data.prepare import split_frame as split_frame  # public: trainer.split_frame
 from trainer.errors import UsageError
 from trainer.export import allowed_mask, export_top_k
 from trainer.outputs.atomic import replace_directory, temp_sibling_prefix
@@ -107,6 +109,35 @@ class Model:
         self._ann: AnnRanker | None = None
         self._ann_lock = threading.Lock()
         self._unit_items = F.normalize(self.items, dim=1)
+
+    # -- evaluation --------------------------------------------------------------------
+
+    def evaluate(self, test, k: int | Sequence[int] = (10, 20, 50)) -> dict:
+        """Recall@k and NDCG@k of this model's top k on held-out interactions `test` (a
+        DataFrame with columns user and item), ranked over every item but those each user
+        has seen, as training evaluates: the means over the test users the model knows.
+        Also returned: "users" (how many counted), and what could not count — "unknown_users"
+        and "unknown_items" (their rows, ids the model never saw) and "seen_pairs" (test rows
+        the model trained on: masked, so never a hit)."""
+        ks = tuple(_check_k(x) for x in ([k] if isinstance(k, int) else k))
+        raw = frame_interactions(test)
+        users = [self.user_index.get(u, -1) for u in raw.users.to_pylist()]
+        items = [self.item_index.get(v, -1) for v in raw.items.to_pylist()]
+        u, v = torch.tensor(users, dtype=torch.long), torch.tensor(items, dtype=torch.long)
+        known = (u >= 0) & (v >= 0)
+        seen = torch.zeros_like(known)
+        seen[known] = self.seen.contains(u[known], v[known][:, None]).squeeze(1)
+        keep = known & ~seen
+        targets = InteractionIndex(u[keep], v[keep], self.num_users, self.num_items)
+        sums, count = ranking_sums(self._scorer, targets, [self.seen], ks)
+        out: dict = {name: (value / count if count else None) for name, value in sums.items()}
+        out.update(
+            users=count,
+            unknown_users=int((u < 0).sum()),
+            unknown_items=int(((u >= 0) & (v < 0)).sum()),
+            seen_pairs=int(seen.sum()),
+        )
+        return out
 
     # -- files -------------------------------------------------------------------------
 

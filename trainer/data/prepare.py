@@ -26,9 +26,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trainer.data.formats import MAX_ID_CHARS, DataError, RawInteractions, read_interactions
+from trainer.data.formats import (
+    MAX_ID_CHARS,
+    DataError,
+    RawInteractions,
+    frame_interactions,
+    read_interactions,
+)
 from trainer.data.synthetic import SyntheticSpec, generate
-from trainer.errors import error_line, is_usage_error
+from trainer.errors import UsageError, error_line, is_usage_error
 from trainer.outputs.atomic import place_directory, replace_directory
 
 FORMAT_VERSION = 1
@@ -368,3 +374,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def split_frame(df, test_ratio: float = 0.2, seed: int = 0):
+    """(train, test): a DataFrame of interactions (user, item, …) split per user at random, as
+    `adasir prepare` splits: `test_ratio` of each user's rows (at least one, where the user has
+    two or more; none of a user's only row) go to test. Rows keep their columns and index."""
+    if not 0.0 < test_ratio < 1.0:
+        raise UsageError(f"test_ratio {test_ratio}: give a share between 0 and 1")
+    raw = frame_interactions(df)
+    codes, _ = _encode(raw.users)
+    order = np.argsort(codes, kind="stable")
+    opts = PrepareOptions(kcore=0, test_ratio=test_ratio, valid_ratio=0.0, seed=seed)
+    part_sorted = _split(codes[order], int(codes.max()) + 1, opts, np.random.default_rng(seed))
+    part = np.empty_like(part_sorted)
+    part[order] = part_sorted
+    return df[part != 2], df[part == 2]

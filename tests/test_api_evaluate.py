@@ -1,0 +1,62 @@
+"""Model.evaluate and split_frame: a held-out DataFrame scored as training scores its test."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import block_frame
+
+from trainer import fit, split_frame
+from trainer.data.dataset import PreparedData
+from trainer.errors import UsageError
+
+
+def _split_frame_of(data: PreparedData, split: str, model) -> pd.DataFrame:
+    part = data.splits[split]
+    return pd.DataFrame(
+        {
+            "user": [model.user_ids[u] for u in part.users.tolist()],
+            "item": [model.item_ids[i] for i in part.items.tolist()],
+        }
+    )
+
+
+def test_evaluate_on_the_test_split_is_the_runs_test_metric(tiny_data):
+    model = fit(tiny_data, epochs=2, verbose=False, refit=False, sampler={"num_negatives": 50})
+    test = _split_frame_of(PreparedData.load(tiny_data), "test", model)
+    got = model.evaluate(test)
+    for metric, value in model.metrics["test"].items():
+        assert got[metric] == pytest.approx(value, abs=1e-9), metric
+    assert got["unknown_users"] == got["unknown_items"] == got["seen_pairs"] == 0
+
+
+def test_what_cannot_count_is_counted_not_scored():
+    frame = block_frame()
+    train, test = split_frame(frame, test_ratio=0.25, seed=1)
+    assert len(train) + len(test) == len(frame) and not set(train.index) & set(test.index)
+    model = fit(train, epochs=1, verbose=False, sampler={"num_negatives": 20})
+    extra = pd.DataFrame(
+        {"user": ["nobody", train.user.iloc[0]], "item": [test.item.iloc[0], "nothing"]}
+    )
+    seen = train.head(2)[["user", "item"]]
+    clean, noisy = model.evaluate(test, k=20), model.evaluate(pd.concat([test, extra, seen]), k=20)
+    assert noisy == {**clean, "unknown_users": 1, "unknown_items": 1, "seen_pairs": 2}
+    assert set(clean) == {
+        "recall@20",
+        "ndcg@20",
+        "users",
+        "unknown_users",
+        "unknown_items",
+        "seen_pairs",
+    }
+
+
+def test_split_frame_keeps_every_user_in_train_and_refuses_a_bad_ratio():
+    frame = block_frame()
+    train, test = split_frame(frame, test_ratio=0.5, seed=0)
+    assert set(train.user) == set(frame.user)
+    assert split_frame(frame, 0.5, seed=0)[1].index.equals(test.index)  # seeded
+    with pytest.raises(UsageError, match="test_ratio"):
+        split_frame(frame, test_ratio=1.0)
+    with pytest.raises(UsageError, match="k "):
+        fit(train, epochs=1, verbose=False, sampler={"num_negatives": 20}).evaluate(test, k=0)
