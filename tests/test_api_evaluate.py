@@ -60,3 +60,9 @@ def test_split_frame_keeps_every_user_in_train_and_refuses_a_bad_ratio():
         split_frame(frame, test_ratio=1.0)
     with pytest.raises(UsageError, match="k "):
         fit(train, epochs=1, verbose=False, sampler={"num_negatives": 20}).evaluate(test, k=0)
+
+
+def test_a_model_without_a_test_split_has_no_test_metrics_rather_than_zeros(tmp_path):
+    model = fit(block_frame(), epochs=1, verbose=False, sampler={"num_negatives": 20})
+    assert model.metrics["test"] and all(v is None for v in model.metrics["test"].values())
+    assert model.metrics["before_refit"]["test"]["recall@20"] is None

@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run: error: {error_line(exc)}", file=sys.stderr)
         return 2
     test = metrics["test"]
-    print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)
+    if all(v is None for v in test.values()):
+        print("test: none, the dataset has no test split", flush=True)
+    else:
+        print("test " + " ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())), flush=True)
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'checkpoint')}")
     print(
         f"query it: adasir recommend --model {os.path.relpath(out)} --user USER -k 10 "

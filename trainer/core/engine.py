@@ -576,4 +576,6 @@ class Engine:
         test, sample = self.evaluate_sample("test")
         if sample:
             record["test_sample"] = sample
+        if not self.eval_population:  # no test split (a DataFrame's fit): no metric, not 0
+            return {name: None for name in test}
         return test
