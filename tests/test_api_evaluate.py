@@ -66,3 +66,19 @@ def test_a_model_without_a_test_split_has_no_test_metrics_rather_than_zeros(tmp_
     model = fit(block_frame(), epochs=1, verbose=False, sampler={"num_negatives": 20})
     assert model.metrics["test"] and all(v is None for v in model.metrics["test"].values())
     assert model.metrics["before_refit"]["test"]["recall@20"] is None
+
+
+def test_fit_filters_a_dataframe_as_prepare_does(tiny_data):
+    frame = block_frame(pairs=1500)
+    frame["rating"] = [1.0 + (i % 5) for i in range(len(frame))]
+    kept = frame[frame.rating >= 4]
+    model = fit(frame, epochs=1, verbose=False, min_rating=4, sampler={"num_negatives": 20})
+    assert len(model.seen) == len(kept)  # train + validation: every kept row, no other
+    rare = kept.user.value_counts()
+    cored = fit(kept, epochs=1, verbose=False, kcore=3, sampler={"num_negatives": 5})
+    assert set(cored.user_ids) <= set(rare[rare >= 3].index)
+    assert cored.num_users < kept.user.nunique()  # some users had fewer than 3
+    with pytest.raises(UsageError, match="prepared dataset"):
+        fit(tiny_data, epochs=1, verbose=False, kcore=5)
+    with pytest.raises(UsageError, match="kcore"):
+        fit(frame, epochs=1, verbose=False, kcore="5")

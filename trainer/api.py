@@ -536,6 +536,8 @@ def fit(
     verbose: bool = True,
     overwrite: bool = False,
     name: str = "dataframe",
+    min_rating: float | None = None,
+    kcore: int = 0,
     **options,
 ) -> Model:
     """Train a model in this process and return it.
@@ -551,6 +553,9 @@ def fit(
     log: a callable that takes each progress line: what is trained first, one line per
     epoch, then the refit's (default: standard error; `verbose=False` silences them).
     name: what a DataFrame or matrix is called as a dataset (the service's `latest:NAME`).
+    min_rating, kcore: for a DataFrame or matrix, as `adasir prepare` takes them — keep rows
+    rated at least `min_rating` (needs a rating column), then drop users and items with
+    fewer than `kcore` interactions until none is left (0: keep all).
     """
     given = dict(config.model_dump() if isinstance(config, TrainConfig) else config or {})
     given.update(options)
@@ -560,7 +565,17 @@ def fit(
         out = keep_alive.name
     out = os.path.abspath(os.fspath(out))
     log = log or (_to_stderr if verbose else _silent)
-    with _prepared(data, valid_ratio, seed, name) as data_dir:
+    if isinstance(data, (str, os.PathLike)) and (min_rating is not None or kcore):
+        raise UsageError(
+            "min_rating and kcore filter a DataFrame or matrix; a prepared dataset was "
+            "filtered when it was prepared (adasir prepare --min-rating/--kcore)"
+        )
+    if isinstance(kcore, bool) or not isinstance(kcore, int) or kcore < 0:
+        raise UsageError(f"kcore {kcore!r}: give a whole number ≥ 0")
+    split = PrepareOptions(
+        min_rating=min_rating, kcore=kcore, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed
+    )
+    with _prepared(data, split, name) as data_dir:
         prepared = PreparedData.load(data_dir)
         cfg = build_config(preset, given)
         notes: list[str] = []  # said after the header, which says what is trained first
@@ -589,11 +604,8 @@ class _prepared:
     """A context giving a prepared dataset directory for `data`: the directory itself, or a
     temporary one prepared from an in-memory table (removed on exit)."""
 
-    def __init__(self, data, valid_ratio: float, seed: int, name: str = "dataframe"):
-        self.data, self.options = (
-            data,
-            PrepareOptions(kcore=0, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed),
-        )
+    def __init__(self, data, options: PrepareOptions, name: str = "dataframe"):
+        self.data, self.options = data, options
         self.tmp: tempfile.TemporaryDirectory | None = None
         if not name or os.sep in name or name.startswith("."):
             raise UsageError(f"name {name!r}: give a plain dataset name (no path)")
