@@ -124,7 +124,7 @@ class TrainConfig(BaseModel):
     """Train on the step compiled by torch.compile (trainer/core/fused_step.py: the bilateral
     softmax over negatives shared by the batch, MF, lazy Adam; other recipes always step
     eagerly). "auto": compiled on a run of at least 20,000 steps, where the compile's first
-    cost (some 20 s on a 2-core CPU) pays back; "on": whenever the recipe has a compiled
+    cost (about 10 s on a 2-core CPU) pays back; "on": whenever the recipe has a compiled
     step; "off": never. A failed compile trains eagerly and says why in one line."""
 
     diagnostics: bool = False
