@@ -59,20 +59,27 @@ def recipe_config(name: str, epochs: int, device: str, compile_: str):
     return build_config("paper", {**given, "sampler": name})
 
 
-def time_config(data, cfg, epochs: int) -> dict:
-    """{"sample", "train": s per epoch, the mean of `epochs` after one warm-up epoch;
-    "warmup": the warm-up epoch's s (it holds the compile), "step": eager or compiled}."""
+def warmed_engine(data, cfg) -> tuple[Engine, float, str]:
+    """(an engine after one warm-up epoch, that epoch's s — it holds the compile —, the step
+    it trains on: "eager" or "compiled")."""
     engine = Engine(cfg, data)
     t0 = time.perf_counter()
     first = engine.train_epoch()
     warmup = time.perf_counter() - t0
-    recs = [engine.train_epoch() for _ in range(epochs)]
     compiled = engine.optimizer.compiled is not None and first.get("step") != "eager"
+    return engine, warmup, "compiled" if compiled else "eager"
+
+
+def time_config(data, cfg, epochs: int) -> dict:
+    """{"sample", "train": s per epoch, the mean of `epochs` after one warm-up epoch;
+    "warmup": the warm-up epoch's s, "step": eager or compiled}."""
+    engine, warmup, step = warmed_engine(data, cfg)
+    recs = [engine.train_epoch() for _ in range(epochs)]
     return {
         "sample": statistics.mean(r["sample_s"] for r in recs),
         "train": statistics.mean(r["train_s"] for r in recs),
         "warmup": warmup,
-        "step": "compiled" if compiled else "eager",
+        "step": step,
     }
 
 
@@ -80,26 +87,13 @@ def time_paired(data, cfgs: list, epochs: int) -> list[list[dict]]:
     """One engine per config (a recipe eager and compiled), each warmed up by one epoch, then
     `epochs` epochs taken in turn (A, B, A, B, …): a slow spell of the machine falls on all of
     them alike. Per config, a {"sample", "train", "warmup", "step"} record per timed epoch."""
-    engines, warmups, steps = [], [], []
-    for cfg in cfgs:
-        engine = Engine(cfg, data)
-        t0 = time.perf_counter()
-        first = engine.train_epoch()
-        warmups.append(time.perf_counter() - t0)
-        compiled = engine.optimizer.compiled is not None and first.get("step") != "eager"
-        steps.append("compiled" if compiled else "eager")
-        engines.append(engine)
+    warmed = [warmed_engine(data, cfg) for cfg in cfgs]
     out: list[list[dict]] = [[] for _ in cfgs]
     for _ in range(epochs):
-        for i, engine in enumerate(engines):
+        for (engine, warmup, step), rows in zip(warmed, out, strict=True):
             r = engine.train_epoch()
-            out[i].append(
-                {
-                    "sample": r["sample_s"],
-                    "train": r["train_s"],
-                    "warmup": warmups[i],
-                    "step": steps[i],
-                }
+            rows.append(
+                {"sample": r["sample_s"], "train": r["train_s"], "warmup": warmup, "step": step}
             )
     return out
 

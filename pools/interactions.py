@@ -138,12 +138,7 @@ class InteractionIndex:
     def _interactions_of_items(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The interactions of items [k] as (position in `items`, user) pairs."""
         offsets, holders = self._item_index()
-        start = take(offsets, items)
-        length = take(offsets, items + 1) - start
-        col = torch.repeat_interleave(torch.arange(items.numel(), device=self.device), length)
-        shift = start - (torch.cumsum(length, 0) - length)
-        flat = torch.arange(col.numel(), device=self.device) + take(shift, col)
-        return col, take(holders, flat)
+        return _expand_csr(offsets, holders, items)
 
     def _item_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(offsets [num_items + 1], users [nnz] sorted by item): built at first use."""
@@ -167,13 +162,7 @@ class InteractionIndex:
         if users.numel() == 1:  # one user (a serving request)
             items = self.items_of(int(users[0]))
             return torch.zeros(items.numel(), dtype=torch.long, device=self.device), items
-        start = take(self.offsets, users)
-        length = take(self.offsets, users + 1) - start
-        rows = torch.repeat_interleave(torch.arange(users.numel(), device=self.device), length)
-        # Entry k of the output is item (start − where its row begins in the output) + k.
-        shift = start - (torch.cumsum(length, 0) - length)
-        flat = torch.arange(rows.numel(), device=self.device) + take(shift, rows)
-        return rows, take(self.items, flat)
+        return _expand_csr(self.offsets, self.items, users)
 
     def sample_complement(
         self, users: torch.Tensor, per_user: int, generator: torch.Generator
@@ -194,6 +183,20 @@ class InteractionIndex:
             torch.searchsorted(self._gap_keys, query, right=True) - self.offsets[users][:, None]
         )
         return (k + before).clamp_(max=self.num_items - 1)
+
+
+def _expand_csr(
+    offsets: torch.Tensor, values: torch.Tensor, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The entries of rows `keys` [k] of a CSR index (offsets, values) as (position in `keys`,
+    value) pairs, in key order (host sync for the size)."""
+    start = take(offsets, keys)
+    length = take(offsets, keys + 1) - start
+    at = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), length)
+    # Entry k of the output is value (start − where its key begins in the output) + k.
+    shift = start - (torch.cumsum(length, 0) - length)
+    flat = torch.arange(at.numel(), device=keys.device) + take(shift, at)
+    return at, take(values, flat)
 
 
 def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

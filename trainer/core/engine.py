@@ -132,17 +132,22 @@ class Optimizer:
         if not self.sparse:
             self._dense_table_step(users, p.grad, (pos, pos_v.grad), (negatives.items, neg_v.grad))
             return loss.detach()
+        self._sparse_step(users, p.grad, pos, negatives.items, pos_v.grad, neg_v.grad)
+        return loss.detach()
+
+    def _sparse_step(self, users, user_grads, pos, neg_items, pos_grads, neg_grads) -> None:
+        """Lazy Adam on the rows the batch touched (dense Adam on any other parameter):
+        neg_items [B, n] or [n] with their gradient rows [..., d]."""
         if self.exchange is not None:
-            self.exchange.after_backward(model)
+            self.exchange.after_backward(self.model)
         if self.dense is not None:
             self.dense.step()
         self._row_step(
             users,
-            p.grad,
-            torch.cat([pos, negatives.items.reshape(-1)]),
-            torch.cat([pos_v.grad, neg_v.grad.reshape(-1, p.shape[1])]),
+            user_grads,
+            torch.cat([pos, neg_items.reshape(-1)]),
+            torch.cat([pos_grads, neg_grads.reshape(-1, user_grads.shape[1])]),
         )
-        return loss.detach()
 
     def _forward_backward(self, p, pos_v, neg_v, negatives) -> torch.Tensor:
         """The batch loss, its gradient left in the leaves' .grad: compiled where the run
@@ -180,11 +185,7 @@ class Optimizer:
         if out is None:
             return None
         loss, grad_p, grad_pos, grad_neg = out
-        if self.exchange is not None:
-            self.exchange.after_backward(model)
-        self._row_step(
-            users, grad_p, torch.cat([pos, negatives.items]), torch.cat([grad_pos, grad_neg])
-        )
+        self._sparse_step(users, grad_p, pos, negatives.items, grad_pos, grad_neg)
         return loss.detach()
 
     def _dense_table_step(self, users, user_grads, *item_rows) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from pools.base import Negatives
 from trainer.core.loss import batch_loss
+from trainer.core.models import unit_rows, unit_rows_backward
 
 # A cosine score is at most 1, so r/T − 1/T ≤ 0 needs no row maximum; below this T the
 # smallest term e^{−2/T} would underflow float32, and the row maximum is taken instead.
@@ -46,16 +47,6 @@ def fusable(config) -> bool:
     )
 
 
-def _unit(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x / ‖x‖ row by row, the clamped norms [.., 1]), as models._Unit."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(min=1e-12)
-    return x / norm, norm
-
-
-def _unit_backward(grad: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    return (grad - unit * (grad * unit).sum(dim=-1, keepdim=True)) / norm
-
-
 def bsl_shared_step(
     p: torch.Tensor,
     pos_v: torch.Tensor,
@@ -75,7 +66,7 @@ def bsl_shared_step(
     """
     batch = p.shape[0]
     if cosine:
-        (q, q_norm), (a, a_norm), (b, b_norm) = _unit(p), _unit(pos_v), _unit(neg_v)
+        (q, q_norm), (a, a_norm), (b, b_norm) = unit_rows(p), unit_rows(pos_v), unit_rows(neg_v)
     else:
         q, a, b = p, pos_v, neg_v
     logits = (q @ b.T) * (1.0 / temperature)
@@ -100,9 +91,9 @@ def bsl_shared_step(
     grad_b = weights.T @ q
     grad_a = q * -pos_scale
     if cosine:
-        grad_q = _unit_backward(grad_q, q, q_norm)
-        grad_a = _unit_backward(grad_a, a, a_norm)
-        grad_b = _unit_backward(grad_b, b, b_norm)
+        grad_q = unit_rows_backward(grad_q, q, q_norm)
+        grad_a = unit_rows_backward(grad_a, a, a_norm)
+        grad_b = unit_rows_backward(grad_b, b, b_norm)
     if l2 > 0:
         scale = 2.0 * l2 / batch
         grad_q, grad_a, grad_b = grad_q + scale * p, grad_a + scale * pos_v, grad_b + scale * neg_v

@@ -29,16 +29,26 @@ class _Unit(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_(min=1e-12)
-        y = x / norm
+        y, norm = unit_rows(x)
         ctx.save_for_backward(y, norm)
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        y, norm = ctx.saved_tensors
-        along = (g * y).sum(dim=-1, keepdim=True)
-        return (g - y * along).div_(norm)
+        return unit_rows_backward(g, *ctx.saved_tensors)
+
+
+def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y = x / max(‖x‖, ε) over the last dim, the clamped norms [..., 1]): _Unit's forward,
+    also the compiled step's (trainer/core/fused_step.py), which writes its gradient out."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_(min=1e-12)
+    return x / norm, norm
+
+
+def unit_rows_backward(g: torch.Tensor, y: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """∂L/∂x = (g − y (g·y)) / max(‖x‖, ε) for y, norm from `unit_rows`."""
+    along = (g * y).sum(dim=-1, keepdim=True)
+    return (g - y * along).div_(norm)
 
 
 class FactorModel(nn.Module):
