@@ -58,8 +58,14 @@ def test_split_frame_keeps_every_user_in_train_and_refuses_a_bad_ratio():
     assert split_frame(frame, 0.5, seed=0)[1].index.equals(test.index)  # seeded
     with pytest.raises(UsageError, match="test_ratio"):
         split_frame(frame, test_ratio=1.0)
+    model = fit(train, epochs=1, verbose=False, sampler={"num_negatives": 20})
     with pytest.raises(UsageError, match="k "):
-        fit(train, epochs=1, verbose=False, sampler={"num_negatives": 20}).evaluate(test, k=0)
+        model.evaluate(test, k=0)
+    for bad in ([("u1", "i1")], "test.csv", None):
+        with pytest.raises(UsageError, match="DataFrame"):
+            model.evaluate(bad)
+    with pytest.raises(UsageError, match="no column"):
+        model.evaluate(pd.DataFrame({"who": ["u1"], "what": ["i1"]}))
 
 
 def test_a_model_without_a_test_split_has_no_test_metrics_rather_than_zeros(tmp_path):
@@ -82,3 +88,6 @@ def test_fit_filters_a_dataframe_as_prepare_does(tiny_data):
         fit(tiny_data, epochs=1, verbose=False, kcore=5)
     with pytest.raises(UsageError, match="kcore"):
         fit(frame, epochs=1, verbose=False, kcore="5")
+    for bad in ("4", True):
+        with pytest.raises(UsageError, match="min_rating"):
+            fit(frame, epochs=1, verbose=False, min_rating=bad)

@@ -120,6 +120,10 @@ class Model:
         and "unknown_items" (their rows, ids the model never saw) and "seen_pairs" (test rows
         the model trained on: masked, so never a hit)."""
         ks = tuple(_check_k(x) for x in ([k] if isinstance(k, int) else k))
+        if not hasattr(test, "columns"):
+            raise UsageError(
+                f"evaluate takes a DataFrame with columns user and item, not {_kind(test)}"
+            )
         raw = frame_interactions(test)
         users = [self.user_index.get(u, -1) for u in raw.users.to_pylist()]
         items = [self.item_index.get(v, -1) for v in raw.items.to_pylist()]
@@ -572,6 +576,10 @@ def fit(
         )
     if isinstance(kcore, bool) or not isinstance(kcore, int) or kcore < 0:
         raise UsageError(f"kcore {kcore!r}: give a whole number ≥ 0")
+    if min_rating is not None and (
+        isinstance(min_rating, bool) or not isinstance(min_rating, (int, float))
+    ):
+        raise UsageError(f"min_rating {min_rating!r}: give a number, or None to keep every row")
     split = PrepareOptions(
         min_rating=min_rating, kcore=kcore, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed
     )
