@@ -49,6 +49,7 @@ def main() -> int:
             training_curve(
                 data,
                 TrainConfig(
+                    preset="paper",
                     epochs=args.epochs,
                     eval_every=args.epochs,
                     lr=args.lr,

@@ -304,7 +304,7 @@ def make_config(common: dict, settings: dict) -> TrainConfig:
             sampler[name.removeprefix("sampler.")] = value
         else:
             top[name] = value
-    return TrainConfig(**top, sampler=sampler)
+    return TrainConfig(preset="paper", **top, sampler=sampler)
 
 
 def tune_contender(

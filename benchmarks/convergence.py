@@ -36,6 +36,7 @@ def main() -> int:
     curves = {}
     for name in args.samplers.split(","):
         cfg = TrainConfig(
+            preset="paper",
             epochs=args.epochs,
             eval_every=args.eval_every,
             lr=args.lr,

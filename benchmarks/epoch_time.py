@@ -42,6 +42,7 @@ GOWALLA_LIKE = "users=29858,items=40988,mean=38,minimum=10,alpha=0.5,zipf=0.6,se
 def sampler_config(name: str, optimizer: str, epochs: int, device: str, compile_: str):
     """A sampler's run at the paper's settings with lr 0.01 (the sampler table)."""
     return TrainConfig(
+        preset="paper",
         epochs=epochs + 1,
         lr=0.01,
         device=device,

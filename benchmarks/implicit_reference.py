@@ -59,7 +59,7 @@ def train_matrix(data: PreparedData) -> sp.csr_matrix:
 
 
 def evaluator(data: PreparedData):
-    engine = Engine(TrainConfig(epochs=1, topk=(20, 50)), data)
+    engine = Engine(TrainConfig(preset="paper", epochs=1, topk=(20, 50)), data)
 
     def evaluate(model: Factors, split: str) -> dict[str, float]:
         engine.model = model

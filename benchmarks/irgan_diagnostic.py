@@ -52,6 +52,7 @@ def main() -> int:
     data = PreparedData.load(args.data)
     engine = Engine(
         TrainConfig(
+            preset="paper",
             epochs=args.epochs,
             eval_every=1,
             lr=args.lr,

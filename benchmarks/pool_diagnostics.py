@@ -44,6 +44,7 @@ COLUMNS = [
 
 def run(data, sampler: dict, args) -> dict:
     cfg = TrainConfig(
+        preset="paper",
         epochs=args.epochs,
         eval_every=args.epochs,
         lr=args.lr,

@@ -55,6 +55,7 @@ def main() -> int:
                 continue
             if (name, size) not in cache:
                 cfg = TrainConfig(
+                    preset="paper",
                     epochs=args.epochs,
                     eval_every=args.epochs,
                     lr=args.lr,

@@ -128,7 +128,7 @@ class Evaluator:
     """Validation and test NDCG@50 (and recall@50) of fixed scores, with the engine's masks."""
 
     def __init__(self, data: PreparedData):
-        self.engine = Engine(TrainConfig(model="mf", epochs=1), data)
+        self.engine = Engine(TrainConfig(preset="paper", model="mf", epochs=1), data)
 
     def __call__(self, model: FixedScores, split: str) -> dict[str, float]:
         self.engine.model = model

@@ -154,6 +154,7 @@ def run_protocol(
     def tune_and_test(name):
         def cfg_for(l2, tau=1.0, seed=seeds[0]):
             return TrainConfig(
+                preset="paper",
                 model=model,
                 epochs=epochs,
                 eval_every=epochs,

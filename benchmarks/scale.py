@@ -51,7 +51,12 @@ def _worker(rank, world, port, data_path, mode, steps, result_dir):
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     cfg = TrainConfig(
-        batch_size=4096, lr=0.01, optimizer="sparse-adam", l2=0.0, sampler={"name": "uniform"}
+        preset="paper",
+        batch_size=4096,
+        lr=0.01,
+        optimizer="sparse-adam",
+        l2=0.0,
+        sampler={"name": "uniform"},
     )
     n_users, n_items = dataset_size(data_path)
     degree, item_counts = count_train(data_path, n_users, n_items)

@@ -60,7 +60,9 @@ def build_run(root: str, items: int, index_cache: str | None) -> str:
     g = torch.Generator().manual_seed(0)
     item_vectors = vectors(items, DIM, 2000, g)  # benchmarks/ann.py's, in its order
     user_vectors = vectors(USERS, DIM, 2000, g)
-    config = TrainConfig(epochs=1, dim=DIM, loss="softmax", score="cosine").model_dump()
+    config = TrainConfig(
+        preset="paper", epochs=1, dim=DIM, loss="softmax", score="cosine"
+    ).model_dump()
     ckpt = save_checkpoint(
         os.path.join(run, "checkpoint"),
         model_name="mf",

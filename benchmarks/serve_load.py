@@ -43,7 +43,7 @@ def build_checkpoint(data_dir: str, model_root: str) -> tuple[str, list[str]]:
         prepare(data_dir, PrepareOptions(kcore=0), synthetic=GOWALLA_LIKE, overwrite=True)
     data = PreparedData.load(data_dir)
     model = build_model("mf", data.num_users, data.num_items, 32, seed=0)
-    cfg = TrainConfig(epochs=1)
+    cfg = TrainConfig(preset="paper", epochs=1)
     save_checkpoint(
         os.path.join(model_root, "gowalla-like", "checkpoint"),
         model_name="mf",

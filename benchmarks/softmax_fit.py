@@ -62,7 +62,12 @@ def main() -> int:
     else:
         engine = Engine(
             TrainConfig(
-                epochs=args.epochs, lr=0.01, l2=0.01, seed=args.seed, sampler={"name": "uniform"}
+                preset="paper",
+                epochs=args.epochs,
+                lr=0.01,
+                l2=0.01,
+                seed=args.seed,
+                sampler={"name": "uniform"},
             ),
             data,
         )

@@ -41,6 +41,7 @@ def main() -> int:
     rows = []
     for name in args.samplers.split(","):
         cfg = TrainConfig(
+            preset="paper",
             epochs=args.epochs + 1,
             lr=0.01,
             batch_size=args.batch_size,

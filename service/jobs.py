@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.names import is_safe_name
 from trainer.core.config import TrainConfig
-from trainer.core.presets import DEFAULT_PRESET, PresetName, build_config
+from trainer.core.presets import PresetName, build_config
 from trainer.project import PROJECT_ROOT
 
 
@@ -41,8 +41,8 @@ def resolve_dataset(data_root: str, name: str) -> str:
 
 
 class JobRequest(BaseModel):
-    """A training job: where it runs, the preset it starts from and the TrainConfig fields it
-    sets over it — the same schema as `trainer/run.py --preset/--config` and Tune's configs.
+    """A training job: where it runs and the TrainConfig fields it trains with (over their
+    preset) — the same schema as `adasir train --config` and Tune's configs.
     Unknown fields are rejected at every level, when the job is submitted."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -55,11 +55,12 @@ class JobRequest(BaseModel):
     """Ray: each worker takes one GPU."""
     checkpoint_every: int = Field(0, ge=0)
     """Also checkpoint every N epochs (0: only at the end)."""
-    preset: PresetName = DEFAULT_PRESET
-    """Where the options start: `recommended` (what won on validation) or `paper`."""
+    preset: PresetName | None = None
+    """Another way to write `train.preset` (`recommended` unless named; `paper`); naming two
+    different ones is refused."""
     train: dict[str, Any] = {}
-    """Training options over the preset (model, loss, sampler, …), as in TrainConfig; a whole
-    TrainConfig is taken as it is."""
+    """TrainConfig fields (preset, model, loss, sampler, …); a whole TrainConfig is taken as
+    it is."""
 
     @field_validator("train", mode="before")
     @classmethod
@@ -75,6 +76,10 @@ class JobRequest(BaseModel):
         """The TrainConfig the job trains with (before it is fitted to the dataset's size)."""
         return build_config(self.preset, self.train)
 
+    def config_fields(self) -> dict[str, Any]:
+        """`train` with the preset in it: what the job's command line passes to --config."""
+        return {**self.train, "preset": self.preset} if self.preset else dict(self.train)
+
     def command(self, data_dir: str, out_dir: str, script: str = "trainer/run.py") -> list[str]:
         args = [
             "python",
@@ -87,10 +92,8 @@ class JobRequest(BaseModel):
             str(self.workers),
             "--checkpoint-every",
             str(self.checkpoint_every),
-            "--preset",
-            self.preset,
             "--config",
-            json.dumps(self.train),
+            json.dumps(self.config_fields()),
         ]
         return args + (["--gpu"] if self.gpu else [])
 

@@ -41,7 +41,7 @@ def test_fit_takes_a_sparse_matrix_and_a_prepared_directory(tiny_data):
     m = sp.random(40, 30, density=0.3, format="csr", random_state=np.random.default_rng(1))
     from_matrix = fit(m, dim=4, epochs=1)
     assert from_matrix.num_users <= 40 and all(i.isdigit() for i in from_matrix.item_ids)
-    from_dir = fit(tiny_data, TrainConfig(dim=4, epochs=1), preset="paper")
+    from_dir = fit(tiny_data, TrainConfig(preset="paper", dim=4, epochs=1), preset="paper")
     data = PreparedData.load(tiny_data)
     assert (from_dir.num_users, from_dir.num_items) == (data.num_users, data.num_items)
     assert from_dir.config["loss"] == "bpr"  # the paper preset, not the recommended one

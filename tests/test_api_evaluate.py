@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from conftest import block_frame
 
 from trainer import fit, split_frame
@@ -91,3 +92,20 @@ def test_fit_filters_a_dataframe_as_prepare_does(tiny_data):
     for bad in ("4", True):
         with pytest.raises(UsageError, match="min_rating"):
             fit(frame, epochs=1, verbose=False, min_rating=bad)
+
+
+def test_fit_names_its_split_seed_apart_from_the_training_seed(tiny_data):
+    frame = block_frame(pairs=600)
+    quiet = {"epochs": 1, "verbose": False, "refit": False, "sampler": {"num_negatives": 20}}
+    a = fit(frame, split_seed=1, seed=5, **quiet)
+    b = fit(frame, split_seed=2, seed=5, **quiet)
+    c = fit(frame, split_seed=1, seed=6, **quiet)
+    assert a.config["seed"] == 5 and c.config["seed"] == 6  # seed is TrainConfig.seed
+    assert not torch.equal(a.item_counts, b.item_counts)  # train counts: another split
+    assert torch.equal(a.item_counts, c.item_counts)  # the same split, another training seed
+    assert not torch.equal(a.queries, c.queries)
+    for option in ({"valid_ratio": 0.2}, {"split_seed": 1}, {"name": "x"}):
+        with pytest.raises(UsageError, match=f"{next(iter(option))}: for a DataFrame"):
+            fit(tiny_data, **option, **quiet)
+    with pytest.raises(UsageError, match="split_seed"):
+        fit(frame, split_seed="1", **quiet)

@@ -26,7 +26,7 @@ from trainer.outputs.checkpoint import (
 @pytest.fixture()
 def sharded(tiny_data, tmp_path):
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
+    cfg = TrainConfig(preset="paper", epochs=1, batch_size=512, lr=0.01)
     whole = Engine(cfg, data)
     whole.train_epoch()
     plan = plan_shards(data.splits["train"].users, data.num_users, 3, 512)

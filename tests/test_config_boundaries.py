@@ -38,6 +38,7 @@ def _config(name: str) -> TrainConfig:
     if "temperature" in options_of(name).model_fields:
         own["temperature"] = 0.5
     return TrainConfig(
+        preset="paper",
         model="gmf",
         lr=0.01,
         l2=0.0001,
@@ -155,7 +156,7 @@ def test_the_recommended_preset_is_the_default_and_gives_way_to_what_the_user_na
         parser.parse_args(["--loss", "bpr", "--sampler", "adasir-b", "--temperature", "0.5"])
     )
     assert mine.sampler.temperature == 0.5
-    assert config_from_args(parser.parse_args(["--preset", "paper"])) == TrainConfig()
+    assert config_from_args(parser.parse_args(["--preset", "paper"])) == TrainConfig(preset="paper")
 
 
 def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_not(tiny_data):
@@ -179,14 +180,47 @@ def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_
         check_against_data(kept, data.num_users, data.num_items)
 
 
-def test_a_job_starts_from_the_recommended_preset_like_the_command_line():
+def test_every_entry_point_gives_one_configuration_for_the_same_fields():
+    from trainer.api import _fit_config
+    from trainer.distributed.tune import TuneSpec
+
     parser = build_parser()
-    job = JobRequest(dataset="d", train={"sampler": {"name": "dns"}})
-    assert job.config() == config_from_args(parser.parse_args(["--sampler", "dns"]))
-    args = parser.parse_args(job.command("/data/d", "/out")[2:])
-    assert args.preset == "recommended" and config_from_args(args) == job.config()
+    tune = TuneSpec(name="t", dataset="d", search={"seed": {"grid": [0]}})
+    for fields, flags in [
+        ({"dim": 4}, ["--dim", "4"]),
+        ({"dim": 4, "preset": "paper"}, ["--dim", "4", "--preset", "paper"]),
+        ({"preset": "paper", "sampler": "dns"}, ["--preset", "paper", "--sampler", "dns"]),
+    ]:
+        cfg = TrainConfig(**fields)
+        assert cfg.dim == 4 or cfg.sampler.name == "dns"
+        assert _fit_config(None, None, fields) == cfg  # fit(df, dim=4)
+        assert _fit_config(fields, None, {}) == cfg  # fit(df, {"dim": 4})
+        assert _fit_config(cfg, None, {}) == cfg  # fit(df, TrainConfig(dim=4))
+        assert config_from_args(parser.parse_args(flags)) == cfg  # adasir train --dim 4
+        job = JobRequest(dataset="d", train=fields)  # POST /jobs {"train": {"dim": 4}}
+        assert job.config() == cfg
+        assert config_from_args(parser.parse_args(job.command("/d", "/o")[2:])) == cfg
+        fixed = tune.model_copy(update={"fixed": fields})  # a Tune trial's fixed fields
+        assert fixed.train_config({}) == cfg
+    assert TrainConfig(dim=4).preset == "recommended" and TrainConfig(dim=4).loss == "bsl"
+    assert TrainConfig(preset="paper", dim=4).loss == "bpr"
+
+
+def test_a_preset_named_twice_must_agree_and_a_config_object_keeps_its_own():
+    from trainer.api import _fit_config
+    from trainer.errors import UsageError
+
+    job = JobRequest(dataset="d", preset="paper", train={"dim": 4})
+    assert job.config() == TrainConfig(preset="paper", dim=4)
+    with pytest.raises(ValueError, match="disagree"):
+        JobRequest(dataset="d", preset="paper", train={"preset": "recommended"})
     with pytest.raises(ValueError, match="preset"):
         JobRequest(dataset="d", preset="fastest")
+    with pytest.raises(UsageError, match="already holds its preset"):
+        _fit_config(TrainConfig(dim=4), "paper", {})
+    paper = TrainConfig(preset="paper", dim=4)
+    assert _fit_config(paper, None, {"lr": 0.1}) == paper.model_copy(update={"lr": 0.1})
+    assert TrainConfig.model_validate(paper.model_dump()) == paper  # a checkpoint's config
 
 
 def _refused(capsys, tmp_path, *argv) -> str:

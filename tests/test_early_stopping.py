@@ -49,7 +49,9 @@ def test_best_epoch_tracker_counts_validations_without_a_new_best():
 @pytest.mark.slow
 def test_a_run_that_peaks_early_saves_that_epochs_tables(tiny_data, tmp_path):
     data = PreparedData.load(tiny_data)
-    metrics = train_in_process(TrainConfig(**OVERFIT), data, str(tmp_path / "early"))
+    metrics = train_in_process(
+        TrainConfig(preset="paper", **OVERFIT), data, str(tmp_path / "early")
+    )
     choice = metrics["early_stopping"]
     best, trained = choice["best_epoch"], len(metrics["epochs"])
     assert trained == best + 3 < OVERFIT["epochs"], (best, trained)
@@ -57,7 +59,7 @@ def test_a_run_that_peaks_early_saves_that_epochs_tables(tiny_data, tmp_path):
     assert choice["best_valid"] == max(valid) == valid[best - 1]
     # The same run stopped by hand at the best epoch: its checkpoint is the early-stopped one.
     plain = {**OVERFIT, "epochs": best, "early_stopping_patience": 0}
-    again = train_in_process(TrainConfig(**plain), data, str(tmp_path / "plain"))
+    again = train_in_process(TrainConfig(preset="paper", **plain), data, str(tmp_path / "plain"))
     early, at_best = (
         _state(str(tmp_path / "early" / "checkpoint")),
         _state(str(tmp_path / "plain" / "checkpoint")),
@@ -75,15 +77,15 @@ def test_no_validation_split_never_stops(tmp_path):
 
     out = str(tmp_path / "novalid")
     prepare(out, PrepareOptions(seed=0, valid_ratio=0.0), synthetic="users=200,items=100,seed=2")
-    cfg = TrainConfig(**{**OVERFIT, "epochs": 6, "early_stopping_patience": 1})
+    cfg = TrainConfig(preset="paper", **{**OVERFIT, "epochs": 6, "early_stopping_patience": 1})
     metrics = train_in_process(cfg, PreparedData.load(out), str(tmp_path / "run"))
     assert len(metrics["epochs"]) == 6 and metrics["early_stopping"]["best_epoch"] is None
 
 
 def test_an_unknown_stopping_metric_is_refused():
     with pytest.raises(ValueError, match="early_stopping_metric 'recall@7' is not computed"):
-        TrainConfig(early_stopping_metric="recall@7")
-    TrainConfig(early_stopping_metric="ndcg@7", topk=(7,))
+        TrainConfig(preset="paper", early_stopping_metric="recall@7")
+    TrainConfig(preset="paper", early_stopping_metric="ndcg@7", topk=(7,))
 
 
 @pytest.mark.ray
@@ -145,7 +147,7 @@ def test_a_decayed_learning_rate_survives_a_resume(tiny_data, optimizer):
     from trainer.core.engine import Engine
 
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(optimizer=optimizer, lr=0.01, sampler={"name": "uniform"})
+    cfg = TrainConfig(preset="paper", optimizer=optimizer, lr=0.01, sampler={"name": "uniform"})
     first = Engine(cfg, data)
     assert first.optimizer.scale_lr(0.5) == 0.005
     again = Engine(cfg, data)
@@ -171,7 +173,9 @@ def test_a_refit_is_the_best_epoch_retrained_on_train_and_validation(tiny_data, 
         "epochs": 15,
         "early_stopping_patience": 4,
     }
-    metrics = train_in_process(TrainConfig(**cfg, refit=True), data, str(tmp_path / "refit"))
+    metrics = train_in_process(
+        TrainConfig(preset="paper", **cfg, refit=True), data, str(tmp_path / "refit")
+    )
     best = metrics["early_stopping"]["best_epoch"]
     decays = {r["epoch"]: r["lr"] for r in metrics["epochs"] if "lr" in r and r["epoch"] < best}
     assert metrics["refit"]["epochs"] == best and metrics["refit"]["lr_after_epoch"] == decays
@@ -179,7 +183,10 @@ def test_a_refit_is_the_best_epoch_retrained_on_train_and_validation(tiny_data, 
     assert len(metrics["refit"]["records"]) == best
     assert metrics["before_refit"]["test"] != metrics["test"]
     by_hand = Engine(
-        TrainConfig(**{**cfg, "epochs": best, "eval_every": best, "early_stopping_patience": 0}),
+        TrainConfig(
+            preset="paper",
+            **{**cfg, "epochs": best, "eval_every": best, "early_stopping_patience": 0},
+        ),
         data.with_validation_in_train(),
     )
     by_hand.fit([LrSchedule(decays)])
@@ -195,7 +202,7 @@ def test_without_a_validation_split_there_is_nothing_to_refit(tmp_path):
 
     out = str(tmp_path / "novalid")
     prepare(out, PrepareOptions(seed=0, valid_ratio=0.0), synthetic="users=200,items=100,seed=2")
-    cfg = TrainConfig(**{**OVERFIT, "epochs": 3}, refit=True)
+    cfg = TrainConfig(preset="paper", **{**OVERFIT, "epochs": 3}, refit=True)
     metrics = train_in_process(cfg, PreparedData.load(out), str(tmp_path / "run"))
     assert "refit" not in metrics and len(metrics["epochs"]) == 3
 
@@ -210,7 +217,9 @@ def test_a_callback_can_end_the_run_after_an_epoch(tiny_data):
         def on_epoch_trained(self, engine, record):
             engine.stop_requested = engine.epoch == 2
 
-    cfg = TrainConfig(epochs=10, eval_every=5, batch_size=512, sampler={"name": "uniform"})
+    cfg = TrainConfig(
+        preset="paper", epochs=10, eval_every=5, batch_size=512, sampler={"name": "uniform"}
+    )
     result = Engine(cfg, PreparedData.load(tiny_data)).fit([StopAtTwo()])
     assert [r["epoch"] for r in result["epochs"]] == [1, 2]
     assert "valid" in result["epochs"][-1] and result["test"]

@@ -87,7 +87,7 @@ def test_checkpoint_scores_match_the_engine(tiny_data, tmp_path):
     from trainer.core.training import train_in_process
 
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(model="gmf", epochs=2, eval_every=1, lr=0.01, batch_size=512)
+    cfg = TrainConfig(preset="paper", model="gmf", epochs=2, eval_every=1, lr=0.01, batch_size=512)
     metrics = train_in_process(cfg, data, str(tmp_path), log=lambda s: None)
     assert metrics["epochs"][1]["valid"]["ndcg@50"] > 0
     ckpt = load_checkpoint(str(tmp_path / "checkpoint"))
@@ -105,7 +105,9 @@ def test_checkpoint_scores_match_the_engine(tiny_data, tmp_path):
 
 
 def test_divergence_fails_loudly(tiny_data):
-    engine = Engine(TrainConfig(epochs=1, batch_size=512), PreparedData.load(tiny_data))
+    engine = Engine(
+        TrainConfig(preset="paper", epochs=1, batch_size=512), PreparedData.load(tiny_data)
+    )
     with torch.no_grad():
         engine.model.item_emb[:5] = float("nan")
     with pytest.raises(DivergenceError, match="Lower the learning rate"):
@@ -121,7 +123,7 @@ def _one_per_family() -> list[str]:
 
 @pytest.mark.parametrize("sampler", _one_per_family())
 def test_loss_falls_for_every_sampler_family(tiny_data, sampler):
-    cfg = TrainConfig(epochs=4, lr=0.01, batch_size=512, sampler={"name": sampler})
+    cfg = TrainConfig(preset="paper", epochs=4, lr=0.01, batch_size=512, sampler={"name": sampler})
     engine = Engine(cfg, PreparedData.load(tiny_data))
     losses = [engine.train_epoch()["loss"] for _ in range(4)]
     assert losses[-1] < losses[0]
@@ -130,7 +132,7 @@ def test_loss_falls_for_every_sampler_family(tiny_data, sampler):
 def test_fixed_steps_cycle_a_small_shard(tiny_data):
     """Ray gives every worker the same step count; a shard smaller than that cycles."""
     data = PreparedData.load(tiny_data)
-    engine = Engine(TrainConfig(batch_size=512), data, steps_per_epoch=50)
+    engine = Engine(TrainConfig(preset="paper", batch_size=512), data, steps_per_epoch=50)
     order = engine._epoch_order()
     assert order.numel() == 50 * 512 > engine.train_users.numel()
     assert torch.bincount(order).min() >= 1  # every pair used at least once
@@ -206,7 +208,7 @@ def test_dense_adam_step_matches_autograd(model, shared, l2):
     from trainer.core.loss import batch_loss
     from trainer.core.models import build_model
 
-    cfg = TrainConfig(lr=0.05, l2=l2, model=model)
+    cfg = TrainConfig(preset="paper", lr=0.05, l2=l2, model=model)
     ours, ref = (build_model(model, 30, 40, 8, seed=0) for _ in range(2))
     ref_adam = torch.optim.Adam(ref.parameters(), lr=0.05)
     step = Optimizer(ours, cfg)
@@ -230,7 +232,9 @@ def test_dense_adam_step_matches_autograd(model, shared, l2):
 
 
 def test_sparse_adam_option_trains(tiny_data):
-    cfg = TrainConfig(epochs=3, lr=0.01, batch_size=512, optimizer="sparse-adam", model="gmf")
+    cfg = TrainConfig(
+        preset="paper", epochs=3, lr=0.01, batch_size=512, optimizer="sparse-adam", model="gmf"
+    )
     engine = Engine(cfg, PreparedData.load(tiny_data))
     losses = [engine.train_epoch()["loss"] for _ in range(3)]
     assert losses[-1] < losses[0]
@@ -241,6 +245,7 @@ def test_sparse_adam_option_trains(tiny_data):
 def test_negative_diagnostics_per_epoch(tiny_data, sampler):
     data = PreparedData.load(tiny_data)
     cfg = TrainConfig(
+        preset="paper",
         epochs=2,
         batch_size=512,
         lr=0.01,
@@ -521,7 +526,7 @@ def test_an_unloadable_checkpoint_never_replaces_a_good_one(tiny_data, tmp_path)
     from trainer.outputs.checkpoint import save_checkpoint
 
     data = PreparedData.load(tiny_data)
-    engine = Engine(TrainConfig(epochs=1, batch_size=1024), data)
+    engine = Engine(TrainConfig(preset="paper", epochs=1, batch_size=1024), data)
     state = engine.state()["model"]
     path = tmp_path / "checkpoint"
 

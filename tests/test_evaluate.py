@@ -46,11 +46,11 @@ def test_sample_size_defaults_to_full_ranking_below_the_limit():
 
 def test_a_sample_is_the_same_across_shards_and_its_interval_covers_the_full_mean(tiny_data):
     data = PreparedData.load(tiny_data)
-    full = Engine(TrainConfig(epochs=1, lr=0.01, batch_size=512), data)
+    full = Engine(TrainConfig(preset="paper", epochs=1, lr=0.01, batch_size=512), data)
     full.train_epoch()
     whole, none = full.evaluate_sample("test")
     assert none is None
-    cfg = TrainConfig(epochs=1, lr=0.01, batch_size=512, eval_users=200)
+    cfg = TrainConfig(preset="paper", epochs=1, lr=0.01, batch_size=512, eval_users=200)
     sampled = Engine(cfg, data)
     sampled.model.load_state_dict(full.model.state_dict())
     means, sample = sampled.evaluate_sample("test")
@@ -89,7 +89,9 @@ def test_ranking_through_the_reused_score_buffer_equals_the_models_own_scores(ti
     chunk (the last chunk smaller): the sums are those of ranking with model.score_all."""
     from trainer.core.evaluate import ranking_sums
 
-    engine = Engine(TrainConfig(epochs=1, score="cosine"), PreparedData.load(tiny_data))
+    engine = Engine(
+        TrainConfig(preset="paper", epochs=1, score="cosine"), PreparedData.load(tiny_data)
+    )
     engine.train_epoch()
     model = engine.model.eval()
 
@@ -106,8 +108,10 @@ def test_ranking_through_the_reused_score_buffer_equals_the_models_own_scores(ti
 
 def test_validation_samples_users_where_a_full_pass_costs_more_than_the_training_between():
     gowalla = dict(num_users=29_858, num_items=40_981, train_pairs=729_115)
-    default_like = TrainConfig(eval_every=3, sampler={"name": "uniform", "num_negatives": 1000})
-    bpr = TrainConfig(eval_every=5, sampler={"name": "uniform", "num_negatives": 1})
+    default_like = TrainConfig(
+        preset="paper", eval_every=3, sampler={"name": "uniform", "num_negatives": 1000}
+    )
+    bpr = TrainConfig(preset="paper", eval_every=5, sampler={"name": "uniform", "num_negatives": 1})
     # Measured shares 0.18 and 0.28 (validation 3.85 s against 3 × 7.0 s and 5 × 2.77 s).
     assert valid_sample_size(default_like, **gowalla) == 29_858  # 1.2e9 < 6.8e9
     assert valid_sample_size(bpr, **gowalla) == 29_858  # 1.2e9 < 4.0e9
@@ -122,7 +126,9 @@ def test_validation_samples_users_where_a_full_pass_costs_more_than_the_training
 
 def test_a_sampled_validation_ends_with_the_kept_models_full_validation(tiny_data):
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(epochs=2, eval_every=1, lr=0.01, batch_size=512, valid_users=150)
+    cfg = TrainConfig(
+        preset="paper", epochs=2, eval_every=1, lr=0.01, batch_size=512, valid_users=150
+    )
     engine = Engine(cfg, data)
     result = engine.fit()
     first, last = result["epochs"]
@@ -137,4 +143,4 @@ def test_a_sampled_validation_ends_with_the_kept_models_full_validation(tiny_dat
 
 def test_a_negative_validation_sample_is_refused_naming_the_option():
     with pytest.raises(ValueError, match="valid_users"):
-        TrainConfig(valid_users=-1)
+        TrainConfig(preset="paper", valid_users=-1)

@@ -30,6 +30,7 @@ def _worker(rank: int, data_path: str, port: int, mode: str, optimizer: str, mod
     data = PreparedData.load(data_path)
     plan = plan_shards(data.splits["train"].users, data.num_users, WORLD, BATCH)
     cfg = TrainConfig(
+        preset="paper",
         batch_size=plan.batch_per_worker,
         lr=0.01,
         optimizer=optimizer,

@@ -19,7 +19,9 @@ pytestmark = [
 
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 def test_every_sampler_trains_on_cuda(tiny_data, sampler):
-    cfg = TrainConfig(epochs=2, lr=0.01, batch_size=512, device="cuda", sampler={"name": sampler})
+    cfg = TrainConfig(
+        preset="paper", epochs=2, lr=0.01, batch_size=512, device="cuda", sampler={"name": sampler}
+    )
     engine = Engine(cfg, PreparedData.load(tiny_data))
     losses = [engine.train_epoch()["loss"] for _ in range(2)]
     assert all(p.is_cuda for p in engine.model.parameters())
@@ -28,9 +30,9 @@ def test_every_sampler_trains_on_cuda(tiny_data, sampler):
 
 def test_cuda_evaluation_matches_cpu(tiny_data):
     data = PreparedData.load(tiny_data)
-    gpu = Engine(TrainConfig(epochs=1, device="cuda", batch_size=512), data)
+    gpu = Engine(TrainConfig(preset="paper", epochs=1, device="cuda", batch_size=512), data)
     gpu.train_epoch()
-    cpu = Engine(TrainConfig(epochs=1, device="cpu", batch_size=512), data)
+    cpu = Engine(TrainConfig(preset="paper", epochs=1, device="cpu", batch_size=512), data)
     cpu.model.load_state_dict({k: v.cpu() for k, v in gpu.model.state_dict().items()})
     a, b = gpu.evaluate("test"), cpu.evaluate("test")
     for k in a:

@@ -115,9 +115,13 @@ def test_impossible_loss_and_sampler_combinations_are_refused():
         with pytest.raises(ValueError, match="has none"):
             sampler_config(name="dns", **option)
     with pytest.raises(ValueError, match="weighting='reference'"):
-        TrainConfig(loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"})
+        TrainConfig(
+            preset="paper", loss="softmax", sampler={"name": "adasir-u", "weighting": "reference"}
+        )
     with pytest.raises(ValueError, match="hinge"):
-        TrainConfig(loss="contrastive", sampler={"name": "warp", "warp_loss": "hinge"})
+        TrainConfig(
+            preset="paper", loss="contrastive", sampler={"name": "warp", "warp_loss": "hinge"}
+        )
 
 
 def test_written_out_softmax_gradient_matches_autograd():

@@ -50,7 +50,7 @@ def test_loss_contract(name):
     """A finite scalar with gradients to both score tensors; invalid negatives get none; a pair
     weighted 0 contributes nothing; the sampler's offsets matter exactly when it declares it
     weights negatives by them."""
-    cfg = TrainConfig(loss=name, score="cosine")
+    cfg = TrainConfig(preset="paper", loss=name, score="cosine")
     pos, neg, items = _batch()
     loss = batch_loss(cfg, pos, neg, Negatives(items), 50)
     assert loss.dim() == 0 and torch.isfinite(loss)
@@ -81,10 +81,10 @@ def test_loss_options_and_weighting_follow_the_declaration(name):
     spec = LOSSES[name]
     reference = {"sampler": {"name": "adasir-u", "weighting": "reference"}}
     if spec.weights_negatives:
-        TrainConfig(loss=name, **reference)
+        TrainConfig(preset="paper", loss=name, **reference)
     else:
         with pytest.raises(ValueError, match="has its own"):
-            TrainConfig(loss=name, **reference)
+            TrainConfig(preset="paper", loss=name, **reference)
     for option in sorted(loss_options()):
         changed = {
             "loss_temperature": 0.3,
@@ -93,7 +93,10 @@ def test_loss_options_and_weighting_follow_the_declaration(name):
             "contrastive_weight": 2.0,
         }[option]
         if option in spec.options:
-            assert getattr(TrainConfig(loss=name, **{option: changed}), option) == changed
+            assert (
+                getattr(TrainConfig(preset="paper", loss=name, **{option: changed}), option)
+                == changed
+            )
         else:
             with pytest.raises(ValueError, match=f"{option} is not read by loss='{name}'"):
-                TrainConfig(loss=name, **{option: changed})
+                TrainConfig(preset="paper", loss=name, **{option: changed})

@@ -42,7 +42,7 @@ def test_plan_shards_is_a_balanced_deterministic_partition():
 
 def test_sharded_evaluation_sums_to_the_single_process_result(tiny_data):
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
+    cfg = TrainConfig(preset="paper", epochs=1, batch_size=512, lr=0.01)
     whole = Engine(cfg, data)
     whole.train_epoch()
     plan = plan_shards(data.splits["train"].users, data.num_users, 2, 512)
@@ -392,7 +392,7 @@ def test_workers_join_the_cluster_running_on_this_host(tiny_data, tmp_path):
 def test_a_shard_engine_starts_from_the_one_process_model(tiny_data, model):
     """Unequal shards get the one-process item side and their own rows of its user table."""
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(model=model, batch_size=512)
+    cfg = TrainConfig(preset="paper", model=model, batch_size=512)
     whole = Engine(cfg, data).model
     users = np.arange(data.num_users)
     for shard in (users[:201], users[201:401], users[401:]):
@@ -416,7 +416,7 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     )
     data = PreparedData.load(data_path)
     plan = plan_shards(data.splits["train"].users, data.num_users, world, 512)
-    cfg = TrainConfig(batch_size=plan.batch_per_worker, lr=0.01, sampler=sampler)
+    cfg = TrainConfig(preset="paper", batch_size=plan.batch_per_worker, lr=0.01, sampler=sampler)
     replicas = CollectiveReplicas(world)
     engine = Engine(
         cfg,
@@ -483,7 +483,7 @@ def test_a_shard_engine_restores_its_rows_of_a_checkpoint(tiny_data, tmp_path):
     from trainer.core.training import train_in_process
 
     data = PreparedData.load(tiny_data)
-    cfg = TrainConfig(epochs=1, batch_size=512, lr=0.01)
+    cfg = TrainConfig(preset="paper", epochs=1, batch_size=512, lr=0.01)
     train_in_process(cfg, data, str(tmp_path / "run"), log=lambda s: None)
     from trainer.outputs.checkpoint import load_checkpoint
 

@@ -396,7 +396,10 @@ def test_pools_refresh_as_often_as_asked(tiny_data):
 
     data = PreparedData.load(tiny_data)
     engine = Engine(
-        TrainConfig(batch_size=256, sampler={"name": "adasir-u", "refreshes_per_epoch": 4}), data
+        TrainConfig(
+            preset="paper", batch_size=256, sampler={"name": "adasir-u", "refreshes_per_epoch": 4}
+        ),
+        data,
     )
     calls = []
     real = engine.sampler.refresh

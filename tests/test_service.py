@@ -26,7 +26,7 @@ def roots(tiny_data, tmp_path_factory):
     data = PreparedData.load(str(data_root / "tiny"))
     for name, seed in (("run-a", 0), ("team/run-b", 1)):
         train_in_process(
-            TrainConfig(epochs=2, lr=0.01, batch_size=1024, seed=seed),
+            TrainConfig(preset="paper", epochs=2, lr=0.01, batch_size=1024, seed=seed),
             data,
             str(model_root / name),
             log=lambda s: None,
@@ -445,7 +445,7 @@ def test_latest_of_a_dataset_is_its_newest_model(roots, tmp_path):
     shutil.copytree(model_root, root)
     shutil.copytree(data_root / "tiny", tmp_path / "other")
     train_in_process(
-        TrainConfig(epochs=1, batch_size=1024),
+        TrainConfig(preset="paper", epochs=1, batch_size=1024),
         PreparedData.load(str(tmp_path / "other")),
         str(root / "run-other"),
         log=lambda s: None,

@@ -200,7 +200,9 @@ def test_the_fold_in_load_benchmark_runs_over_real_http(tiny_data, tmp_path):
     from trainer.data.dataset import PreparedData
 
     run = tmp_path / "models" / "tiny-run"
-    config = TrainConfig(epochs=1, lr=0.01, batch_size=1024, loss="softmax", score="cosine")
+    config = TrainConfig(
+        preset="paper", epochs=1, lr=0.01, batch_size=1024, loss="softmax", score="cosine"
+    )
     train_in_process(config, PreparedData.load(tiny_data), str(run), log=lambda s: None)
     assert (
         main(

@@ -36,7 +36,9 @@ def test_a_shard_load_holds_only_its_users_and_the_global_counts(tiny_data):
         assert split.users.size < 0.5 * full.splits[name].users.size  # a third of the pairs
     assert np.array_equal(part.item_counts(), full.item_counts())
     # An engine on the shard-local data is the engine on the full data's shard.
-    cfg = TrainConfig(epochs=1, batch_size=256, lr=0.01, sampler={"name": "adasir-p"})
+    cfg = TrainConfig(
+        preset="paper", epochs=1, batch_size=256, lr=0.01, sampler={"name": "adasir-p"}
+    )
     a, b = Engine(cfg, full, shard), Engine(cfg, part, shard)
     a.train_epoch()
     b.train_epoch()

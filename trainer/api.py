@@ -30,7 +30,7 @@ from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.evaluate import ranking_sums
 from trainer.core.fold_in import fold_in
 from trainer.core.models import build_model
-from trainer.core.presets import DEFAULT_PRESET, build_config, fit_to_data
+from trainer.core.presets import build_config, fit_to_data
 from trainer.core.topk import VectorScorer, top_k
 from trainer.core.training import describe_run, train_in_process
 from trainer.data.dataset import PreparedData
@@ -532,62 +532,52 @@ def fit(
     data,
     config: TrainConfig | dict | None = None,
     *,
-    preset: str = DEFAULT_PRESET,
+    preset: str | None = None,
     out: str | os.PathLike | None = None,
-    valid_ratio: float = 0.1,
-    seed: int = 0,
     log=None,
     verbose: bool = True,
     overwrite: bool = False,
-    name: str = "dataframe",
+    valid_ratio: float | None = None,
+    split_seed: int | None = None,
+    name: str | None = None,
     min_rating: float | None = None,
-    kcore: int = 0,
+    kcore: int | None = None,
     **options,
 ) -> Model:
     """Train a model in this process and return it.
 
     data: a prepared dataset directory (`adasir prepare`), a pandas DataFrame with columns
     user and item (and rating, kept as information), or a scipy sparse matrix of users × items
-    (ids are then the row and column numbers as strings). A DataFrame or matrix is prepared
-    with `valid_ratio` of each user's items held out for early stopping and no test split.
-    config: TrainConfig fields (a dict or a TrainConfig) over `preset`; `options` are more
-    fields (dim=64, epochs=20, ...). out: the run directory to write (metrics.json and
-    checkpoint/); by default a temporary one that lives as long as the model. An existing
-    run there is refused unless `overwrite` (then replaced only once the new one completes).
+    (ids are then the row and column numbers as strings).
+    config: a TrainConfig, taken as it is, or a dict of its fields; `options` are more fields
+    (dim=64, epochs=20, seed=1, ...) over either. `fit(df, dim=4)`,
+    `fit(df, {"dim": 4})`, `fit(df, TrainConfig(dim=4))` and `adasir train --dim 4` train one
+    configuration; `preset="paper"` is the same as the field `preset="paper"`.
+    out: the run directory to write (metrics.json and checkpoint/); by default a temporary one
+    that lives as long as the model. An existing run there is refused unless `overwrite`
+    (then replaced only once the new one completes).
     log: a callable that takes each progress line: what is trained first, one line per
     epoch, then the refit's (default: standard error; `verbose=False` silences them).
-    name: what a DataFrame or matrix is called as a dataset (the service's `latest:NAME`).
-    min_rating, kcore: for a DataFrame or matrix, as `adasir prepare` takes them — keep rows
-    rated at least `min_rating` (needs a rating column), then drop users and items with
-    fewer than `kcore` interactions until none is left (0: keep all).
+    For a DataFrame or matrix only (a prepared directory was split and filtered when it was
+    prepared, so they are refused there): `valid_ratio` (0.1) of each user's items held out
+    for early stopping, drawn with `split_seed` (0), and no test split; `name`, what the
+    dataset is called (the service's `latest:NAME`; "dataframe"); `min_rating` and `kcore`,
+    as `adasir prepare` takes them — keep rows rated at least `min_rating` (needs a rating
+    column), then drop users and items with fewer than `kcore` interactions until none is
+    left (0: keep all).
     """
-    given = dict(config.model_dump() if isinstance(config, TrainConfig) else config or {})
-    given.update(options)
+    cfg = _fit_config(config, preset, options)
+    split = _fit_split(data, valid_ratio, split_seed, min_rating, kcore, name)
     keep_alive = None
     if out is None:
         keep_alive = tempfile.TemporaryDirectory(prefix="adasir-fit-")
         out = keep_alive.name
     out = os.path.abspath(os.fspath(out))
     log = log or (_to_stderr if verbose else _silent)
-    if isinstance(data, (str, os.PathLike)) and (min_rating is not None or kcore):
-        raise UsageError(
-            "min_rating and kcore filter a DataFrame or matrix; a prepared dataset was "
-            "filtered when it was prepared (adasir prepare --min-rating/--kcore)"
-        )
-    if isinstance(kcore, bool) or not isinstance(kcore, int) or kcore < 0:
-        raise UsageError(f"kcore {kcore!r}: give a whole number ≥ 0")
-    if min_rating is not None and (
-        isinstance(min_rating, bool) or not isinstance(min_rating, (int, float))
-    ):
-        raise UsageError(f"min_rating {min_rating!r}: give a number, or None to keep every row")
-    split = PrepareOptions(
-        min_rating=min_rating, kcore=kcore, test_ratio=0.0, valid_ratio=valid_ratio, seed=seed
-    )
-    with _prepared(data, split, name) as data_dir:
+    with _prepared(data, split, name or "dataframe") as data_dir:
         prepared = PreparedData.load(data_dir)
-        cfg = build_config(preset, given)
         notes: list[str] = []  # said after the header, which says what is trained first
-        cfg = fit_to_data(cfg, prepared.num_items, given, notes.append)
+        cfg = fit_to_data(cfg, prepared.num_items, options, notes.append)
         check_against_data(cfg, prepared.num_users, prepared.num_items)
         rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
         for line in [describe_run(cfg, prepared, out, 0), *notes]:
@@ -595,6 +585,63 @@ def fit(
         with rundir.running():  # as `adasir train`: run.json, and a swap-in only when whole
             train_in_process(cfg, prepared, rundir.work, log=log)
     return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
+
+
+def _fit_config(config: TrainConfig | dict | None, preset: str | None, options: dict):
+    """The TrainConfig fit trains with: a TrainConfig as it is, or fields over their preset;
+    `options` over either. Validated strictly, as a --config file is."""
+    if isinstance(config, TrainConfig):
+        if preset is not None and preset != config.preset:
+            raise UsageError(
+                f"preset={preset!r} for a TrainConfig with preset {config.preset!r}: "
+                "a TrainConfig already holds its preset"
+            )
+        if not options:
+            return config
+        config = config.model_dump(mode="json")
+    elif config is not None and not isinstance(config, dict):
+        raise UsageError(
+            f"fit(config=...) takes a TrainConfig or a dict of its fields, "
+            f"not {type(config).__name__}"
+        )
+    return build_config(preset, {**(config or {}), **options})
+
+
+def _fit_split(data, valid_ratio, split_seed, min_rating, kcore, name) -> PrepareOptions:
+    """How fit prepares a DataFrame or matrix; for a prepared directory, none of it may be
+    given (it was split and filtered when it was prepared)."""
+    table_only = {
+        "valid_ratio": valid_ratio,
+        "split_seed": split_seed,
+        "name": name,
+        "min_rating": min_rating,
+        "kcore": kcore,
+    }
+    if isinstance(data, (str, os.PathLike)):
+        given = [k for k, v in table_only.items() if v is not None]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: for a DataFrame or matrix; a prepared dataset was split "
+                "and filtered when it was prepared (adasir prepare --valid-ratio/--seed/"
+                "--min-rating/--kcore)"
+            )
+    kcore = 0 if kcore is None else kcore
+    if isinstance(kcore, bool) or not isinstance(kcore, int) or kcore < 0:
+        raise UsageError(f"kcore {kcore!r}: give a whole number ≥ 0")
+    if min_rating is not None and (
+        isinstance(min_rating, bool) or not isinstance(min_rating, (int, float))
+    ):
+        raise UsageError(f"min_rating {min_rating!r}: give a number, or None to keep every row")
+    seed = 0 if split_seed is None else split_seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"split_seed {split_seed!r}: give a whole number")
+    return PrepareOptions(
+        min_rating=min_rating,
+        kcore=kcore,
+        test_ratio=0.0,
+        valid_ratio=0.1 if valid_ratio is None else valid_ratio,
+        seed=seed,
+    )
 
 
 _FIT_OUT = ("fit(out=...)", "pass overwrite=True to replace it")

@@ -111,20 +111,20 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def to_flags(config: TrainConfig) -> list[str]:
-    """The flags that rebuild `config` (from the paper preset, TrainConfig's own defaults;
-    fields at their default are left out)."""
-    out = ["--preset", "paper"]
-    dumped = config.model_dump()
-    defaults = TrainConfig().model_dump()
+    """The flags that rebuild `config`: its preset, its loss and sampler (naming another than
+    the preset's drops that part of the preset), then every field off what those three give."""
+    base = {"preset": config.preset, "loss": config.loss, "sampler": config.sampler.name}
+    out = ["--preset", config.preset, "--loss", config.loss, "--sampler", config.sampler.name]
+    dumped, defaults = config.model_dump(), TrainConfig(**base).model_dump()
     sampler_fields = type(config.sampler).model_fields
     for path in _fields():
         name = path.removeprefix("sampler.")
-        if path == "sampler.name":
-            value, default = config.sampler.name, defaults["sampler"]["name"]
-        elif path.startswith("sampler."):
+        if path in ("sampler.name", "preset", "loss"):
+            continue
+        if path.startswith("sampler."):
             if name not in sampler_fields:
                 continue
-            value, default = dumped["sampler"][name], sampler_fields[name].default
+            value, default = dumped["sampler"][name], defaults["sampler"][name]
         else:
             value, default = dumped[path], defaults[path]
         if value == default:

@@ -23,13 +23,7 @@ import torch
 from trainer.cli.flags import add_config_flags, config_overrides
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
-from trainer.core.presets import (
-    DEFAULT_PRESET,
-    PRESETS,
-    build_config,
-    fit_to_data,
-    sampler_options,
-)
+from trainer.core.presets import build_config, fit_to_data, sampler_options
 from trainer.core.training import describe_run, train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.errors import error_line, is_usage_error
@@ -58,20 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="prepared dataset directory (default: embedded synthetic data)")
     ap.add_argument("--out", help="output directory (default: runs/<sampler>-<time>)")
     ap.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=DEFAULT_PRESET,
-        help="the starting point: 'recommended' (the bilateral softmax loss "
-        "over 1000 shared uniform negatives, cosine, early stopping on validation "
-        "Recall@20: what won on validation) or 'paper' "
-        "(AdaSIR-U with BPR, the paper's protocol); trainer/core/presets.py",
-    )
-    ap.add_argument(
         "--config",
         help="TrainConfig fields as a JSON file, or inline JSON "
-        "('{...}'); flags override it, and it overrides the preset",
+        "('{...}'); flags override it, and it overrides its preset",
     )
-    add_config_flags(ap)  # --epochs, --lr, --sampler, --negatives, … one per config field
+    add_config_flags(ap)  # --preset, --epochs, --lr, --sampler, … one per config field
     ap.add_argument(
         "--sampler-opt",
         action="append",
@@ -119,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args, given: dict | None = None) -> TrainConfig:
-    """Flags over an optional JSON config over the preset; validated by pydantic. `given`:
+    """Flags over an optional JSON config over its preset; validated by pydantic. `given`:
     given_options(args), when the caller already has it."""
-    return build_config(args.preset, given_options(args) if given is None else given)
+    return build_config(None, given_options(args) if given is None else given)
 
 
 def given_options(args) -> dict:

@@ -1,4 +1,6 @@
-"""Training options, validated at the boundary. Defaults follow the paper (section 4)."""
+"""Training options, validated at the boundary. A config starts from its `preset`
+(trainer/core/presets.py: `recommended` unless named), and the fields given override it; a
+field neither sets keeps the default written here, the paper's (section 4)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pools.config import DEFAULT_SAMPLER, SamplerOptions
 from pools.registry import sampler_config, sampler_config_type
 from trainer.core.loss import LOSSES, loss_options
 from trainer.core.models import MODELS
+from trainer.core.presets import DEFAULT_PRESET, PRESETS, PresetName, resolve
 
 # The choices come from the registries (a model, loss or sampler registers itself).
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
@@ -22,6 +25,12 @@ class TrainConfig(BaseModel):
     sampler (pools/<module>.py), chosen by `sampler.name`."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    preset: PresetName = DEFAULT_PRESET
+    """Where the options start (trainer/core/presets.py): `recommended` (what won on
+    validation) or `paper` (the paper's protocol: the defaults written here). The fields given
+    override it, so `TrainConfig(dim=4)`, `fit(df, dim=4)` and `adasir train --dim 4` are one
+    configuration."""
 
     model: ModelName = "mf"
     """Scoring model: MF r = p·q, or GMF r = h·(p ⊙ q)."""
@@ -134,6 +143,16 @@ class TrainConfig(BaseModel):
     sampler: SamplerConfig = sampler_config()
     """Negative sampling options (without a `name`: the paper's adasir-u)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _start_from_preset(cls, data):
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", DEFAULT_PRESET)
+        if preset not in PRESETS:
+            return data  # the field refuses it, listing the presets
+        return {**resolve(preset, data), "preset": preset}
+
     @field_validator("sampler", mode="before")
     @classmethod
     def _default_sampler_name(cls, v):
@@ -174,6 +193,11 @@ class TrainConfig(BaseModel):
                 f"computed; choose one of {', '.join(known)} (topk sets the k)"
             )
         return self
+
+    @field_validator("topk", mode="before")
+    @classmethod
+    def _list_as_tuple(cls, v):
+        return tuple(v) if isinstance(v, list) else v  # JSON has no tuple
 
     @field_validator("topk")
     @classmethod

@@ -1,7 +1,7 @@
-"""Named starting points for a TrainConfig: what `trainer/run.py`, POST /jobs and Tune start
-from before the options a user gives.
+"""Named starting points for a TrainConfig: its `preset` field, applied before the fields given,
+the same wherever a config is made (TrainConfig(...), fit(), `adasir train`, POST /jobs, Tune).
 
-- `recommended` (the default at those boundaries): what won on validation on the public
+- `recommended` (the default): what won on validation on the public
   Gowalla split and ml-1m (benchmarks/README.md) — the bilateral softmax loss (BSL) over
   1,000 uniform negatives shared by each batch of 1,024 pairs, cosine scores, T = 0.08 on the
   negatives and T⁺ = 1.22·T on the positives, no L2, lazy (sparse) Adam at lr 0.01 halved
@@ -67,6 +67,8 @@ def sampler_options(value) -> dict:
         return {"name": value}
     if isinstance(value, dict):
         return dict(value)
+    if hasattr(value, "model_dump"):  # an options object (pools/<module>.py)
+        return value.model_dump()
     raise ValueError(
         f'sampler: give a sampler name (e.g. "adasir-u") or an object of sampler options, '
         f"not {'null' if value is None else type(value).__name__}"
@@ -93,17 +95,25 @@ def resolve(preset: str, given: dict) -> dict:
     return out
 
 
-def build_config(preset: str, given: dict):
-    """The TrainConfig of `preset` overridden by `given`, validated strictly as JSON: what a
-    user sends (a --config file, POST /jobs, a Tune spec, keyword options) is never coerced —
-    `"epochs": "1"`, `"dim": true` and `"diagnostics": "yes"` are refused, naming the field."""
+def build_config(preset: str | None, given: dict):
+    """The TrainConfig of the fields `given`, validated strictly as JSON: what a user sends
+    (a --config file, POST /jobs, a Tune spec, keyword options) is never coerced —
+    `"epochs": "1"`, `"dim": true` and `"diagnostics": "yes"` are refused, naming the field.
+    `preset`: the preset named outside the fields (POST /jobs' and Tune's top-level `preset`,
+    fit's keyword); None leaves it to `given` (default `recommended`), and naming two
+    different ones is refused."""
     import json
 
     from trainer.core.config import TrainConfig
 
-    resolved = resolve(preset, given)
+    given = dict(given)
+    if preset is not None:
+        if given.setdefault("preset", preset) != preset:
+            raise ValueError(
+                f"preset {preset!r} and train's preset {given['preset']!r} disagree: name it once"
+            )
     try:
-        text = json.dumps(resolved)
+        text = json.dumps(given)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"options must be JSON values ({exc})") from None
     return TrainConfig.model_validate_json(text, strict=True)

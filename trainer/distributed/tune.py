@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pools.config import DEFAULT_SAMPLER
 from pools.registry import options_of, registered
 from trainer.core.config import TrainConfig
-from trainer.core.presets import DEFAULT_PRESET, PresetName, build_config
+from trainer.core.presets import PresetName, build_config, sampler_options
 from trainer.data.dataset import PreparedData
 from trainer.data.formats import DataError
 from trainer.errors import one_line
@@ -111,8 +111,9 @@ class TuneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
-    preset: PresetName = DEFAULT_PRESET
-    """What every trial starts from before `fixed` and `search` (trainer/core/presets.py)."""
+    preset: PresetName | None = None
+    """Another way to write `fixed.preset`: what every trial starts from before `fixed` and
+    `search` (trainer/core/presets.py; `recommended` unless named)."""
     dataset: str
     """A prepared dataset directory (relative paths are relative to the working directory)."""
     fixed: dict[str, Any] = {}
@@ -131,7 +132,7 @@ class TuneSpec(BaseModel):
     def train_config(self, overrides: dict[str, Any]) -> TrainConfig:
         """fixed ⊕ overrides as a validated TrainConfig (dotted keys go into `sampler`)."""
         flat: dict[str, Any] = {}
-        sampler: dict[str, Any] = dict(self.fixed.get("sampler", {}))
+        sampler: dict[str, Any] = sampler_options(self.fixed.get("sampler", {}))
         merged = {**{k: v for k, v in self.fixed.items() if k != "sampler"}, **overrides}
         for target, source in self.tie.items():
             if source in merged:
@@ -155,7 +156,7 @@ class TuneSpec(BaseModel):
         self.train_config({})
         if "sampler.name" in self.search:
             names = self.search["sampler.name"].candidates()
-            for option in self.fixed.get("sampler", {}):
+            for option in sampler_options(self.fixed.get("sampler", {})):
                 if not any(
                     option in options_of(n).model_fields for n in names if n in registered()
                 ):
