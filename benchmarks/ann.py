@@ -7,7 +7,7 @@ Item and query vectors are unit-length mixtures of Gaussians (the shape a cosine
 tables take: items in clusters, users near some of them), d = 32. Each request is one
 user's top k with its seen items masked (`--seen` of them: random items, or with `--seen-near`
 drawn from the user's exact top 100, where masked items crowd the top as a trained model's
-do), as `Model.rank_users` asks it (trainer/core/ann.py); exact scoring is the project's
+do), as `Model._rank_users` asks it (trainer/core/ann.py); exact scoring is the project's
 blockwise top-k. Concurrent clients
 are threads of this process calling the ranker (faiss and torch release the GIL while they
 compute), each timing its own requests.

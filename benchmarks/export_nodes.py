@@ -78,7 +78,7 @@ def start_nodes(n: int) -> None:
 def export_once(args, nodes: int) -> dict:
     """One export as a user runs it; nodes = 0: in process, without Ray."""
     out = os.path.join(ROOT, "runs", f"export-nodes-{nodes}")
-    cmd = ["/usr/bin/time", "-f", "maxrss_kb %M", sys.executable, "-m", "trainer.cli"]
+    cmd = ["/usr/bin/time", "-f", "maxrss_kb %M", sys.executable, "-m", "adasir"]
     cmd += ["recommend", "--model", args.model, "--all"]
     cmd += ["-k", str(args.k), "--out", out + ("" if nodes else ".parquet")]
     if nodes:

@@ -7,9 +7,9 @@ against the frozen item table, beside the queries the model trained for them.
 For a seeded sample of users with test items, test NDCG@20 and Recall@20 are computed twice
 with the same masks (their train and validation items): with the user vectors the model
 trained, and with queries folded in from their train + validation items alone
-(`Model.fold_in_indices`). The item table is the trained one (frozen): it saw these users'
+(`Model._fold_in_indices`). The item table is the trained one (frozen): it saw these users'
 pairs in training, which a user who signed up later would not have contributed. Latency is
-`Model.answer_history` per request (one user, k = 20) in this process, after a warm-up.
+`service.recommender.history_answer` per request (one user, k = 20) in this process, after a warm-up.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.report_utils import command_line, write_report
 from pools.interactions import InteractionIndex
+from service.recommender import history_answer
 from trainer.api import Model
 from trainer.core.evaluate import ranking_sums
 from trainer.core.topk import VectorScorer
@@ -45,7 +46,7 @@ def compare(model: Model, data: PreparedData, users: int, seed: int) -> dict:
     histories = [seen.rows_of(u.view(1))[1].tolist() for u in sample]
     t0 = time.perf_counter()
     folded = torch.cat(
-        [model.fold_in_indices(histories[i : i + 256]) for i in range(0, len(histories), 256)]
+        [model._fold_in_indices(histories[i : i + 256]) for i in range(0, len(histories), 256)]
     )
     fold_s = time.perf_counter() - t0
     local = torch.arange(sample.numel())
@@ -61,7 +62,7 @@ def compare(model: Model, data: PreparedData, users: int, seed: int) -> dict:
 
 
 def latency(model: Model, requests: int, seed: int) -> list[float]:
-    """Milliseconds per answer_history call for histories drawn from known users."""
+    """Milliseconds per history_answer call for histories drawn from known users."""
     rng = np.random.default_rng(seed)
     users = rng.choice(model.num_users, size=requests + 20)
     times = []
@@ -69,7 +70,7 @@ def latency(model: Model, requests: int, seed: int) -> list[float]:
         _, cols = model.seen.rows_of(torch.tensor([int(u)]))
         history = [model.item_ids[i] for i in cols.tolist()]
         t0 = time.perf_counter()
-        model.answer_history(history, 20)
+        history_answer(model, history, 20)
         if n >= 20:  # warm-up
             times.append((time.perf_counter() - t0) * 1000)
     return times
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| fold-in / trained | {f['ndcg@20'] / t['ndcg@20']:.3f} | "
         f"{f['recall@20'] / t['recall@20']:.3f} |",
         "",
-        f"`answer_history` (fold-in + top-20), {len(ms)} requests in this process: "
+        f"`history_answer` (fold-in + top-20), {len(ms)} requests in this process: "
         f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms.",
     ]
     write_report(

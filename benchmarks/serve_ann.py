@@ -74,7 +74,7 @@ def build_run(root: str, items: int, index_cache: str | None) -> str:
         metrics={"epochs": [], "test": {}},
         epoch=0,
     )
-    graph = Model.load(ckpt).ann_cache_path()
+    graph = Model.load(ckpt)._ann_cache_path()
     if index_cache and os.path.isfile(index_cache):
         shutil.copyfile(index_cache, graph)  # the same vectors' graph
     else:

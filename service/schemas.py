@@ -16,15 +16,27 @@ FilterList = Annotated[list[ExternalId], Field(max_length=100_000)]
 
 
 class Filters(BaseModel):
-    """Business filters, exact on every recommendation call."""
+    """Business filters, exact on every recommendation call; the names are the Python API's
+    (Model.recommend's filter_items and candidates)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    exclude_items: FilterList | None = None
-    """Items never to return (out of stock, already shown); unknown ids are ignored."""
+    filter_items: FilterList | None = None
+    """Items never to return (out of stock, already shown); unknown ids are ignored.
+    `exclude_items`, its former name, is accepted too (deprecated)."""
     candidates: FilterList | None = None
     """If given, the only items that may be returned (an allow-list); unknown ids are ignored.
     Filters that leave fewer than k items are a 422."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data):
+        if isinstance(data, dict) and "exclude_items" in data:
+            if "filter_items" in data:
+                raise ValueError("give filter_items or exclude_items (its former name), not both")
+            data = {**data, "filter_items": data["exclude_items"]}
+            del data["exclude_items"]
+        return data
 
 
 class RecommendRequest(Filters):

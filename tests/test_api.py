@@ -213,7 +213,7 @@ def test_ann_ranking_keeps_filters_exact_and_finds_the_exact_top_k(model, tmp_pa
     allow = copy.item_ids[:12]
     for recs in copy.recommend(users[:5], k=5, candidates=allow):
         assert {i for i, _ in recs} <= set(allow)
-    assert os.path.isfile(copy.ann_cache_path())  # cached for the next load
+    assert os.path.isfile(copy._ann_cache_path())  # cached for the next load
 
 
 def test_fit_says_what_it_trains_first_then_each_epoch_and_the_refit(capsys):

@@ -479,7 +479,7 @@ def test_more_negatives_than_the_catalogue_is_refused(tiny_data, tmp_path):
 
 def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
     """The console script: usage, train, recommend; a usage error is one line with exit 2."""
-    cli = [sys.executable, "-m", "trainer.cli"]
+    cli = [sys.executable, "-m", "adasir"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run(cli, capture_output=True, text=True, cwd=ROOT).returncode == 2
     out = tmp_path / "run"

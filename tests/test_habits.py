@@ -26,6 +26,7 @@ LAYERS = [
     "trainer.api",
     "trainer.cli",
     "service",
+    "adasir",
 ]
 
 

@@ -20,6 +20,7 @@ from conftest import block_frame
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.recommender import history_answer, popular_items, user_answers
 from service.settings import Settings
 from trainer import Model, fit
 from trainer.data.formats import DataError, read_interactions
@@ -64,7 +65,7 @@ def test_a_history_with_repeats_is_answered_as_without_them(model, run):
     items = model.item_ids[:3]
     once = model.recommend_history(items, k=5)
     assert model.recommend_history(items + items[:2], k=5) == once
-    answered = model.answer_history(items + items[:2], k=5)
+    answered = history_answer(model, items + items[:2], k=5)
     assert [(x["item"], x["score"]) for x in answered["items"]] == once
     assert answered["fold_in"]["items_used"] == 3
 
@@ -72,17 +73,17 @@ def test_a_history_with_repeats_is_answered_as_without_them(model, run):
 def test_bad_k_and_fallback_are_one_line_usage_errors(model):
     for k in (-3, 0, 1.5, True, "3"):
         with pytest.raises(UsageError, match="k must be"):
-            model.answer(model.user_ids[:1], k=k)
+            user_answers(model, model.user_ids[:1], k=k)
         with pytest.raises(UsageError, match="k must be"):
-            model.popular_items(k)
+            popular_items(model, k)
     with pytest.raises(UsageError, match=r"fallback: give one of \['none', 'popularity'\]"):
-        model.answer(model.user_ids[:1], fallback="bogus")
+        user_answers(model, model.user_ids[:1], fallback="bogus")
 
 
 def test_fold_in_of_only_unknown_items_falls_back_to_popularity(model):
-    answer = model.answer_history(["nope", "nada"], k=3, fallback="popularity")
+    answer = history_answer(model, ["nope", "nada"], k=3, fallback="popularity")
     assert answer["fallback"] == "popularity"
-    assert [x["item"] for x in answer["items"]] == [i for i, _ in model.popular_items(3)]
+    assert [x["item"] for x in answer["items"]] == [i for i, _ in popular_items(model, 3)]
     assert answer["fold_in"] == {"items_used": 0, "unknown_items": ["nope", "nada"]}
 
 
@@ -105,7 +106,7 @@ def test_a_stale_model_never_writes_its_index_beside_a_newer_one(tmp_path):
     exact = new.recommend(users, k=10)
     found = sum(len({i for i, _ in a} & {i for i, _ in e}) for a, e in zip(approx, exact))
     assert found / (10 * len(users)) >= 0.95
-    assert os.path.isfile(new.ann_cache_path()) and old.ann_cache_path() != new.ann_cache_path()
+    assert os.path.isfile(new._ann_cache_path()) and old._ann_cache_path() != new._ann_cache_path()
 
 
 # -- damaged checkpoints --------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_fold_in_of_unknown_items_with_the_popularity_fallback(service, model):
     )
     assert r.status_code == 200, r.text
     assert r.json()["fallback"] == "popularity"
-    assert [x["item"] for x in r.json()["items"]] == [i for i, _ in model.popular_items(3)]
+    assert [x["item"] for x in r.json()["items"]] == [i for i, _ in popular_items(model, 3)]
     without = service.post("/recommend", json={"model": "good", "items": ["nope"], "k": 3})
     assert without.status_code == 404
 

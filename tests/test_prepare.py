@@ -213,7 +213,7 @@ def test_two_prepares_racing_for_one_new_out_leave_one_winner(tmp_path):
                 [
                     sys.executable,
                     "-m",
-                    "trainer.cli",
+                    "adasir",
                     "prepare",
                     "--input",
                     str(path),
@@ -367,7 +367,7 @@ def test_errors_that_quote_input_escape_control_characters(tmp_path, line):
         [
             sys.executable,
             "-m",
-            "trainer.cli",
+            "adasir",
             "prepare",
             "--input",
             str(bad),

@@ -204,7 +204,7 @@ def _check_ray_export(run, tmp_path):
 
     out = tmp_path / "recs"
     proc = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", "recommend", "--model", str(run), "--all"]
+        [sys.executable, "-m", "adasir", "recommend", "--model", str(run), "--all"]
         + ["--ray", "--workers", "2", "-k", "5", "--out", str(out)],
         capture_output=True,
         text=True,

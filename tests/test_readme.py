@@ -87,7 +87,7 @@ def test_the_readme_python_api_block_runs_on_the_quickstarts_data(tmp_path):
     first = readme_block("Quickstart", "bash").splitlines()[0]
     assert first.startswith("adasir prepare ")
     prep = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", *shlex.split(first)[1:]],
+        [sys.executable, "-m", "adasir", *shlex.split(first)[1:]],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -168,7 +168,7 @@ def test_every_documented_command_is_accepted():
             checked += 1
         elif argv[:2] in (["adasir", "prepare"], ["python", "trainer/prepare.py"]):
             help_out = subprocess.run(
-                [sys.executable, "-m", "trainer.cli", "prepare", "--help"],
+                [sys.executable, "-m", "adasir", "prepare", "--help"],
                 capture_output=True,
                 text=True,
                 timeout=60,

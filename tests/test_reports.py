@@ -130,7 +130,7 @@ def _run_script(name, tiny_data, out, *args):
 def _train(tiny_data, out, *args) -> dict:
     """`adasir train` on the tiny set on one thread; returns its metrics.json."""
     done = subprocess.run(
-        [sys.executable, "-m", "trainer.cli", "train", "--data", tiny_data, "--threads", "1"]
+        [sys.executable, "-m", "adasir", "train", "--data", tiny_data, "--threads", "1"]
         + [*args, "--out", str(out)],
         capture_output=True,
         text=True,

@@ -155,7 +155,7 @@ def test_export_replaces_an_earlier_export_only(model, tmp_path):
 
 def _adasir(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "adasir", *args], capture_output=True, text=True, timeout=120
     )
 
 

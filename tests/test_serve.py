@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT
 
 from service.devserver import free_port
+from service.recommender import user_answers
 from trainer import Model
 
 
@@ -62,7 +63,7 @@ def test_ray_serve_answers_and_survives_a_model_swap(tiny_data, tmp_path):
     assert subprocess.run(train, env=env, capture_output=True, timeout=300).returncode == 0
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer.cli", "serve", "--ray", "--port", str(port)],
+        [sys.executable, "-m", "adasir", "serve", "--ray", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -77,7 +78,7 @@ def test_ray_serve_answers_and_survives_a_model_swap(tiny_data, tmp_path):
         ask = {"model": "m1", "user": user, "k": 5}
         r = httpx.post(base + "/recommend", json=ask, timeout=30)
         assert r.status_code == 200, r.text
-        assert r.json()["items"] == model.answer([user], 5)[0]["items"]
+        assert r.json()["items"] == user_answers(model, [user], 5)[0]["items"]
         statuses: list[int] = []
         done = threading.Event()
 
@@ -98,7 +99,7 @@ def test_ray_serve_answers_and_survives_a_model_swap(tiny_data, tmp_path):
             t.join(60)
         assert swap.returncode == 0, swap.stderr[-2000:]
         assert statuses and set(statuses) == {200}, sorted(set(statuses))
-        retrained = Model.load(models / "m1").answer([user], 5)[0]["items"]
+        retrained = user_answers(Model.load(models / "m1"), [user], 5)[0]["items"]
         deadline = time.monotonic() + 30  # each replica picks the new checkpoint up
         while time.monotonic() < deadline:
             answers = [

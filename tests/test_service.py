@@ -292,7 +292,8 @@ def test_the_cached_model_answers_while_its_checkpoint_is_replaced(roots, tmp_pa
 
 def test_fold_in_similar_items_and_filters(roots):
     """A history instead of a user id (fold-in), with unknown items reported; /similar; and
-    exclude_items / candidates honoured exactly on every call."""
+    filter_items / candidates honoured exactly on every call (exclude_items, the former name
+    of filter_items, still accepted)."""
     client = _client(roots)
     ckpt = load_checkpoint(str(roots[1] / "run-a" / "checkpoint"))
     items = ckpt["item_ids"]
@@ -316,10 +317,12 @@ def test_fold_in_similar_items_and_filters(roots):
         ]
     ]
     banned = plain[:4]
-    r = client.post(
-        "/recommend", json={"model": "run-a", "user": user, "k": 6, "exclude_items": banned}
-    )
-    assert [x["item"] for x in r.json()["items"]] == plain[4:10]
+    for name in ("filter_items", "exclude_items"):
+        r = client.post("/recommend", json={"model": "run-a", "user": user, "k": 6, name: banned})
+        assert [x["item"] for x in r.json()["items"]] == plain[4:10]
+    both = {"filter_items": banned, "exclude_items": banned}
+    r = client.post("/recommend", json={"model": "run-a", "user": user, **both})
+    assert r.status_code == 422 and "not both" in r.text
     allow = plain[2:5]
     r = client.post(
         "/recommend", json={"model": "run-a", "user": user, "k": 3, "candidates": allow}
@@ -510,7 +513,7 @@ def test_only_a_loaded_unchanged_model_is_answered_on_the_event_loop(roots, tmp_
         registry.peek("nope")
     # Searched through ANN: in the thread pool, where concurrent searches share a batch.
     loaded.model.ann_min_items = 1
-    loaded.model.ann()
+    loaded.model._ann_ranker()
     assert not _answers_inline(ask, rec)
     assert _answers_inline(ask.model_copy(update={"exact": True}), rec)
     loaded.model.ann_min_items = 0

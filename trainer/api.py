@@ -18,7 +18,9 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterable, Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -178,6 +180,28 @@ class Model:
 
     # -- queries -----------------------------------------------------------------------
 
+    @overload
+    def recommend(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self,
+        users: str,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> Recommendations: ...
+
+    @overload
+    def recommend(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> list[Recommendations]: ...
+
     def recommend(
         self,
         users: str | Sequence[str],
@@ -186,7 +210,7 @@ class Model:
         exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
-    ):
+    ) -> Recommendations | list[Recommendations]:
         """The k best items for a user id (→ [(item, score), ...]) or a list of user ids (→ one
         such list per user). exclude_seen leaves out the user's train and validation items;
         filter_items are never recommended; candidates, if given, are the only items that may
@@ -197,8 +221,8 @@ class Model:
         if unknown:
             raise UnknownIds("user", unknown)
         rows = [self.user_index[u] for u in wanted]
-        scores, items = self.rank_users(
-            rows, k, exclude_seen, self.allowed_items(filter_items, candidates)
+        scores, items = self._rank_users(
+            rows, k, exclude_seen, self._allowed_items(filter_items, candidates)
         )
         out = self._named(scores, items)
         return out[0] if one else out
@@ -208,22 +232,32 @@ class Model:
         items: Sequence[str],
         k: int = 10,
         *,
-        exclude_history: bool = True,
+        exclude_seen: bool = True,
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
+        exclude_history: bool | None = None,
     ) -> Recommendations:
         """The k best items for a user the model never saw, from their item history (fold-in,
-        trainer/core/fold_in.py). Unknown history items are ignored; none known raises."""
+        trainer/core/fold_in.py). exclude_seen leaves out the history's items; the filters
+        are recommend's. Unknown history items are ignored; none known raises UnknownIds.
+        `exclude_history` is the old name of exclude_seen (deprecated)."""
+        if exclude_history is not None:
+            warnings.warn(
+                "recommend_history(exclude_history=) is now exclude_seen=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            exclude_seen = exclude_history
         known = self._history_indices(items)
         return self._rank_history(
-            known, k, exclude_history, self.allowed_items(filter_items, candidates)
+            known, k, exclude_seen, self._allowed_items(filter_items, candidates)
         )
 
     def _rank_history(
         self, history: list[int], k: int, exclude: bool, allowed: torch.Tensor | None
     ) -> Recommendations:
         """Top k for a query folded in from item indices."""
-        scorer = VectorScorer(self.fold_in_indices([history]), self.items)
+        scorer = VectorScorer(self._fold_in_indices([history]), self.items)
         masked = [_history_index(history, self.num_items)] if exclude else []
         scores, found = _rank(scorer, [0], k, masked, allowed)
         return self._named(scores, found)[0]
@@ -231,7 +265,7 @@ class Model:
     def fold_in(self, items: Sequence[str]) -> torch.Tensor:
         """The query vector [d] of a user with this item history (unknown items ignored)."""
         known = self._history_indices(items)
-        return self.fold_in_indices([known])[0]
+        return self._fold_in_indices([known])[0]
 
     def _history_indices(self, items: Sequence[str], extra: Sequence[int] = ()) -> list[int]:
         """The known items of a history as indices, each once, in first-seen order (unknown
@@ -243,7 +277,7 @@ class Model:
             raise UnknownIds("item", items)
         return list(dict.fromkeys(known))
 
-    def fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
+    def _fold_in_indices(self, histories: list[list[int]]) -> torch.Tensor:
         """Query vectors [B, d] for histories of item indices."""
         temperature = float(self.config.get("loss_temperature", 1.0))
         return fold_in(
@@ -255,6 +289,26 @@ class Model:
             l2=float(self.config.get("l2", 0.0)),
         )
 
+    @overload
+    def similar_items(  # type: ignore[overload-overlap]  # a str is also a Sequence[str]
+        self,
+        items: str,
+        k: int = 10,
+        *,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> Recommendations: ...
+
+    @overload
+    def similar_items(
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        *,
+        filter_items: Iterable[str] | None = None,
+        candidates: Iterable[str] | None = None,
+    ) -> list[Recommendations]: ...
+
     def similar_items(
         self,
         items: str | Sequence[str],
@@ -262,7 +316,7 @@ class Model:
         *,
         filter_items: Iterable[str] | None = None,
         candidates: Iterable[str] | None = None,
-    ):
+    ) -> Recommendations | list[Recommendations]:
         """The k items most similar to an item (cosine of item vectors; the item itself left
         out) → [(item, similarity), ...], or one such list per item of a list."""
         one = isinstance(items, str)
@@ -276,103 +330,10 @@ class Model:
             torch.as_tensor(rows), torch.as_tensor(rows), self.num_items, self.num_items
         )
         scores, found = _rank(
-            scorer, rows, k, [itself], self.allowed_items(filter_items, candidates)
+            scorer, rows, k, [itself], self._allowed_items(filter_items, candidates)
         )
         out = self._named(scores, found)
         return out[0] if one else out
-
-    def answer(
-        self,
-        users: Sequence[str],
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        fallback: str = "none",
-        filter_items: Iterable[str] | None = None,
-        candidates: Iterable[str] | None = None,
-        mark_unknown: bool = False,
-        exact: bool = False,
-    ) -> list[dict]:
-        """Each user's top k as JSON-ready {"user", "fallback", "items": [{"item", "score"}]}
-        (what `adasir recommend` prints and POST /recommend answers). A user the model does
-        not know gets the most popular items (score: the item's train interaction count) with
-        fallback="popularity" when `fallback` is "popularity"; else, with `mark_unknown`, no
-        items and an "error", and otherwise UnknownIds is raised."""
-        users = _as_list(users, "users")
-        _check_fallback(fallback)
-        known = [u for u in users if u in self.user_index]
-        unknown = [u for u in users if u not in self.user_index]
-        if unknown and fallback == "none" and not mark_unknown:
-            raise UnknownIds("user", unknown)
-        allowed = self.allowed_items(filter_items, candidates)
-        results: dict[str, dict] = {}
-        if known:
-            scores, items = self.rank_users(
-                [self.user_index[u] for u in known], k, exclude_seen, allowed, exact
-            )
-            for user, recs in zip(known, self._named(scores, items)):
-                results[user] = {"user": user, "fallback": None, "items": _as_dicts(recs)}
-        if unknown and fallback == "popularity":
-            popular = _as_dicts(self.popular_items(k, allowed))
-            for user in unknown:
-                results[user] = {"user": user, "fallback": "popularity", "items": popular}
-        for user in unknown if fallback == "none" else ():
-            results[user] = {"user": user, "fallback": None, "items": [], "error": "unknown user"}
-        return [results[u] for u in users]
-
-    def answer_history(
-        self,
-        items: Sequence[str],
-        k: int = 10,
-        *,
-        user: str | None = None,
-        exclude_seen: bool = True,
-        fallback: str = "none",
-        filter_items: Iterable[str] | None = None,
-        candidates: Iterable[str] | None = None,
-    ) -> dict:
-        """The top k for a query fitted to an item history (fold-in), JSON-ready as `answer`'s,
-        with "fold_in": {"items_used", "unknown_items"}. A known `user`'s own train and
-        validation items join the history. When no history item is known: the most popular
-        items with fallback="popularity", else UnknownIds."""
-        items = _as_list(items, "history")
-        _check_fallback(fallback)
-        unknown = [i for i in items if i not in self.item_index]
-        own = (
-            self.seen.items_of(self.user_index[user]).tolist()
-            if user is not None and user in self.user_index
-            else []
-        )
-        allowed = self.allowed_items(filter_items, candidates)
-        used: str | None = None
-        try:
-            known = self._history_indices(items, own)
-        except UnknownIds:
-            if fallback != "popularity":
-                raise UnknownIds("item", unknown) from None
-            recs, known, used = self.popular_items(k, allowed), [], "popularity"
-        else:
-            recs = self._rank_history(known, k, exclude_seen, allowed)
-        return {
-            "user": user,
-            "fallback": used,
-            "items": _as_dicts(recs),
-            "fold_in": {"items_used": len(known), "unknown_items": unknown},
-        }
-
-    def popular_items(self, k: int = 10, allowed: torch.Tensor | None = None) -> Recommendations:
-        """The k items with the most train interactions → [(item, count), ...]."""
-        counts = (
-            self.item_counts
-            if allowed is None
-            else self.item_counts.masked_fill(~allowed, -float("inf"))
-        )
-        top = counts.topk(_check_k(k, self.num_items))
-        return [
-            (self.item_ids[i], s)
-            for s, i in zip(top.values.tolist(), top.indices.tolist())
-            if s > float("-inf")
-        ]
 
     def export(
         self,
@@ -393,12 +354,12 @@ class Model:
             k,
             exclude_seen=exclude_seen,
             block=block,
-            allowed=self.allowed_items(filter_items, candidates),
+            allowed=self._allowed_items(filter_items, candidates),
         )
 
-    # -- index-level (the service ranks through these) -------------------------------------
+    # -- index-level: item indices and masks (the service and the export rank through these) --
 
-    def allowed_items(
+    def _allowed_items(
         self, filter_items: Iterable[str] | None, candidates: Iterable[str] | None
     ) -> torch.Tensor | None:
         """[N] bool of the items that may be returned, or None for all (export.allowed_mask)."""
@@ -408,7 +369,7 @@ class Model:
             _optional_ids(candidates, "candidates"),
         )
 
-    def rank_users(
+    def _rank_users(
         self,
         rows: list[int],
         k: int,
@@ -426,7 +387,7 @@ class Model:
                 seen = [self.seen.items_of(u) for u in rows]
             else:
                 seen = [torch.zeros(0, dtype=torch.long)] * len(rows)
-            return self.ann().rank(self.queries[users], k, seen, allowed)
+            return self._ann_ranker().rank(self.queries[users], k, seen, allowed)
         return _rank(self._scorer, rows, k, [self.seen] if exclude_seen else [], allowed)
 
     def searches_ann(self, exact: bool = False) -> bool:
@@ -434,19 +395,19 @@ class Model:
         more, `exact` not asked for) rather than by scoring every item."""
         return not exact and bool(self.ann_min_items) and self.num_items >= self.ann_min_items
 
-    def ann(self) -> AnnRanker:
+    def _ann_ranker(self) -> AnnRanker:
         """The HNSW ranker over this model's items, built on first use and cached beside the
-        checkpoint (ann_cache_path) where the directory allows and the checkpoint is still
+        checkpoint (_ann_cache_path) where the directory allows and the checkpoint is still
         the one this model was loaded from."""
         with self._ann_lock:
             if self._ann is None:
-                cache = self.ann_cache_path()
+                cache = self._ann_cache_path()
                 writable = self._checkpoint_unchanged()
                 index = load_or_build(self.items, cache, write=writable)
                 self._ann = AnnRanker(index, self.items)
             return self._ann
 
-    def ann_cache_path(self) -> str:
+    def _ann_cache_path(self) -> str:
         """Where this model's HNSW graph is cached: named by a digest of the item vectors it
         indexes, so that no other tables' graph is ever read for them."""
         return os.path.join(self._blob["path"], ann_cache_name(self.items))
@@ -485,14 +446,6 @@ def _as_list(ids: str | Iterable[str], what: str = "ids") -> list[str]:
     return out
 
 
-FALLBACKS = ("none", "popularity")
-
-
-def _check_fallback(fallback: str) -> None:
-    if fallback not in FALLBACKS:
-        raise UsageError(f"fallback: give one of {list(FALLBACKS)}, not {fallback!r}")
-
-
 def _optional_ids(ids: str | Iterable[str] | None, what: str) -> list[str] | None:
     return None if ids is None else _as_list(ids, what)
 
@@ -508,10 +461,6 @@ def _check_k(k, most: int | None = None) -> int:
     if k < 1:
         raise UsageError(f"k must be ≥ 1, not {k}")
     return int(k) if most is None else min(int(k), most)
-
-
-def _as_dicts(recs: Recommendations) -> list[dict]:
-    return [{"item": item, "score": float(score)} for item, score in recs]
 
 
 def _history_index(items: list[int], num_items: int) -> InteractionIndex:

@@ -72,7 +72,7 @@ def export_top_k(
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
             for lo in range(0, len(rows), block):
                 chunk = rows[lo : lo + block]
-                scores, items = model.rank_users(chunk, k, exclude_seen, allowed)
+                scores, items = model._rank_users(chunk, k, exclude_seen, allowed)
                 table = _block_table(user_ids[chunk], scores, items, item_ids)
                 writer.write_table(table)
                 written += table.num_rows

@@ -76,7 +76,7 @@ async def recommend(
 ):
     """The top k items for one user of a model, best first, with their scores. With `items`,
     the user's query is fitted to that history first (fold-in): for users who signed up after
-    training. `exclude_items` and `candidates` filter every answer exactly."""
+    training. `filter_items` and `candidates` filter every answer exactly."""
     if _answers_inline(req, rec):
         # Serialised here: the answer's types are ours, and FastAPI's response validation
         # cost as much as the ranking. The keys are the response model's, nulls included.
@@ -89,7 +89,7 @@ async def recommend(
 
 def _recommend(req: RecommendRequest, rec: Recommender, cfg) -> dict:
     """The /recommend answer as a dict, on whichever thread the handler chose."""
-    filters = {"exclude_items": req.exclude_items, "candidates": req.candidates}
+    filters = {"filter_items": req.filter_items, "candidates": req.candidates}
     if req.items is not None:
         model_id, result = _answer(
             cfg,
@@ -140,7 +140,7 @@ def recommend_batch(req: BatchRecommendRequest, rec: deps.RecommenderDep, cfg: d
         req.k,
         req.exclude_seen,
         req.fallback,
-        exclude_items=req.exclude_items,
+        filter_items=req.filter_items,
         candidates=req.candidates,
         mark_unknown=True,
         exact=req.exact,
@@ -160,7 +160,7 @@ def similar(req: SimilarRequest, rec: deps.RecommenderDep, cfg: deps.SettingsDep
         rec.similar,
         req.items,
         req.k,
-        exclude_items=req.exclude_items,
+        filter_items=req.filter_items,
         candidates=req.candidates,
     )
     return {"model": model_id, "results": results}

@@ -1,5 +1,2 @@
-"""Entry points: `adasir prepare | train | tune | serve | recommend` and their flags."""
-
-from trainer.cli.main import main
-
-__all__ = ["main"]
+"""The training commands' command lines: `adasir train` (train.py) and the flags generated from
+the configs (flags.py). The `adasir` command itself is adasir/cli.py."""

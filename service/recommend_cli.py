@@ -1,6 +1,5 @@
-"""`adasir prepare | train | tune | serve | recommend`: the project's entry points as one
-command (`pip install -e .` puts it on PATH). `python trainer/run.py ...` keeps working, which
-is what `ray job submit` runs."""
+"""`adasir recommend`: top-k from a run's checkpoint without the service, one JSON line per
+answer in the shapes POST /recommend and /similar give (service/recommender.py)."""
 
 from __future__ import annotations
 
@@ -8,27 +7,10 @@ import argparse
 import json
 import sys
 
-USAGE = """usage: adasir COMMAND [options]
-
-commands:
-  prepare     read a dataset (or --synthetic), filter, split, write Parquet   (trainer/prepare.py)
-  train       train a model in-process or on Ray; write OUT/checkpoint         (trainer/run.py)
-  tune        run a Ray Tune search from a YAML file                           (trainer/tune.py)
-  serve       start the HTTP service (uvicorn service.app:app)
-  recommend   top-k for users from a checkpoint, without the service
-
-`adasir COMMAND --help` lists a command's options."""
+from service.recommender import history_answer, user_answers
 
 
-def serve(argv: list[str]) -> int:
-    """`adasir serve` is the service's own launcher (service/cli.py), found by name as uvicorn
-    finds `service.app:app`: the trainer package imports nothing of the service."""
-    import importlib
-
-    return importlib.import_module("service.cli").main(argv)
-
-
-def recommend(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="adasir recommend",
         description="Top-k items from a run's checkpoint, without the "
@@ -46,8 +28,22 @@ def recommend(argv: list[str]) -> int:
         help="items most similar to ITEM (repeatable)",
     )
     ap.add_argument("-k", type=int, default=10)
-    ap.add_argument("--include-seen", action="store_true", help="do not mask train/valid items")
-    ap.add_argument("--exclude", help="items never to return, comma-separated")
+    ap.add_argument(
+        "--exclude-seen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out the user's train/valid items (or the history's); "
+        "--include-seen is --no-exclude-seen",
+    )
+    ap.add_argument(
+        "--include-seen", dest="exclude_seen", action="store_false", help=argparse.SUPPRESS
+    )
+    ap.add_argument(
+        "--filter-items",
+        "--exclude",
+        dest="filter_items",
+        help="items never to return, comma-separated",
+    )
     ap.add_argument("--candidates", help="the only items that may be returned, comma-separated")
     ap.add_argument("--fallback", choices=["none", "popularity"], default="none")
     ap.add_argument(
@@ -77,26 +73,32 @@ def recommend(argv: list[str]) -> int:
     from trainer.api import Model
 
     model = Model.load(args.model)
-    filters = {"filter_items": _ids(args.exclude), "candidates": _ids(args.candidates)}
+    filters = {"filter_items": _ids(args.filter_items), "candidates": _ids(args.candidates)}
     if args.all:
-        stats = model.export(args.out, args.k, exclude_seen=not args.include_seen, **filters)
+        stats = model.export(args.out, args.k, exclude_seen=args.exclude_seen, **filters)
         print(
             f"wrote {stats['rows']:,} rows for {stats['users']:,} users to {args.out} in "
             f"{stats['seconds']:.2f} s",
             file=sys.stderr,
         )
     if args.user:
-        for result in model.answer(
-            args.user, args.k, exclude_seen=not args.include_seen, fallback=args.fallback, **filters
+        for result in user_answers(
+            model,
+            args.user,
+            args.k,
+            exclude_seen=args.exclude_seen,
+            fallback=args.fallback,
+            **filters,
         ):
             print(json.dumps(result))
     if args.items:
         print(
             json.dumps(
-                model.answer_history(
+                history_answer(
+                    model,
                     _ids(args.items),
                     args.k,
-                    exclude_seen=not args.include_seen,
+                    exclude_seen=args.exclude_seen,
                     fallback=args.fallback,
                     **filters,
                 )
@@ -119,8 +121,8 @@ def _export_on_ray(args) -> int:
         args.model,
         args.out,
         args.k,
-        exclude_seen=not args.include_seen,
-        filter_items=_ids(args.exclude),
+        exclude_seen=args.exclude_seen,
+        filter_items=_ids(args.filter_items),
         candidates=_ids(args.candidates),
         workers=args.workers,
         cpus_per_worker=0.5,
@@ -135,35 +137,3 @@ def _export_on_ray(args) -> int:
 
 def _ids(text: str | None) -> list[str] | None:
     return None if text is None else [part for part in text.split(",") if part]
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command == "prepare":
-        from trainer.data.prepare import main as run
-    elif command == "train":
-        from trainer.cli.train import main as run
-    elif command == "tune":
-        from trainer.distributed.tune import main as run
-    elif command in ("serve", "recommend"):
-        run = serve if command == "serve" else recommend
-    else:
-        print(f"adasir: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-        return 2
-    try:
-        return run(rest)
-    except Exception as exc:  # usage errors: one line; bugs keep their traceback
-        from trainer.errors import error_line, is_usage_error
-
-        if not is_usage_error(exc):
-            raise
-        print(f"adasir {command}: error: {error_line(exc)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

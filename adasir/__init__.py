@@ -1,0 +1,1 @@
+"""The `adasir` command (adasir/cli.py): one entry point over trainer and service."""

@@ -1,0 +1,5 @@
+import sys
+
+from adasir.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from trainer.cli.main import main
-
-sys.exit(main())
