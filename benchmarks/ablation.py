@@ -14,8 +14,7 @@ import sys
 
 import matplotlib.pyplot as plt
 
-from benchmarks.report_utils import command_line, save_figure, training_curve, write_report
-from benchmarks.samplers import mean_std
+from benchmarks.report_utils import command_line, mean_sd, save_figure, training_curve, write_report
 from trainer.core.config import TrainConfig
 from trainer.data.dataset import PreparedData
 
@@ -68,7 +67,7 @@ def main() -> int:
         ndcg = [r["test"]["ndcg@50"] for r in runs]
         recall = [r["test"]["recall@50"] for r in runs]
         body.append(
-            f"| {weighting} | {'on' if exclude else 'off'} | {mean_std(ndcg)} | {mean_std(recall)} |"
+            f"| {weighting} | {'on' if exclude else 'off'} | {mean_sd(ndcg)} | {mean_sd(recall)} |"
         )
         labels.append(f"{weighting}\n{'excl' if exclude else 'keep'}")
         means.append(statistics.mean(ndcg))

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmarks.samplers import RunCache, mean_std
+from benchmarks.report_utils import mean_sd
+from benchmarks.samplers import RunCache
 from trainer.core.config import TrainConfig
 from trainer.data.dataset import PreparedData
 
@@ -343,8 +344,8 @@ def contender_table(rows, uniform_epoch: float | None) -> list[str]:
         epoch = statistics.mean(f["sample_s"] + f["train_s"] for f in finals)
         ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
         lines.append(
-            f"| {name} | {tuned} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
-            f"{mean_std([f['test']['recall@50'] for f in finals])} | {epoch:.2f} | {ratio} |"
+            f"| {name} | {tuned} | {mean_sd([f['test']['ndcg@50'] for f in finals])} | "
+            f"{mean_sd([f['test']['recall@50'] for f in finals])} | {epoch:.2f} | {ratio} |"
         )
     return lines
 

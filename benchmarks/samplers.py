@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from benchmarks.report_utils import mean_sd
 from pools import SAMPLER_NAMES, capabilities_of
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
@@ -187,14 +188,6 @@ def run_protocol(
     return rows, unfinished
 
 
-def mean_std(values) -> str:
-    return (
-        f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
-        if len(values) > 1
-        else f"{values[0]:.4f}"
-    )
-
-
 # Rows whose sampler is not what its name alone promises, labelled wherever the table appears.
 ROW_NOTES = {
     "irgan": "collapsed, not comparable: trained online without IRGAN's pre-training",
@@ -221,8 +214,8 @@ def summary_table(rows) -> list[str]:
         ratio = f"{epoch / uniform_epoch:.2f}" if uniform_epoch else "–"
         label = f"{name} ({ROW_NOTES[name]})" if name in ROW_NOTES else name
         lines.append(
-            f"| {label} | {l2:g} | {tau:g} | {mean_std([f['test']['ndcg@50'] for f in finals])} | "
-            f"{mean_std([f['test']['recall@50'] for f in finals])} | "
+            f"| {label} | {l2:g} | {tau:g} | {mean_sd([f['test']['ndcg@50'] for f in finals])} | "
+            f"{mean_sd([f['test']['recall@50'] for f in finals])} | "
             f"{statistics.mean(f['sample_s'] for f in finals):.3f} | "
             f"{statistics.mean(f['train_s'] for f in finals):.3f} | {ratio} |"
         )

@@ -101,7 +101,9 @@ class AdaSIRSampler(NegativeSampler):
         self.capabilities = self.declared(rank_weighted=rank_weighted)
         self.pool_items: torch.Tensor | None = None
         self.pool_log_w: torch.Tensor | None = None
+        self.pool_score: torch.Tensor | None = None
         self.candidates: torch.Tensor | None = None
+        self.last_ess = 0.0  # until the first refresh
         if rank_weighted:
             self._harmonic = harmonic_table(self.num_items, self.device)
 

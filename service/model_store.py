@@ -42,15 +42,6 @@ class LoadedModel:
     info: dict
 
 
-def load_model(checkpoint_dir: str, model_id: str | None = None) -> LoadedModel:
-    """A checkpoint directory as a servable model (raises CheckpointError)."""
-    return _load(
-        model_id or os.path.basename(os.path.dirname(os.path.abspath(checkpoint_dir))),
-        checkpoint_dir,
-        _mtime(checkpoint_dir) or 0.0,
-    )
-
-
 def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
     blob = load_checkpoint(path)
     try:
