@@ -44,7 +44,7 @@ from trainer.outputs.checkpoint import (
 def _worker(rank, world, port, data_path, mode, steps, result_dir):
     import torch.distributed as dist
 
-    from trainer.distributed.ray_train import CollectiveReplicas
+    from trainer.distributed.collective_replicas import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group(

@@ -1,7 +1,7 @@
 """State that every data-parallel worker holds a copy of, and how the copies stay identical.
 
 In one process there is one copy and nothing to do (`Replicas`). Under Ray Train the driver
-passes a collective implementation (trainer/distributed/ray_train.py): the samplers call it for what they
+passes a collective implementation (trainer/distributed/collective_replicas.py): the samplers call it for what they
 keep replicated (IRGAN's generator item table) and for batch-level statistics that must be over
 the global batch, not each worker's share (AdaSIR-W's and WARP's batch-mean normalisers).
 pools/ stays free of torch.distributed: it only sees this interface.

@@ -21,7 +21,7 @@ WORLD, BATCH, STEPS = 3, 96, 12
 def _worker(rank: int, data_path: str, port: int, mode: str, optimizer: str, model: str, out: str):
     import torch.distributed as dist
 
-    from trainer.distributed.ray_train import CollectiveReplicas
+    from trainer.distributed.collective_replicas import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group(

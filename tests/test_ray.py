@@ -408,7 +408,7 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     import torch.distributed as dist
 
     from trainer.distributed.exchange import GradientExchange
-    from trainer.distributed.ray_train import CollectiveReplicas
+    from trainer.distributed.collective_replicas import CollectiveReplicas
 
     torch.set_num_threads(1)
     dist.init_process_group(

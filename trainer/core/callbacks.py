@@ -3,7 +3,7 @@
 A callback sees the engine before the first epoch, each epoch's record right after training
 (before validation: Ray reduces the workers' statistics there), the records after each
 epoch's evaluation (with the test metrics after the last), and the result. The in-process run
-(trainer/run.py), each Ray worker (trainer/distributed/ray_train.py) and the benchmarks compose these.
+(trainer/run.py), each Ray worker (trainer/distributed/ray_worker.py) and the benchmarks compose these.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python trainer/tune.py tune_configs/paper_l2_grid.yaml
 
 Each trial is a driver function that builds and fits a TorchTrainer running the project's
-training function (trainer/ray_train.train_worker) and forwards its reports to Tune with
+training function (trainer/distributed/ray_worker.train_worker) and forwards its reports to Tune with
 TuneReportCallback. Trials are scheduled on validation NDCG@50 (never a test metric). Output
 in the config's `output` directory: results.csv and results.md (every trial's config,
 validation and test metrics and time), best.json, and the best trial's checkpoint copied to
@@ -208,17 +208,18 @@ def run_trial(trial_config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from trainer.distributed.ray_train import train_worker
+    from trainer.distributed.ray_worker import WorkerConfig, train_worker
 
     res = trial_config["resources"]
+    worker = WorkerConfig(
+        train=TrainConfig.model_validate(trial_config["train"]),
+        data=trial_config["data"],
+        gpu=res["gpu"],
+        threads=max(1, int(res["cpus_per_worker"])),
+    )
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={
-            "train": trial_config["train"],
-            "data": trial_config["data"],
-            "gpu": res["gpu"],
-            "threads": max(1, int(res["cpus_per_worker"])),
-        },
+        train_loop_config=worker.as_loop_config(),
         scaling_config=ScalingConfig(
             num_workers=res["workers"],
             use_gpu=res["gpu"],

@@ -1,0 +1,170 @@
+"""What each Ray Train worker runs (trainer/distributed/ray_train.py starts them): its shard
+of users, the same Engine as the in-process path, Ray's callbacks (ray_callbacks.py), and a
+restart from the newest checkpoint after a failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from trainer.core.callbacks import Callback, MetricsFile, RunMetrics
+from trainer.core.config import TrainConfig
+from trainer.core.engine import Engine
+from trainer.core.models import item_digest
+from trainer.data.dataset import PreparedData, count_train, dataset_size
+from trainer.distributed.collective_replicas import CollectiveReplicas
+from trainer.distributed.exchange import GradientExchange
+from trainer.distributed.ray_callbacks import RayEpochStats, RayReporter
+from trainer.distributed.sharding import plan_shards
+from trainer.outputs.checkpoint import load_checkpoint, newest_ray_checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker is told: the TorchTrainer's train_loop_config, typed."""
+
+    train: TrainConfig
+    data: str
+    """The prepared dataset directory (every worker reads its own shard of it)."""
+    threads: int = 1
+    gpu: bool = False
+    out: str | None = None
+    """The run directory: rank 0 writes OUT/metrics.json, which the driver prints."""
+    checkpoint_every: int = 0
+    item_exchange: str = "auto"
+    resume_from: str | None = None
+    """--resume's checkpoint."""
+    storage: str | None = None
+    ray_run: str | None = None
+    """This Ray run's name under `storage`: its newest checkpoint after a failure."""
+    pid_dir: str | None = None
+    """OUT/workers: each rank's pid and the restarts (for the operator and the tests)."""
+
+    def as_loop_config(self) -> dict:
+        return {"worker": self}
+
+    @classmethod
+    def from_loop_config(cls, loop_config: dict) -> WorkerConfig:
+        config = loop_config.get("worker")
+        if not isinstance(config, cls):
+            raise TypeError(f"train_worker takes WorkerConfig.as_loop_config(), not {loop_config}")
+        return config
+
+
+def train_worker(loop_config: dict) -> None:
+    """The per-worker training function given to TorchTrainer (its train_loop_config is
+    WorkerConfig.as_loop_config()): set up this worker's shard, then the one epoch loop
+    (Engine.fit) with Ray's callbacks."""
+    import ray.train
+
+    cfg = WorkerConfig.from_loop_config(loop_config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, cfg.threads))
+    config = cfg.train
+    # Shard-local data: the plan needs only per-user counts (one streamed pass), and the worker
+    # then reads its own users' pairs; its memory grows with its shard, not the dataset.
+    num_users, num_items = dataset_size(cfg.data)
+    degree, item_counts = count_train(cfg.data, num_users, num_items)
+    plan = plan_shards(None, num_users, world, config.batch_size, degree=degree)
+    shard = plan.shards[rank]
+    data = PreparedData.load(cfg.data, users=shard, item_counts=item_counts)
+    device = "cpu"
+    if cfg.gpu:
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())
+        device = "cuda"
+    local_cfg = config.model_copy(update={"device": device, "batch_size": plan.batch_per_worker})
+    replicas = CollectiveReplicas(world)
+    exchange = GradientExchange(world, cfg.item_exchange)
+    engine = Engine(
+        local_cfg,
+        data,
+        shard,
+        steps_per_epoch=plan.steps_per_epoch,
+        exchange=exchange,
+        replicas=replicas,
+    )
+    history = _resume(engine, cfg)
+    _write_pid(cfg.pid_dir, rank)
+    metrics = RunMetrics(
+        _header(engine, config, data, plan, world),
+        extra=lambda: {
+            **exchange.per_step(),
+            "ddp_bytes_per_step": _ddp_bytes(engine, data, config),
+        },
+    )
+    callbacks: list[Callback] = [RayEpochStats(replicas)]
+    if rank == 0:  # the driver prints progress from this file (MetricsTail)
+        callbacks.append(MetricsFile(cfg.out or "", metrics))
+    callbacks.append(RayReporter(data, config, plan, rank, metrics, cfg.checkpoint_every))
+    engine.fit(callbacks, history)
+
+
+def _resume(engine: Engine, cfg: WorkerConfig) -> list[dict]:
+    """Ray's latest checkpoint after a worker failure, else --resume's; returns the epochs it
+    covers. Users take their shard's rows; the item side is the same on every worker."""
+    import ray.train
+
+    resumed = ray.train.get_checkpoint()
+    # After a failure, Ray's controller may not have registered the newest checkpoint (the
+    # workers persisted it, the report had not reached the controller): the newest complete
+    # one of this Ray run's own storage is taken when it is newer than Ray's.
+    on_disk = newest_ray_checkpoint(cfg.storage, cfg.ray_run) if cfg.ray_run else None
+    sources = [s for s in (on_disk, cfg.resume_from) if s]
+    blob = None
+    if resumed is not None:
+        with resumed.as_directory() as d:
+            blob = load_checkpoint(d, users=engine.shard)  # this worker's shard file only
+    for source in sources:
+        candidate = load_checkpoint(source, users=engine.shard)
+        if blob is None or candidate["epoch"] > blob["epoch"]:
+            blob = candidate
+    if blob is None:
+        return []
+    if resumed is not None or on_disk:  # a restart after a failure, not a first start
+        _note_restart(cfg, blob["epoch"])
+    return engine.restore(blob)
+
+
+def _note_restart(cfg: WorkerConfig, epoch: int) -> None:
+    """OUT/workers/restarts: one line per worker restart after a failure, with the epoch it
+    continued from (what the run's failure handling did, for its operator and the tests)."""
+    pid_dir = cfg.pid_dir
+    if pid_dir and os.path.isdir(pid_dir):
+        with open(os.path.join(pid_dir, "restarts"), "a") as fh:
+            fh.write(f"{os.getpid()} continued from epoch {epoch}\n")
+
+
+def _write_pid(pid_dir: str | None, rank: int) -> None:
+    if pid_dir and os.path.isdir(os.path.dirname(pid_dir)):
+        os.makedirs(pid_dir, exist_ok=True)
+        with open(os.path.join(pid_dir, f"rank-{rank}.pid"), "w") as fh:
+            fh.write(str(os.getpid()))
+
+
+def _ddp_bytes(engine: Engine, data: PreparedData, config: TrainConfig) -> int:
+    """What one process of plain DDP over the whole model would all-reduce per step."""
+    return (
+        sum(p.numel() * p.element_size() for p in engine.model.item_parameters())
+        + data.num_users * config.dim * 4
+    )
+
+
+def _header(engine: Engine, config: TrainConfig, data: PreparedData, plan, world: int) -> dict:
+    import torch.distributed as dist
+
+    # Every rank's item side as it starts (fresh: the one-process init; resumed: the checkpoint).
+    digests: list = [None] * world
+    dist.all_gather_object(digests, item_digest(engine.model))
+    return {
+        "config": config.model_dump(),
+        "data": data.path,
+        "workers": world,
+        "shard_pairs": plan.pairs,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "item_start_sha256": digests,
+    }
