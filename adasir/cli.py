@@ -7,6 +7,7 @@ what `ray job submit` runs."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 USAGE = """usage: adasir COMMAND [options]
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    run: Callable[[list[str]], int]
     if command == "prepare":
         from trainer.data.prepare import main as run
     elif command == "train":

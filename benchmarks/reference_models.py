@@ -43,7 +43,7 @@ from trainer.data.dataset import PreparedData
 from trainer.data.formats import DataError
 
 
-class FactorScores:
+class ClosedFormScores:
     """What the evaluator needs of a model, for scores from a closed-form fit: user factors
     [M, d] and item factors [N, d] (r = p·q), or dense scores [M, N] as P with Q None."""
 
@@ -130,7 +130,7 @@ class Evaluator:
     def __init__(self, data: PreparedData):
         self.engine = Engine(TrainConfig(preset="paper", model="mf", epochs=1), data)
 
-    def __call__(self, model: FactorScores, split: str) -> dict[str, float]:
+    def __call__(self, model: ClosedFormScores, split: str) -> dict[str, float]:
         self.engine.model = model
         return self.engine.evaluate(split)
 
@@ -152,7 +152,7 @@ def run_ials(data, evaluate, dim, alpha0, lam, iterations, eval_every, seed) -> 
         q = ials_half_step(i, u, data.num_items, p, alpha0, lam)
         fit_seconds += time.perf_counter() - start
         if it % eval_every == 0 or it == iterations:
-            model = FactorScores(p, q)
+            model = ClosedFormScores(p, q)
             valid = evaluate(model, "valid")["ndcg@50"]
             if valid > best[0]:
                 best, best_model = (valid, it, fit_seconds), model
@@ -168,7 +168,7 @@ def tune_ease(data, evaluate, lambdas):
         start = time.perf_counter()
         scores = (x.double() @ ease_weights(gram, lam)).float()
         seconds = time.perf_counter() - start
-        model = FactorScores(scores)
+        model = ClosedFormScores(scores)
         rows.append((lam, evaluate(model, "valid")["ndcg@50"], evaluate(model, "test"), seconds))
         print(f"ease λ={lam}: valid {rows[-1][1]:.4f}", flush=True)
     return rows
@@ -177,7 +177,7 @@ def tune_ease(data, evaluate, lambdas):
 def popularity(data, evaluate):
     """r(u, i) = train count of i, as rank-1 factors (no [M, N] copy of the counts)."""
     counts = torch.as_tensor(data.item_counts(), dtype=torch.float32)[:, None]
-    model = FactorScores(torch.ones(data.num_users, 1), counts)
+    model = ClosedFormScores(torch.ones(data.num_users, 1), counts)
     return evaluate(model, "valid")["ndcg@50"], evaluate(model, "test")
 
 

@@ -91,6 +91,8 @@ class AdaSIRSampler(NegativeSampler):
     resampling weights at the last refresh, (Σw)²/Σw² over a user's |K| candidates.
     """
 
+    config: AdaSIROptions
+
     @classmethod
     def declared(cls, rank_weighted: bool = False, **options) -> Capabilities:
         return Capabilities(stateful=True, weights_positives=rank_weighted)
@@ -178,6 +180,8 @@ class AdaSIRSampler(NegativeSampler):
         probability 1/2 whatever its slot. (A uniform R-subset of the 2R by random keys and
         top-k gives each entry the same 1/2 and cost 4× as much.)"""
         take_new = torch.rand(items.shape, device=self.device, generator=generator) < 0.5
+        assert self.pool_items is not None and self.pool_log_w is not None
+        assert self.pool_score is not None
         for pool, new in (
             (self.pool_items, items.to(self.id_dtype)),
             (self.pool_log_w, log_w),
@@ -209,6 +213,7 @@ class AdaSIRSampler(NegativeSampler):
         slot = torch.randint(0, cfg.pool_size, (B, n * m), device=self.device, generator=generator)
         if m == 1:
             return slot
+        assert self.pool_items is not None and self.pool_score is not None
         picked = take_cells(self.pool_items, users, slot).long()
         now = model.score(users, picked, scratch=self.scratch).view(B, n, m)
         if cfg.pool_pick == "max":
@@ -243,6 +248,7 @@ class AdaSIRSampler(NegativeSampler):
         much lower a pool entry scores now than when it was resampled (mean over entries)."""
         if self.pool_items is None:
             return {}
+        assert self.pool_items is not None and self.pool_score is not None
         sorted_items = self.pool_items.sort(dim=1).values
         distinct = 1 + (sorted_items[:, 1:] != sorted_items[:, :-1]).sum(1).float()
         users = torch.arange(self.num_users, device=self.device)

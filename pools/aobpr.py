@@ -32,6 +32,8 @@ class AOBPRSampler(NegativeSampler):
     epoch is this implementation's choice). Needs a factor model (`query`, `item_emb`).
     """
 
+    config: AOBPROptions
+
     capabilities = Capabilities(stateful=True)
     order: torch.Tensor | None = None  # [d, N]: items by descending factor value
 
@@ -64,6 +66,7 @@ class AOBPRSampler(NegativeSampler):
 
     def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
         """q [B, d] → items [B, n]: a factor by |q_f|·σ_f, a geometric rank, its item."""
+        assert self.order is not None and self.spread is not None, "refresh() ranks first"
         factor_weight = q.abs() * self.spread + 1e-12
         f = torch.multinomial(factor_weight, n, replacement=True, generator=generator)  # [B, n]
         r = self.draw_ranks(f.shape, generator)

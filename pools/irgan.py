@@ -49,6 +49,8 @@ class IRGANSampler(NegativeSampler):
     trained online, one step per batch, from a random start.
     """
 
+    config: IRGANOptions
+
     capabilities = Capabilities(stateful=True, pure_sample=False)
 
     gen_users: torch.Tensor | None = None
@@ -74,6 +76,7 @@ class IRGANSampler(NegativeSampler):
         """What the negatives are drawn from: softmax(G's scores) with the users' train items
         at 0 when `exclude_positives` is on. users [B] (g_users: their G rows) → [B, N]."""
         if g_users is None:
+            assert self.gen_users is not None, "refresh() builds G before sampling"
             g_users = self.gen_users[users]
         logits = g_users @ self.gen_items.T  # [B, N]
         if self.config.exclude_positives:

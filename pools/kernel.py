@@ -49,6 +49,8 @@ class KernelSampler(NegativeSampler):
     the paper updates them as the embeddings move). Memory: √N·d² + N·d floats.
     """
 
+    config: KernelOptions
+
     capabilities = Capabilities(stateful=True)
     block_outer: torch.Tensor | None = None
 
@@ -97,6 +99,7 @@ class KernelSampler(NegativeSampler):
     def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
         """n exact draws per query from q(i|u) ∝ α·(q·v_i)² + 1: q [B, d] → items [B, n]."""
         alpha = self.config.kernel_alpha
+        assert self.block_outer is not None, "refresh() builds the blocks before sampling"
         blocks, size, d = self.block_items.shape
         # Step 1: block masses α·qᵀ(Σ v vᵀ)q + count for every (user, block): [B, blocks].
         qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], d * d)

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field, TypeAdapter
 from pools.base import NegativeSampler
 from pools.config import DEFAULT_SAMPLER, SamplerOptions
 from pools.interactions import InteractionIndex
-from pools.proposals import PopularityProposal, UniformProposal
+from pools.proposals import PopularityProposal, Proposal, UniformProposal
 from pools.replicas import Replicas
 
 
@@ -120,6 +120,7 @@ def build_sampler(
     if isinstance(config, str):
         config = sampler_config(name=config)
     entry = _REGISTRY[config.name]
+    proposal: Proposal
     if entry.proposal == "uniform":
         proposal = UniformProposal(positives.num_items, positives.device)
     else:

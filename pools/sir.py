@@ -93,6 +93,8 @@ class BatchSIRSampler(NegativeSampler):
     """Every `sample` resamples from a fresh candidate set with the current model. The only
     state is τ, and only with `ess_target` (then `sample` changes it: not a pure sample)."""
 
+    config: BatchSIROptions
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.tau = self.config.temperature
@@ -148,7 +150,9 @@ class BatchSIRSampler(NegativeSampler):
         """One controller step towards ESS/|K| = ess_target; ESS grows with τ."""
         ess = float((-torch.logsumexp(2 * log_w, dim=1)).exp().mean()) / log_w.shape[1]
         self.last_ess = ess
-        step = math.exp(self.config.ess_rate * (self.config.ess_target - ess))
+        target = self.config.ess_target
+        assert target is not None  # steered only when a target is set
+        step = math.exp(self.config.ess_rate * (target - ess))
         self.tau = min(1e3, max(1e-3, self.tau * step))
 
     def pool_diagnostics(self, model) -> dict[str, float]:

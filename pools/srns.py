@@ -70,6 +70,8 @@ class SRNSSampler(NegativeSampler):
     (≤ T, uint8), `memory` [U + 1, S1] int32 slots into `tracked` (row U absorbs writes of duplicate batch users).
     """
 
+    config: SRNSOptions
+
     capabilities = Capabilities(stateful=True, pure_sample=False, can_keep_positives=False)
 
     memory: torch.Tensor | None = None

@@ -67,6 +67,8 @@ class ProposalSampler(NegativeSampler):
     Shared uniform negatives are n distinct items (without replacement): each item is in the
     set with probability n/N, which is what the sampled-softmax correction log(n·Q) assumes."""
 
+    config: ProposalOptions
+
     capabilities = Capabilities(shares_negatives=True)
 
     def sample(self, model, users, pos_items, generator):
@@ -95,6 +97,8 @@ class PRISSampler(NegativeSampler):
     in the loss from the current scores, so this sampler only returns −log Q.
     """
 
+    config: PRISOptions
+
     def sample(self, model, users, pos_items, generator):
         items = self._draw_from_proposal(users, self.config.num_negatives, generator)
         return Negatives(
@@ -107,6 +111,8 @@ class PRISSampler(NegativeSampler):
 @register("dns", options=DNSOptions, order=3)
 class DNSSampler(NegativeSampler):
     """DNS (Zhang et al., SIGIR '13): each negative is the best-scored of m uniform candidates."""
+
+    config: DNSOptions
 
     @torch.no_grad()
     def sample(self, model, users, pos_items, generator):
@@ -130,6 +136,8 @@ class SoftmaxSampler(NegativeSampler):
 
     The reference the approximate samplers are measured against; fine for small catalogues.
     """
+
+    config: SoftmaxOptions
 
     @torch.no_grad()
     def sample(self, model, users, pos_items, generator):

@@ -53,6 +53,8 @@ class WARPSampler(NegativeSampler):
     per pair. One negative per pair (WARP's): its options refuse `num_negatives` ≠ 1.
     """
 
+    config: WARPOptions
+
     capabilities = Capabilities(negatives_per_pair=1, weights_positives=True)
 
     def __init__(self, *args, **kwargs):

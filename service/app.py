@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +29,7 @@ log = logging.getLogger("adasir.service")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     os.makedirs(settings.model_root, exist_ok=True)
-    docs = (
+    docs: dict[str, Any] = (
         {}
         if settings.docs_are_public
         else {"docs_url": None, "redoc_url": None, "openapi_url": None}
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.recommender, app.state.jobs = Recommender(registry), JobService(settings)
     for module in (health, models, recommend, jobs):
         app.include_router(module.router)
-    app.add_exception_handler(RequestValidationError, terse_validation_error)
+    app.add_exception_handler(RequestValidationError, terse_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

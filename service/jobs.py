@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -247,7 +248,7 @@ class JobService:
         kept = self.redact_lines((message or "").splitlines())
         return kept[-1] if kept else message and self.redact(message)
 
-    def redact_lines(self, lines: list[str]) -> list[str]:
+    def redact_lines(self, lines: builtins.list[str]) -> builtins.list[str]:
         """Log lines without filesystem roots and without traceback frames (a failed job
         keeps its last line, the error itself)."""
         kept, in_traceback = [], False

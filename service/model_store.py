@@ -11,6 +11,7 @@ CheckpointError for that model only.
 
 from __future__ import annotations
 
+import builtins
 import gc
 import json
 import logging
@@ -37,12 +38,12 @@ class LoadedModel:
     version it came from (model.pt's mtime) and what GET /models says of it."""
 
     model_id: str
-    mtime: float
+    mtime: float | None
     model: Model
     info: dict
 
 
-def _load(model_id: str, path: str, mtime: float) -> LoadedModel:
+def _load(model_id: str, path: str, mtime: float | None) -> LoadedModel:
     blob = load_checkpoint(path)
     try:
         model = Model(blob)
@@ -95,13 +96,15 @@ class LoadFailures:
         with self._lock:
             f = self._by_model.get(model_id)
             new = f is None or f["mtime"] != mtime
-            delay = self.FIRST_DELAY_S if new else min(self.MAX_DELAY_S, f["delay"] * 2)
+            delay = (
+                self.FIRST_DELAY_S if f is None or new else min(self.MAX_DELAY_S, f["delay"] * 2)
+            )
             self._by_model[model_id] = {
                 "mtime": mtime,
                 "delay": delay,
                 "retry_at": time.monotonic() + delay,
                 "error": str(exc),
-                "since": time.time() if new else f["since"],
+                "since": time.time() if f is None or new else f["since"],
             }
             return new
 
@@ -142,7 +145,7 @@ class ModelRegistry:
 
     def scan(self) -> dict[str, str]:
         """model id → checkpoint directory, for every run under the root (a walk)."""
-        found = {}
+        found: dict[str, str] = {}
         if not os.path.isdir(self.root):
             return found
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -160,12 +163,12 @@ class ModelRegistry:
         now = time.monotonic()
         if now - self._scanned_at >= self.scan_interval:
             found = self.scan()
-            mtimes = {m: _mtime(p) for m, p in found.items()}
-            mtimes = {m: t for m, t in mtimes.items() if t is not None}
+            stamps = {m: _mtime(p) for m, p in found.items()}
+            mtimes: dict[str, float] = {m: t for m, t in stamps.items() if t is not None}
             self._index, self._scanned_at = found, now
-            self._latest = max(mtimes, key=mtimes.get) if mtimes else None
+            self._latest = max(mtimes, key=mtimes.__getitem__) if mtimes else None
             self._latest_of = {}
-            for model_id in sorted(mtimes, key=mtimes.get):  # newest last: it wins
+            for model_id in sorted(mtimes, key=mtimes.__getitem__):  # newest last: it wins
                 dataset = self._dataset_of(found[model_id], mtimes[model_id])
                 if dataset:
                     self._latest_of[dataset] = model_id
@@ -291,7 +294,7 @@ class ModelRegistry:
                 )
         return out
 
-    def cached_ids(self) -> list[str]:
+    def cached_ids(self) -> builtins.list[str]:
         with self._lock:
             return list(self._cache)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from service.recommender import history_answer, user_answers
 
@@ -73,7 +74,10 @@ def main(argv: list[str]) -> int:
     from trainer.api import Model
 
     model = Model.load(args.model)
-    filters = {"filter_items": _ids(args.filter_items), "candidates": _ids(args.candidates)}
+    filters: dict[str, Any] = {
+        "filter_items": _ids(args.filter_items),
+        "candidates": _ids(args.candidates),
+    }
     if args.all:
         stats = model.export(args.out, args.k, exclude_seen=args.exclude_seen, **filters)
         print(
@@ -96,7 +100,7 @@ def main(argv: list[str]) -> int:
             json.dumps(
                 history_answer(
                     model,
-                    _ids(args.items),
+                    _ids(args.items) or [],
                     args.k,
                     exclude_seen=args.exclude_seen,
                     fallback=args.fallback,

@@ -407,8 +407,8 @@ def _replica_worker(rank: int, world: int, data_path: str, port: int, sampler: d
     """One of `world` Gloo processes running what a Ray worker runs, minus Ray."""
     import torch.distributed as dist
 
-    from trainer.distributed.exchange import GradientExchange
     from trainer.distributed.collective_replicas import CollectiveReplicas
+    from trainer.distributed.exchange import GradientExchange
 
     torch.set_num_threads(1)
     dist.init_process_group(

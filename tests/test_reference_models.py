@@ -55,14 +55,14 @@ def test_ials_half_steps_are_exact_minimisers_and_never_raise_the_loss():
     assert losses[-1] < losses[0]
 
 
-def test_fixed_scores_blocks_match_the_full_rows():
+def test_closed_form_scores_blocks_match_the_full_rows():
     """The evaluator's item blocks see the same scores as score_all, dense or factored."""
-    from benchmarks.reference_models import FixedScores
+    from benchmarks.reference_models import ClosedFormScores
 
     g = torch.Generator().manual_seed(2)
     p, q = torch.randn(5, 3, generator=g), torch.randn(9, 3, generator=g)
     users, items = torch.tensor([4, 0, 2]), torch.arange(3, 7)
-    for model in (FixedScores(p, q), FixedScores(p @ q.T)):
+    for model in (ClosedFormScores(p, q), ClosedFormScores(p @ q.T)):
         torch.testing.assert_close(
             model.score_shared(users, items), model.score_all(users)[:, items]
         )

@@ -29,7 +29,7 @@ async def readyz(
     enabled; which models are loaded too, unless ADASIR_PROTECT_RECOMMEND asks for the token
     and the request has none."""
     ok = os.path.isdir(cfg.model_root) and os.access(cfg.model_root, os.R_OK)
-    body = {"ready": ok, "jobs_enabled": cfg.api_token is not None}
+    body: dict[str, object] = {"ready": ok, "jobs_enabled": cfg.api_token is not None}
     if not cfg.protect_recommend or deps.token_ok(cfg, credentials):
         body["models_loaded"] = rec.registry.cached_ids()
     return JSONResponse(status_code=200 if ok else 503, content=body)

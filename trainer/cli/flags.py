@@ -16,6 +16,8 @@ import types
 import typing
 from typing import Literal
 
+from pydantic.fields import FieldInfo
+
 from pools.registry import options_of, registered
 from trainer.core.config import TrainConfig
 
@@ -25,10 +27,12 @@ NEGATIONS = {"no-reuse": "sampler.reuse_pool", "keep-positives": "sampler.exclud
 _SKIPPED = {"sampler", "topk"}  # the nested config itself; a tuple (set it with --config)
 
 
-def _fields() -> dict[str, object]:
+def _fields() -> dict[str, FieldInfo | None]:
     """field path → pydantic FieldInfo: TrainConfig's, then every sampler options class's (the
     first class to declare a field gives its help; `sampler.name` lists every sampler)."""
-    out = {name: f for name, f in TrainConfig.model_fields.items() if name not in _SKIPPED}
+    out: dict[str, FieldInfo | None] = {
+        name: f for name, f in TrainConfig.model_fields.items() if name not in _SKIPPED
+    }
     out["sampler.name"] = None
     for name in registered():
         for field_name, f in options_of(name).model_fields.items():

@@ -92,7 +92,9 @@ def _search(index, q: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
     call, not onto the shared index: concurrent requests ask for different widths."""
     import faiss
 
-    params = faiss.SearchParametersHNSW(efSearch=max(EF_SEARCH_MIN, 4 * fetch))
+    params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]  # SWIG: no stub
+        efSearch=max(EF_SEARCH_MIN, 4 * fetch)
+    )
     return index.search(q, fetch, params=params)
 
 
@@ -201,7 +203,7 @@ class AnnRanker:
             seen = seen_rows[row].numpy()
             cand = _survivors(found[row], seen, ok)
             if cand.size < min(k, n_items - seen.size - banned):  # the graph missed: exact
-                subset = torch.arange(n_items) if ok is None else torch.nonzero(allowed)[:, 0]
+                subset = torch.arange(n_items) if allowed is None else torch.nonzero(allowed)[:, 0]
                 s, i = self._rank_subset(
                     queries[row : row + 1], k, seen_rows[row : row + 1], subset
                 )

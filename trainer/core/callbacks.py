@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 
 class Callback:
@@ -101,7 +102,7 @@ class MetricsFile(Callback):
 class Checkpointer(Callback):
     """save(engine, metrics) every `every` epochs (0: never) and after the last epoch."""
 
-    def __init__(self, save: Callable[[object, dict], object], metrics: RunMetrics, every: int = 0):
+    def __init__(self, save: Callable[[Any, dict], object], metrics: Callable, every: int = 0):
         self.save, self.metrics, self.every = save, metrics, every
 
     def on_epoch_end(self, engine, records, test):

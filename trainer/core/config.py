@@ -4,7 +4,7 @@ field neither sets keeps the default written here, the paper's (section 4)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,10 +14,16 @@ from trainer.core.loss import LOSSES, loss_options
 from trainer.core.models import MODELS
 from trainer.core.presets import DEFAULT_PRESET, PRESETS, PresetName, resolve
 
-# The choices come from the registries (a model, loss or sampler registers itself).
-ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
-LossName = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
-SamplerConfig = sampler_config_type()
+# The choices come from the registries (a model, loss or sampler registers itself), so the
+# type checker sees what they are made of: a name, and the options every sampler shares.
+if TYPE_CHECKING:
+    ModelName = str
+    LossName = str
+    SamplerConfig = SamplerOptions
+else:
+    ModelName = Literal[tuple(MODELS)]
+    LossName = Literal[tuple(LOSSES)]
+    SamplerConfig = sampler_config_type()
 
 
 class TrainConfig(BaseModel):

@@ -31,7 +31,7 @@ from trainer.core.evaluate import (
     sample_users,
     valid_sample_size,
 )
-from trainer.core.fused_step import compiled_step, keep_mask
+from trainer.core.fused_step import Compiled, compiled_step, keep_mask
 from trainer.core.loss import add_l2_gradient_, batch_loss
 from trainer.core.models import build_model
 from trainer.core.row_adam import LazyRowAdam
@@ -96,7 +96,10 @@ class Optimizer:
 
     def __init__(self, model, config: TrainConfig, exchange=None, compiled=None):
         self.model, self.config, self.exchange = model, config, exchange
-        self.compiled_kind, self.compiled = compiled or (None, None)
+        self.compiled_kind: str | None = None
+        self.compiled: Compiled | None = None
+        if compiled is not None:
+            self.compiled_kind, self.compiled = compiled
         """compiled: (kind, Compiled) from fused_step.compiled_step — "fused", the whole step,
         or "loss", the forward and its backward; None: every step eager."""
         self.lr = config.lr
@@ -113,7 +116,7 @@ class Optimizer:
         self._table_grads: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self, users, pos, negatives) -> torch.Tensor:
-        if self.compiled_kind == "fused" and self.compiled.ready and negatives.shared:
+        if self._compiled("fused") and negatives.shared:
             loss = self._fused_step(users, pos, negatives)
             if loss is not None:
                 return loss
@@ -149,14 +152,22 @@ class Optimizer:
             torch.cat([pos_grads, neg_grads.reshape(-1, user_grads.shape[1])]),
         )
 
+    def _compiled(self, kind: str) -> Compiled | None:
+        """The compiled step of this `kind` ("fused" or "loss"), if the run has it and its
+        compile has not failed."""
+        if self.compiled_kind == kind and self.compiled is not None and self.compiled.ready:
+            return self.compiled
+        return None
+
     def _forward_backward(self, p, pos_v, neg_v, negatives) -> torch.Tensor:
         """The batch loss, its gradient left in the leaves' .grad: compiled where the run
         compiles the loss (negatives per pair), else eager."""
-        if self.compiled_kind == "loss" and self.compiled.ready and not negatives.shared:
+        compiled = self._compiled("loss")
+        if compiled is not None and not negatives.shared:
             n = negatives
             args = (n.items, n.logit_offset, n.pos_weight, n.log_proposal)
             invalid = n.invalid_mask(p.shape[0])
-            loss = self.compiled(p, pos_v, neg_v, *args, invalid, n.hinge_margin, then=_backward)
+            loss = compiled(p, pos_v, neg_v, *args, invalid, n.hinge_margin, then=_backward)
             if loss is not None:
                 return loss
             for leaf in (p, pos_v, neg_v):  # a failed first call may have left gradients
@@ -172,7 +183,9 @@ class Optimizer:
         pos_v = model.item_emb.detach().index_select(0, pos)
         neg_v = model.item_emb.detach().index_select(0, negatives.items)
         keep = keep_mask(negatives, users.numel())
-        out = self.compiled(
+        compiled = self._compiled("fused")
+        assert compiled is not None  # step() checked
+        out = compiled(
             p,
             pos_v,
             neg_v,
@@ -202,6 +215,7 @@ class Optimizer:
         model.user_emb.grad, model.item_emb.grad = user_g, item_g
         if self.exchange is not None:
             self.exchange.after_backward(model)
+        assert self.dense is not None  # dense Adam: over the tables too
         self.dense.step()
         model.user_emb.grad = model.item_emb.grad = None
         user_g.zero_()
@@ -451,12 +465,12 @@ class Engine:
         names = sorted(sums)
         targets = self.valid if split == "valid" else self.test
         eligible = int((targets.degree > 0).sum())
-        totals = torch.tensor(
+        local = torch.tensor(
             [sums[k] for k in names] + [squares[k] for k in names] + [n, eligible],
             dtype=torch.float64,
             device=self.device,
         )
-        totals = self.replicas.sum_(totals).tolist()
+        totals: list[float] = self.replicas.sum_(local).tolist()
         count, population = int(totals[-2]), int(totals[-1])
         self.eval_population = population  # 0: the split is empty on every worker
         means = {k: (totals[i] / count if count else 0.0) for i, k in enumerate(names)}

@@ -109,10 +109,14 @@ def _softmax_rows_(logits: torch.Tensor, extra: torch.Tensor | None = None):
     top = logits.amax(dim=1) if extra is None else torch.maximum(logits.amax(dim=1), extra)
     top = top.masked_fill(~torch.isfinite(top), 0.0)
     logits.sub_(top[:, None]).exp_()
-    extra_mass = None if extra is None else torch.exp(extra - top)
-    total = logits.sum(dim=1) if extra is None else logits.sum(dim=1) + extra_mass
+    if extra is None:
+        total = logits.sum(dim=1)
+        logits.div_(total.clamp(min=1e-30)[:, None])
+        return top + torch.log(total), None
+    extra_mass = torch.exp(extra - top)
+    total = logits.sum(dim=1) + extra_mass
     logits.div_(total.clamp(min=1e-30)[:, None])
-    return top + torch.log(total), None if extra is None else extra_mass / total
+    return top + torch.log(total), extra_mass / total
 
 
 class _SampledSoftmax(torch.autograd.Function):
@@ -243,7 +247,7 @@ def bilateral_softmax_loss(
     elif negatives.invalid is not None:
         rows, cols = negatives.invalid.nonzero(as_tuple=True)
     else:
-        rows = cols = None
+        rows = cols = None  # type: ignore[assignment]  # no entry left out
     neg_side = _NegativeLogMeanExp.apply(neg_scores, rows, cols, temperature)
     t_pos = positive_temperature or temperature
     return _weighted_mean(neg_side - pos_scores / t_pos, negatives)

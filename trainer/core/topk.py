@@ -6,6 +6,7 @@ through `top_k`; `VectorScorer` lets fixed (query, item) vectors be ranked like 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -55,7 +56,7 @@ def top_k(
     model,
     users: torch.Tensor,
     k: int,
-    masked: list[InteractionIndex] = (),
+    masked: Sequence[InteractionIndex] = (),
     item_block: int = ITEM_BLOCK,
     allowed: torch.Tensor | None = None,
 ):
@@ -70,7 +71,8 @@ def top_k(
     n_items = model.num_items
     k = min(k, n_items)
     masks = [index.rows_of(users) for index in masked]
-    best_v = best_i = None
+    best_v: torch.Tensor | None = None
+    best_i: torch.Tensor | None = None
     for start in range(0, n_items, item_block):
         stop = min(start + item_block, n_items)
         if stop - start == n_items:
@@ -89,9 +91,10 @@ def top_k(
             scores.masked_fill_(~allowed[start:stop], -math.inf)
         v, i = scores.topk(min(k, stop - start), dim=1)
         i = i + start
-        if best_v is not None:
+        if best_v is not None and best_i is not None:
             v = torch.cat([best_v, v], 1)
             v, pick = v.topk(min(k, v.shape[1]), dim=1)
             i = torch.cat([best_i, i], 1).gather(1, pick)
         best_v, best_i = v, i
+    assert best_v is not None and best_i is not None  # a catalogue has ≥ 1 item block
     return torch.return_types.topk((best_v, best_i))

@@ -12,6 +12,7 @@ import gzip
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,7 +68,7 @@ def read_interactions(path: str, fmt: str = "auto") -> RawInteractions:
     if os.path.getsize(path) == 0:
         raise DataError(f"{path}: the file is empty")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    reader = {
+    reader: Callable[..., RawInteractions] = {  # type: ignore[assignment]
         "inter": _read_inter,
         "csv": _read_delimited,
         "tsv": _read_delimited,

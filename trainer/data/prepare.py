@@ -312,6 +312,7 @@ def prepare(
         raw, source = generate(spec), {"synthetic": spec.describe()}
         given_test = None
     else:
+        assert input_path is not None  # exactly one of the two, checked above
         raw = read_interactions(input_path, fmt)
         given_test = (
             read_interactions(test_path, "lightgcn" if fmt == "lightgcn" else "auto")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +48,7 @@ class SyntheticSpec:
     def parse(cls, text: str) -> SyntheticSpec:
         """'users=3000,items=2000,seed=1' → SyntheticSpec; unknown keys are errors."""
         known = {f.name: f.type for f in fields(cls)}
-        values = {}
+        values: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
             if not sep or key not in known:

@@ -116,7 +116,8 @@ def _allowed(checkpoint: str, filter_items, candidates) -> np.ndarray | None:
         return None
     ids = pq.read_table(os.path.join(checkpoint, "items.parquet"), columns=["index", "id"])
     index = dict(zip(ids.column("id").to_pylist(), ids.column("index").to_pylist()))
-    return allowed_mask(index, filter_items, candidates).numpy()
+    mask = allowed_mask(index, filter_items, candidates)
+    return None if mask is None else mask.numpy()
 
 
 def _check_replaceable(out: str) -> None:

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
+from typing import Literal
 
 from trainer.core.callbacks import format_choice, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
@@ -165,7 +166,7 @@ def train_with_ray(
     address: str | None = None,
     storage_path: str | None = None,
     resume: bool = False,
-    item_exchange: str = "auto",
+    item_exchange: Literal["auto", "dense", "sparse"] = "auto",
 ) -> dict:
     import ray
     from ray.train import (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Literal
 
 import torch
 
@@ -33,7 +34,7 @@ class WorkerConfig:
     out: str | None = None
     """The run directory: rank 0 writes OUT/metrics.json, which the driver prints."""
     checkpoint_every: int = 0
-    item_exchange: str = "auto"
+    item_exchange: Literal["auto", "dense", "sparse"] = "auto"
     resume_from: str | None = None
     """--resume's checkpoint."""
     storage: str | None = None
@@ -113,7 +114,9 @@ def _resume(engine: Engine, cfg: WorkerConfig) -> list[dict]:
     # After a failure, Ray's controller may not have registered the newest checkpoint (the
     # workers persisted it, the report had not reached the controller): the newest complete
     # one of this Ray run's own storage is taken when it is newer than Ray's.
-    on_disk = newest_ray_checkpoint(cfg.storage, cfg.ray_run) if cfg.ray_run else None
+    on_disk = (
+        newest_ray_checkpoint(cfg.storage, cfg.ray_run) if cfg.storage and cfg.ray_run else None
+    )
     sources = [s for s in (on_disk, cfg.resume_from) if s]
     blob = None
     if resumed is not None:

@@ -34,6 +34,8 @@ def plan_shards(
     (train pairs per user) may stand in for `train_users` (a worker that never loads them all).
     """
     if degree is None:
+        if train_users is None:
+            raise ValueError("plan_shards needs train_users or their degree")
         degree = np.bincount(train_users, minlength=num_users)
     active = np.flatnonzero(degree > 0)
     if workers < 1:

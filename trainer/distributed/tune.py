@@ -69,7 +69,7 @@ class SearchSpace(BaseModel):
 
     def candidates(self) -> list[Any]:
         """Values that must each make a valid config (range ends for ranges)."""
-        return list(self.grid or self.choice or self.uniform or self.loguniform)
+        return list(self.grid or self.choice or self.uniform or self.loguniform or ())
 
     def to_tune(self):
         from ray import tune

@@ -124,10 +124,10 @@ def _user_rows(path: str, blob: dict, users: np.ndarray | None) -> torch.Tensor:
     users = np.asarray(users, dtype=np.int64)
     out = torch.zeros(len(users), dim)
     for entry in table:
-        ids, rows = _read_shard(path, entry, dim, mmap=True)
-        ids = ids.numpy()
-        at = np.minimum(np.searchsorted(users, ids), max(len(users) - 1, 0))
-        hit = (users[at] == ids) if len(users) else np.zeros(len(ids), dtype=bool)
+        shard_ids, rows = _read_shard(path, entry, dim, mmap=True)
+        shard_users = shard_ids.numpy()
+        at = np.minimum(np.searchsorted(users, shard_users), max(len(users) - 1, 0))
+        hit = (users[at] == shard_users) if len(users) else np.zeros(len(shard_users), dtype=bool)
         out[torch.as_tensor(at[hit])] = rows[torch.as_tensor(hit)]
     return out
 
