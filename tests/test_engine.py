@@ -138,6 +138,7 @@ def test_fixed_steps_cycle_a_small_shard(tiny_data):
     assert torch.bincount(order).min() >= 1  # every pair used at least once
 
 
+@pytest.mark.slow
 def test_bad_cli_input_gives_clear_errors(tmp_path, tiny_data):
     proc = _run("--data", str(tmp_path), "--epochs", "1")
     assert proc.returncode == 2 and "not a prepared dataset" in proc.stderr
@@ -298,6 +299,7 @@ def _tiny_run(data, out, *extra):
     )
 
 
+@pytest.mark.slow
 def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert _tiny_run(tiny_data, out).returncode == 0
@@ -349,6 +351,7 @@ def test_out_is_refused_replaced_whole_or_resumed(tiny_data, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging left behind
 
 
+@pytest.mark.slow
 def test_a_killed_overwrite_leaves_the_old_run_whole(tiny_data, tmp_path):
     import signal
     import time
@@ -391,6 +394,7 @@ def test_a_killed_overwrite_leaves_the_old_run_whole(tiny_data, tmp_path):
     assert json.loads((staging[0] / "run.json").read_text())["state"] == "running"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_a_stopped_run_says_stopped_and_resumes(tiny_data, tmp_path, signame):
     """SIGTERM (what DELETE /jobs sends) is handled as Ctrl-C: run.json says `stopped`, not
@@ -477,6 +481,7 @@ def test_more_negatives_than_the_catalogue_is_refused(tiny_data, tmp_path):
     assert proc.returncode == 2 and "--negatives 1000: the dataset has" in proc.stderr
 
 
+@pytest.mark.slow
 def test_adasir_command_trains_and_recommends(tiny_data, tmp_path):
     """The console script: usage, train, recommend; a usage error is one line with exit 2."""
     cli = [sys.executable, "-m", "adasir"]

@@ -82,6 +82,7 @@ def test_quickstart_runs_as_written(tmp_path):
     assert (tmp_path / "runs" / "models" / "demo" / "checkpoint" / "model.pt").is_file()
 
 
+@pytest.mark.slow
 def test_the_readme_python_api_block_runs_on_the_quickstarts_data(tmp_path):
     """The README's Python API block as written, after the quickstart's `adasir prepare`."""
     first = readme_block("Quickstart", "bash").splitlines()[0]

@@ -329,6 +329,7 @@ def test_the_export_benchmark_runs_on_a_ray_node(tiny_data, tmp_path):
     assert ray_row.split("|")[-2].strip() not in ("", "—")  # the actor's peak was read
 
 
+@pytest.mark.slow
 def test_the_ann_benchmark_runs_with_seen_items_near_the_top(tmp_path):
     """benchmarks/ann.py on 5,000 items, the masked items drawn from each user's exact top
     100: the report's recall (HNSW finds all of so small a catalogue) and both latency rows."""
@@ -352,6 +353,7 @@ def test_the_ann_benchmark_runs_with_seen_items_near_the_top(tmp_path):
     assert bad.returncode != 0 and "at most 100" in bad.stderr
 
 
+@pytest.mark.slow
 def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
     """benchmarks/epoch_time.py with 2 rounds: every sampler timed once a round, A B then A B,
     and the table gives each the median and the range."""
@@ -372,6 +374,7 @@ def test_the_epoch_time_benchmark_interleaves_its_rounds(tiny_data, tmp_path):
     _assert_usage_error([*args[:-2], "--rounds", "0"], "--rounds and --epochs must be at least 1")
 
 
+@pytest.mark.slow
 def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
     """benchmarks/kernels.py on the tiny set, one batch each: a row per operation, each a
     positive time; --repeats 0 is a usage error."""

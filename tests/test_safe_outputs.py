@@ -159,6 +159,7 @@ def _adasir(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_recommend_all_refuses_what_it_would_lose_in_one_line(model, tmp_path):
     run = model.save(tmp_path / "run")
     notes = tmp_path / "notes.txt"
@@ -227,6 +228,7 @@ def _train_args(data: str, out) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_its_refit_resumes_the_refit(tiny_data, tmp_path):
     """kill -9 while the refit trains: OUT/checkpoint is still the validated model, and
     --resume finishes the refit from its own last checkpoint, giving the model an
