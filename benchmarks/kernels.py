@@ -1,4 +1,4 @@
-"""The single operations the speed work of issue 24 chose between, timed alone at the shapes
+"""The single operations of the training step, timed alone at the shapes
 of gowalla-lightgcn's runs (milliseconds a call: the median of --repeats timed batches).
 
     python -m benchmarks.kernels --data runs/data/gowalla-lightgcn --threads 2 \\
@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         *(f"| {what} | {t:.3f} |" for what, t in measured),
     ]
-    write_report(args.out, "kernels", "Single operations (issue 24)", command_line(), body)
+    write_report(
+        args.out, "kernels", "Single operations of the training step", command_line(), body
+    )
     return 0
 
 

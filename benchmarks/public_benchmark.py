@@ -80,7 +80,7 @@ CONTENDERS: dict[str, Contender] = {
         "recommended",
         {"l2": 0.5},
         [],
-        "the default command with `--l2 0.5` (the one lead of the 2026-12-05 screens, "
+        "the default command with `--l2 0.5` (the one lead of the L2 screens, "
         "chosen on validation with seeds 0 and 1): early stopping, then the refit",
         common=False,
     ),

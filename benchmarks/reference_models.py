@@ -2,7 +2,7 @@
 
     python -m benchmarks.reference_models --data runs/data/ml-1m --out benchmarks/reports/ml-1m
 
-How far is the 0.37 aim (issue 11) from what strong models reach on this split, and where does
+How far is a 0.37 test NDCG@50 from what strong models reach on this split, and where does
 the product's trainer stand against the closed-form trainers its users already run?
 
 - `popularity`: every user gets the most-interacted train items.

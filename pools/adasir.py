@@ -178,7 +178,7 @@ class AdaSIRSampler(NegativeSampler):
         the new pool's j-th on a fair coin: the new entries are i.i.d. draws, so whichever of
         them fill the freed slots are a uniform choice, and every old entry survives with
         probability 1/2 whatever its slot. (A uniform R-subset of the 2R by random keys and
-        top-k gives each entry the same 1/2 and cost 4× as much.)"""
+        top-k gives each entry the same 1/2 at a higher cost.)"""
         take_new = torch.rand(items.shape, device=self.device, generator=generator) < 0.5
         assert self.pool_items is not None and self.pool_log_w is not None
         assert self.pool_score is not None

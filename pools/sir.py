@@ -1,6 +1,6 @@
 """AdaSIR-B: AdaSIR's importance resampling done for every batch, with no pools.
 
-AdaSIR's pools go stale: the pool diagnostics (benchmarks/README.md, "Why AdaSIR loses to DNS")
+AdaSIR's pools go stale: the pool diagnostics (benchmarks/pages/previous-defaults.md, "Why AdaSIR loses to DNS")
 show that one refresh an epoch leaves them ~200 steps behind the model, and refreshing them
 more often costs a pass over every user each time. This sampler does steps 1-3 of Algorithm 1
 for the batch's pairs only, at every step, and draws the n negatives straight from the
@@ -48,7 +48,7 @@ class BatchSIROptions(ResampledOptions):
     groups of this size, each group draws its own |K| candidates, and each group is one GEMM of
     a batched [G, g, d] × [G, d, K] product. Same arithmetic for any size; smaller groups give a
     step more distinct candidates (one set for the whole batch pushes every user's negatives
-    into the same few items; benchmarks/README.md has the comparison that chose 16)."""
+    into the same few items; benchmarks/pages/previous-defaults.md has the comparison that chose 16)."""
 
     ess_target: float | None = Field(None, gt=0.0, lt=1.0)
     """Adaptive hardness: when set, τ is not fixed but steered after every step so

@@ -316,9 +316,8 @@ def _documents(path: str) -> tuple[dict, dict]:
 
 def _settle_heap() -> None:
     """After a load: collect once, then freeze what survives (gc.freeze), so the collector's
-    full passes stop walking a model's hundreds of thousands of id strings. Without it those
-    passes stalled requests: /recommend's p99 at 8 clients was 75-89 ms, with it 20-21 ms
-    (benchmarks/results/serve_load.md). Refcounting still frees an evicted model; a cycle
+    full passes stop walking a model's hundreds of thousands of id strings, which stalled
+    requests (benchmarks/results/serve_load.md has the latencies). Refcounting still frees an evicted model; a cycle
     among frozen objects waits for the next load, which unfreezes and collects first."""
     gc.unfreeze()
     gc.collect()

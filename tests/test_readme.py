@@ -121,11 +121,13 @@ def test_the_api_guides_example_runs():
 
 
 def _doc_commands() -> list[list[str]]:
-    """Every shell command in docs/ and README.md bash blocks, continuation lines joined."""
+    """Every shell command in the bash blocks of docs/, README.md and benchmarks/ (its index
+    and pages), continuation lines joined."""
     commands = []
     for path in [
         os.path.join(ROOT, "README.md"),
         os.path.join(ROOT, "benchmarks", "README.md"),
+        *glob.glob(os.path.join(ROOT, "benchmarks", "pages", "*.md")),
         *glob.glob(os.path.join(ROOT, "docs", "*.md")),
     ]:
         for block in code_blocks(path, "bash"):

@@ -265,7 +265,7 @@ def test_public_benchmark_and_implicit_reference_run_end_to_end(tiny_data, tmp_p
 
 @pytest.mark.slow
 def test_time_to_quality_and_the_recipe_sweep_write_their_reports(tiny_data, tmp_path):
-    """Both issue-24/23 benchmarks run end to end on a tiny set: the curves reach the report
+    """Both benchmarks run end to end on a tiny set: the curves reach the report
     with a row per trainer, and the sweep writes one JSON line per finished variant."""
     out = tmp_path / "ttq"
     _run_script(

@@ -31,7 +31,7 @@ from trainer.outputs.checkpoint import resume_source
 from trainer.outputs.rundir import RunDir, RunDirError
 
 # Large catalogue, weak popularity, sharp latent signal: uniform negatives are mostly easy,
-# so the samplers' differences show (benchmarks/README.md, "Which sampler wins").
+# so the samplers' differences show (benchmarks/pages/previous-defaults.md, "Which sampler wins").
 DEFAULT_SYNTHETIC = "users=3000,items=4000,dim=16,mean=30,alpha=0,zipf=0.5,signal=6,seed=0"
 
 

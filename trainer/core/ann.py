@@ -13,7 +13,7 @@ directly).
 
 `SearchBatcher` coalesces one-query searches that arrive together (concurrent requests) into
 one faiss call, which spreads them over the cores and queues them in arrival order; threads
-each searching alone took turns unfairly (benchmarks/README.md, "ANN").
+each searching alone took turns unfairly (benchmarks/pages/serving.md, "ANN").
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ HNSW_M = 32
 EF_CONSTRUCTION = 80
 EF_SEARCH_MIN = 256
 """Candidates HNSW keeps while searching (at least 4× the items asked for): more is better
-recall for more time a query (benchmarks/README.md has the trade-off measured)."""
+recall for more time a query (benchmarks/pages/serving.md has the trade-off measured)."""
 EXACT_BELOW = 50_000
 """Allow-lists of at most this many items are scored exactly instead of searched."""
 

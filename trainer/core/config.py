@@ -136,11 +136,11 @@ class TrainConfig(BaseModel):
     """Where all training tensors live."""
 
     compile: Literal["auto", "on", "off"] = "auto"
-    """Train on the step compiled by torch.compile (trainer/core/fused_step.py: the bilateral
-    softmax over negatives shared by the batch, MF, lazy Adam; other recipes always step
-    eagerly). "auto": compiled on a run of at least 20,000 steps, where the compile's first
-    cost (about 10 s on a 2-core CPU) pays back; "on": whenever the recipe has a compiled
-    step; "off": never. A failed compile trains eagerly and says why in one line."""
+    """Train on the step compiled by torch.compile (trainer/core/fused_step.py: the default's
+    bilateral softmax over shared negatives with MF and lazy Adam as one fused pass; other
+    recipes their loss and its backward). "auto": compiled on a run of at least 20,000 steps,
+    where the compile's first cost pays back (docs/decisions.md); "on": always; "off": never.
+    A failed compile trains eagerly and says why in one line."""
 
     diagnostics: bool = False
     """Record per epoch how hard, how stale and how often falsely negative the sampler's

@@ -39,13 +39,13 @@ def eval_sample_size(eval_users: int | None, num_users: int, num_items: int) -> 
 
 VALID_SHARE = 1.0
 """A full validation costing more than this share of the training between two validations is
-replaced by a sample of DEFAULT_EVAL_USERS users (`valid_users=None`). At a share of 0.18
-(the default on gowalla-lightgcn) a sample moved early stopping's epoch enough to cost test
-quality (benchmarks/README.md, "Sampled validation"); above 1 validation is most of a run."""
+replaced by a sample of DEFAULT_EVAL_USERS users (`valid_users=None`): above 1, validation
+is most of a run; below, a sample's noise can move early stopping's epoch for little time
+saved (docs/decisions.md)."""
 
 PAIR_COST = 1_100
 """What one training pair costs beside scoring its 1 + n items, in ranked scores: BPR's epoch
-on gowalla-lightgcn is 3.8 µs a pair and a full ranking 3.2 ns a score (benchmarks/README.md,
+on gowalla-lightgcn is 3.8 µs a pair and a full ranking 3.2 ns a score (benchmarks/pages/speed.md,
 "Sampled validation")."""
 
 

@@ -31,8 +31,7 @@ _CONSTANT_SHIFT_MIN_T = 0.03
 
 COMPILE_MIN_STEPS = 20_000
 """`compile="auto"` compiles a run of at least this many steps (epochs × steps an epoch): a
-first compile costs about 10 s on a 2-core CPU (benchmarks/README.md, "The compiled step"),
-which a shorter run would not earn back."""
+first compile costs seconds that a shorter run would not earn back (docs/decisions.md)."""
 
 
 def fusable(config) -> bool:

@@ -2,7 +2,7 @@
 the same wherever a config is made (TrainConfig(...), fit(), `adasir train`, POST /jobs, Tune).
 
 - `recommended` (the default): what won on validation on the public
-  Gowalla split and ml-1m (benchmarks/README.md) — the bilateral softmax loss (BSL) over
+  Gowalla split and ml-1m (benchmarks/pages/default.md) — the bilateral softmax loss (BSL) over
   1,000 uniform negatives shared by each batch of 1,024 pairs, cosine scores, T = 0.08 on the
   negatives and T⁺ = 1.22·T on the positives, no L2, lazy (sparse) Adam at lr 0.01 halved
   after each validation without a new best, validation Recall@20 every 3 epochs, stopping
