@@ -20,7 +20,7 @@ import re
 import shutil
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, ports_in_use
 from test_readme import code_blocks, run_bash_script
 from test_tune import check_tiny_search
 
@@ -139,6 +139,9 @@ def _wait_for_job(port: int) -> str:
 def test_the_guides_commands_run_in_order(tmp_path):
     if not shutil.which("curl"):
         pytest.skip("curl is not installed")
+    busy = ports_in_use(6379, 8265)  # the guides start Ray on its default ports
+    if busy:
+        pytest.skip(f"ports {busy} are in use on this host: the guides' Ray would not start")
     sample = str(tmp_path / "ml-1m-sample.inter.gz")
     _ml1m_sample(sample)
     shutil.copytree(os.path.join(ROOT, "tune_configs"), tmp_path / "tune_configs")

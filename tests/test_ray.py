@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, own_ray_head, stop_ray_of_session
 
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
@@ -324,8 +323,7 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(60)
-        ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=_env(), timeout=120)
+        stop_ray_of_session(proc.pid)  # the local Ray the killed driver started, no other
     assert not (out / "checkpoint").exists()
     newest = load_checkpoint(resume_source(str(out)))["epoch"]
     assert newest >= 4
@@ -353,28 +351,7 @@ def test_workers_join_the_cluster_running_on_this_host(tiny_data, tmp_path):
     """`--workers N` without --ray-address while a `ray start` head runs here: the run joins
     it and says so. (`ray job submit` against a real head runs in tests/test_docs_commands.py,
     as docs/ray.md gives it.)"""
-    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    env = _env()
-    start = subprocess.run(
-        [
-            ray_bin,
-            "start",
-            "--head",
-            "--num-cpus",
-            "2",
-            "--dashboard-port",
-            "8266",
-            "--object-store-memory",
-            str(256 * 1024 * 1024),
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert start.returncode == 0, start.stderr
-    try:
+    with own_ray_head(_env()) as (env, _):
         joined = subprocess.run(
             _run_args(tiny_data, tmp_path / "joined", "--workers", "2", "--epochs", "2"),
             capture_output=True,
@@ -382,10 +359,8 @@ def test_workers_join_the_cluster_running_on_this_host(tiny_data, tmp_path):
             env={k: v for k, v in env.items() if k != "RAY_ADDRESS"},
             timeout=400,
         )
-        assert joined.returncode == 0, (joined.stdout + joined.stderr)[-3000:]
-        assert "joining the cluster already running on this host" in joined.stdout
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+    assert joined.returncode == 0, (joined.stdout + joined.stderr)[-3000:]
+    assert "joining the cluster already running on this host" in joined.stdout
 
 
 @pytest.mark.parametrize("model", ["mf", "gmf"])

@@ -11,9 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, ports_in_use, script_env, stop_ray_of_session
 
 
 def code_blocks(path: str, lang: str) -> list[str]:
@@ -22,12 +23,15 @@ def code_blocks(path: str, lang: str) -> list[str]:
 
 
 def run_bash_script(script: str, cwd, env: dict, timeout: float) -> tuple[int, str]:
-    """(exit status, stdout and stderr) of `bash -c script` in its own process group, which
-    is killed afterwards with whatever it left running; Ray on this host is stopped too."""
+    """(exit status, stdout and stderr) of `bash -c script` in a session of its own, in the
+    environment of conftest.script_env (its own Ray temp dir; `ray stop` stops only its own
+    Ray). Afterwards whatever it left running is killed: its process group, then the Ray
+    processes of its session, and nothing else on the host."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths are bounded
     proc = subprocess.Popen(
         ["bash", "-c", script],
         cwd=cwd,
-        env=env,
+        env=script_env(env, ray_tmp),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -40,7 +44,8 @@ def run_bash_script(script: str, cwd, env: dict, timeout: float) -> tuple[int, s
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_ray_of_session(proc.pid)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     return proc.returncode, out
 
 
@@ -70,6 +75,9 @@ def test_quickstart_runs_as_written(tmp_path):
     """The quickstart block in a fresh directory, with a real Ray, a real uvicorn and curl."""
     if not shutil.which("curl"):
         pytest.skip("curl is not installed")
+    busy = ports_in_use(6379, 8265, 8000)  # the block uses Ray's and the service's defaults
+    if busy:
+        pytest.skip(f"ports {busy} are in use on this host: the quickstart would not start")
     # The torch threads a user gets (2 here): the tests run one at a time.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("OMP_NUM_THREADS", None)

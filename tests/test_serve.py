@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT
+from conftest import ROOT, stop_ray_of_session
 
 from service.devserver import free_port
 from service.recommender import user_answers
@@ -117,3 +117,4 @@ def test_ray_serve_answers_and_survives_a_model_swap(tiny_data, tmp_path):
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        stop_ray_of_session(proc.pid)  # what it left of its Ray, no other on the host

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 import torch
+from conftest import own_ray_head, ray_bin
 
-from service.devserver import free_port, local_server
+from service.devserver import local_server
 from trainer.core.models import build_model
 from trainer.outputs.checkpoint import load_checkpoint
 
@@ -26,27 +26,12 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
         "RAY_USAGE_STATS_ENABLED": "0",
         "OMP_NUM_THREADS": "1",
     }
-    ray_bin = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
-    dash = free_port()
-    start = subprocess.run(
-        [
-            ray_bin,
-            "start",
-            "--head",
-            "--num-cpus",
-            "2",
-            "--dashboard-port",
-            str(dash),
-            "--object-store-memory",
-            str(256 * 1024 * 1024),
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert start.returncode == 0, start.stderr
+    with own_ray_head(env) as (env, dash):
+        _submit_poll_recommend(env, dash, tiny_data, tmp_path)
+
+
+def _submit_poll_recommend(env: dict, dash: int, tiny_data, tmp_path) -> None:
+    """POST /jobs to the Ray head at `dash`, follow the job, query its model."""
     data_root, model_root = tmp_path / "data", tmp_path / "models"
     data_root.mkdir()
     shutil.copytree(tiny_data, data_root / "tiny")
@@ -59,107 +44,102 @@ def test_submit_poll_recommend_over_http(tiny_data, tmp_path):
         "ADASIR_MAX_RUNNING_JOBS": "1",
     }
     auth = {"Authorization": "Bearer e2e-token"}
-    try:
-        with (
-            local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base,
-            httpx.Client(base_url=base, timeout=30) as http,
-        ):
-            r = http.post(
-                "/jobs",
-                headers=auth,
-                json={
-                    "dataset": "tiny",
-                    "train": {"epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1},
-                },
-            )
-            assert r.status_code == 201, r.text
-            job = r.json()["id"]
-            # One job is the limit here: another while it runs is a 429 saying when to retry.
-            again = http.post("/jobs", headers=auth, json={"dataset": "tiny"})
-            assert again.status_code == 429 and again.headers["Retry-After"] == "30", again.text
-            status = None
-            deadline = time.time() + 300
-            while time.time() < deadline:
-                info = http.get(f"/jobs/{job}", headers=auth).json()
-                status = info["status"]
-                if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-                    break
-                time.sleep(1)
-            assert status == "SUCCEEDED", info
-            assert info["epochs_done"] == 3 and info["latest_epoch"]["valid"]["ndcg@50"] > 0
-            assert any("epoch 3/3" in line for line in info["log_tail"])
-            assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
-            assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
-            # Another service (its own model root) on the same cluster sees none of them.
-            from service.jobs import JobService, UnknownJob
-            from service.settings import Settings
+    with (
+        local_server(env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        r = http.post(
+            "/jobs",
+            headers=auth,
+            json={
+                "dataset": "tiny",
+                "train": {"epochs": 3, "lr": 0.01, "batch_size": 1024, "eval_every": 1},
+            },
+        )
+        assert r.status_code == 201, r.text
+        job = r.json()["id"]
+        # One job is the limit here: another while it runs is a 429 saying when to retry.
+        again = http.post("/jobs", headers=auth, json={"dataset": "tiny"})
+        assert again.status_code == 429 and again.headers["Retry-After"] == "30", again.text
+        status = None
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            info = http.get(f"/jobs/{job}", headers=auth).json()
+            status = info["status"]
+            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                break
+            time.sleep(1)
+        assert status == "SUCCEEDED", info
+        assert info["epochs_done"] == 3 and info["latest_epoch"]["valid"]["ndcg@50"] > 0
+        assert any("epoch 3/3" in line for line in info["log_tail"])
+        assert job in [j["id"] for j in http.get("/jobs", headers=auth).json()["jobs"]]
+        assert http.get("/jobs/adasir-nope", headers=auth).status_code == 404
+        # Another service (its own model root) on the same cluster sees none of them.
+        from service.jobs import JobService, UnknownJob
+        from service.settings import Settings
 
-            other = JobService(
-                Settings.from_env({**env, "ADASIR_MODEL_ROOT": str(tmp_path / "other-models")})
-            )
-            assert job not in [j["id"] for j in other.list()]
-            with pytest.raises(UnknownJob):
-                other.get(job)
-            # A job someone else submitted to the cluster is neither shown nor stopped.
-            foreign = subprocess.run(
-                [
-                    ray_bin,
-                    "job",
-                    "submit",
-                    "--address",
-                    f"http://127.0.0.1:{dash}",
-                    "--no-wait",
-                    "--submission-id",
-                    "foreign-job",
-                    "--",
-                    "sleep",
-                    "60",
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=120,
-            )
-            assert foreign.returncode == 0, foreign.stderr
-            assert http.get("/jobs/foreign-job", headers=auth).status_code == 404
-            assert http.delete("/jobs/foreign-job", headers=auth).status_code == 404
-            status = subprocess.run(
-                [ray_bin, "job", "status", "--address", f"http://127.0.0.1:{dash}", "foreign-job"],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=120,
-            )
-            assert "STOPPED" not in status.stdout, status.stdout
+        other = JobService(
+            Settings.from_env({**env, "ADASIR_MODEL_ROOT": str(tmp_path / "other-models")})
+        )
+        assert job not in [j["id"] for j in other.list()]
+        with pytest.raises(UnknownJob):
+            other.get(job)
+        # A job someone else submitted to the cluster is neither shown nor stopped.
+        foreign = subprocess.run(
+            [
+                ray_bin(),
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dash}",
+                "--no-wait",
+                "--submission-id",
+                "foreign-job",
+                "--",
+                "sleep",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert foreign.returncode == 0, foreign.stderr
+        assert http.get("/jobs/foreign-job", headers=auth).status_code == 404
+        assert http.delete("/jobs/foreign-job", headers=auth).status_code == 404
+        status = subprocess.run(
+            [ray_bin(), "job", "status", "--address", f"http://127.0.0.1:{dash}", "foreign-job"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert "STOPPED" not in status.stdout, status.stdout
 
-            ckpt = load_checkpoint(str(model_root / "jobs" / job / "checkpoint"))
-            user_index = 11
-            user = ckpt["user_ids"][user_index]
-            r = http.post("/recommend", json={"model": f"jobs/{job}", "user": user, "k": 10})
-            assert r.status_code == 200, r.text
-            items = [x["item"] for x in r.json()["items"]]
-            seen = {
-                int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index
-            }
-            assert not {ckpt["item_ids"][i] for i in seen} & set(items)
-            # The job trained the recommended preset (cosine scores): rank as its model does.
-            train = ckpt["config"]["train"]
-            model = build_model(
-                train["model"],
-                len(ckpt["user_ids"]),
-                len(ckpt["item_ids"]),
-                train["dim"],
-                0,
-                score=train["score"],
-            )
-            model.load_state_dict(ckpt["state"])
-            assert train["score"] == "cosine" and train["loss"] == "bsl"
-            queries, vectors = model.serving_vectors()
-            scores = (vectors @ queries[user_index]).detach()
-            scores[list(seen)] = -float("inf")
-            assert items == [ckpt["item_ids"][i] for i in torch.topk(scores, 10).indices.tolist()]
-    finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        ckpt = load_checkpoint(str(model_root / "jobs" / job / "checkpoint"))
+        user_index = 11
+        user = ckpt["user_ids"][user_index]
+        r = http.post("/recommend", json={"model": f"jobs/{job}", "user": user, "k": 10})
+        assert r.status_code == 200, r.text
+        items = [x["item"] for x in r.json()["items"]]
+        seen = {int(i) for u, i in zip(ckpt["seen_users"], ckpt["seen_items"]) if u == user_index}
+        assert not {ckpt["item_ids"][i] for i in seen} & set(items)
+        # The job trained the recommended preset (cosine scores): rank as its model does.
+        train = ckpt["config"]["train"]
+        model = build_model(
+            train["model"],
+            len(ckpt["user_ids"]),
+            len(ckpt["item_ids"]),
+            train["dim"],
+            0,
+            score=train["score"],
+        )
+        model.load_state_dict(ckpt["state"])
+        assert train["score"] == "cosine" and train["loss"] == "bsl"
+        queries, vectors = model.serving_vectors()
+        scores = (vectors @ queries[user_index]).detach()
+        scores[list(seen)] = -float("inf")
+        assert items == [ckpt["item_ids"][i] for i in torch.topk(scores, 10).indices.tolist()]
 
 
 @pytest.mark.slow
