@@ -187,6 +187,9 @@ if sys.argv[1:2] == ["stop"]:
     sys.path.insert(0, {tests!r})
     from conftest import stop_ray_of_session
     stop_ray_of_session(os.getsid(0), {{os.getpid(), os.getppid()}})
+    from ray._private.utils import get_ray_address_file
+    if os.path.exists(get_ray_address_file(None)):  # as Ray's stop: no address of a dead head
+        os.remove(get_ray_address_file(None))
     sys.exit(0)
 os.execv({ray!r}, [{ray!r}, *sys.argv[1:]])
 """
