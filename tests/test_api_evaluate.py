@@ -8,6 +8,7 @@ import torch
 from conftest import block_frame
 
 from trainer import fit, split_frame
+from trainer.core.config import TrainConfig
 from trainer.data.dataset import PreparedData
 from trainer.errors import UsageError
 
@@ -109,3 +110,13 @@ def test_fit_names_its_split_seed_apart_from_the_training_seed(tiny_data):
             fit(tiny_data, **option, **quiet)
     with pytest.raises(UsageError, match="split_seed"):
         fit(frame, split_seed="1", **quiet)
+
+
+def test_a_negative_count_given_in_a_config_is_refused_not_fitted():
+    frame = block_frame()  # 40 items: fewer than the recommended preset's 1,000 negatives
+    quiet = {"epochs": 1, "verbose": False}
+    fitted = fit(frame, **quiet)  # the preset's count, fitted to the catalogue
+    assert fitted.config["sampler"]["num_negatives"] == fitted.num_items - 1
+    for config in ({"sampler": {"num_negatives": 1000}}, TrainConfig(dim=4)):
+        with pytest.raises(ValueError, match="--negatives 1000"):
+            fit(frame, config, **quiet)

@@ -526,7 +526,7 @@ def fit(
     with _prepared(data, split, name or "dataframe") as data_dir:
         prepared = PreparedData.load(data_dir)
         notes: list[str] = []  # said after the header, which says what is trained first
-        cfg = fit_to_data(cfg, prepared.num_items, options, notes.append)
+        cfg = fit_to_data(cfg, prepared.num_items, _given(config, options), notes.append)
         check_against_data(cfg, prepared.num_users, prepared.num_items)
         rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
         for line in [describe_run(cfg, prepared, out, 0), *notes]:
@@ -534,6 +534,13 @@ def fit(
         with rundir.running():  # as `adasir train`: run.json, and a swap-in only when whole
             train_in_process(cfg, prepared, rundir.work, log=log)
     return Model(load_checkpoint(os.path.join(out, "checkpoint")), keep_alive)
+
+
+def _given(config: TrainConfig | dict | None, options: dict) -> dict:
+    """The fields the user set, for fit_to_data: every field of a TrainConfig, or the dict's,
+    with `options` over either (a negative count given is refused, not fitted)."""
+    fields = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
+    return {**fields, **options}
 
 
 def _fit_config(config: TrainConfig | dict | None, preset: str | None, options: dict):
