@@ -184,9 +184,11 @@ RAY_SHIM = """#!{python}
 # this script's session (tests/conftest.py), never every Ray on the host as Ray's does.
 import os, sys
 if sys.argv[1:2] == ["stop"]:
-    sys.path.insert(0, {tests!r})
-    from conftest import stop_ray_of_session
-    stop_ray_of_session(os.getsid(0), {{os.getpid(), os.getppid()}})
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("conftest", {conftest!r})
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    conftest.stop_ray_of_session(os.getsid(0), {{os.getpid(), os.getppid()}})
     from ray._private.utils import get_ray_address_file
     if os.path.exists(get_ray_address_file(None)):  # as Ray's stop: no address of a dead head
         os.remove(get_ray_address_file(None))
@@ -203,8 +205,8 @@ def script_env(env: dict, tmp: str) -> dict:
     os.makedirs(shim_dir, exist_ok=True)
     shim = os.path.join(shim_dir, "ray")
     with open(shim, "w") as fh:
-        tests = os.path.dirname(os.path.abspath(__file__))
-        fh.write(RAY_SHIM.format(python=sys.executable, tests=tests, ray=ray_bin()))
+        conftest = os.path.abspath(__file__)
+        fh.write(RAY_SHIM.format(python=sys.executable, conftest=conftest, ray=ray_bin()))
     os.chmod(shim, 0o755)
     ray_tmp = os.path.join(tmp, "ray-tmp")
     os.makedirs(ray_tmp, exist_ok=True)

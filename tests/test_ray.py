@@ -363,6 +363,17 @@ def test_workers_join_the_cluster_running_on_this_host(tiny_data, tmp_path):
     assert "joining the cluster already running on this host" in joined.stdout
 
 
+def test_the_address_file_of_a_dead_head_is_no_cluster_to_join(tmp_path, monkeypatch):
+    """A head killed without `ray stop` leaves its address file: a run must start a Ray of
+    its own, not wait minutes to join a GCS that is gone."""
+    from trainer.distributed.ray_train import _cluster_on_this_host
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    os.makedirs(tmp_path / "ray")
+    (tmp_path / "ray" / "ray_current_cluster").write_text("192.0.2.1:6379")
+    assert _cluster_on_this_host() is None
+
+
 @pytest.mark.parametrize("model", ["mf", "gmf"])
 def test_a_shard_engine_starts_from_the_one_process_model(tiny_data, model):
     """Unequal shards get the one-process item side and their own rows of its user table."""

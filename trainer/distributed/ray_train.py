@@ -135,15 +135,18 @@ class MetricsTail:
 
 
 def _cluster_on_this_host() -> str | None:
-    """The address of the cluster the last `ray start` on this host began, if it still runs
-    (a second local instance beside it would leave Ray's own helpers unsure which to join)."""
+    """The address of the cluster the last `ray start` on this host began, if a Ray process
+    of this host still serves it (a second local instance beside it would leave Ray's own
+    helpers unsure which to join). The address file of a head that crashed or was killed is
+    no cluster: joining it would wait minutes for a GCS that is gone."""
     try:
-        from ray._private.services import find_bootstrap_address
+        from ray._private.services import find_bootstrap_address, find_gcs_addresses
 
         address = find_bootstrap_address(None)
+        alive = find_gcs_addresses() if address else frozenset()
     except Exception:  # noqa: BLE001 - a private API: no answer means no cluster
         return None
-    return address or None
+    return address if address and address in alive else None
 
 
 def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu: bool) -> None:
