@@ -130,7 +130,7 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
         s.size for s in plan_shards(data.splits["train"].users, data.num_users, 3, 1024).shards
     ]
     assert len(set(sizes)) > 1, sizes  # the case where shard-sized init went wrong
-    common = ("--epochs", "15", "--eval-every", "5", "--no-refit")  # Ray runs do not refit
+    common = ("--epochs", "15", "--eval-every", "5", "--refit")
     ref = subprocess.run(
         _run_args(odd_data, tmp_path / "w0", *common, "--workers", "0"),
         capture_output=True,
@@ -150,7 +150,7 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     lines = [
         ln
         for ln in (proc.stdout + proc.stderr).splitlines()
-        if " epoch " in f" {ln}" and "/15 loss" in ln
+        if ln.startswith("epoch ") and "/15 loss" in ln
     ]
     assert len(lines) == 15, lines  # one progress line per epoch
     m3 = json.loads((tmp_path / "w3" / "metrics.json").read_text())
@@ -177,10 +177,23 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     # over seeds 0-4 this run's N = 3 minus N = 1 test NDCG@50 was +0.0002, +0.0012, −0.0012,
     # +0.0034, +0.0055 (README, "Same answer").
     assert abs(m3["test"]["ndcg@50"] - m0["test"]["ndcg@50"]) < 0.01, (m3["test"], m0["test"])
+    # The refit runs under Ray as in-process: the best epoch's count on train + validation,
+    # its own progress lines, the replicas still identical, the validated model's test kept.
+    best = m3["early_stopping"]["best_epoch"]
+    assert m3["refit"]["epochs"] == best == len(m3["refit"]["records"])
+    assert m0["refit"]["epochs"] == m0["early_stopping"]["best_epoch"]
+    assert [e["replica_spread"] for e in m3["refit"]["records"]] == [0.0] * best
+    assert m3["before_refit"]["test"] != m3["test"]
+    refit_lines = [
+        ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("refit epoch ")
+    ]
+    assert len(refit_lines) == best, proc.stdout[-3000:]
+    assert not (tmp_path / "w3" / "ray-refit").exists()
+    assert not (tmp_path / "w3" / "refit-metrics.json").exists()
     from trainer.outputs.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(str(tmp_path / "w3" / "checkpoint"))
-    assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == 15
+    assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == best
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every shard made it in
     _check_ray_export(tmp_path / "w3", tmp_path)
     gpu = subprocess.run(
@@ -286,12 +299,33 @@ def test_a_killed_worker_resumes_from_the_checkpoint(tiny_data, tmp_path):
     )
 
 
+def _start_and_kill_when(args, ready, timeout: float = 300) -> None:
+    """Run the driver `args` with a local Ray of its own and SIGKILL both once `ready()`."""
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline and not ready():
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        stop_ray_of_session(proc.pid)  # the local Ray the killed driver started, no other
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, tmp_path):
     """The driver and its local Ray are SIGKILLed mid-run: OUT/checkpoint was never copied,
-    but --resume continues from the newest complete checkpoint under OUT/ray."""
-    from trainer.outputs.checkpoint import load_checkpoint, resume_source
+    but --resume continues from the newest complete checkpoint under OUT/ray. Killed again
+    during the refit, --resume continues the refit from its newest checkpoint (OUT/ray-refit)
+    and does not train the validated run again."""
+    from trainer.outputs.checkpoint import load_checkpoint, newest_ray_checkpoint, resume_source
 
     out = tmp_path / "run"
     args = _run_args(
@@ -305,44 +339,45 @@ def test_a_killed_ray_driver_resumes_from_the_newest_ray_checkpoint(tiny_data, t
         "5",
         "--checkpoint-every",
         "2",
+        "--refit",
     )
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_env(),
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            source = resume_source(str(out)) if (out / "ray").exists() else None
-            if source and load_checkpoint(source)["epoch"] >= 4:  # of 30: time to kill it
-                break
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(60)
-        stop_ray_of_session(proc.pid)  # the local Ray the killed driver started, no other
+
+    def validated_at_4() -> bool:
+        source = resume_source(str(out)) if (out / "ray").exists() else None
+        return bool(source) and load_checkpoint(source)["epoch"] >= 4  # of 30: time to kill
+
+    _start_and_kill_when(args, validated_at_4)
     assert not (out / "checkpoint").exists()
     newest = load_checkpoint(resume_source(str(out)))["epoch"]
     assert newest >= 4
+
+    def refit_at_2() -> bool:
+        source = newest_ray_checkpoint(str(out / "ray-refit"))
+        return bool(source) and load_checkpoint(source)["epoch"] >= 2
+
+    _start_and_kill_when([*args, "--resume"], refit_at_2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 31))
+    best = metrics["early_stopping"]["best_epoch"]
+    refit_done = load_checkpoint(newest_ray_checkpoint(str(out / "ray-refit")))["epoch"]
+    assert 2 <= refit_done < best, (refit_done, best)
     again = subprocess.run(
         [*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=400
     )
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    lines = again.stdout.splitlines()
+    assert not [ln for ln in lines if ln.startswith("epoch ")], again.stdout[-3000:]
+    refit_lines = [ln.split()[2] for ln in lines if ln.startswith("refit epoch ")]
+    assert refit_lines[0] == f"{refit_done + 1}/{best}" and refit_lines[-1] == f"{best}/{best}"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, 31))
-    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 30
-    assert f"epoch {newest + 1}/30" in again.stdout and "epoch 1/30" not in again.stdout
-    # --resume of a run that is done (as when its driver dies after the last checkpoint):
-    # nothing is trained, the same model is tested and written again.
+    assert [r["epoch"] for r in metrics["refit"]["records"]] == list(range(1, best + 1))
+    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == best
+    # --resume of a run that is done: nothing is trained.
     done = subprocess.run(
         [*args, "--resume"], capture_output=True, text=True, env=_env(), timeout=400
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    assert "epoch 30/30" not in done.stdout
-    assert load_checkpoint(str(out / "checkpoint"))["epoch"] == 30
+    assert not [ln for ln in done.stdout.splitlines() if "epoch " in ln and " loss " in ln]
 
 
 @pytest.mark.ray

@@ -87,10 +87,10 @@ class RunMetrics:
 
 
 class MetricsFile(Callback):
-    """OUT/metrics.json, rewritten atomically after every epoch."""
+    """OUT/metrics.json (or OUT/`name`), rewritten atomically after every epoch."""
 
-    def __init__(self, out: str, metrics: RunMetrics):
-        self.path, self.metrics = os.path.join(out, "metrics.json"), metrics
+    def __init__(self, out: str, metrics: RunMetrics, name: str = "metrics.json"):
+        self.path, self.metrics = os.path.join(out, name), metrics
 
     def on_epoch_end(self, engine, records, test):
         from trainer.outputs.checkpoint import write_json_atomic

@@ -108,8 +108,8 @@ class TrainConfig(BaseModel):
     refit: bool = False
     """Once early stopping has chosen the best epoch on validation, train a fresh model on
     train + validation for that many epochs with the same learning-rate schedule, and keep it
-    (the held-out pairs are data too). In-process runs only; Ray runs keep the best validated
-    epoch. metrics.json: `refit`, and `before_refit` with the validated model's test metrics."""
+    (the held-out pairs are data too), in-process and under Ray alike. metrics.json: `refit`,
+    and `before_refit` with the validated model's test metrics."""
 
     eval_users: int | None = Field(None, ge=0)
     """Users ranked at each evaluation. None: every user, unless users × items is over 2·10¹⁰

@@ -3,6 +3,7 @@ OUT/checkpoint/ (the same checkpoint format a Ray run and the service use)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -83,7 +84,7 @@ def train_in_process(
     saved = _saved_metrics(out) if resume else {}
     if "refit" in saved and "before_refit" in saved:
         return saved  # the refit ended too: nothing left to train
-    if _refit_due(config, saved):  # the validated run ended; the refit had not
+    if refit_due(config, saved):  # the validated run ended; the refit had not
         validated, result = saved, saved
         log("resume: the validated run had ended; the refit follows")
     else:
@@ -110,7 +111,7 @@ def _validated_run(
     return metrics(result["epochs"], result["test"]), result
 
 
-def _refit_due(config: TrainConfig, saved: dict) -> bool:
+def refit_due(config: TrainConfig, saved: dict) -> bool:
     """Whether a resumed run's validated part had ended (tested, with the same epoch cap:
     a larger --epochs continues it instead) and a refit is asked for."""
     return (
@@ -161,6 +162,34 @@ class LrSchedule(Callback):
             engine.optimizer.set_lr(self.lr_after_epoch[engine.epoch])
 
 
+def refit_config(config: TrainConfig, plan: RefitPlan) -> TrainConfig:
+    """The options a refit trains with: the validated run's, for the best epoch's count of
+    epochs, tested at the end, with no early stopping."""
+    return config.model_copy(
+        update={"epochs": plan.epochs, "eval_every": plan.epochs, "early_stopping_patience": 0}
+    )
+
+
+def refit_announcement(data: PreparedData, plan: RefitPlan) -> str:
+    pairs = data.splits["train"].users.size + data.splits["valid"].users.size
+    return (
+        f"refit: a fresh model on train + validation ({pairs} pairs) for {plan.epochs} "
+        "epochs, the best validated epoch, with the same lr schedule"
+    )
+
+
+def refit_metrics(validated: dict, plan: RefitPlan, records: list[dict], test: dict | None) -> dict:
+    """metrics.json of a refit: the validated run's, with the refit's records and, once it is
+    tested, its test metrics in place of the validated model's (kept under before_refit)."""
+    out = {
+        **validated,
+        "refit": {"epochs": plan.epochs, "lr_after_epoch": plan.lr_after_epoch, "records": records},
+    }
+    if test:
+        out.update(test=test, before_refit={"test": validated.get("test")})
+    return out
+
+
 def refit(
     config: TrainConfig,
     data: PreparedData,
@@ -176,28 +205,9 @@ def refit(
     `checkpoint_every` epochs it checkpoints to OUT/refit-checkpoint, which `resume`
     continues from."""
     merged = data.with_validation_in_train()
-    cfg = config.model_copy(
-        update={"epochs": plan.epochs, "eval_every": plan.epochs, "early_stopping_patience": 0}
-    )
-    log(
-        f"refit: a fresh model on train + validation ({merged.splits['train'].users.size} "
-        f"pairs) for {plan.epochs} epochs, the best validated epoch, with the same lr schedule"
-    )
-
-    def metrics(records: list[dict], test: dict | None) -> dict:
-        """The validated run's metrics, with the refit's records and its test metrics in
-        place of the validated model's (kept under before_refit)."""
-        out = {
-            **validated,
-            "refit": {
-                "epochs": plan.epochs,
-                "lr_after_epoch": plan.lr_after_epoch,
-                "records": records,
-            },
-        }
-        if test:
-            out.update(test=test, before_refit={"test": validated.get("test")})
-        return out
+    cfg = refit_config(config, plan)
+    log(refit_announcement(data, plan))
+    metrics = functools.partial(refit_metrics, validated, plan)
 
     def save(engine: Engine, m: dict) -> None:
         final = "before_refit" in m

@@ -114,13 +114,17 @@ def dataset_size(path: str) -> tuple[int, int]:
         raise DataError(f"{path}: not a prepared dataset ({exc})") from None
 
 
-def count_train(path: str, num_users: int, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+def count_train(
+    path: str, num_users: int, num_items: int, splits: tuple[str, ...] = ("train",)
+) -> tuple[np.ndarray, np.ndarray]:
     """(train pairs per user [num_users], per item [num_items]), streamed: what a worker needs
-    about the whole train split (its shard plan, the popularity proposal) without holding it."""
+    about the whole train split (its shard plan, the popularity proposal) without holding it.
+    `splits` ("train", "valid" for a refit) are the ones trained on."""
     users, items = np.zeros(num_users, np.int64), np.zeros(num_items, np.int64)
-    for u, i in _stream_columns(os.path.join(path, "train.parquet"), ["user", "item"]):
-        users += np.bincount(u, minlength=num_users)[:num_users]
-        items += np.bincount(i, minlength=num_items)[:num_items]
+    for split in splits:
+        for u, i in _stream_columns(os.path.join(path, f"{split}.parquet"), ["user", "item"]):
+            users += np.bincount(u, minlength=num_users)[:num_users]
+            items += np.bincount(i, minlength=num_items)[:num_items]
     return users, items
 
 
@@ -186,15 +190,19 @@ class PreparedData:
             raise DataError(f"{path}: the train split is empty")
         return data
 
-    def with_validation_in_train(self) -> PreparedData:
-        """The same dataset with the validation pairs moved into train (a refit's data; all
-        users' pairs loaded, not a shard's)."""
+    def with_validation_in_train(self, item_counts: np.ndarray | None = None) -> PreparedData:
+        """The same dataset with the validation pairs moved into train (a refit's data). A
+        shard's data (a Ray worker's) passes the whole train + validation item counts."""
         train, valid = self.splits["train"], self.splits["valid"]
         merged = Split(
             np.concatenate([train.users, valid.users]), np.concatenate([train.items, valid.items])
         )
         empty = Split(np.zeros(0, np.int64), np.zeros(0, np.int64))
-        return dataclasses.replace(self, splits={**self.splits, "train": merged, "valid": empty})
+        return dataclasses.replace(
+            self,
+            splits={**self.splits, "train": merged, "valid": empty},
+            train_item_counts=item_counts,
+        )
 
     def item_counts(self) -> np.ndarray:
         """Train interactions per item, [num_items] (the whole train split's, also when only a

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import torch
 
-from trainer.core.callbacks import Callback, RunMetrics
+from trainer.core.callbacks import Callback
 from trainer.distributed.collective_replicas import CollectiveReplicas
 from trainer.outputs.checkpoint import save_checkpoint, shard_table, write_user_shard
 
@@ -55,7 +56,15 @@ class RayReporter(Callback):
     user shard, rank 0 the rest) and `ray.train.report`, which every rank calls at the same
     epochs: it is a barrier."""
 
-    def __init__(self, data, config, plan, rank, metrics: RunMetrics, checkpoint_every: int):
+    def __init__(
+        self,
+        data,
+        config,
+        plan,
+        rank,
+        metrics: Callable[[list[dict], dict | None], dict],
+        checkpoint_every: int,
+    ):
         self.data, self.config, self.plan, self.rank = data, config, plan, rank
         self.metrics, self.every = metrics, checkpoint_every
         self.trained = False

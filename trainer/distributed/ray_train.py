@@ -20,6 +20,8 @@ Adam moments start afresh.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -32,17 +34,23 @@ from typing import Literal
 from trainer.core.callbacks import format_choice, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
+from trainer.core.training import refit_announcement, refit_due, refit_plan
 from trainer.data.dataset import PreparedData
-from trainer.distributed.ray_worker import WorkerConfig, train_worker
+from trainer.distributed.ray_worker import RefitTask, WorkerConfig, train_worker
 from trainer.distributed.sharding import plan_shards
 from trainer.errors import TrainingFailed, UsageError
 from trainer.outputs.atomic import replace_directory
 from trainer.outputs.checkpoint import (
     load_checkpoint,
+    newest_ray_checkpoint,
     resume_source,
     write_json_atomic,
 )
 from trainer.project import PROJECT_ROOT
+
+REFIT_STORAGE = "ray-refit"
+"""OUT's Ray storage for a refit's run, apart from the validated run's (OUT/ray): a resume
+of the validated run never continues from a refit's checkpoint. Removed when the refit ends."""
 
 
 def connect(address: str | None, workers: int = 1) -> None:
@@ -99,10 +107,14 @@ class MetricsTail:
         after_epoch: int = 0,
         every_s: float = 0.5,
         metric: str = "recall@20",
+        prefix: str = "",
+        kept: str = "tested and saved",
     ):
         """after_epoch: the epoch a resumed run continues from (its earlier lines were printed
-        by the run that trained them); metric: what early stopping watches (shown first)."""
+        by the run that trained them); metric: what early stopping watches (shown first);
+        prefix: before every line ("refit "); kept: what became of the chosen epoch."""
         self.path, self.epochs, self.every_s, self.metric = path, epochs, every_s, metric
+        self.prefix, self.kept = prefix, kept
         self.printed, self._stop = after_epoch, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -127,10 +139,10 @@ class MetricsTail:
             return  # not written yet, or being replaced
         log = progress_logger().info
         for record in [r for r in metrics.get("epochs", []) if r["epoch"] > self.printed]:
-            log(format_epoch(record, self.epochs, self.metric))
+            log(self.prefix + format_epoch(record, self.epochs, self.metric))
             choice = record.get("early_stopping") if "test" in metrics else None
             if choice and choice.get("best_epoch") is not None:
-                log(format_choice(choice, "tested and saved"))
+                log(self.prefix + format_choice(choice, self.kept))
             self.printed = record["epoch"]
 
 
@@ -171,7 +183,70 @@ def train_with_ray(
     resume: bool = False,
     item_exchange: Literal["auto", "dense", "sparse"] = "auto",
 ) -> dict:
+    """The validated run on `workers` Ray Train workers, then, when the config asks for it,
+    the refit on train + validation (as in-process: training.refit). Returns metrics.json's
+    content. `resume` continues where the run in `out` stopped: the validated run from its
+    newest checkpoint, or, once it has ended, the refit."""
     import ray
+
+    check_ray_request(config, data, workers, gpu)
+    connect(address, workers)
+    resources = ray.cluster_resources()
+    if gpu and resources.get("GPU", 0) < workers:
+        raise UsageError(
+            f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
+            f"{int(resources.get('GPU', 0))}"
+        )
+    cpus = resources.get("CPU", 1)
+    if cpus < workers * (0 if gpu else 1):
+        raise UsageError(f"--workers {workers} needs {workers} CPUs; the cluster has {int(cpus)}")
+    storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
+    resume_from = resume_source(out, storage) if resume else None
+    blob = load_checkpoint(resume_from, users=[]) if resume_from else None
+    saved = blob["metrics"] if blob else {}
+    if "refit" in saved and "before_refit" in saved:
+        return saved  # the refit ended too: nothing left to train
+    worker = WorkerConfig(
+        train=config,
+        data=data.path,
+        out=out,
+        gpu=gpu,
+        threads=max(1, int(cpus // workers)) if not gpu else 1,
+        checkpoint_every=checkpoint_every,
+        item_exchange=item_exchange,
+        resume_from=resume_from,
+        storage=storage,
+        pid_dir=os.path.join(out, "workers"),
+    )
+    if refit_due(config, saved):
+        validated = saved
+        progress_logger().info("resume: the validated run had ended; the refit follows")
+    else:
+        validated = _fit_on_ray(worker, workers, max_failures, blob["epoch"] if blob else 0)
+    plan = refit_plan(config, validated, data)
+    if plan is None:
+        return validated
+    progress_logger().info(refit_announcement(data, plan))
+    refit_storage = os.path.join(out, REFIT_STORAGE)
+    refit_from = newest_ray_checkpoint(refit_storage) if resume else None
+    refit = dataclasses.replace(
+        worker,
+        storage=refit_storage,
+        resume_from=refit_from,
+        refit=RefitTask(plan, validated),
+    )
+    done = load_checkpoint(refit_from, users=[])["epoch"] if refit_from else 0
+    final = _fit_on_ray(refit, workers, max_failures, done)
+    shutil.rmtree(refit_storage, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, RefitTask.PROGRESS))
+    return final
+
+
+def _fit_on_ray(worker: WorkerConfig, workers: int, max_failures: int, done: int) -> dict:
+    """One TorchTrainer run of `worker` (a validated run or a refit) under a fresh Ray run
+    name; its final checkpoint replaces OUT/checkpoint and its metrics OUT/metrics.json,
+    which it returns. Progress is printed from rank 0's file as the workers write it."""
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -181,77 +256,63 @@ def train_with_ray(
     )
     from ray.train.torch import TorchTrainer
 
-    check_ray_request(config, data, workers, gpu)
-    if config.refit:
-        progress_logger().info(
-            "refit: in-process runs only for now; this Ray run keeps the "
-            "best validated epoch's model"
-        )
-        config = config.model_copy(update={"refit": False})
-    connect(address, workers)
-    resources = ray.cluster_resources()
-    if gpu and resources.get("GPU", 0) < workers:
-        raise UsageError(
-            f"--gpu with {workers} workers needs {workers} GPUs; the cluster has "
-            f"{int(resources.get('GPU', 0))}"
-        )
-    cpus = resources.get("CPU", 1)
-    cpus_per_worker = max(1, int(cpus // workers)) if not gpu else 1
-    if cpus < workers * (0 if gpu else 1):
-        raise UsageError(f"--workers {workers} needs {workers} CPUs; the cluster has {int(cpus)}")
-    storage = os.path.abspath(storage_path or os.path.join(out, "ray"))
-    resume_from = resume_source(out, storage) if resume else None
-    done = load_checkpoint(resume_from, users=[])["epoch"] if resume_from else 0
+    out = worker.out or ""
     ray_run = f"adasir-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    worker = WorkerConfig(
-        train=config,
-        data=data.path,
-        out=out,
-        gpu=gpu,
-        threads=cpus_per_worker,
-        checkpoint_every=checkpoint_every,
-        item_exchange=item_exchange,
-        resume_from=resume_from,
-        storage=storage,
-        ray_run=ray_run,
-        pid_dir=os.path.join(out, "workers"),
-    )
+    worker = dataclasses.replace(worker, ray_run=ray_run)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=worker.as_loop_config(),
         scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=workers,
+            use_gpu=worker.gpu,
+            resources_per_worker={"CPU": worker.threads},
         ),
         # A fresh name per run: reusing a name would silently resume an old run.
         run_config=RunConfig(
             name=ray_run,
-            storage_path=storage,
+            storage_path=worker.storage,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # Ray Train's own INFO lines (each report, each checkpoint) stay in its log files.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    tail = MetricsTail(
-        os.path.join(out, "metrics.json"), config.epochs, done, metric=config.early_stopping_metric
-    )
+    config = worker.train
+    if worker.refit:
+        tail = MetricsTail(
+            os.path.join(out, RefitTask.PROGRESS),
+            worker.refit.plan.epochs,
+            done,
+            metric=config.early_stopping_metric,
+            prefix="refit ",
+        )
+    else:
+        tail = MetricsTail(
+            os.path.join(out, "metrics.json"),
+            config.epochs,
+            done,
+            metric=config.early_stopping_metric,
+            kept="tested; a refit follows" if config.refit else "tested and saved",
+        )
     with tail:
         result = trainer.fit()
     if result.checkpoint is None:
         raise TrainingFailed(f"Ray run ended without a checkpoint: {result.error}")
-    final = os.path.join(out, "checkpoint")
     with result.checkpoint.as_directory() as d:
-        blob = load_checkpoint(d)
+        metrics = load_checkpoint(d)["metrics"]
         tmp = tempfile.mkdtemp(prefix=".checkpoint.", dir=out)
         shutil.copytree(d, os.path.join(tmp, "checkpoint"))
-    replace_directory(os.path.join(tmp, "checkpoint"), final)
+    replace_directory(os.path.join(tmp, "checkpoint"), os.path.join(out, "checkpoint"))
     os.rmdir(tmp)
-    metrics = blob["metrics"]
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+    _log_exchange(metrics)
+    return metrics
+
+
+def _log_exchange(metrics: dict) -> None:
     sent, ddp = metrics.get("exchange_bytes_per_step"), metrics.get("ddp_bytes_per_step")
     if sent is not None and ddp is not None:
         progress_logger().info(
             f"item exchange: {sent:,} bytes a step per worker ({ddp:,} for "
             f"DDP's all-reduce of every parameter)"
         )
-    return metrics

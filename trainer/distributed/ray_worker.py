@@ -5,7 +5,9 @@ restart from the newest checkpoint after a failure."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -14,6 +16,7 @@ from trainer.core.callbacks import Callback, MetricsFile, RunMetrics
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.core.models import item_digest
+from trainer.core.training import LrSchedule, RefitPlan, refit_config, refit_metrics
 from trainer.data.dataset import PreparedData, count_train, dataset_size
 from trainer.distributed.collective_replicas import CollectiveReplicas
 from trainer.distributed.exchange import GradientExchange
@@ -42,6 +45,9 @@ class WorkerConfig:
     """This Ray run's name under `storage`: its newest checkpoint after a failure."""
     pid_dir: str | None = None
     """OUT/workers: each rank's pid and the restarts (for the operator and the tests)."""
+    refit: RefitTask | None = None
+    """Set for a refit: train on train + validation as the plan says (the driver starts it
+    once the validated run has ended)."""
 
     def as_loop_config(self) -> dict:
         return {"worker": self}
@@ -52,6 +58,18 @@ class WorkerConfig:
         if not isinstance(config, cls):
             raise TypeError(f"train_worker takes WorkerConfig.as_loop_config(), not {loop_config}")
         return config
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitTask:
+    """What a refit replays and the validated run's metrics.json it extends."""
+
+    plan: RefitPlan
+    validated: dict
+
+    PROGRESS = "refit-metrics.json"
+    """OUT's file of the refit's epochs so far, which the driver prints (OUT/metrics.json
+    keeps the validated run's until the refit ends)."""
 
 
 def train_worker(loop_config: dict) -> None:
@@ -65,44 +83,67 @@ def train_worker(loop_config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, cfg.threads))
     config = cfg.train
-    # Shard-local data: the plan needs only per-user counts (one streamed pass), and the worker
-    # then reads its own users' pairs; its memory grows with its shard, not the dataset.
-    num_users, num_items = dataset_size(cfg.data)
-    degree, item_counts = count_train(cfg.data, num_users, num_items)
-    plan = plan_shards(None, num_users, world, config.batch_size, degree=degree)
-    shard = plan.shards[rank]
-    data = PreparedData.load(cfg.data, users=shard, item_counts=item_counts)
+    run_config = refit_config(config, cfg.refit.plan) if cfg.refit else config
+    data, plan = _load_shard(cfg, rank, world)
     device = "cpu"
     if cfg.gpu:
         import ray.train.torch
 
         torch.cuda.set_device(ray.train.torch.get_device())
         device = "cuda"
-    local_cfg = config.model_copy(update={"device": device, "batch_size": plan.batch_per_worker})
+    local_cfg = run_config.model_copy(
+        update={"device": device, "batch_size": plan.batch_per_worker}
+    )
     replicas = CollectiveReplicas(world)
     exchange = GradientExchange(world, cfg.item_exchange)
     engine = Engine(
         local_cfg,
         data,
-        shard,
+        plan.shards[rank],
         steps_per_epoch=plan.steps_per_epoch,
         exchange=exchange,
         replicas=replicas,
     )
     history = _resume(engine, cfg)
     _write_pid(cfg.pid_dir, rank)
+    engine.fit(_callbacks(cfg, engine, data, plan, rank, world, replicas, exchange), history)
+
+
+def _load_shard(cfg: WorkerConfig, rank: int, world: int):
+    """This rank's users' pairs and the shard plan. Only per-user counts of the whole dataset
+    are needed for the plan (one streamed pass), so a worker's memory grows with its shard,
+    not the dataset. A refit trains on train + validation: its counts and pairs both."""
+    splits = ("train", "valid") if cfg.refit else ("train",)
+    num_users, num_items = dataset_size(cfg.data)
+    degree, item_counts = count_train(cfg.data, num_users, num_items, splits)
+    plan = plan_shards(None, num_users, world, cfg.train.batch_size, degree=degree)
+    data = PreparedData.load(cfg.data, users=plan.shards[rank], item_counts=item_counts)
+    if cfg.refit:
+        data = data.with_validation_in_train(item_counts)
+    return data, plan
+
+
+def _callbacks(cfg, engine, data, plan, rank, world, replicas, exchange) -> list[Callback]:
+    """The epoch's global numbers, rank 0's progress file for the driver, and the sharded
+    checkpoints with Ray's reports; a refit's metrics extend the validated run's."""
+    header = _header(engine, cfg.train, data, plan, world)
     metrics = RunMetrics(
-        _header(engine, config, data, plan, world),
+        header,
         extra=lambda: {
             **exchange.per_step(),
-            "ddp_bytes_per_step": _ddp_bytes(engine, data, config),
+            "ddp_bytes_per_step": _ddp_bytes(engine, data, cfg.train),
         },
     )
     callbacks: list[Callback] = [RayEpochStats(replicas)]
+    checkpointed: Callable[[list[dict], dict | None], dict] = metrics
+    if cfg.refit:
+        callbacks.insert(0, LrSchedule(cfg.refit.plan.lr_after_epoch))
+        checkpointed = functools.partial(refit_metrics, cfg.refit.validated, cfg.refit.plan)
     if rank == 0:  # the driver prints progress from this file (MetricsTail)
-        callbacks.append(MetricsFile(cfg.out or "", metrics))
-    callbacks.append(RayReporter(data, config, plan, rank, metrics, cfg.checkpoint_every))
-    engine.fit(callbacks, history)
+        name = RefitTask.PROGRESS if cfg.refit else "metrics.json"
+        callbacks.append(MetricsFile(cfg.out or "", metrics, name))
+    callbacks.append(RayReporter(data, cfg.train, plan, rank, checkpointed, cfg.checkpoint_every))
+    return callbacks
 
 
 def _resume(engine: Engine, cfg: WorkerConfig) -> list[dict]:
@@ -130,7 +171,10 @@ def _resume(engine: Engine, cfg: WorkerConfig) -> list[dict]:
         return []
     if resumed is not None or on_disk:  # a restart after a failure, not a first start
         _note_restart(cfg, blob["epoch"])
-    return engine.restore(blob)
+    history = engine.restore(blob)
+    if cfg.refit:  # a refit's checkpoint keeps its own epochs apart from the validated run's
+        history = blob["metrics"]["refit"]["records"][: engine.epoch]
+    return history
 
 
 def _note_restart(cfg: WorkerConfig, epoch: int) -> None:
