@@ -152,43 +152,15 @@ def _wait_for_ray_start(proc: subprocess.Popen, timeout: float = 120) -> None:
             raise AssertionError("ray start --head failed:\n" + "".join(seen)[-3000:])
 
 
-def _is_ray_process(cmdline: str) -> bool:
-    """A process of a Ray cluster: its binaries and Python modules, its workers (`ray::…`)
-    and the dashboard's subprocesses."""
-    return "/site-packages/ray/" in cmdline or cmdline.startswith(("ray::", "ray-dashboard"))
-
-
-def stop_ray_of_session(sid: int, spare: set[int] = frozenset()) -> int:
-    """SIGKILL the Ray processes of session `sid` (what a script run with start_new_session
-    started: a daemonised `ray start` stays in its session), none other on the host, and
-    none in `spare`. Returns how many."""
-    killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in spare:
-            continue
-        try:
-            if os.getsid(int(entry)) != sid:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
-            if _is_ray_process(cmdline):
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-        except (OSError, ProcessLookupError):
-            continue
-    return killed
-
-
 RAY_SHIM = """#!{python}
 # The tests' `ray`: Ray's own command, except `ray stop`, which stops only the Ray processes of
-# this script's session (tests/conftest.py), never every Ray on the host as Ray's does.
-import os, sys
+# this script's session (tests/ray_processes.py), never every Ray on the host as Ray's does.
+import importlib.util, os, sys
 if sys.argv[1:2] == ["stop"]:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("conftest", {conftest!r})
-    conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conftest)
-    conftest.stop_ray_of_session(os.getsid(0), {{os.getpid(), os.getppid()}})
+    spec = importlib.util.spec_from_file_location("ray_processes", {helpers!r})
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.stop_ray_of_session(os.getsid(0), {{os.getpid(), os.getppid()}})
     from ray._private.utils import get_ray_address_file
     if os.path.exists(get_ray_address_file(None)):  # as Ray's stop: no address of a dead head
         os.remove(get_ray_address_file(None))
@@ -205,8 +177,8 @@ def script_env(env: dict, tmp: str) -> dict:
     os.makedirs(shim_dir, exist_ok=True)
     shim = os.path.join(shim_dir, "ray")
     with open(shim, "w") as fh:
-        conftest = os.path.abspath(__file__)
-        fh.write(RAY_SHIM.format(python=sys.executable, conftest=conftest, ray=ray_bin()))
+        helpers = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ray_processes.py")
+        fh.write(RAY_SHIM.format(python=sys.executable, helpers=helpers, ray=ray_bin()))
     os.chmod(shim, 0o755)
     ray_tmp = os.path.join(tmp, "ray-tmp")
     os.makedirs(ray_tmp, exist_ok=True)

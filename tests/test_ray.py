@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, own_ray_head, stop_ray_of_session
+from conftest import ROOT, own_ray_head
+from ray_processes import stop_ray_of_session
 
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine

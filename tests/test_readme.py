@@ -14,7 +14,8 @@ import sys
 import tempfile
 
 import pytest
-from conftest import ROOT, ports_in_use, script_env, stop_ray_of_session
+from conftest import ROOT, ports_in_use, script_env
+from ray_processes import stop_ray_of_session
 
 
 def code_blocks(path: str, lang: str) -> list[str]:

@@ -13,7 +13,8 @@ import time
 
 import httpx
 import pytest
-from conftest import ROOT, stop_ray_of_session
+from conftest import ROOT
+from ray_processes import stop_ray_of_session
 
 from service.devserver import free_port
 from service.recommender import user_answers

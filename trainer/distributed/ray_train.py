@@ -87,6 +87,7 @@ def connect(address: str | None, workers: int = 1) -> None:
     # A local Ray sized for this machine; workers import the project through PYTHONPATH.
     pythonpath = os.pathsep.join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)
     ray.init(
+        address="local",  # a new instance even where a dead head left its address file
         num_cpus=max(os.cpu_count() or 1, workers),
         object_store_memory=256 * 1024 * 1024,
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
