@@ -56,6 +56,9 @@ class JobRequest(BaseModel):
     """Ray: each worker takes one GPU."""
     checkpoint_every: int = Field(0, ge=0)
     """Also checkpoint every N epochs (0: only at the end)."""
+    mlflow: bool = False
+    """Track the job in MLflow, in the store beside the jobs' directories
+    (MODEL_ROOT/jobs/mlflow.db; `adasir train --mlflow`)."""
     preset: PresetName | None = None
     """Another way to write `train.preset` (`recommended` unless named; `paper`); naming two
     different ones is refused."""
@@ -96,7 +99,7 @@ class JobRequest(BaseModel):
             "--config",
             json.dumps(self.config_fields()),
         ]
-        return args + (["--gpu"] if self.gpu else [])
+        return args + (["--gpu"] if self.gpu else []) + (["--mlflow"] if self.mlflow else [])
 
 
 class UnknownJob(KeyError):

@@ -502,6 +502,8 @@ def fit(
     (dim=64, epochs=20, seed=1, ...) over either. `fit(df, dim=4)`,
     `fit(df, {"dim": 4})`, `fit(df, TrainConfig(dim=4))` and `adasir train --dim 4` train one
     configuration; `preset="paper"` is the same as the field `preset="paper"`.
+    `init_from=model` (a Model, or a run directory) warm-starts on grown data: the users and
+    items that model knew start from its rows (trainer/core/warm_start.py).
     out: the run directory to write (metrics.json and checkpoint/); by default a temporary one
     that lives as long as the model. An existing run there is refused unless `overwrite`
     (then replaced only once the new one completes).
@@ -545,7 +547,10 @@ def _given(config: TrainConfig | dict | None, options: dict) -> dict:
 
 def _fit_config(config: TrainConfig | dict | None, preset: str | None, options: dict):
     """The TrainConfig fit trains with: a TrainConfig as it is, or fields over their preset;
-    `options` over either. Validated strictly, as a --config file is."""
+    `options` over either. Validated strictly, as a --config file is. A Model given as
+    `init_from` (a warm start) is taken by its checkpoint's path."""
+    if isinstance(options.get("init_from"), Model):
+        options = {**options, "init_from": options["init_from"]._blob["path"]}
     if isinstance(config, TrainConfig):
         if preset is not None and preset != config.preset:
             raise UsageError(

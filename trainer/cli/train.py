@@ -24,6 +24,7 @@ from trainer.cli.flags import add_config_flags, config_overrides
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
 from trainer.core.presets import build_config, fit_to_data, sampler_options
+from trainer.core.tracking import MlflowRun, default_tracking_uri, require_mlflow
 from trainer.core.training import describe_run, train_in_process
 from trainer.data.dataset import PreparedData
 from trainer.errors import error_line, is_usage_error
@@ -92,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage-path",
         help="Ray: where checkpoints persist (shared storage on a "
         "multi-node cluster; default OUT/ray)",
+    )
+    ap.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="track the run in MLflow: its options, every epoch's metrics, the test metrics "
+        "and the model (default URI: sqlite:///<OUT's parent>/mlflow.db)",
+    )
+    ap.add_argument(
+        "--mlflow-experiment", help="MLflow experiment (default: the dataset's directory name)"
     )
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument(
@@ -213,7 +225,22 @@ def check_resume_config(out: str, config: TrainConfig, storage_path: str | None 
         )
 
 
-def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
+def _start_tracking(args, config: TrainConfig, data: PreparedData, out: str) -> MlflowRun | None:
+    """The run's MLflow run when --mlflow is given (MLflow checked before anything runs)."""
+    if args.mlflow is None:
+        return None
+    require_mlflow()
+    uri = args.mlflow or default_tracking_uri(out)
+    experiment = args.mlflow_experiment or os.path.basename(data.path)
+    params = {**config.model_dump(mode="json"), "data": data.path, "workers": args.workers}
+    run = MlflowRun.start(uri, experiment, os.path.basename(out), params)
+    progress_logger().info(f"mlflow: run {run.run_id} in experiment {experiment} at {uri}")
+    return run
+
+
+def _train(
+    args, config: TrainConfig, data: PreparedData, work: str, tracking: MlflowRun | None
+) -> dict:
     if args.workers == 0:
         return train_in_process(
             config,
@@ -222,6 +249,7 @@ def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
             args.checkpoint_every,
             log=progress_logger().info,
             resume=args.resume,
+            tracking=tracking,
         )
     from trainer.distributed.ray_train import train_with_ray
 
@@ -237,6 +265,7 @@ def _train(args, config: TrainConfig, data: PreparedData, work: str) -> dict:
         storage_path=args.storage_path,
         resume=args.resume,
         item_exchange=args.item_exchange,
+        tracking=tracking,
     )
 
 
@@ -277,19 +306,28 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_run(config, data, out, args.workers), flush=True)
         for line in notes:
             progress_logger().info(line)
+        tracking = _start_tracking(args, config, data, out)
         try:
             with rundir.running():
                 # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set
                 # too, as a shell that starts the run in the background leaves it ignored.
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, _interrupt)
-                metrics = _train(args, config, data, rundir.work)
+                metrics = _train(args, config, data, rundir.work, tracking)
         except KeyboardInterrupt:
+            if tracking:
+                tracking.fail("KILLED")
             print(
                 f"run: stopped; {out} keeps its last checkpoint (--resume continues it)",
                 file=sys.stderr,
             )
             return 130
+        except BaseException:
+            if tracking:
+                tracking.fail()
+            raise
+        if tracking:
+            tracking.finish(metrics, out)
     except Exception as exc:  # usage errors: one clear line; bugs keep their traceback
         if not is_usage_error(exc):
             raise

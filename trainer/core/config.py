@@ -4,6 +4,7 @@ field neither sets keeps the default written here, the paper's (section 4)."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -104,6 +105,18 @@ class TrainConfig(BaseModel):
 
     early_stopping_metric: str = "recall@20"
     """The validation metric early stopping watches: ndcg@k or recall@k, k in `topk`."""
+
+    init_from: str | None = Field(None, min_length=1)
+    """Warm start: the model (a run directory or its checkpoint) trained on an earlier copy of
+    this dataset whose rows start the users and items it knew, matched by external id; new
+    ones are initialised afresh (trainer/core/warm_start.py). Same model and dim. None: a
+    fresh model."""
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        """Resolved where the config is made: Ray's workers run in another directory."""
+        return os.path.abspath(v) if v else v
 
     refit: bool = False
     """Once early stopping has chosen the best epoch on validation, train a fresh model on
@@ -228,3 +241,7 @@ def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> N
             f"a pair has at most {num_items - 1} other items to draw from"
         )
     s.check_against_catalogue(num_items)
+    if config.init_from:
+        from trainer.core.warm_start import load_source
+
+        load_source(config.init_from, config.model, config.dim)  # a model that can seed this

@@ -35,6 +35,7 @@ from trainer.core.fused_step import Compiled, compiled_step, keep_mask
 from trainer.core.loss import add_l2_gradient_, batch_loss
 from trainer.core.models import build_model
 from trainer.core.row_adam import LazyRowAdam
+from trainer.core.warm_start import warm_start
 from trainer.data.dataset import PreparedData
 from trainer.errors import TrainingFailed, UsageError
 
@@ -305,6 +306,11 @@ class Engine:
             shard=shard,
             score=config.score,
         ).to(dev)
+        self.warm_start = (
+            warm_start(self.model, config.model, data, shard, config.init_from)
+            if config.init_from
+            else None
+        )
         item_counts = torch.as_tensor(data.item_counts(), device=dev)
         self.replicas = replicas or Replicas()
         self.sampler = build_sampler(config.sampler, self.positives, item_counts, self.replicas)

@@ -13,6 +13,7 @@ from trainer.core.callbacks import Callback, Checkpointer, ConsoleProgress, Metr
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.core.logs import progress_logger
+from trainer.core.tracking import MlflowEpochs, MlflowRun
 from trainer.data.dataset import PreparedData
 from trainer.outputs.checkpoint import (
     CheckpointError,
@@ -74,11 +75,13 @@ def train_in_process(
     checkpoint_every: int = 0,
     log=None,
     resume: bool = False,
+    tracking: MlflowRun | None = None,
 ) -> dict:
     """Train, validate, test and checkpoint into `out`; then refit on train + validation
     when the config asks for it. Returns metrics.json's content. `resume` continues where
     the run in `out` stopped: the validated run from its checkpoint, or, once that run has
-    ended, the refit (from OUT/refit-checkpoint if it got that far)."""
+    ended, the refit (from OUT/refit-checkpoint if it got that far). `tracking`: the MLflow
+    run each epoch is logged to."""
     os.makedirs(out, exist_ok=True)
     log = log or progress_logger().info
     saved = _saved_metrics(out) if resume else {}
@@ -88,18 +91,28 @@ def train_in_process(
         validated, result = saved, saved
         log("resume: the validated run had ended; the refit follows")
     else:
-        validated, result = _validated_run(config, data, out, checkpoint_every, log, resume)
+        validated, result = _validated_run(
+            config, data, out, checkpoint_every, log, resume, tracking
+        )
     plan = refit_plan(config, result, data)
     if plan is None:
         return validated
-    return refit(config, data, out, plan, validated, log, checkpoint_every, resume)
+    return refit(config, data, out, plan, validated, log, checkpoint_every, resume, tracking)
 
 
 def _validated_run(
-    config: TrainConfig, data: PreparedData, out: str, checkpoint_every: int, log, resume: bool
+    config: TrainConfig,
+    data: PreparedData,
+    out: str,
+    checkpoint_every: int,
+    log,
+    resume: bool,
+    tracking: MlflowRun | None = None,
 ) -> tuple[dict, dict]:
     """The run with early stopping on validation: (its metrics, Engine.fit's result)."""
     engine = Engine(config, data)
+    if engine.warm_start and not resume:
+        log(engine.warm_start.describe(config.init_from or ""))
     history = resume_engine(engine, out) if resume else []
     metrics = RunMetrics({"config": config.model_dump(), "data": data.path, "workers": 0})
     callbacks = [
@@ -107,6 +120,8 @@ def _validated_run(
         MetricsFile(out, metrics),
         Checkpointer(lambda e, m: checkpoint_engine(e, out, m), metrics, checkpoint_every),
     ]
+    if tracking:
+        callbacks.append(MlflowEpochs(tracking))
     result = engine.fit(callbacks, history)
     return metrics(result["epochs"], result["test"]), result
 
@@ -199,6 +214,7 @@ def refit(
     log,
     checkpoint_every: int = 0,
     resume: bool = False,
+    tracking: MlflowRun | None = None,
 ) -> dict:
     """A fresh model (same seed) trained on train + validation for plan.epochs epochs with the
     validated run's lr schedule, tested and checkpointed in place of the validated one. Every
@@ -222,6 +238,8 @@ def refit(
         ConsoleProgress(lambda line: log(f"refit {line}")),
         Checkpointer(save, metrics, checkpoint_every),
     ]
+    if tracking:
+        callbacks.append(MlflowEpochs(tracking, prefix="refit_"))
     result = engine.fit(callbacks, history)
     final = metrics(result["epochs"], result["test"])
     write_json_atomic(os.path.join(out, "metrics.json"), final)

@@ -34,6 +34,7 @@ from typing import Literal
 from trainer.core.callbacks import format_choice, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
+from trainer.core.tracking import MlflowRun
 from trainer.core.training import refit_announcement, refit_due, refit_plan
 from trainer.data.dataset import PreparedData
 from trainer.distributed.ray_worker import RefitTask, WorkerConfig, train_worker
@@ -183,6 +184,7 @@ def train_with_ray(
     storage_path: str | None = None,
     resume: bool = False,
     item_exchange: Literal["auto", "dense", "sparse"] = "auto",
+    tracking: MlflowRun | None = None,
 ) -> dict:
     """The validated run on `workers` Ray Train workers, then, when the config asks for it,
     the refit on train + validation (as in-process: training.refit). Returns metrics.json's
@@ -218,6 +220,7 @@ def train_with_ray(
         resume_from=resume_from,
         storage=storage,
         pid_dir=os.path.join(out, "workers"),
+        mlflow=tracking,
     )
     if refit_due(config, saved):
         validated = saved

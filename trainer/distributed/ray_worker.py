@@ -16,6 +16,7 @@ from trainer.core.callbacks import Callback, MetricsFile, RunMetrics
 from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.core.models import item_digest
+from trainer.core.tracking import MlflowEpochs, MlflowRun
 from trainer.core.training import LrSchedule, RefitPlan, refit_config, refit_metrics
 from trainer.data.dataset import PreparedData, count_train, dataset_size
 from trainer.distributed.collective_replicas import CollectiveReplicas
@@ -45,6 +46,8 @@ class WorkerConfig:
     """This Ray run's name under `storage`: its newest checkpoint after a failure."""
     pid_dir: str | None = None
     """OUT/workers: each rank's pid and the restarts (for the operator and the tests)."""
+    mlflow: MlflowRun | None = None
+    """Rank 0 logs every epoch to this MLflow run (the driver starts and ends it)."""
     refit: RefitTask | None = None
     """Set for a refit: train on train + validation as the plan says (the driver starts it
     once the validated run has ended)."""
@@ -142,6 +145,8 @@ def _callbacks(cfg, engine, data, plan, rank, world, replicas, exchange) -> list
     if rank == 0:  # the driver prints progress from this file (MetricsTail)
         name = RefitTask.PROGRESS if cfg.refit else "metrics.json"
         callbacks.append(MetricsFile(cfg.out or "", metrics, name))
+        if cfg.mlflow:
+            callbacks.append(MlflowEpochs(cfg.mlflow, prefix="refit_" if cfg.refit else ""))
     callbacks.append(RayReporter(data, cfg.train, plan, rank, checkpointed, cfg.checkpoint_every))
     return callbacks
 

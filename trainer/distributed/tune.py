@@ -125,6 +125,10 @@ class TuneSpec(BaseModel):
     max_concurrent_trials: int = Field(1, ge=1)
     output: str | None = None
     """Default: runs/tune/<name>."""
+    mlflow: str | None = None
+    """Track every trial in MLflow (Ray Tune's MLflowLoggerCallback: a run per trial with its
+    searched options and reported metrics) at this URI; "" : the embedded default,
+    sqlite:///<output's parent>/mlflow.db. The experiment is the search's name."""
     tie: dict[str, str] = {}
     """target: source — the target option takes the source's value in every trial, e.g.
     `sampler.num_candidates: sampler.pool_size` keeps |K| = |R| as in the paper's Fig. 4."""
@@ -236,6 +240,25 @@ def run_trial(trial_config: dict) -> None:
     trainer.fit()
 
 
+def _tracking_callbacks(spec: TuneSpec, out: str) -> list:
+    """Ray Tune's MLflow logger when the spec asks for it, into an experiment made first so
+    that a local store keeps its artifacts beside it; metric names without '@'."""
+    if spec.mlflow is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from trainer.core.tracking import default_tracking_uri, ensure_experiment, metric_key
+
+    class Callback(MLflowLoggerCallback):
+        def log_trial_result(self, iteration, trial, result):
+            named = {metric_key(k) if isinstance(k, str) else k: v for k, v in result.items()}
+            super().log_trial_result(iteration, trial, named)
+
+    uri = spec.mlflow or default_tracking_uri(out)
+    ensure_experiment(uri, spec.name)
+    return [Callback(tracking_uri=uri, experiment_name=spec.name, save_artifact=False)]
+
+
 def run_search(spec: TuneSpec, out: str, data: PreparedData) -> list[dict]:
     import ray
     from ray import tune
@@ -285,6 +308,7 @@ def run_search(spec: TuneSpec, out: str, data: PreparedData) -> list[dict]:
         run_config=tune.RunConfig(
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
             storage_path=storage,
+            callbacks=_tracking_callbacks(spec, out),
         ),
     )
     grid = tuner.fit()
@@ -369,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tune: error: {one_line(exc)}", file=sys.stderr)
         return 2
     out = os.path.abspath(args.output or spec.output or os.path.join("runs", "tune", spec.name))
+    if spec.mlflow is not None:
+        from trainer.core.tracking import require_mlflow
+
+        try:
+            require_mlflow()
+        except ValueError as exc:
+            print(f"tune: error: {one_line(exc)}", file=sys.stderr)
+            return 2
     rows = run_search(spec, out, data)
     best = write_results(rows, spec, out)
     print(open(os.path.join(out, "results.md")).read())
