@@ -50,8 +50,16 @@ def earlier_input(grown: PreparedData, source: str, quantile: float, path: str) 
     return len(early)
 
 
-def train(data: PreparedData, out: str, seed: int, init_from: str | None = None) -> dict:
-    config = TrainConfig(refit=False, eval_every=1, seed=seed, init_from=init_from)
+def train(
+    data: PreparedData, out: str, seed: int, epochs: int, init_from: str | None = None
+) -> dict:
+    config = TrainConfig(
+        refit=False,
+        eval_every=1,
+        seed=seed,
+        init_from=init_from,
+        **({"epochs": epochs} if epochs else {}),
+    )
     config = fit_to_data(config, data.num_items, {})
     return train_in_process(config, data, out, log=lambda line: None)
 
@@ -104,12 +112,16 @@ def main() -> int:
     ap.add_argument("--min-rating", type=float)
     ap.add_argument("--earlier", type=float, default=0.8, help="timestamp quantile")
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--work", default="runs/warm-start", help="the datasets and runs (kept out of --out)"
+    )
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=0, help="epoch cap (0: the default's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = os.path.join(args.out, "runs")
+    work = args.work
     opts = PrepareOptions(min_rating=args.min_rating)
     grown_dir = os.path.join(work, "grown")
     if not os.path.isdir(grown_dir):
@@ -123,9 +135,9 @@ def main() -> int:
     earlier = PreparedData.load(earlier_dir)
     seeds = [int(s) for s in args.seeds.split(",")]
     model_dir = os.path.join(work, "earlier-model")
-    first = train(earlier, model_dir, seeds[0])
-    cold = [train(grown, os.path.join(work, f"cold-{s}"), s) for s in seeds]
-    warm = [train(grown, os.path.join(work, f"warm-{s}"), s, model_dir) for s in seeds]
+    first = train(earlier, model_dir, seeds[0], args.epochs)
+    cold = [train(grown, os.path.join(work, f"cold-{s}"), s, args.epochs) for s in seeds]
+    warm = [train(grown, os.path.join(work, f"warm-{s}"), s, args.epochs, model_dir) for s in seeds]
     target = [max(curve(m)[1]) for m in cold]
     fig_path = _plot(cold, warm, args.out)
     body = _body(grown, earlier, first, cold, warm, target, seeds, fig_path, args)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -466,3 +467,29 @@ def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tm
     _assert_usage_error(
         [*score, "--model", str(tmp_path / "refit")], "trained on the validation pairs"
     )
+
+
+def test_the_warm_start_benchmark_compares_warm_and_cold_runs(tmp_path):
+    """On an .inter file with timestamps: an earlier dataset cut from the grown one's train
+    pairs, its model, then a cold and a warm run on the grown data, in one report."""
+    rng = np.random.default_rng(0)
+    rows = {(int(u), int(rng.integers(0, 80))) for u in rng.integers(0, 150, 4000)}
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"u{u}\ti{i}\t{rng.integers(0, 10**6)}" for u, i in sorted(rows)]
+    source = tmp_path / "grown.inter"
+    source.write_text("\n".join(lines) + "\n")
+    out, work = tmp_path / "report", tmp_path / "work"
+    args = ["--input", str(source), "--out", str(out), "--work", str(work), "--seeds", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.warm_start", *args, "--epochs", "3", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (out / "warm_start.md").read_text()
+    assert "| cold |" in report and "| warm (`--init-from`) |" in report
+    assert (out / "warm_start.png").is_file() and not (out / "runs").exists()
+    warm = json.loads((work / "warm-0" / "metrics.json").read_text())
+    assert warm["config"]["init_from"] == str(work / "earlier-model")
