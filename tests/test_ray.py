@@ -140,8 +140,10 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
         timeout=300,
     )
     assert ref.returncode == 0, ref.stderr
+    store = tmp_path / "mlflow.db"
+    tracked = ("--mlflow", f"sqlite:///{store}", "--mlflow-experiment", "odd")
     proc = subprocess.run(
-        _run_args(odd_data, tmp_path / "w3", *common, "--workers", "3"),
+        _run_args(odd_data, tmp_path / "w3", *common, "--workers", "3", *tracked),
         capture_output=True,
         text=True,
         env=_env(),
@@ -197,6 +199,10 @@ def test_three_unequal_workers_hold_one_item_table_and_match_one_process(odd_dat
     assert ckpt["state"]["user_emb"].shape == (data.num_users, 32) and ckpt["epoch"] == best
     assert ckpt["state"]["user_emb"].abs().sum(1).min() > 0  # every shard made it in
     _check_ray_export(tmp_path / "w3", tmp_path)
+    # Rank 0 logged every epoch, the refit's too, to the run the driver made and ended.
+    from test_tracking import check_tracked_run, only_run
+
+    check_tracked_run(*only_run(str(store), "odd"), tmp_path / "w3")
     gpu = subprocess.run(
         _run_args(odd_data, tmp_path / "g", "--workers", "1", "--gpu", "--epochs", "1"),
         capture_output=True,
