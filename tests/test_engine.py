@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -554,3 +555,16 @@ def test_an_unloadable_checkpoint_never_replaces_a_good_one(tiny_data, tmp_path)
         save(broken, 2)
     assert load_checkpoint(str(path))["epoch"] == 1  # the good one is still there, whole
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no temporary left behind
+
+
+def test_a_stop_whose_interrupt_was_swallowed_ends_the_run_at_its_next_progress_line(monkeypatch):
+    """The handler's KeyboardInterrupt can land inside a library that catches it: the stop is
+    remembered, and the next progress line raises it again."""
+    from trainer.cli import train as cli
+
+    monkeypatch.setattr(cli, "_STOP_REQUESTED", [])
+    cli._log_or_stop("epoch 1/2 loss 0.5")  # no stop asked for: a plain progress line
+    with pytest.raises(KeyboardInterrupt):
+        cli._interrupt(signal.SIGTERM, None)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        cli._log_or_stop("epoch 2/2 loss 0.4")

@@ -247,7 +247,7 @@ def _train(
             data,
             work,
             args.checkpoint_every,
-            log=progress_logger().info,
+            log=_log_or_stop,
             resume=args.resume,
             tracking=tracking,
         )
@@ -269,8 +269,22 @@ def _train(
     )
 
 
+_STOP_REQUESTED: list[str] = []
+"""The signal that asked this run to stop. The KeyboardInterrupt its handler raises can land
+inside a library that swallows it (the compiler's worker pool, say): the next progress line
+then raises it again, so a stop is never lost."""
+
+
 def _interrupt(signum, frame):
+    _STOP_REQUESTED.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _log_or_stop(line: str) -> None:
+    """The in-process run's progress line; a stop asked for earlier ends the run here."""
+    progress_logger().info(line)
+    if _STOP_REQUESTED:
+        raise KeyboardInterrupt(_STOP_REQUESTED[0])
 
 
 def main(argv: list[str] | None = None) -> int:
