@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             with rundir.running():
                 # A stopped job (DELETE /jobs sends SIGTERM) ends as Ctrl-C does; SIGINT is set
                 # too, as a shell that starts the run in the background leaves it ignored.
+                _STOP_REQUESTED.clear()  # a stop of an earlier run in this process
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, _interrupt)
                 metrics = _train(args, config, data, rundir.work, tracking)

@@ -54,6 +54,11 @@ def format_choice(choice: dict, kept: str) -> str:
     )
 
 
+def chosen_epoch_kept(refit: bool) -> str:
+    """What becomes of the epoch early stopping chose, for its progress line."""
+    return "tested; a refit follows" if refit else "tested and saved"
+
+
 class ConsoleProgress(Callback):
     """One progress line per epoch through `log`."""
 
@@ -66,8 +71,7 @@ class ConsoleProgress(Callback):
         choice = records[-1].get("early_stopping") if test else None
         if choice and choice["best_epoch"] is not None:
             stopped = "stopped early; " if engine.epoch < engine.config.epochs else ""
-            kept = "tested; a refit follows" if engine.config.refit else "tested and saved"
-            self.log(stopped + format_choice(choice, kept))
+            self.log(stopped + format_choice(choice, chosen_epoch_kept(engine.config.refit)))
 
 
 class RunMetrics:

@@ -228,7 +228,18 @@ class TrainConfig(BaseModel):
 
 def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> None:
     """What a config can only be checked against once the dataset is known (before any
-    training or Ray worker starts): raises ValueError naming the option."""
+    training or Ray worker starts): raises ValueError naming the option. A warm start's
+    model is read and checked too."""
+    check_against_catalogue(config, num_items)
+    if config.init_from:
+        from trainer.core.warm_start import load_source
+
+        load_source(config.init_from, config.model, config.dim)  # a model that can seed this
+
+
+def check_against_catalogue(config: TrainConfig, num_items: int) -> None:
+    """check_against_data's checks of the options against the catalogue's size (what an
+    Engine checks; it reads a warm start's model itself)."""
     s: SamplerOptions = config.sampler
     if num_items < 2:
         raise ValueError(
@@ -241,7 +252,3 @@ def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> N
             f"a pair has at most {num_items - 1} other items to draw from"
         )
     s.check_against_catalogue(num_items)
-    if config.init_from:
-        from trainer.core.warm_start import load_source
-
-        load_source(config.init_from, config.model, config.dim)  # a model that can seed this

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pools.registry import build_sampler
 from pools.replicas import Replicas
 from trainer.core.callbacks import Callback
-from trainer.core.config import TrainConfig, check_against_data
+from trainer.core.config import TrainConfig, check_against_catalogue
 from trainer.core.diagnostics import negative_diagnostics
 from trainer.core.early_stopping import BestEpoch
 from trainer.core.evaluate import (
@@ -285,7 +285,7 @@ class Engine:
     ):
         if config.device == "cuda" and not torch.cuda.is_available():
             raise UsageError("device 'cuda' asked for, but torch sees no CUDA device")
-        check_against_data(config, data.num_users, data.num_items)
+        check_against_catalogue(config, data.num_items)  # warm_start below checks its source
         self.config, self.data, self.shard = config, data, shard
         self.device = torch.device(config.device)
         dev = self.device

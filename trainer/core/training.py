@@ -256,7 +256,13 @@ def _resume_refit(engine: Engine, out: str, log) -> list[dict]:
         return []
     engine.restore(blob)
     log(f"refit: resumed after epoch {engine.epoch}")
-    return blob["metrics"]["refit"]["records"][: engine.epoch]
+    return refit_records(blob, engine.epoch)
+
+
+def refit_records(checkpoint: dict, epoch: int) -> list[dict]:
+    """A refit checkpoint's own epoch records up to `epoch` (its metrics keep the validated
+    run's under `epochs`)."""
+    return checkpoint["metrics"]["refit"]["records"][:epoch]
 
 
 def describe_run(config: TrainConfig, data: PreparedData, out: str, workers: int) -> str:

@@ -31,7 +31,7 @@ import time
 import uuid
 from typing import Literal
 
-from trainer.core.callbacks import format_choice, format_epoch
+from trainer.core.callbacks import chosen_epoch_kept, format_choice, format_epoch
 from trainer.core.config import TrainConfig, check_against_data
 from trainer.core.logs import progress_logger
 from trainer.core.tracking import MlflowRun
@@ -243,7 +243,7 @@ def train_with_ray(
     final = _fit_on_ray(refit, workers, max_failures, done)
     shutil.rmtree(refit_storage, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(out, RefitTask.PROGRESS))
+        os.remove(os.path.join(out, refit.progress_file))
     return final
 
 
@@ -282,22 +282,14 @@ def _fit_on_ray(worker: WorkerConfig, workers: int, max_failures: int, done: int
         ),
     )
     config = worker.train
-    if worker.refit:
-        tail = MetricsTail(
-            os.path.join(out, RefitTask.PROGRESS),
-            worker.refit.plan.epochs,
-            done,
-            metric=config.early_stopping_metric,
-            prefix="refit ",
-        )
-    else:
-        tail = MetricsTail(
-            os.path.join(out, "metrics.json"),
-            config.epochs,
-            done,
-            metric=config.early_stopping_metric,
-            kept="tested; a refit follows" if config.refit else "tested and saved",
-        )
+    tail = MetricsTail(
+        os.path.join(out, worker.progress_file),
+        worker.refit.plan.epochs if worker.refit else config.epochs,
+        done,
+        metric=config.early_stopping_metric,
+        prefix="refit " if worker.refit else "",
+        kept=chosen_epoch_kept(config.refit and not worker.refit),
+    )
     with tail:
         result = trainer.fit()
     if result.checkpoint is None:

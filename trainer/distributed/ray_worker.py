@@ -17,7 +17,13 @@ from trainer.core.config import TrainConfig
 from trainer.core.engine import Engine
 from trainer.core.models import item_digest
 from trainer.core.tracking import MlflowEpochs, MlflowRun
-from trainer.core.training import LrSchedule, RefitPlan, refit_config, refit_metrics
+from trainer.core.training import (
+    LrSchedule,
+    RefitPlan,
+    refit_config,
+    refit_metrics,
+    refit_records,
+)
 from trainer.data.dataset import PreparedData, count_train, dataset_size
 from trainer.distributed.collective_replicas import CollectiveReplicas
 from trainer.distributed.exchange import GradientExchange
@@ -51,6 +57,11 @@ class WorkerConfig:
     refit: RefitTask | None = None
     """Set for a refit: train on train + validation as the plan says (the driver starts it
     once the validated run has ended)."""
+
+    @property
+    def progress_file(self) -> str:
+        """OUT's file rank 0 rewrites after every epoch and the driver prints from."""
+        return RefitTask.PROGRESS if self.refit else "metrics.json"
 
     def as_loop_config(self) -> dict:
         return {"worker": self}
@@ -143,8 +154,7 @@ def _callbacks(cfg, engine, data, plan, rank, world, replicas, exchange) -> list
         callbacks.insert(0, LrSchedule(cfg.refit.plan.lr_after_epoch))
         checkpointed = functools.partial(refit_metrics, cfg.refit.validated, cfg.refit.plan)
     if rank == 0:  # the driver prints progress from this file (MetricsTail)
-        name = RefitTask.PROGRESS if cfg.refit else "metrics.json"
-        callbacks.append(MetricsFile(cfg.out or "", metrics, name))
+        callbacks.append(MetricsFile(cfg.out or "", metrics, cfg.progress_file))
         if cfg.mlflow:
             callbacks.append(MlflowEpochs(cfg.mlflow, prefix="refit_" if cfg.refit else ""))
     callbacks.append(RayReporter(data, cfg.train, plan, rank, checkpointed, cfg.checkpoint_every))
@@ -178,7 +188,7 @@ def _resume(engine: Engine, cfg: WorkerConfig) -> list[dict]:
         _note_restart(cfg, blob["epoch"])
     history = engine.restore(blob)
     if cfg.refit:  # a refit's checkpoint keeps its own epochs apart from the validated run's
-        history = blob["metrics"]["refit"]["records"][: engine.epoch]
+        history = refit_records(blob, engine.epoch)
     return history
 
 
