@@ -36,6 +36,7 @@ def run_once(data, cfg: TrainConfig) -> dict:
     return {
         "valid": epochs[-1]["valid"],
         "test": result["test"],
+        "curve": [[e["epoch"], e["valid"]["ndcg@50"]] for e in epochs if e.get("valid")],
         "sample_s": statistics.mean(e["sample_s"] for e in epochs),
         "train_s": statistics.mean(e["train_s"] for e in epochs),
         "wall_s": time.perf_counter() - t0,
@@ -147,9 +148,11 @@ def run_protocol(
     seeds=(0, 1, 2),
     device: str = "cpu",
     summary_only: bool = False,
+    eval_every: int = 0,
 ):
     """Tune L2 (and τ for AdaSIR and SRNS) on validation with seeds[0], then test the choice
-    on every seed. Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
+    on every seed; eval_every (0: only the last epoch) adds a validation curve to each run.
+    Returns ([(sampler, (l2, τ), [final runs])], [unfinished samplers])."""
     measure = RunCache(data, out, summary_only).measure
 
     def tune_and_test(name):
@@ -158,7 +161,7 @@ def run_protocol(
                 preset="paper",
                 model=model,
                 epochs=epochs,
-                eval_every=epochs,
+                eval_every=eval_every or epochs,
                 lr=lr,
                 l2=l2,
                 batch_size=batch_size,

@@ -33,6 +33,12 @@ def main() -> int:
     ap.add_argument("--samplers", default=",".join(SAMPLER_NAMES))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="validate every N epochs for the curves plot (0: only the last epoch)",
+    )
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--l2-grid", default="0.1,0.01,0.001,0.0001")
     ap.add_argument("--tau-grid", default="0.5,2")
@@ -83,6 +89,7 @@ def main() -> int:
             seeds=[int(x) for x in args.seeds.split(",")],
             device=args.device,
             summary_only=args.summary_only,
+            eval_every=args.eval_every,
         )
         body += ["", f"## {model.upper()}", "", *summary_table(rows)]
         if unfinished:

@@ -76,6 +76,29 @@ def tiny_data(tmp_path_factory) -> str:
     return out
 
 
+@pytest.fixture(scope="session")
+def rated_data(tiny_data, tmp_path_factory) -> str:
+    """tiny_data's pairs with a rating each, 1–5 (a function of the pair), prepared again
+    from a TSV with a rating column."""
+    from trainer.data.dataset import PreparedData
+
+    data = PreparedData.load(tiny_data)
+    folder = tmp_path_factory.mktemp("rated")
+    with open(folder / "rated.tsv", "w") as fh:
+        fh.write("user\titem\trating\n")
+        for split in data.splits.values():
+            for u, i in zip(split.users.tolist(), split.items.tolist(), strict=True):
+                fh.write(f"u{u}\ti{i}\t{pair_rating(u, i)}\n")
+    out = str(folder / "prepared")
+    prepare(out, PrepareOptions(seed=0), input_path=str(folder / "rated.tsv"))
+    return out
+
+
+def pair_rating(user: int, item: int) -> int:
+    """rated_data's rating of a pair (its raw user and item numbers)."""
+    return (user * 7 + item * 3) % 5 + 1
+
+
 def ray_bin() -> str:
     return shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
 

@@ -173,11 +173,11 @@ def test_a_preset_too_wide_for_a_small_catalogue_is_fitted_and_a_users_value_is_
     )  # 1000 negatives fit 5000 items
     fitted = fit_to_data(config_from_args(args), data.num_items, given_options(args))
     assert fitted.sampler.num_negatives == data.num_items - 1  # every other item
-    check_against_data(fitted, data.num_users, data.num_items)
+    check_against_data(fitted, data.num_users, data.num_items, data.has_ratings)
     args = parser.parse_args(["--negatives", "1000"])
     kept = fit_to_data(config_from_args(args), data.num_items, given_options(args))
     with pytest.raises(ValueError, match="--negatives 1000"):
-        check_against_data(kept, data.num_users, data.num_items)
+        check_against_data(kept, data.num_users, data.num_items, data.has_ratings)
 
 
 def test_every_entry_point_gives_one_configuration_for_the_same_fields():

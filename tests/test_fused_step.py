@@ -33,20 +33,23 @@ def _rows(seed: int, batch: int = 48, n: int = 30, dim: int = 8):
 @pytest.mark.parametrize("score", ["cosine", "dot"])
 @pytest.mark.parametrize("l2", [0.0, 0.01])
 @pytest.mark.parametrize("temperature", [0.08, 0.02])  # 0.02: the row-maximum shift
-def test_written_out_gradient_is_autograds(score, l2, temperature):
+@pytest.mark.parametrize("weighted", [False, True])  # pair weights: TrainConfig.confidence
+def test_written_out_gradient_is_autograds(score, l2, temperature, weighted):
     p, pos_v, neg_v, invalid = _rows(0)
+    weight = torch.ones(p.shape[0])
+    if weighted:
+        weight = torch.rand(p.shape[0], generator=torch.Generator().manual_seed(1)) * 3
     model = build_model("mf", 2, 2, p.shape[1], seed=0, score=score)
     leaves = [t.clone().requires_grad_() for t in (p, pos_v, neg_v)]
     pos_s, neg_s = model.score_vectors(*leaves)
-    loss = bilateral_softmax_loss(
-        pos_s, neg_s, Negatives(neg_v, invalid=invalid), temperature, 1.22 * temperature
-    )
+    negatives = Negatives(neg_v, invalid=invalid, pos_weight=weight if weighted else None)
+    loss = bilateral_softmax_loss(pos_s, neg_s, negatives, temperature, 1.22 * temperature)
     loss.backward()
     if l2:
         loss = loss.detach() + add_l2_gradient_(tuple(leaves), l2, batch_size=p.shape[0])
     keep = (~invalid).float()
     out = bsl_shared_step(
-        p, pos_v, neg_v, keep, temperature, 1.22 * temperature, score == "cosine", l2
+        p, pos_v, neg_v, keep, weight, temperature, 1.22 * temperature, score == "cosine", l2
     )
     assert float(out[0]) == pytest.approx(float(loss.detach()), rel=1e-5)
     for mine, leaf in zip(out[1:], leaves, strict=True):
@@ -74,14 +77,18 @@ def _train(data, preset: str, given: dict, compile_: str, epochs: int = 3):
 @pytest.mark.parametrize(
     "preset,given",
     [
-        ("recommended", {"dim": 16, "batch_size": 256, "sampler": {"num_negatives": 100}}),
+        # With pair weights: the fused step's weighted loss and gradient (confidence).
+        (
+            "recommended",
+            {"dim": 16, "batch_size": 256, "sampler": {"num_negatives": 100}, "confidence": "log"},
+        ),
         ("paper", {"sampler": "uniform", "batch_size": 512}),
         ("paper", {"sampler": "adasir-u", "batch_size": 512}),
     ],
-    ids=["default-fused", "bpr-loss", "adasir-u-loss"],
+    ids=["default-fused-weighted", "bpr-loss", "adasir-u-loss"],
 )
-def test_compiled_runs_train_the_eager_model(tiny_data, preset, given):
-    data = PreparedData.load(tiny_data)
+def test_compiled_runs_train_the_eager_model(tiny_data, rated_data, preset, given):
+    data = PreparedData.load(rated_data if "confidence" in given else tiny_data)
     eager, eager_records = _train(data, preset, given, "off")
     compiled, compiled_records = _train(data, preset, given, "on")
     assert "compile_s" in compiled_records[0] and "compile_s" not in compiled_records[1]

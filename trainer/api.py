@@ -529,7 +529,7 @@ def fit(
         prepared = PreparedData.load(data_dir)
         notes: list[str] = []  # said after the header, which says what is trained first
         cfg = fit_to_data(cfg, prepared.num_items, _given(config, options), notes.append)
-        check_against_data(cfg, prepared.num_users, prepared.num_items)
+        check_against_data(cfg, prepared.num_users, prepared.num_items, prepared.has_ratings)
         rundir = RunDir(out, overwrite=overwrite, names=_FIT_OUT)
         for line in [describe_run(cfg, prepared, out, 0), *notes]:
             log(line)

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         notes: list[str] = []  # said after the header, which says what is trained first
         config = fit_to_data(config, data.num_items, given, notes.append)
-        check_against_data(config, data.num_users, data.num_items)  # before OUT is touched
+        check_against_data(config, data.num_users, data.num_items, data.has_ratings)  # before OUT
         if args.workers > 0:
             from trainer.distributed.ray_train import check_ray_request
 

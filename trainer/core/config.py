@@ -75,6 +75,16 @@ class TrainConfig(BaseModel):
     contrastive_weight: float = Field(1.0, gt=0.0, le=1e4)
     """w of the contrastive loss: weight of the negatives' mean term."""
 
+    confidence: Literal["none", "linear", "log"] = "none"
+    """How strongly each positive pair counts, from its rating (implicit's ALS confidence):
+    `linear` c = 1 + α·r, `log` c = 1 + α·log(1 + r); each pair's loss is multiplied by its c
+    over the batch's mean c, so the learning rate and L2 keep their meaning. `none`: every
+    pair counts once (ratings, where the data has them, are information). Needs a dataset
+    prepared from input with a rating column (a count, a rating, a dwell time)."""
+
+    confidence_alpha: float = Field(1.0, gt=0.0, le=1e6)
+    """α of `confidence`."""
+
     optimizer: Literal["adam", "sparse-adam"] = "adam"
     """`adam`: dense Adam over every parameter each step (the paper's setting). `sparse-adam`:
     lazy Adam on the embedding tables — only the rows a batch touches are updated (their
@@ -226,15 +236,28 @@ class TrainConfig(BaseModel):
         return tuple(sorted(set(v)))
 
 
-def check_against_data(config: TrainConfig, num_users: int, num_items: int) -> None:
+def check_against_data(
+    config: TrainConfig, num_users: int, num_items: int, has_ratings: bool
+) -> None:
     """What a config can only be checked against once the dataset is known (before any
     training or Ray worker starts): raises ValueError naming the option. A warm start's
     model is read and checked too."""
     check_against_catalogue(config, num_items)
+    check_confidence(config, has_ratings)
     if config.init_from:
         from trainer.core.warm_start import load_source
 
         load_source(config.init_from, config.model, config.dim)  # a model that can seed this
+
+
+def check_confidence(config: TrainConfig, has_ratings: bool) -> None:
+    """Refuse a confidence (pair weights from ratings) on a dataset without ratings."""
+    if config.confidence != "none" and not has_ratings:
+        raise ValueError(
+            f"confidence {config.confidence!r} weights pairs by their ratings, and the dataset "
+            "has none: prepare it from input with a rating column (rating, score or value), "
+            "or leave confidence at 'none'"
+        )
 
 
 def check_against_catalogue(config: TrainConfig, num_items: int) -> None:

@@ -7,6 +7,7 @@ and a hook all-reduces item-side gradients after each backward pass.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import time
@@ -18,10 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pools.base import Negatives
 from pools.registry import build_sampler
 from pools.replicas import Replicas
 from trainer.core.callbacks import Callback
-from trainer.core.config import TrainConfig, check_against_catalogue
+from trainer.core.confidence import batch_weights, pair_confidence
+from trainer.core.config import TrainConfig, check_against_catalogue, check_confidence
 from trainer.core.diagnostics import negative_diagnostics
 from trainer.core.early_stopping import BestEpoch
 from trainer.core.evaluate import (
@@ -83,6 +86,13 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr)
+
+
+def _weighted(negatives: Negatives, weights: torch.Tensor) -> Negatives:
+    """`negatives` with each pair's loss also multiplied by `weights` [B]."""
+    if negatives.pos_weight is not None:
+        weights = negatives.pos_weight * weights
+    return dataclasses.replace(negatives, pos_weight=weights)
 
 
 def _backward(loss: torch.Tensor) -> torch.Tensor:
@@ -184,6 +194,9 @@ class Optimizer:
         pos_v = model.item_emb.detach().index_select(0, pos)
         neg_v = model.item_emb.detach().index_select(0, negatives.items)
         keep = keep_mask(negatives, users.numel())
+        weight = negatives.pos_weight
+        if weight is None:
+            weight = torch.ones(users.numel(), dtype=p.dtype, device=p.device)
         compiled = self._compiled("fused")
         assert compiled is not None  # step() checked
         out = compiled(
@@ -191,6 +204,7 @@ class Optimizer:
             pos_v,
             neg_v,
             keep,
+            weight,
             cfg.loss_temperature,
             cfg.positive_temperature or cfg.loss_temperature,
             model.cosine,
@@ -292,6 +306,11 @@ class Engine:
         self.positives = data.index("train", dev, shard)
         self.valid = data.index("valid", dev, shard)
         self.test = data.index("test", dev, shard)
+        check_confidence(config, data.has_ratings)
+        self.confidence = pair_confidence(config, data.ratings("train", shard), dev)
+        """c of each train pair, in the order of `positives` (None: every pair counts once)."""
+        if self.confidence is not None and self.confidence.numel() != len(self.positives):
+            raise UsageError(f"{data.path}: the train split repeats pairs; prepare it again")
         train_u = self.positives.keys // data.num_items
         self.train_users, self.train_items = train_u, self.positives.items
         self.num_users = self.positives.num_users
@@ -349,12 +368,15 @@ class Engine:
             self.sampler.new_epoch()
             self.sampler.refresh(model, self.generator)
         total = torch.zeros((), device=self.device)
-        for step, (users, pos) in enumerate(self.epoch_batches()):
+        for step, idx in enumerate(self._batch_indices()):
+            users, pos = self._batch(idx)
             with self.timer.phase("sample"):
                 if step and self.sampler.refresh_due(step, self.steps_per_epoch):
                     self.sampler.refresh(model, self.generator)
                 negatives = self.sampler.sample(model, users, pos, self.generator)
             with self.timer.phase("train"):
+                if self.confidence is not None:
+                    negatives = _weighted(negatives, batch_weights(self.confidence, idx))
                 total += self.optimizer.step(users, pos, negatives)
         self.epoch += 1
         times = self.timer.collect()
@@ -381,11 +403,19 @@ class Engine:
     def epoch_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches in order, (users [B], pos [B]) each; the pair order is drawn
         (from the engine's generator) when the first batch is asked for."""
+        for idx in self._batch_indices():
+            yield self._batch(idx)
+
+    def _batch_indices(self) -> Iterator[torch.Tensor]:
+        """This epoch's batches as pair indices into `positives`, [B] each."""
         order, size = self._epoch_order(), self.config.batch_size
         for step in range(self.steps_per_epoch):
-            idx = order[step * size : (step + 1) * size]
-            # index_select, not tensor[idx]: several times faster on CPU.
-            yield self.train_users.index_select(0, idx), self.train_items.index_select(0, idx)
+            yield order[step * size : (step + 1) * size]
+
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(users [B], pos [B]) of the pairs `idx`; index_select, not tensor[idx]: several
+        times faster on CPU."""
+        return self.train_users.index_select(0, idx), self.train_items.index_select(0, idx)
 
     def _epoch_order(self) -> torch.Tensor:
         """Pair indices for this epoch's steps: a permutation, cycled to fill steps × batch.

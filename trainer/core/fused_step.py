@@ -51,6 +51,7 @@ def bsl_shared_step(
     pos_v: torch.Tensor,
     neg_v: torch.Tensor,
     keep: torch.Tensor,
+    pair_weight: torch.Tensor,
     temperature: float,
     positive_temperature: float,
     cosine: bool,
@@ -60,7 +61,8 @@ def bsl_shared_step(
 
     p [B, d] users' rows, pos_v [B, d] their positives' rows, neg_v [n, d] the batch's shared
     negatives' rows, keep [B, n] 1.0 where a negative counts for that pair (0.0: one of the
-    user's train items). Returns (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]);
+    user's train items), pair_weight [B] each pair's loss multiplier (Negatives.pos_weight;
+    ones: unweighted). Returns (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]);
     l2 > 0 adds λ·Σ‖e‖²/B over the rows (the shared negatives once), as add_l2_gradient_.
     """
     batch = p.shape[0]
@@ -82,10 +84,11 @@ def bsl_shared_step(
     log_mean = shift + torch.log(total) - torch.log(count.clamp(min=1.0))
     log_mean = torch.where(count > 0, log_mean, 0.0)  # a pair with no valid negative: 0
     pos_scores = (q * a).sum(dim=1, keepdim=True)
-    loss = (log_mean - pos_scores * (1.0 / positive_temperature)).mean()
-    # ∂loss/∂logit_j = softmax_j / B over the valid negatives; ∂/∂score = that / T.
-    weights = terms * ((1.0 / (batch * temperature)) / total.clamp(min=1e-30))
-    pos_scale = 1.0 / (batch * positive_temperature)
+    w = pair_weight[:, None]
+    loss = (w * (log_mean - pos_scores * (1.0 / positive_temperature))).mean()
+    # ∂loss/∂logit_j = w · softmax_j / B over the valid negatives; ∂/∂score = that / T.
+    weights = terms * ((w / (batch * temperature)) / total.clamp(min=1e-30))
+    pos_scale = w / (batch * positive_temperature)
     grad_q = weights @ b - a * pos_scale
     grad_b = weights.T @ q
     grad_a = q * -pos_scale

@@ -68,37 +68,45 @@ def _check_manifest_shape(path: str, manifest) -> None:
 class Split:
     users: np.ndarray  # int64 [nnz]
     items: np.ndarray  # int64 [nnz]
+    ratings: np.ndarray | None = None  # float32 [nnz]; None: the dataset has no ratings
 
 
 _BATCH_ROWS = 1 << 20  # rows per streamed Parquet batch: bounds a shard-local read's memory
 
 
 def _stream_columns(file: str, columns: list[str]):
-    """The file's columns as numpy arrays, one record batch at a time."""
+    """The file's columns as numpy arrays (ids int64, a rating float32), one record batch at
+    a time."""
     for batch in pq.ParquetFile(file).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
-        yield [batch.column(c).to_numpy().astype(np.int64) for c in columns]
+        yield [
+            batch.column(c).to_numpy().astype(np.float32 if c == "rating" else np.int64)
+            for c in columns
+        ]
 
 
 def _read_split(file: str, users: np.ndarray | None, num_users: int) -> Split:
-    """A split's pairs; with `users` (sorted global ids) only theirs, streamed so memory holds
-    one batch plus the kept rows, not the whole split."""
-    if users is None:
-        table = pq.read_table(file, columns=["user", "item"])
-        return Split(
-            table.column("user").to_numpy().astype(np.int64),
-            table.column("item").to_numpy().astype(np.int64),
-        )
-    wanted = np.zeros(num_users, dtype=bool)
-    wanted[users] = True
-    kept_u, kept_i = [], []
-    for u, i in _stream_columns(file, ["user", "item"]):
-        keep = wanted[u.clip(0, num_users - 1)] & (u >= 0) & (u < num_users)
-        kept_u.append(u[keep])
-        kept_i.append(i[keep])
-    return Split(
-        np.concatenate(kept_u) if kept_u else np.zeros(0, np.int64),
-        np.concatenate(kept_i) if kept_i else np.zeros(0, np.int64),
-    )
+    """A split's pairs (and ratings, where it has them); with `users` (sorted global ids)
+    only theirs, streamed so memory holds one batch plus the kept rows, not the whole split."""
+    columns = ["user", "item"]
+    if "rating" in pq.read_schema(file).names:
+        columns.append("rating")
+    kept: list[list[np.ndarray]] = [[] for _ in columns]
+    wanted = None
+    if users is not None:
+        wanted = np.zeros(num_users, dtype=bool)
+        wanted[users] = True
+    for arrays in _stream_columns(file, columns):
+        if wanted is not None:
+            u = arrays[0]
+            keep = wanted[u.clip(0, num_users - 1)] & (u >= 0) & (u < num_users)
+            arrays = [a[keep] for a in arrays]
+        for parts, a in zip(kept, arrays):
+            parts.append(a)
+    dtypes = (np.int64, np.int64, np.float32)
+    joined = [
+        np.concatenate(parts) if parts else np.zeros(0, dtype) for parts, dtype in zip(kept, dtypes)
+    ]
+    return Split(joined[0], joined[1], joined[2] if len(columns) == 3 else None)
 
 
 def dataset_size(path: str) -> tuple[int, int]:
@@ -194,8 +202,13 @@ class PreparedData:
         """The same dataset with the validation pairs moved into train (a refit's data). A
         shard's data (a Ray worker's) passes the whole train + validation item counts."""
         train, valid = self.splits["train"], self.splits["valid"]
+        ratings = None
+        if train.ratings is not None and valid.ratings is not None:
+            ratings = np.concatenate([train.ratings, valid.ratings])
         merged = Split(
-            np.concatenate([train.users, valid.users]), np.concatenate([train.items, valid.items])
+            np.concatenate([train.users, valid.users]),
+            np.concatenate([train.items, valid.items]),
+            ratings,
         )
         empty = Split(np.zeros(0, np.int64), np.zeros(0, np.int64))
         return dataclasses.replace(
@@ -203,6 +216,11 @@ class PreparedData:
             splits={**self.splits, "train": merged, "valid": empty},
             train_item_counts=item_counts,
         )
+
+    @property
+    def has_ratings(self) -> bool:
+        """Whether the splits carry ratings (the input had a rating column)."""
+        return bool(self.manifest.get("ratings")) or self.splits["train"].ratings is not None
 
     def item_counts(self) -> np.ndarray:
         """Train interactions per item, [num_items] (the whole train split's, also when only a
@@ -227,6 +245,19 @@ class PreparedData:
             n_users,
             self.num_items,
         )
+
+    def ratings(self, split: str, users: np.ndarray | None = None) -> np.ndarray | None:
+        """The split's ratings [nnz] in the order of `index(split, device, users)`'s pairs
+        (sorted by user, then item); None where the dataset has none."""
+        s = self.splits[split]
+        if s.ratings is None:
+            return None
+        u, i, r = s.users, s.items, s.ratings
+        if users is not None:
+            keep = np.isin(u, users)
+            u, i, r = u[keep], i[keep], r[keep]
+        # Global and shard-local user indices sort alike (shards are sorted global ids).
+        return r[np.lexsort((i, u))]
 
     def ids(self, kind: str) -> list[str]:
         """External ids by index, kind 'users' or 'items'."""

@@ -4,7 +4,8 @@
     python trainer/prepare.py --synthetic users=3000,items=2000 --out data/synth
 
 Output directory (written to a temporary sibling, then renamed, so a failure leaves nothing):
-    train.parquet, valid.parquet, test.parquet  columns user, item (int32 indices), sorted
+    train.parquet, valid.parquet, test.parquet  columns user, item (int32 indices), sorted;
+                                                rating (float32) where the input has one
     users.parquet, items.parquet                columns index (int32), id (string)
     manifest.json                               counts, options, seed, source checksum
 Same input, options and seed ⇒ byte-identical files.
@@ -113,12 +114,11 @@ def _check_id_lengths(source: str, ids: pa.Array, kind: str) -> None:
         )
 
 
-def _check_ratings(source: str, ratings: np.ndarray | None, min_rating: float | None) -> None:
-    """Ratings that reach training must be finite and ≥ 0: a negative one (a dislike) would
-    train as a positive."""
-    if ratings is None:
+def _check_ratings(source: str, kept: np.ndarray | None) -> None:
+    """Ratings that reach training (those the rating filter kept) must be finite and ≥ 0: a
+    negative one (a dislike) would train as a positive."""
+    if kept is None:
         return
-    kept = ratings if min_rating is None else ratings[ratings >= min_rating]
     bad = ~np.isfinite(kept) | (kept < 0)
     if bad.any():
         raise DataError(
@@ -134,7 +134,9 @@ def prepare_arrays(
     source: str,
     given_test: RawInteractions | None = None,
 ) -> dict:
-    """Filter, index, split. Returns tables and manifest fields; writes nothing."""
+    """Filter, index, split. Returns tables and manifest fields; writes nothing. Where the
+    input has ratings, every split's table keeps them (`rating`, float32: a pair given twice
+    sums its ratings, as a scipy COO matrix does; a given test file without ratings gives NaN)."""
     opts.check()
     n_raw = len(raw.users)
     users_s, items_s, ratings = raw.users, raw.items, raw.ratings
@@ -143,8 +145,9 @@ def prepare_arrays(
             raise DataError(f"{source}: --min-rating given but the input has no rating column")
         keep = ratings >= opts.min_rating
         users_s, items_s = users_s.filter(pa.array(keep)), items_s.filter(pa.array(keep))
+        ratings = ratings[keep]
     n_rated = len(users_s)
-    _check_ratings(source, ratings, opts.min_rating)
+    _check_ratings(source, ratings)
     u, user_ids = _encode(users_s)
     i, item_ids = _encode(items_s)
     _check_id_lengths(source, user_ids, "user")
@@ -153,10 +156,9 @@ def prepare_arrays(
         raise DataError(
             f"{source}: nothing left after the rating filter (--min-rating {opts.min_rating})"
         )
-    pairs = np.unique(u * len(item_ids) + i)  # deduplicated and sorted by (user, item)
-    u, i = pairs // len(item_ids), pairs % len(item_ids)
+    u, i, r = _unique_pairs(u, i, ratings, len(item_ids))
     keep = _kcore(u, i, opts.kcore)
-    u, i = u[keep], i[keep]
+    u, i, r = u[keep], i[keep], None if r is None else r[keep]
     if u.size == 0:
         raise DataError(f"{source}: nothing left after {opts.kcore}-core filtering")
     # Re-index the survivors; sorted ids stay sorted, so indices follow the ids' order.
@@ -168,30 +170,26 @@ def prepare_arrays(
     if given_test is None:
         part = _split(u, len(user_ids), opts, rng)
     else:
-        test_u = pc.index_in(given_test.users, value_set=user_ids).to_numpy(zero_copy_only=False)
-        test_i = pc.index_in(given_test.items, value_set=item_ids).to_numpy(zero_copy_only=False)
-        known = ~(np.isnan(test_u.astype(float)) | np.isnan(test_i.astype(float)))
-        dropped_test = int((~known).sum())
-        test_pairs = np.unique(
-            test_u[known].astype(np.int64) * len(item_ids) + test_i[known].astype(np.int64)
-        )
         no_test = PrepareOptions(**{**asdict(opts), "test_ratio": 0.0})
         part = _split(u, len(user_ids), no_test, rng)
-        train_keys = u * len(item_ids) + i
-        test_pairs = np.setdiff1d(test_pairs, train_keys)
-        u = np.concatenate([u, test_pairs // len(item_ids)])
-        i = np.concatenate([i, test_pairs % len(item_ids)])
-        part = np.concatenate([part, np.full(test_pairs.size, 2, dtype=np.int8)])
+        test_u, test_i, test_r, dropped_test = _given_test_pairs(
+            given_test, user_ids, item_ids, u * len(item_ids) + i
+        )
+        u, i = np.concatenate([u, test_u]), np.concatenate([i, test_i])
+        if r is not None:
+            r = np.concatenate([r, test_r if test_r is not None else np.full(test_u.size, np.nan)])
+        part = np.concatenate([part, np.full(test_u.size, 2, dtype=np.int8)])
     tables = {}
     for code, name in enumerate(SPLITS):
         sel = part == code
         order = np.lexsort((i[sel], u[sel]))
-        tables[name] = pa.table(
-            {
-                "user": pa.array(u[sel][order].astype(np.int32)),
-                "item": pa.array(i[sel][order].astype(np.int32)),
-            }
-        )
+        columns = {
+            "user": pa.array(u[sel][order].astype(np.int32)),
+            "item": pa.array(i[sel][order].astype(np.int32)),
+        }
+        if r is not None:
+            columns["rating"] = pa.array(r[sel][order].astype(np.float32))
+        tables[name] = pa.table(columns)
     counts = {
         "raw_rows": n_raw,
         "after_rating_filter": n_rated,
@@ -202,6 +200,30 @@ def prepare_arrays(
         "given_test_pairs_dropped": dropped_test,
     }
     return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
+
+
+def _unique_pairs(u: np.ndarray, i: np.ndarray, ratings: np.ndarray | None, num_items: int):
+    """(users, items, ratings) deduplicated and sorted by (user, item); a repeated pair's
+    ratings summed (None stays None)."""
+    pairs, inverse = np.unique(u * num_items + i, return_inverse=True)
+    summed = None
+    if ratings is not None:
+        summed = np.bincount(inverse.ravel(), weights=ratings, minlength=pairs.size)
+    return pairs // num_items, pairs % num_items, summed
+
+
+def _given_test_pairs(given: RawInteractions, user_ids, item_ids, train_keys: np.ndarray):
+    """A given test file's pairs among the known users and items and not in train: (users,
+    items, ratings or None, rows dropped as unknown)."""
+    test_u = pc.index_in(given.users, value_set=user_ids).to_numpy(zero_copy_only=False)
+    test_i = pc.index_in(given.items, value_set=item_ids).to_numpy(zero_copy_only=False)
+    known = ~(np.isnan(test_u.astype(float)) | np.isnan(test_i.astype(float)))
+    ratings = None if given.ratings is None else given.ratings[known]
+    u, i, r = _unique_pairs(
+        test_u[known].astype(np.int64), test_i[known].astype(np.int64), ratings, len(item_ids)
+    )
+    fresh = ~np.isin(u * len(item_ids) + i, train_keys)
+    return u[fresh], i[fresh], None if r is None else r[fresh], int((~known).sum())
 
 
 def file_sha256(path: str) -> str:
@@ -264,6 +286,7 @@ def write_prepared(
         # Rows and SHA-256 of every table: PreparedData.load checks them before training.
         manifest = {
             **manifest,
+            "ratings": "rating" in result["tables"]["train"].column_names,
             "files": {
                 name: {
                     "rows": pq.read_metadata(os.path.join(tmp, name)).num_rows,

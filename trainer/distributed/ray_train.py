@@ -167,7 +167,7 @@ def check_ray_request(config: TrainConfig, data: PreparedData, workers: int, gpu
     """Errors a Ray run can see before any worker starts (no cluster needed)."""
     if config.device == "cuda" and not gpu:
         raise UsageError("under Ray, ask for GPUs with --gpu rather than --device cuda")
-    check_against_data(config, data.num_users, data.num_items)
+    check_against_data(config, data.num_users, data.num_items, data.has_ratings)
     plan_shards(data.splits["train"].users, data.num_users, workers, config.batch_size)
 
 
