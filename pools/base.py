@@ -48,7 +48,10 @@ class Negatives:
     logit_offset: [B, n] or None. The loss weights a pair's negatives by
         softmax_j(r_cj + logit_offset_j) (detached); None means a plain mean (1/n each).
         AdaSIR `paper`: −log w; `reference`: +log w; PRIS: −log Q.
-    pos_weight: [B] or None. Per-pair loss multiplier (AdaSIR-W's J(rank)); None means 1.
+    pos_weight: [B] or None. Per-pair loss multiplier (AdaSIR-W's J(rank), a rating's
+        confidence); None means 1.
+    pos_group: [B] or None. Rows of one group pool their positives (the `bsl` loss with
+        positive_pooling "user": the rows' users); None: each row its own. Set by the engine.
     hinge_margin: None for the logistic loss −log σ(r_ci − r_cj); a margin m for the hinge
         max(0, m − r_ci + r_cj) (LightFM's WARP).
     log_proposal: like items, or None. log Q(j|c), the probability of drawing each negative
@@ -67,6 +70,7 @@ class Negatives:
     items: torch.Tensor
     logit_offset: torch.Tensor | None = None
     pos_weight: torch.Tensor | None = None
+    pos_group: torch.Tensor | None = None
     hinge_margin: float | None = None
     log_proposal: torch.Tensor | None = None
     invalid: torch.Tensor | None = None

@@ -47,9 +47,18 @@ def test_written_out_gradient_is_autograds(score, l2, temperature, weighted):
     loss.backward()
     if l2:
         loss = loss.detach() + add_l2_gradient_(tuple(leaves), l2, batch_size=p.shape[0])
-    keep = (~invalid).float()
+    keep, no_dropout = (~invalid).float(), torch.ones_like(p)
     out = bsl_shared_step(
-        p, pos_v, neg_v, keep, weight, temperature, 1.22 * temperature, score == "cosine", l2
+        p,
+        pos_v,
+        neg_v,
+        keep,
+        weight,
+        no_dropout,
+        temperature,
+        1.22 * temperature,
+        score == "cosine",
+        l2,
     )
     assert float(out[0]) == pytest.approx(float(loss.detach()), rel=1e-5)
     for mine, leaf in zip(out[1:], leaves, strict=True):
@@ -77,15 +86,21 @@ def _train(data, preset: str, given: dict, compile_: str, epochs: int = 3):
 @pytest.mark.parametrize(
     "preset,given",
     [
-        # With pair weights: the fused step's weighted loss and gradient (confidence).
+        # With pair weights (confidence) and user dropout: the fused step's own terms.
         (
             "recommended",
-            {"dim": 16, "batch_size": 256, "sampler": {"num_negatives": 100}, "confidence": "log"},
+            {
+                "dim": 16,
+                "batch_size": 256,
+                "sampler": {"num_negatives": 100},
+                "confidence": "log",
+                "user_dropout": 0.1,
+            },
         ),
         ("paper", {"sampler": "uniform", "batch_size": 512}),
         ("paper", {"sampler": "adasir-u", "batch_size": 512}),
     ],
-    ids=["default-fused-weighted", "bpr-loss", "adasir-u-loss"],
+    ids=["default-fused-weighted-dropout", "bpr-loss", "adasir-u-loss"],
 )
 def test_compiled_runs_train_the_eager_model(tiny_data, rated_data, preset, given):
     data = PreparedData.load(rated_data if "confidence" in given else tiny_data)

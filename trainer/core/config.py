@@ -45,6 +45,19 @@ class TrainConfig(BaseModel):
     dim: int = Field(32, ge=1, le=4096)
     """Embedding dimension d (paper: 32)."""
 
+    init: Literal["normal", "xavier"] = "normal"
+    """How the embedding tables start: `normal` N(0, init_std²) per entry; `xavier` Glorot
+    uniform per table, U(±√(6 / (rows + d))) (BSL's published code): rows of norm about
+    √(2d / rows), so far smaller on a large catalogue."""
+
+    init_std: float = Field(0.1, gt=0.0, le=10.0)
+    """The standard deviation of the `normal` init."""
+
+    user_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the user's raw embedding in the training loss (before a cosine normalises
+    it; kept entries scaled by 1/(1 − rate)), as BSL's published run does with 0.1. Training
+    only: the sampler's scores, evaluation, fold-in and serving use the whole vector."""
+
     lr: float = Field(0.001, gt=0.0, le=10.0)
     """Adam learning rate (paper: 0.001; the authors' code: 0.01)."""
 
@@ -68,6 +81,11 @@ class TrainConfig(BaseModel):
     positive_temperature: float | None = Field(None, gt=0.0, le=1e4)
     """T⁺ of the `bsl` loss: the positive side's temperature (None: T, the plain sampled
     softmax without the positive in its normaliser; BSL's authors use about 1.2·T)."""
+
+    positive_pooling: Literal["pair", "user"] = "pair"
+    """The `bsl` loss's positive side. `pair`: each row's own, −r⁺/T⁺. `user`: pooled over
+    the batch's rows of the same user, −(T/T⁺)·log mean_b e^{r⁺_b/T} (BSL's `multi` mode);
+    the same as `pair` for a user with one row in the batch."""
 
     contrastive_margin: float = Field(0.5, ge=-1.0, le=1.0)
     """m of the contrastive loss: a negative's cosine below m costs nothing."""

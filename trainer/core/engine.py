@@ -126,9 +126,10 @@ class Optimizer:
         self.dense = _adam(rest, config.lr) if rest else None
         self._table_grads: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def step(self, users, pos, negatives) -> torch.Tensor:
+    def step(self, users, pos, negatives, user_mask=None) -> torch.Tensor:
+        """user_mask [B, d] or None: user dropout's mask on the users' rows in the loss."""
         if self._compiled("fused") and negatives.shared:
-            loss = self._fused_step(users, pos, negatives)
+            loss = self._fused_step(users, pos, negatives, user_mask)
             if loss is not None:
                 return loss
         model, cfg = self.model, self.config
@@ -139,7 +140,7 @@ class Optimizer:
         neg_v = F.embedding(negatives.items, model.item_emb).detach().requires_grad_()
         if self.dense is not None:
             self.dense.zero_grad(set_to_none=True)
-        loss = self._forward_backward(p, pos_v, neg_v, negatives)
+        loss = self._forward_backward(p, pos_v, neg_v, negatives, user_mask)
         if cfg.l2 > 0:
             penalty = add_l2_gradient_((p, pos_v, neg_v), cfg.l2, batch_size=users.numel())
             loss = loss.detach() + penalty
@@ -170,23 +171,24 @@ class Optimizer:
             return self.compiled
         return None
 
-    def _forward_backward(self, p, pos_v, neg_v, negatives) -> torch.Tensor:
+    def _forward_backward(self, p, pos_v, neg_v, negatives, user_mask=None) -> torch.Tensor:
         """The batch loss, its gradient left in the leaves' .grad: compiled where the run
         compiles the loss (negatives per pair), else eager."""
         compiled = self._compiled("loss")
+        q = p if user_mask is None else p * user_mask
         if compiled is not None and not negatives.shared:
             n = negatives
-            args = (n.items, n.logit_offset, n.pos_weight, n.log_proposal)
+            args = (n.items, n.logit_offset, n.pos_weight, n.pos_group, n.log_proposal)
             invalid = n.invalid_mask(p.shape[0])
-            loss = compiled(p, pos_v, neg_v, *args, invalid, n.hinge_margin, then=_backward)
+            loss = compiled(q, pos_v, neg_v, *args, invalid, n.hinge_margin, then=_backward)
             if loss is not None:
                 return loss
             for leaf in (p, pos_v, neg_v):  # a failed first call may have left gradients
                 leaf.grad = None
-        pos_s, neg_s = self.model.score_vectors(p, pos_v, neg_v)
+        pos_s, neg_s = self.model.score_vectors(q, pos_v, neg_v)
         return _backward(batch_loss(self.config, pos_s, neg_s, negatives, self.model.num_items))
 
-    def _fused_step(self, users, pos, negatives) -> torch.Tensor | None:
+    def _fused_step(self, users, pos, negatives, user_mask=None) -> torch.Tensor | None:
         """The fused step's loss and row gradients, then the same row updates as the eager
         step; None when the compile failed (the caller then steps eagerly)."""
         model, cfg = self.model, self.config
@@ -197,6 +199,8 @@ class Optimizer:
         weight = negatives.pos_weight
         if weight is None:
             weight = torch.ones(users.numel(), dtype=p.dtype, device=p.device)
+        if user_mask is None:
+            user_mask = torch.ones_like(p)
         compiled = self._compiled("fused")
         assert compiled is not None  # step() checked
         out = compiled(
@@ -205,6 +209,7 @@ class Optimizer:
             neg_v,
             keep,
             weight,
+            user_mask,
             cfg.loss_temperature,
             cfg.positive_temperature or cfg.loss_temperature,
             model.cosine,
@@ -324,6 +329,8 @@ class Engine:
             config.seed,
             shard=shard,
             score=config.score,
+            init=config.init,
+            init_std=config.init_std,
         ).to(dev)
         self.warm_start = (
             warm_start(self.model, config.model, data, shard, config.init_from)
@@ -375,9 +382,8 @@ class Engine:
                     self.sampler.refresh(model, self.generator)
                 negatives = self.sampler.sample(model, users, pos, self.generator)
             with self.timer.phase("train"):
-                if self.confidence is not None:
-                    negatives = _weighted(negatives, batch_weights(self.confidence, idx))
-                total += self.optimizer.step(users, pos, negatives)
+                negatives = self._loss_terms(negatives, users, idx)
+                total += self.optimizer.step(users, pos, negatives, self._dropout_mask(users))
         self.epoch += 1
         times = self.timer.collect()
         mean_loss = float(total) / self.steps_per_epoch
@@ -394,6 +400,26 @@ class Engine:
         if cfg.diagnostics:  # after the timed phases: not counted as sampling or training
             record["negatives"] = negative_diagnostics(self, seed=cfg.seed + 12345)
         return record
+
+    def _loss_terms(self, negatives: Negatives, users, idx) -> Negatives:
+        """`negatives` with what the loss reads from the batch's pairs besides: each pair's
+        confidence (TrainConfig.confidence), the rows' users to pool positives over
+        (positive_pooling "user")."""
+        if self.confidence is not None:
+            negatives = _weighted(negatives, batch_weights(self.confidence, idx))
+        if self.config.positive_pooling == "user":
+            negatives = dataclasses.replace(negatives, pos_group=users)
+        return negatives
+
+    def _dropout_mask(self, users: torch.Tensor) -> torch.Tensor | None:
+        """[B, d] user dropout's mask, kept entries 1/(1 − rate), drawn from the engine's
+        generator; None without dropout."""
+        rate = self.config.user_dropout
+        if rate == 0.0:
+            return None
+        shape = (users.numel(), self.config.dim)
+        keep = torch.rand(shape, device=self.device, generator=self.generator) >= rate
+        return keep.float() * (1.0 / (1.0 - rate))
 
     def _compile_record(self) -> dict:
         """The compiled step's part of the epoch record (fused_step.Compiled.take_record)."""

@@ -43,6 +43,7 @@ def fusable(config) -> bool:
         and config.optimizer == "sparse-adam"
         and s.name == "uniform"
         and getattr(s, "shared_negatives", False)
+        and config.positive_pooling == "pair"
     )
 
 
@@ -52,6 +53,7 @@ def bsl_shared_step(
     neg_v: torch.Tensor,
     keep: torch.Tensor,
     pair_weight: torch.Tensor,
+    user_mask: torch.Tensor,
     temperature: float,
     positive_temperature: float,
     cosine: bool,
@@ -62,14 +64,19 @@ def bsl_shared_step(
     p [B, d] users' rows, pos_v [B, d] their positives' rows, neg_v [n, d] the batch's shared
     negatives' rows, keep [B, n] 1.0 where a negative counts for that pair (0.0: one of the
     user's train items), pair_weight [B] each pair's loss multiplier (Negatives.pos_weight;
-    ones: unweighted). Returns (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]);
+    ones: unweighted), user_mask [B, d] user dropout's mask on p (ones: none). Returns (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]);
     l2 > 0 adds λ·Σ‖e‖²/B over the rows (the shared negatives once), as add_l2_gradient_.
     """
     batch = p.shape[0]
+    dropped = p * user_mask
     if cosine:
-        (q, q_norm), (a, a_norm), (b, b_norm) = unit_rows(p), unit_rows(pos_v), unit_rows(neg_v)
+        (q, q_norm), (a, a_norm), (b, b_norm) = (
+            unit_rows(dropped),
+            unit_rows(pos_v),
+            unit_rows(neg_v),
+        )
     else:
-        q, a, b = p, pos_v, neg_v
+        q, a, b = dropped, pos_v, neg_v
     logits = (q @ b.T) * (1.0 / temperature)
     if cosine and temperature >= _CONSTANT_SHIFT_MIN_T:  # every logit − 1/T is ≤ 0
         shift = torch.full((batch, 1), 1.0 / temperature, dtype=p.dtype, device=p.device)
@@ -96,6 +103,7 @@ def bsl_shared_step(
         grad_q = unit_rows_backward(grad_q, q, q_norm)
         grad_a = unit_rows_backward(grad_a, a, a_norm)
         grad_b = unit_rows_backward(grad_b, b, b_norm)
+    grad_q = grad_q * user_mask
     if l2 > 0:
         scale = 2.0 * l2 / batch
         grad_q, grad_a, grad_b = grad_q + scale * p, grad_a + scale * pos_v, grad_b + scale * neg_v
@@ -156,12 +164,22 @@ def scores_and_loss(model, config):
     autograd (compiled with it) gives the rows' gradients."""
 
     def forward(
-        p, pos_v, neg_v, items, logit_offset, pos_weight, log_proposal, invalid, hinge_margin
+        p,
+        pos_v,
+        neg_v,
+        items,
+        logit_offset,
+        pos_weight,
+        pos_group,
+        log_proposal,
+        invalid,
+        hinge_margin,
     ):
         negatives = Negatives(
             items,
             logit_offset=logit_offset,
             pos_weight=pos_weight,
+            pos_group=pos_group,
             hinge_margin=hinge_margin,
             log_proposal=log_proposal,
             invalid=invalid,

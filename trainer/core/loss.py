@@ -250,7 +250,18 @@ def bilateral_softmax_loss(
         rows = cols = None  # type: ignore[assignment]  # no entry left out
     neg_side = _NegativeLogMeanExp.apply(neg_scores, rows, cols, temperature)
     t_pos = positive_temperature or temperature
-    return _weighted_mean(neg_side - pos_scores / t_pos, negatives)
+    if negatives.pos_group is None:
+        return _weighted_mean(neg_side - pos_scores / t_pos, negatives)
+    pooled = _group_log_mean_exp(pos_scores / temperature, negatives.pos_group)
+    return _weighted_mean(neg_side - pooled * (temperature / t_pos), negatives)
+
+
+def _group_log_mean_exp(logits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """log mean_b e^{logits_b} over the rows b of each row's group: logits [B], groups [B]
+    → [B] (a row alone in its group keeps its own logit)."""
+    same = groups[:, None] == groups[None, :]
+    masked = torch.where(same, logits[None, :], float("-inf"))
+    return torch.logsumexp(masked, dim=1) - torch.log(same.sum(dim=1).to(logits.dtype))
 
 
 @register_loss("bpr", options=("loss_temperature",), weights_negatives=True)
@@ -272,7 +283,7 @@ def _contrastive(config, pos_scores, neg_scores, negatives, num_items):
     )
 
 
-@register_loss("bsl", options=("loss_temperature", "positive_temperature"))
+@register_loss("bsl", options=("loss_temperature", "positive_temperature", "positive_pooling"))
 def _bsl(config, pos_scores, neg_scores, negatives, num_items):
     return bilateral_softmax_loss(
         pos_scores, neg_scores, negatives, config.loss_temperature, config.positive_temperature

@@ -8,6 +8,7 @@ worker, while item-side parameters are replicated and all-reduced.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 import torch
@@ -69,14 +70,15 @@ class FactorModel(nn.Module):
         generator: torch.Generator,
         init_std: float = 0.1,
         score: str = "dot",
+        init: str = "normal",
     ):
         super().__init__()
         if score not in ("dot", "cosine"):
             raise ValueError(f"unknown score {score!r}; choose 'dot' or 'cosine'")
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
         self.cosine = score == "cosine"
-        self.user_emb = nn.Parameter(torch.randn(num_users, dim, generator=generator) * init_std)
-        self.item_emb = nn.Parameter(torch.randn(num_items, dim, generator=generator) * init_std)
+        self.user_emb = nn.Parameter(initial_table(num_users, dim, generator, init, init_std))
+        self.item_emb = nn.Parameter(initial_table(num_items, dim, generator, init, init_std))
 
     def query(self, users: torch.Tensor) -> torch.Tensor:
         """users [B] → [B, d], the vector an item vector is dotted with."""
@@ -196,13 +198,33 @@ class GMF(FactorModel):
     """GMF (He et al., NCF): r = h · (p ⊙ q), h initialised to ones so training starts as MF."""
 
     def __init__(
-        self, num_users, num_items, dim, generator, init_std: float = 0.1, score: str = "dot"
+        self,
+        num_users,
+        num_items,
+        dim,
+        generator,
+        init_std: float = 0.1,
+        score: str = "dot",
+        init: str = "normal",
     ):
-        super().__init__(num_users, num_items, dim, generator, init_std, score)
+        super().__init__(num_users, num_items, dim, generator, init_std, score, init)
         self.h = nn.Parameter(torch.ones(dim))
 
     def to_query(self, user_vectors):
         return user_vectors * self.h
+
+
+def initial_table(
+    rows: int, dim: int, generator: torch.Generator, init: str, std: float
+) -> torch.Tensor:
+    """A fresh [rows, dim] embedding table: `normal` N(0, std²) entries, or `xavier` Glorot
+    uniform U(±√(6 / (rows + dim))) (nn.init.xavier_uniform_'s bound for this shape)."""
+    if init == "normal":
+        return torch.randn(rows, dim, generator=generator) * std
+    if init == "xavier":
+        bound = math.sqrt(6.0 / (rows + dim))
+        return (torch.rand(rows, dim, generator=generator) * 2.0 - 1.0) * bound
+    raise ValueError(f"unknown init {init!r}; choose 'normal' or 'xavier'")
 
 
 def build_model(
@@ -213,6 +235,8 @@ def build_model(
     seed: int,
     shard: np.ndarray | None = None,
     score: str = "dot",
+    init: str = "normal",
+    init_std: float = 0.1,
 ) -> FactorModel:
     """The model a one-process run starts from; with `shard` (sorted global user ids), only
     those users' rows, as local indices 0..len(shard)−1.
@@ -225,7 +249,9 @@ def build_model(
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     generator = torch.Generator().manual_seed(seed)
-    model = MODELS[name](num_users, num_items, dim, generator, score=score)
+    model = MODELS[name](
+        num_users, num_items, dim, generator, init_std=init_std, score=score, init=init
+    )
     if shard is not None:
         rows = model.user_emb.detach()[torch.as_tensor(shard, dtype=torch.long)].clone()
         model.user_emb = nn.Parameter(rows)
