@@ -78,8 +78,10 @@ class SameMasks(Engine):
         )
 
 
-def run(data: PreparedData, whole: PreparedData, fields: dict, seed: int) -> dict:
+def run(data: PreparedData, whole: PreparedData, fields: dict, seed: int, epochs: int) -> dict:
     given = {"refit": False, "eval_every": 2, "seed": seed, **fields}
+    if epochs:
+        given["epochs"] = epochs
     cfg = fit_to_data(build_config("recommended", given), data.num_items, given)
     result = SameMasks(cfg, data, whole).fit()
     epochs = result["epochs"]
@@ -92,7 +94,7 @@ def run(data: PreparedData, whole: PreparedData, fields: dict, seed: int) -> dic
     }
 
 
-def cached_runs(data, liked, seeds, path):
+def cached_runs(data, liked, seeds, path, epochs=0):
     done = {}
     if os.path.exists(path):
         with open(path) as fh:
@@ -106,7 +108,7 @@ def cached_runs(data, liked, seeds, path):
             rec = {
                 "name": name,
                 "seed": seed,
-                **run(variant(data, liked, liked_only), data, fields, seed),
+                **run(variant(data, liked, liked_only), data, fields, seed, epochs),
             }
             with open(path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -142,6 +144,7 @@ def main() -> int:
     ap.add_argument("--liked", type=float, default=4.0, help="a liked pair's least rating")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=0, help="epoch cap (0: the default's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,7 +156,7 @@ def main() -> int:
         raise SystemExit(f"{args.input}: no rating column to weigh pairs by")
     seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
-    done = cached_runs(data, args.liked, seeds, os.path.join(args.out, "runs.jsonl"))
+    done = cached_runs(data, args.liked, seeds, os.path.join(args.out, "runs.jsonl"), args.epochs)
     counts = {n: int((s.ratings >= args.liked).sum()) for n, s in data.splits.items()}
     body = [
         f"`{os.path.basename(args.input)}`, every rating: {data.num_users} users, "

@@ -493,3 +493,30 @@ def test_the_warm_start_benchmark_compares_warm_and_cold_runs(tmp_path):
     assert (out / "warm_start.png").is_file() and not (out / "runs").exists()
     warm = json.loads((work / "warm-0" / "metrics.json").read_text())
     assert warm["config"]["init_from"] == str(work / "earlier-model")
+
+
+@pytest.mark.slow
+def test_the_interaction_weights_benchmark_judges_every_contender_on_liked_pairs(tmp_path):
+    """On a rated file: every contender trains and is tested on the liked pairs; a rerun
+    reads its runs from the cache."""
+    from benchmarks.interaction_weights import CONTENDERS
+
+    rng = np.random.default_rng(0)
+    rows = {(int(u), int(rng.integers(0, 80))) for u in rng.integers(0, 150, 4000)}
+    lines = ["user_id:token\titem_id:token\trating:float"]
+    lines += [f"u{u}\ti{i}\t{rng.integers(1, 6)}" for u, i in sorted(rows)]
+    source = tmp_path / "rated.inter"
+    source.write_text("\n".join(lines) + "\n")
+    out, work = tmp_path / "report", tmp_path / "work"
+    args = ["--input", str(source), "--out", str(out), "--work", str(work), "--seeds", "0"]
+    command = [sys.executable, "-m", "benchmarks.interaction_weights", *args, "--epochs", "2"]
+    for _ in range(2):
+        proc = subprocess.run(
+            [*command, "--threads", "1"], capture_output=True, text=True, cwd=ROOT, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("seed 0: test recall@20") == 0  # the rerun trained nothing
+    report = (out / "interaction_weights.md").read_text()
+    assert all(f"| {name} |" in report for name in CONTENDERS)
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == len(CONTENDERS) and all(r["best_epoch"] <= 2 for r in runs)

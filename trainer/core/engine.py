@@ -308,17 +308,7 @@ class Engine:
         self.config, self.data, self.shard = config, data, shard
         self.device = torch.device(config.device)
         dev = self.device
-        self.positives = data.index("train", dev, shard)
-        self.valid = data.index("valid", dev, shard)
-        self.test = data.index("test", dev, shard)
-        check_confidence(config, data.has_ratings)
-        self.confidence = pair_confidence(config, data.ratings("train", shard), dev)
-        """c of each train pair, in the order of `positives` (None: every pair counts once)."""
-        if self.confidence is not None and self.confidence.numel() != len(self.positives):
-            raise UsageError(f"{data.path}: the train split repeats pairs; prepare it again")
-        train_u = self.positives.keys // data.num_items
-        self.train_users, self.train_items = train_u, self.positives.items
-        self.num_users = self.positives.num_users
+        self._load_pairs()
         # A shard's model is cut from the one-process model: the same user rows and the same
         # item side on every worker, whatever the shard sizes.
         self.model = build_model(
@@ -362,6 +352,21 @@ class Engine:
         """Set by a callback (on_epoch_trained) to end fit after this epoch: it validates,
         restores the best epoch and tests as at a normal end. Under Ray every rank must set it
         at the same epoch (validation and the test are collective)."""
+
+    def _load_pairs(self) -> None:
+        """The splits as indices on the device, and each train pair's confidence."""
+        config, data, shard, dev = self.config, self.data, self.shard, self.device
+        self.positives = data.index("train", dev, shard)
+        self.valid = data.index("valid", dev, shard)
+        self.test = data.index("test", dev, shard)
+        check_confidence(config, data.has_ratings)
+        self.confidence = pair_confidence(config, data.ratings("train", shard), dev)
+        """c of each train pair, in the order of `positives` (None: every pair counts once)."""
+        if self.confidence is not None and self.confidence.numel() != len(self.positives):
+            raise UsageError(f"{data.path}: the train split repeats pairs; prepare it again")
+        self.train_users = self.positives.keys // data.num_items
+        self.train_items = self.positives.items
+        self.num_users = self.positives.num_users
 
     # -- one epoch -----------------------------------------------------------------------
 

@@ -179,6 +179,21 @@ def prepare_arrays(
         if r is not None:
             r = np.concatenate([r, test_r if test_r is not None else np.full(test_u.size, np.nan)])
         part = np.concatenate([part, np.full(test_u.size, 2, dtype=np.int8)])
+    tables = _split_tables(u, i, r, part)
+    counts = {
+        "raw_rows": n_raw,
+        "after_rating_filter": n_rated,
+        "after_kcore": int(u.size),
+        "users": len(user_ids),
+        "items": len(item_ids),
+        **{name: tables[name].num_rows for name in SPLITS},
+        "given_test_pairs_dropped": dropped_test,
+    }
+    return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
+
+
+def _split_tables(u: np.ndarray, i: np.ndarray, r: np.ndarray | None, part: np.ndarray) -> dict:
+    """One table per split (`part` 0, 1, 2), its pairs sorted by (user, item)."""
     tables = {}
     for code, name in enumerate(SPLITS):
         sel = part == code
@@ -190,16 +205,7 @@ def prepare_arrays(
         if r is not None:
             columns["rating"] = pa.array(r[sel][order].astype(np.float32))
         tables[name] = pa.table(columns)
-    counts = {
-        "raw_rows": n_raw,
-        "after_rating_filter": n_rated,
-        "after_kcore": int(u.size),
-        "users": len(user_ids),
-        "items": len(item_ids),
-        **{name: tables[name].num_rows for name in SPLITS},
-        "given_test_pairs_dropped": dropped_test,
-    }
-    return {"tables": tables, "user_ids": user_ids, "item_ids": item_ids, "counts": counts}
+    return tables
 
 
 def _unique_pairs(u: np.ndarray, i: np.ndarray, ratings: np.ndarray | None, num_items: int):
