@@ -91,6 +91,7 @@ def test_loss_options_and_weighting_follow_the_declaration(name):
             "positive_temperature": 0.2,
             "contrastive_margin": 0.1,
             "contrastive_weight": 2.0,
+            "positive_pooling": "user",
         }[option]
         if option in spec.options:
             assert (
