@@ -22,6 +22,48 @@ from benchmarks.samplers import ROW_NOTES, RunCache, Unfinished, run_protocol, s
 from pools import SAMPLER_NAMES
 from trainer.data.dataset import PreparedData
 
+# The paper's Table 2 (MF, test NDCG@50) where it is quoted here, by dataset and sampler.
+PAPER_NDCG50 = {"gowalla": {"uniform": 0.1214, "adasir-u": 0.1489, "adasir-p": 0.1519}}
+
+
+def paper_comparison(rows, paper: dict[str, float]) -> list[str]:
+    """Our test NDCG@50 beside the paper's, and whether each sampler's place against uniform
+    (BPR) is the paper's."""
+    ours = {name: statistics.mean(f["test"]["ndcg@50"] for f in finals) for name, _, finals in rows}
+    lines = [
+        "| sampler | ours | paper | ours ÷ uniform | paper ÷ uniform | the paper's ordering |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, value in ours.items():
+        theirs = paper.get(name)
+        ratio = value / ours["uniform"] if "uniform" in ours else None
+        paper_ratio = theirs / paper["uniform"] if theirs and "uniform" in paper else None
+        holds = "–"
+        if ratio is not None and paper_ratio is not None and name != "uniform":
+            holds = "holds" if (ratio > 1) == (paper_ratio > 1) else "**does not hold**"
+        lines.append(
+            f"| {name} | {value:.4f} | {theirs if theirs else '–'} | "
+            f"{f'{ratio:.2f}' if ratio else '–'} | {f'{paper_ratio:.2f}' if paper_ratio else '–'} "
+            f"| {holds} |"
+        )
+    return lines
+
+
+def _curves_plot(ax, model: str, rows) -> None:
+    """Validation NDCG@50 against the epoch, mean over each sampler's seeds (runs recorded
+    with --eval-every)."""
+    for name, _, finals in rows:
+        curves = [f["curve"] for f in finals if f.get("curve")]
+        if not curves or len({len(c) for c in curves}) != 1:
+            continue
+        epochs = [e for e, _ in curves[0]]
+        mean = [statistics.mean(c[k][1] for c in curves) for k in range(len(epochs))]
+        ax.plot(epochs, mean, marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation NDCG@50 (mean over seeds)")
+    ax.set_title(f"{model.upper()}: validation curves at the chosen L2 (and τ)")
+    ax.legend(fontsize=7)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(
@@ -58,6 +100,9 @@ def main() -> int:
         help="contenders: try only the first N values of each searched field",
     )
     ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument(
+        "--paper", choices=sorted(PAPER_NDCG50), help="set the paper's numbers for this data beside"
+    )
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -74,7 +119,8 @@ def main() -> int:
     models = args.models.split(",")
     fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
     fig2, axes2 = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
-    for ax, ax2, model in zip(axes[0], axes2[0], models):
+    fig3, axes3 = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
+    for ax, ax2, ax3, model in zip(axes[0], axes2[0], axes3[0], models):
         rows, unfinished = run_protocol(
             data,
             os.path.join(args.out, f"table2-{model}"),
@@ -92,6 +138,10 @@ def main() -> int:
             eval_every=args.eval_every,
         )
         body += ["", f"## {model.upper()}", "", *summary_table(rows)]
+        if args.paper and model == "mf":
+            body += ["", "### Against the paper's Table 2", ""]
+            body += paper_comparison(rows, PAPER_NDCG50[args.paper])
+        _curves_plot(ax3, model, rows)
         if unfinished:
             body += ["", f"Not run (yet): {', '.join(unfinished)}."]
         found, missing = _contenders(args, data, model)
@@ -125,7 +175,9 @@ def main() -> int:
         ax.tick_params(axis="x", rotation=45)
     save_figure(fig, args.out, "table2")
     save_figure(fig2, args.out, "table2_seconds")
+    save_figure(fig3, args.out, "table2_curves")
     body += ["", "![Table 2](table2.png)", "", "![quality vs seconds](table2_seconds.png)"]
+    body += ["", "![validation curves](table2_curves.png)"]
     write_report(
         args.out,
         "table2",

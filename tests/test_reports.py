@@ -520,3 +520,23 @@ def test_the_interaction_weights_benchmark_judges_every_contender_on_liked_pairs
     assert all(f"| {name} |" in report for name in CONTENDERS)
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert len(runs) == len(CONTENDERS) and all(r["best_epoch"] <= 2 for r in runs)
+
+
+def test_table2_says_where_the_papers_ordering_does_not_hold():
+    from benchmarks.table2 import paper_comparison
+
+    def finals(*values):
+        return [{"test": {"ndcg@50": v}} for v in values]
+
+    rows = [
+        ("uniform", (0.001, 1.0), finals(0.14, 0.15)),
+        ("adasir-u", (0.001, 1.0), finals(0.16, 0.16)),
+        ("adasir-p", (0.001, 1.0), finals(0.12, 0.13)),
+        ("dns", (0.001, 1.0), finals(0.15, 0.15)),
+    ]
+    lines = paper_comparison(rows, {"uniform": 0.12, "adasir-u": 0.15, "adasir-p": 0.15})
+    by_name = {line.split(" | ")[0].strip("| "): line for line in lines[2:]}
+    assert by_name["adasir-u"].endswith("| holds |")
+    assert "**does not hold**" in by_name["adasir-p"]
+    assert "| 0.1450 | 0.12 | 1.00 | 1.00 | – |" in by_name["uniform"]
+    assert by_name["dns"].endswith("| – |")  # no paper number quoted: no verdict
