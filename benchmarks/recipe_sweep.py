@@ -38,6 +38,13 @@ VARIANTS: dict[str, dict] = {
     "T+1.4": {"positive_temperature": 0.112},
     "patience5": {"early_stopping_patience": 5},
     "eval1-patience8": {"eval_every": 1, "early_stopping_patience": 8},
+    # The published BSL run's regime, one knob at a time (TrainConfig.init, user_dropout,
+    # positive_pooling). The xavier rows are ~13× shorter than N(0, 0.1²)'s at d = 64, so
+    # with lr 0.001 Adam's angular step (≈ lr·√d/‖e‖) stays near the default's.
+    "dropout0.1": {"user_dropout": 0.1},
+    "pool-user": {"positive_pooling": "user"},
+    "xavier-lr0.001": {"init": "xavier", "lr": 0.001},
+    "xavier": {"init": "xavier"},
     "bsl+adasir-b": {
         "sampler": {
             "name": "adasir-b",

@@ -273,8 +273,8 @@ def check_confidence(config: TrainConfig, has_ratings: bool) -> None:
     if config.confidence != "none" and not has_ratings:
         raise ValueError(
             f"confidence {config.confidence!r} weights pairs by their ratings, and the dataset "
-            "has none: prepare it from input with a rating column (rating, score or value), "
-            "or leave confidence at 'none'"
+            "has none: give it a rating column (a file's rating, score or value; a "
+            "DataFrame's rating), or leave confidence at 'none'"
         )
 
 
