@@ -29,7 +29,6 @@ import torch
 
 from benchmarks.report_utils import command_line, mean_sd, write_report
 from trainer.core.engine import Engine
-from trainer.core.evaluate import ranking_sums
 from trainer.core.presets import build_config, fit_to_data
 from trainer.data.dataset import PreparedData, Split
 from trainer.data.prepare import PrepareOptions, prepare
@@ -68,14 +67,8 @@ class SameMasks(Engine):
         super().__init__(cfg, data)
         self.seen = {s: whole.index(s, self.device) for s in ("train", "valid")}
 
-    def evaluate_sums(self, split, squares=None, final=False):
-        self.model.eval()
-        targets = self.valid if split == "valid" else self.test
-        masked = [self.seen["train"]] + ([self.seen["valid"]] if split == "test" else [])
-        users = self._ranked_users(split, final)
-        return ranking_sums(
-            self.model, targets, masked, self.config.topk, users=users, squares=squares
-        )
+    def masked_for(self, split):
+        return [self.seen["train"]] + ([self.seen["valid"]] if split == "test" else [])
 
 
 def run(data: PreparedData, whole: PreparedData, fields: dict, seed: int, epochs: int) -> dict:

@@ -469,15 +469,21 @@ def test_rescoring_scores_the_validated_tables_and_refuses_a_refit(tiny_data, tm
     )
 
 
+def _random_inter(path, column: str, low: int, high: int):
+    """An .inter file of ~4,000 distinct pairs of 150 users and 80 items, each with an integer
+    `column` value drawn from [low, high)."""
+    rng = np.random.default_rng(0)
+    rows = {(int(u), int(rng.integers(0, 80))) for u in rng.integers(0, 150, 4000)}
+    lines = [f"user_id:token\titem_id:token\t{column}:float"]
+    lines += [f"u{u}\ti{i}\t{rng.integers(low, high)}" for u, i in sorted(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_the_warm_start_benchmark_compares_warm_and_cold_runs(tmp_path):
     """On an .inter file with timestamps: an earlier dataset cut from the grown one's train
     pairs, its model, then a cold and a warm run on the grown data, in one report."""
-    rng = np.random.default_rng(0)
-    rows = {(int(u), int(rng.integers(0, 80))) for u in rng.integers(0, 150, 4000)}
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    lines += [f"u{u}\ti{i}\t{rng.integers(0, 10**6)}" for u, i in sorted(rows)]
-    source = tmp_path / "grown.inter"
-    source.write_text("\n".join(lines) + "\n")
+    source = _random_inter(tmp_path / "grown.inter", "timestamp", 0, 10**6)
     out, work = tmp_path / "report", tmp_path / "work"
     args = ["--input", str(source), "--out", str(out), "--work", str(work), "--seeds", "0"]
     proc = subprocess.run(
@@ -501,12 +507,7 @@ def test_the_interaction_weights_benchmark_judges_every_contender_on_liked_pairs
     reads its runs from the cache."""
     from benchmarks.interaction_weights import CONTENDERS
 
-    rng = np.random.default_rng(0)
-    rows = {(int(u), int(rng.integers(0, 80))) for u in rng.integers(0, 150, 4000)}
-    lines = ["user_id:token\titem_id:token\trating:float"]
-    lines += [f"u{u}\ti{i}\t{rng.integers(1, 6)}" for u, i in sorted(rows)]
-    source = tmp_path / "rated.inter"
-    source.write_text("\n".join(lines) + "\n")
+    source = _random_inter(tmp_path / "rated.inter", "rating", 1, 6)
     out, work = tmp_path / "report", tmp_path / "work"
     args = ["--input", str(source), "--out", str(out), "--work", str(work), "--seeds", "0"]
     command = [sys.executable, "-m", "benchmarks.interaction_weights", *args, "--epochs", "2"]

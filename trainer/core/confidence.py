@@ -11,15 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.errors import UsageError
-
 
 def pair_confidence(config, ratings: np.ndarray | None, device) -> torch.Tensor | None:
     """c for each train pair, ratings [nnz] → float32 [nnz] on `device`; None: unweighted."""
     if config.confidence == "none":
         return None
-    if ratings is None:  # config.check_confidence refuses this before a run starts
-        raise UsageError(f"confidence {config.confidence!r} needs ratings; the data has none")
+    assert ratings is not None, "config.check_confidence refuses confidence without ratings"
     r = np.nan_to_num(ratings.astype(np.float64), nan=0.0)
     scaled = r if config.confidence == "linear" else np.log1p(r)
     return torch.as_tensor(1.0 + config.confidence_alpha * scaled, dtype=torch.float32).to(device)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from pools.base import Negatives
+from pools.interactions import InteractionIndex
 from pools.registry import build_sampler
 from pools.replicas import Replicas
 from trainer.core.callbacks import Callback
@@ -125,6 +126,7 @@ class Optimizer:
             rest = list(model.parameters())
         self.dense = _adam(rest, config.lr) if rest else None
         self._table_grads: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._ones_like: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def step(self, users, pos, negatives, user_mask=None) -> torch.Tensor:
         """user_mask [B, d] or None: user dropout's mask on the users' rows in the loss."""
@@ -196,11 +198,9 @@ class Optimizer:
         pos_v = model.item_emb.detach().index_select(0, pos)
         neg_v = model.item_emb.detach().index_select(0, negatives.items)
         keep = keep_mask(negatives, users.numel())
-        weight = negatives.pos_weight
-        if weight is None:
-            weight = torch.ones(users.numel(), dtype=p.dtype, device=p.device)
-        if user_mask is None:
-            user_mask = torch.ones_like(p)
+        ones_b, ones_bd = self._ones(p)
+        weight = ones_b if negatives.pos_weight is None else negatives.pos_weight
+        user_mask = ones_bd if user_mask is None else user_mask
         compiled = self._compiled("fused")
         assert compiled is not None  # step() checked
         out = compiled(
@@ -220,6 +220,13 @@ class Optimizer:
         loss, grad_p, grad_pos, grad_neg = out
         self._sparse_step(users, grad_p, pos, negatives.items, grad_pos, grad_neg)
         return loss.detach()
+
+    def _ones(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ones [B] and [B, d] like the batch's user rows `p`: the fused step's pair weights
+        and dropout mask when the run has neither, made once rather than every step."""
+        if self._ones_like is None or self._ones_like[1].shape != p.shape:
+            self._ones_like = (p.new_ones(p.shape[0]), torch.ones_like(p))
+        return self._ones_like
 
     def _dense_table_step(self, users, user_grads, *item_rows) -> None:
         """Dense Adam, the tables' gradients scattered into kept table-sized buffers (zeroed
@@ -510,11 +517,15 @@ class Engine:
         final: validation ranks the test's users (`eval_subset`), not `valid_subset`."""
         self.model.eval()
         targets = self.valid if split == "valid" else self.test
-        masked = [self.positives] if split == "valid" else [self.positives, self.valid]
+        masked = self.masked_for(split)
         users = self._ranked_users(split, final)
         return ranking_sums(
             self.model, targets, masked, self.config.topk, users=users, squares=squares
         )
+
+    def masked_for(self, split: str) -> list[InteractionIndex]:
+        """The pairs a `split` evaluation never ranks: train (and, for the test, validation)."""
+        return [self.positives] if split == "valid" else [self.positives, self.valid]
 
     def evaluate(self, split: str, final: bool = False) -> dict[str, float]:
         """Mean metrics over every user with a `split` item: this engine's users, summed with

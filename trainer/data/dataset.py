@@ -220,7 +220,7 @@ class PreparedData:
     @property
     def has_ratings(self) -> bool:
         """Whether the splits carry ratings (the input had a rating column)."""
-        return bool(self.manifest.get("ratings")) or self.splits["train"].ratings is not None
+        return self.splits["train"].ratings is not None
 
     def item_counts(self) -> np.ndarray:
         """Train interactions per item, [num_items] (the whole train split's, also when only a
