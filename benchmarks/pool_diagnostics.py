@@ -24,7 +24,9 @@ from trainer.core.engine import Engine
 from trainer.data.dataset import PreparedData
 
 CONFIGS = {
+    "uniform": {"name": "uniform"},
     "adasir-u": {"name": "adasir-u"},
+    "adasir-p": {"name": "adasir-p"},
     "dns": {"name": "dns"},
     "adasir-u+max4": {"name": "adasir-u", "pool_pick": "max", "pool_pick_candidates": 4},
     "adasir-u τ=0.25": {"name": "adasir-u", "temperature": 0.25},
@@ -46,7 +48,7 @@ def run(data, sampler: dict, args) -> dict:
     cfg = TrainConfig(
         preset="paper",
         epochs=args.epochs,
-        eval_every=args.epochs,
+        eval_every=args.eval_every or args.epochs,
         lr=args.lr,
         l2=args.l2,
         seed=0,
@@ -65,7 +67,13 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--l2", type=float, default=0.01)
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default="adasir-u,dns,adasir-u+max4,adasir-u τ=0.25")
+    ap.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="validate every N epochs (a column of the tables); 0: at the end only",
+    )
     args = ap.parse_args()
     data = PreparedData.load(args.data)
     body = [
@@ -85,13 +93,13 @@ def main() -> int:
             "",
             f"## {name}: test NDCG@50 {result['test']['ndcg@50']:.4f}",
             "",
-            "| epoch | " + " | ".join(COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 1) + "|",
+            "| epoch | valid ndcg@50 | " + " | ".join(COLUMNS) + " |",
+            "|---" * (len(COLUMNS) + 2) + "|",
         ]
         for e in epochs:
-            d = e["negatives"]
+            d, valid = e["negatives"], e.get("valid", {}).get("ndcg@50")
             body.append(
-                f"| {e['epoch']} | "
+                f"| {e['epoch']} | {'–' if valid is None else f'{valid:.4f}'} | "
                 + " | ".join(f"{d[c]:.3f}" if c in d else "–" for c in COLUMNS)
                 + " |"
             )

@@ -305,6 +305,10 @@ def test_time_to_quality_and_the_recipe_sweep_write_their_reports(tiny_data, tmp
     rows = [json.loads(line) for line in (sweep / "sweep.jsonl").read_text().splitlines()]
     assert sorted(r["variant"] for r in rows) == ["base", "batch512"]
     assert all(r["curve"] and 0 < r["valid"]["recall@20"] <= 1 for r in rows)
+    seconds = [[c[2] for c in r["curve"]] for r in rows]  # (epoch, recall, seconds so far)
+    assert all(s[0] > 0 and s == sorted(s) for s in seconds)
+    assert "![validation against seconds](sweep.png)" in (sweep / "sweep.md").read_text()
+    assert (sweep / "sweep.png").exists()
 
 
 @pytest.mark.ray
@@ -394,6 +398,25 @@ def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
     _assert_usage_error(
         [*args, "--repeats", "0", "--out", str(tmp_path)], "--repeats must be at least 1"
     )
+
+
+@pytest.mark.slow
+def test_the_step_profile_sums_an_epoch_into_products_compiled_code_and_the_rest(
+    tiny_data, tmp_path
+):
+    """benchmarks/step_profile.py, eager and compiled: a section per run whose listed
+    operators' shares are at most the whole, and the compiled run shows its graph's code."""
+    out = tmp_path / "step_profile.md"
+    args = [sys.executable, "-m", "benchmarks.step_profile", "--data", tiny_data]
+    args += ["--recipes", "uniform", "--compile", "off,on", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = out.read_text().split("\n## ")[1:]
+    assert [s.split(":")[0] for s in sections] == ["uniform, compile off", "uniform, compile on"]
+    for text in sections:
+        shares = [float(r.split("|")[3].strip(" %")) for r in text.splitlines() if "| aten::" in r]
+        assert shares and sum(shares) <= 100.0 + 1e-6
+    assert "a compiled graph's own code" in sections[1]
 
 
 @pytest.mark.slow
