@@ -16,7 +16,7 @@ from pools.registry import register
 # in cache, and memory stays flat however large B·n is.
 _GATHER_BUDGET = 1 << 21
 # A gathered float costs about this many dense-matmul floats (measured on CPU); the block size
-# balances step 1's blocks·d² against step 2's n·size·d gathers.
+# balances step 1's blocks·d(d+1)/2 against step 2's n·size·d gathers.
 _GATHER_COST = 50
 
 
@@ -40,46 +40,49 @@ class KernelSampler(NegativeSampler):
     fan-out N/size instead of being binary: the root's children are blocks of `size` ≈ √(N·d/50n)
     items. Step 1 scores every block for a whole batch of queries in one matmul and draws a
     block per negative; step 2 scores the items of the drawn block exactly and draws one. The
-    distribution is the same exact one; the cost is O((N/size)·d²) per user plus O(size·d) per
+    distribution is the same exact one; the cost is O((N/size)·d²/2) per user plus O(size·d) per
     draw, as two dense batched steps instead of log₂N dependent gathers of d² floats per draw
     (gathers, not arithmetic, bound the tree on CPU).
 
     Returns exact log-probabilities, so the loss weights by softmax(r − log q) as PRIS does.
     The blocks' Σ v vᵀ are rebuilt from the item embeddings at every refresh (once per epoch;
-    the paper updates them as the embeddings move). Memory: √N·d² + N·d floats.
+    the paper updates them as the embeddings move). Memory: about √N·d²/2 + N·d floats.
     """
 
     config: KernelOptions
 
     capabilities = Capabilities(stateful=True)
-    block_outer: torch.Tensor | None = None
+    block_upper: torch.Tensor | None = None
 
     @torch.no_grad()
     def refresh(self, model, generator):
         v = model.item_emb.detach().float()
         n, d = v.shape
         draws = self.config.num_negatives
-        size = max(1, min(n, round(math.sqrt(n * d / (_GATHER_COST * draws)))))
+        size = max(1, min(n, round(math.sqrt(n * (d + 1) / (2 * _GATHER_COST * draws)))))
         blocks = -(-n // size)
         padded = torch.zeros(
             blocks * size, d, device=v.device
         )  # zero vectors, count 0: never drawn
         padded[:n] = v
         self.block_items = padded.view(blocks, size, d)
-        self.block_outer = torch.einsum(
-            "bsi,bsj->bij", self.block_items, self.block_items
-        )  # [blocks, d, d]
+        outer = torch.einsum("bsi,bsj->bij", self.block_items, self.block_items)  # [blocks, d, d]
+        # qᵀMq for a symmetric M reads only its upper triangle, the off-diagonal twice: step 1
+        # multiplies d(d+1)/2 products q_i·q_j, not d².
+        self.pair_i, self.pair_j = torch.triu_indices(d, d, device=v.device)
+        twice = torch.where(self.pair_i == self.pair_j, 1.0, 2.0)
+        self.block_upper = outer[:, self.pair_i, self.pair_j] * twice  # [blocks, d(d+1)/2]
         valid = torch.zeros(blocks * size, device=v.device)
         valid[:n] = 1.0
         self.block_valid = valid.view(blocks, size)
         self.block_count = self.block_valid.sum(1)
         self.block_last = self.block_count.long() - 1  # last real slot of each block
-        self.total_outer = self.block_outer.sum(0)
+        self.total_outer = outer.sum(0)
         self.item_vectors = v
 
     @torch.no_grad()
     def sample(self, model, users, pos_items, generator):
-        if self.block_outer is None:
+        if self.block_upper is None:
             raise RuntimeError("kernel sampler needs refresh(model, generator) first")
         q = model.query(users).float()  # [B, d]
         items = self._draw(q, self.config.num_negatives, generator)
@@ -99,11 +102,11 @@ class KernelSampler(NegativeSampler):
     def _draw(self, q: torch.Tensor, n: int, generator) -> torch.Tensor:
         """n exact draws per query from q(i|u) ∝ α·(q·v_i)² + 1: q [B, d] → items [B, n]."""
         alpha = self.config.kernel_alpha
-        assert self.block_outer is not None, "refresh() builds the blocks before sampling"
+        assert self.block_upper is not None, "refresh() builds the blocks before sampling"
         blocks, size, d = self.block_items.shape
         # Step 1: block masses α·qᵀ(Σ v vᵀ)q + count for every (user, block): [B, blocks].
-        qq = (q[:, :, None] * q[:, None, :]).reshape(q.shape[0], d * d)
-        quad = (qq @ self.block_outer.view(blocks, d * d).T).clamp_(min=0.0)
+        qq = q.index_select(1, self.pair_i) * q.index_select(1, self.pair_j)  # [B, d(d+1)/2]
+        quad = (qq @ self.block_upper.T).clamp_(min=0.0)
         block = torch.multinomial(
             alpha * quad + self.block_count, n, replacement=True, generator=generator
         )  # [B, n]
@@ -113,7 +116,8 @@ class KernelSampler(NegativeSampler):
         step = max(1, _GATHER_BUDGET // (size * d))
         for s in range(0, block.numel(), step):
             b = block[s : s + step]
-            dots = torch.bmm(self.block_items[b], rows[s : s + step, :, None]).squeeze(
+            items = self.scratch.gather(self.block_items.view(blocks, size * d), b)
+            dots = torch.bmm(items.view(-1, size, d), rows[s : s + step, :, None]).squeeze(
                 2
             )  # [m, size]
             cum = ((alpha * dots**2 + 1.0) * self.block_valid[b]).cumsum(1)  # padding adds 0
@@ -131,6 +135,6 @@ class KernelSampler(NegativeSampler):
         return torch.log(alpha * dots**2 + 1.0) - torch.log(z)[:, None]
 
     def state_size_bytes(self) -> int:
-        if self.block_outer is None:
+        if self.block_upper is None:
             return 0
-        return (self.block_outer.numel() + self.block_items.numel()) * 4
+        return (self.block_upper.numel() + self.block_items.numel()) * 4
