@@ -401,6 +401,28 @@ def test_the_kernels_benchmark_times_every_operation(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_pool_diagnostics_tabulate_validation_beside_the_pools_statistics(tiny_data, tmp_path):
+    """benchmarks/pool_diagnostics.py with --eval-every 1: a row per epoch for each config,
+    each with its validation NDCG@50, and AdaSIR's rows with its pool's statistics."""
+    args = [sys.executable, "-m", "benchmarks.pool_diagnostics", "--data", tiny_data]
+    args += ["--out", str(tmp_path), "--epochs", "2", "--eval-every", "1"]
+    proc = subprocess.run(
+        [*args, "--configs", "uniform,adasir-u"], capture_output=True, text=True, cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sections = (tmp_path / "pool_diagnostics.md").read_text().split("\n## ")[1:]
+    assert [s.split(":")[0] for s in sections] == ["uniform", "adasir-u"]
+    for text in sections:
+        rows = [
+            r.split("|") for r in text.splitlines() if r.startswith("| 1 ") or r.startswith("| 2 ")
+        ]
+        assert len(rows) == 2 and all(0 < float(r[2]) <= 1 for r in rows)  # valid NDCG@50
+    adasir_rows = [r for r in sections[1].splitlines() if r.startswith("| 2 ")]
+    assert "–" not in adasir_rows[0]  # ESS, distinct entries and staleness are all there
+
+
+@pytest.mark.slow
 def test_the_step_profile_sums_an_epoch_into_products_compiled_code_and_the_rest(
     tiny_data, tmp_path
 ):
