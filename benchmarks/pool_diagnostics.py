@@ -58,6 +58,23 @@ def run(data, sampler: dict, args) -> dict:
     return Engine(cfg, data).fit()
 
 
+def _section(name: str, test: dict, epochs: list[dict]) -> list[str]:
+    """A config's table: a row per epoch, its validation NDCG@50 (where it validated) and the
+    negatives' statistics."""
+    lines = [
+        "",
+        f"## {name}: test NDCG@50 {test['ndcg@50']:.4f}",
+        "",
+        "| epoch | valid ndcg@50 | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
+    for e in epochs:
+        d, valid = e["negatives"], e.get("valid", {}).get("ndcg@50")
+        cells = " | ".join(f"{d[c]:.3f}" if c in d else "–" for c in COLUMNS)
+        lines.append(f"| {e['epoch']} | {'–' if valid is None else f'{valid:.4f}'} | {cells} |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,20 +106,7 @@ def main() -> int:
         result = run(data, CONFIGS[name], args)
         results[name] = result
         epochs = [e for e in result["epochs"] if e.get("negatives")]
-        body += [
-            "",
-            f"## {name}: test NDCG@50 {result['test']['ndcg@50']:.4f}",
-            "",
-            "| epoch | valid ndcg@50 | " + " | ".join(COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 2) + "|",
-        ]
-        for e in epochs:
-            d, valid = e["negatives"], e.get("valid", {}).get("ndcg@50")
-            body.append(
-                f"| {e['epoch']} | {'–' if valid is None else f'{valid:.4f}'} | "
-                + " | ".join(f"{d[c]:.3f}" if c in d else "–" for c in COLUMNS)
-                + " |"
-            )
+        body += _section(name, result["test"], epochs)
         x = [e["epoch"] for e in epochs]
         axes[0].plot(
             x,
