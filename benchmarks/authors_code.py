@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -53,12 +54,22 @@ def their_modules(code: str):
     """(model, sampler) imported from the checkout at `code`."""
     if not os.path.isfile(os.path.join(code, "sampler.py")):
         raise SystemExit(f"--code {code}: no sampler.py there; give a checkout of HERECJ/AdaSIR")
-    sys.path.insert(0, os.path.abspath(code))
     try:  # model.py's first line imports numpy.lib.function_base.select, gone in numpy 2
         importlib.import_module("numpy.lib.function_base")
     except ModuleNotFoundError:
         sys.modules["numpy.lib.function_base"] = types.SimpleNamespace(select=np.select)
-    return tuple(importlib.import_module(m) for m in ("model", "sampler"))
+    return tuple(
+        _load(os.path.join(code, f"{name}.py"), f"authors_{name}") for name in ("model", "sampler")
+    )
+
+
+def _load(path: str, name: str):
+    """The module at `path`, imported under `name` (neither file imports the other)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def train_matrix(data: PreparedData) -> sp.csr_matrix:
