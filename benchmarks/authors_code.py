@@ -106,11 +106,13 @@ def pool_statistics(pool, tables, engine: Engine, users: torch.Tensor, args) -> 
     if pool is None:
         return out
     items = pool[users].long()
-    mine = scores.gather(1, items)  # [S, R]
-    ranks = torch.stack([(scores > mine[:, j : j + 1]).sum(1) for j in range(items.shape[1])], 1)
-    distinct = [len(set(row.tolist())) for row in items]
+    # An entry's rank: how many items score above it, read off each user's sorted scores.
+    ascending = scores.sort(dim=1).values
+    ranks = n - torch.searchsorted(ascending, scores.gather(1, items), right=True)  # [S, R]
+    in_order = items.sort(dim=1).values
+    distinct = 1 + (in_order[:, 1:] != in_order[:, :-1]).sum(1)
     return out | {
-        "distinct_frac": float(np.mean(distinct)) / items.shape[1],
+        "distinct_frac": float(distinct.float().mean()) / items.shape[1],
         "mean_rank": float(ranks.float().mean()) / n,
         "train_share": float(engine.positives.contains(users, items).float().mean()),
         "valid_share": float(engine.valid.contains(users, items).float().mean()),
@@ -125,11 +127,11 @@ def evaluate_tables(judge: Engine, user_table, item_table, split: str) -> dict:
     return judge.evaluate(split, final=True)
 
 
-def run_theirs(name: str, args, data: PreparedData, judge: Engine, stat_users) -> dict:
-    model_mod, sampler_mod = their_modules(args.code)
+def run_theirs(name: str, args, data: PreparedData, theirs, judge: Engine, stat_users) -> dict:
+    """theirs: (their model and sampler modules, the train split as their CSR matrix)."""
+    (model_mod, sampler_mod), mat = theirs
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    mat = train_matrix(data)
     index, weighted = THEIRS[name]
     sampler = list_of_samplers(sampler_mod)[index](
         data.num_users, data.num_items, args.candidates, args.pool_size, args.negatives,
@@ -261,10 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     judge = Engine(our_config("uniform", args, 1), data)
     gen = torch.Generator().manual_seed(args.seed + 11)
     stat_users = torch.randperm(data.num_users, generator=gen)[:STAT_USERS].sort().values
+    theirs = (their_modules(args.code), train_matrix(data))
     all_results = {}
     for name in args.samplers.split(","):
         all_results[name] = {
-            "theirs": run_theirs(name, args, data, judge, stat_users),
+            "theirs": run_theirs(name, args, data, theirs, judge, stat_users),
             "ours": run_ours(name, args, data, stat_users),
         }
         print(f"{name}: done", flush=True)

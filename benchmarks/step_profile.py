@@ -7,7 +7,8 @@ Per recipe (as benchmarks.epoch_time names them) and compile option: an engine w
 one epoch (it holds the compile), one epoch timed without the profiler, then one under
 torch.profiler. The table lists the operators by their self CPU seconds in the profiled
 epoch, with their calls per step, and sums them into the products (aten::mm, addmm, bmm), the
-compiled region's own code (the fused row pass), and the rest. The profiler adds its own
+compiled graphs' own code (the default's fused row pass; a forward and a backward graph
+elsewhere), and the rest. The profiler adds its own
 cost to every operator: compare shares, and take seconds from the unprofiled epoch.
 """
 

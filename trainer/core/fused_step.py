@@ -65,7 +65,8 @@ def bsl_shared_step(
     negatives' rows, keep [B, n] 1.0 where a negative counts for that pair (0.0: one of the
     user's train items), pair_weight [B] each pair's loss multiplier (Negatives.pos_weight;
     ones: unweighted), user_mask [B, d] user dropout's mask on p (ones: none). Returns
-    (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]); l2 > 0 adds λ·Σ‖e‖²/B over the rows (the shared negatives once), as add_l2_gradient_.
+    (loss [], ∂/∂p [B, d], ∂/∂pos_v [B, d], ∂/∂neg_v [n, d]); l2 > 0 adds λ·Σ‖e‖²/B over the
+    rows (the shared negatives once), as add_l2_gradient_.
     """
     batch = p.shape[0]
     dropped = p * user_mask
