@@ -51,9 +51,7 @@ STAT_USERS = 1024
 
 
 def their_modules(code: str):
-    """(model, sampler) imported from the checkout at `code`."""
-    if not os.path.isfile(os.path.join(code, "sampler.py")):
-        raise SystemExit(f"--code {code}: no sampler.py there; give a checkout of HERECJ/AdaSIR")
+    """(model, sampler) imported from the checkout at `code` (main checked it holds them)."""
     try:  # model.py's first line imports numpy.lib.function_base.select, gone in numpy 2
         importlib.import_module("numpy.lib.function_base")
     except ModuleNotFoundError:
@@ -258,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.samplers.split(",")) - set(THEIRS))
     if unknown:
         ap.error(f"unknown sampler(s) {', '.join(unknown)}; choose from {', '.join(THEIRS)}")
+    if not all(os.path.isfile(os.path.join(args.code, f)) for f in ("model.py", "sampler.py")):
+        ap.error(
+            f"--code {args.code}: no model.py and sampler.py there; give a checkout of HERECJ/AdaSIR"
+        )
     torch.set_num_threads(args.threads)
     data = PreparedData.load(args.data)
     judge = Engine(our_config("uniform", args, 1), data)

@@ -422,6 +422,16 @@ def test_pool_diagnostics_tabulate_validation_beside_the_pools_statistics(tiny_d
     assert "–" not in adasir_rows[0]  # ESS, distinct entries and staleness are all there
 
 
+def test_the_authors_code_benchmark_refuses_what_it_cannot_run(tiny_data, tmp_path):
+    """benchmarks/authors_code.py: a --code without the authors' files, or a sampler their
+    code has no counterpart for, is a one-line usage error, and no report is written."""
+    args = [sys.executable, "-m", "benchmarks.authors_code", "--data", tiny_data]
+    args += ["--out", str(tmp_path / "out")]
+    _assert_usage_error([*args, "--code", str(tmp_path)], "no model.py and sampler.py there")
+    _assert_usage_error([*args, "--code", str(tmp_path), "--samplers", "dns"], "unknown sampler")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_the_step_profile_sums_an_epoch_into_products_compiled_code_and_the_rest(
     tiny_data, tmp_path
